@@ -1,0 +1,333 @@
+"""The cost matrix C of Eq. 4, strategy costs (Eq. 6) and SCPE (§7.5).
+
+Contract (DESIGN.md "Cost matrix"): ``C`` is a ``(T, T)`` float array with
+``C[t', t] = Ψ̄_{t,t'}`` for ``t' < t``, ``C[t, t] = κ_t`` and ``+inf`` below the
+diagonal. A strategy ``s_0..s_{T-1}`` names the batch whose model is used at each
+batch; ``s_0 = 0`` and each ``s_t`` is either ``s_{t-1}`` (Keep) or ``t`` (Retrain).
+
+The matrix is built without redundant work, exactly:
+
+* every model predicts all of its later batches in one call (:func:`predict_later`);
+* the first term Ψ(Q_t, D_t, M_t') = (1/|D_t|) Σ_x ℓ_t'(x) w_t(x) uses the kernel
+  weights ``w_t(x) = Σ_q K(q, x)`` of (Q_t, X_t), computed once per ``t`` and
+  shared by every ``t' < t``;
+* the second term Ψ(Q_t, D_t', M_t') needs kernels only at the training points
+  that M_t' gets wrong (non-zero loss), against the later queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .staleness import (
+    DEFAULT_GAMMA,
+    MAX_BLOCK_BYTES,
+    Gamma,
+    LossFn,
+    _check_data,
+    _check_points,
+    _weighted_kernel_sums,
+    resolve_gamma,
+    resolve_loss,
+)
+
+__all__ = [
+    "StalenessTerms",
+    "predict_later",
+    "staleness_terms",
+    "cost_matrix",
+    "with_kappa",
+    "check_kappa",
+    "check_cost_matrix",
+    "check_strategy",
+    "strategy_from_retrains",
+    "retrains_from_strategy",
+    "strategy_cost",
+    "cumulative_strategy_cost",
+    "scpe",
+]
+
+
+@dataclass(frozen=True)
+class StalenessTerms:
+    """The two Ψ terms of every (t', t) pair of a window, and the γ that scaled them.
+
+    ``psi_now[t', t] = Ψ(Q_t, D_t, M_t')`` and ``psi_then[t', t] = Ψ(Q_t, D_t', M_t')``
+    for ``t' < t``; entries on and below the diagonal are NaN.
+    """
+
+    psi_now: np.ndarray
+    psi_then: np.ndarray
+    gamma: float
+
+    @property
+    def psi_bar(self) -> np.ndarray:
+        """Ψ̄_{t,t'} = psi_now − psi_then (Eq. 3), NaN on and below the diagonal."""
+        return self.psi_now - self.psi_then
+
+    def cost_matrix(self, kappa) -> np.ndarray:
+        """The cost matrix for retraining cost ``kappa`` (scalar or one per batch)."""
+        return with_kappa(self.psi_bar, kappa)
+
+
+def check_kappa(kappa, T: int) -> np.ndarray:
+    """Validate κ (a scalar or one value per batch, all finite and > 0); return a length-T array.
+
+    >>> check_kappa(2, 3)
+    array([2., 2., 2.])
+    """
+    try:
+        k = np.asarray(kappa, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"kappa: expected a positive number or one per batch, got {kappa!r}") from None
+    if k.ndim == 0:
+        k = np.full(T, float(k))
+    elif k.shape != (T,):
+        raise ValueError(f"kappa: expected a scalar or {T} values (one per batch), got shape {k.shape}")
+    if not np.isfinite(k).all() or (k <= 0).any():
+        raise ValueError(f"kappa: expected finite values > 0 (the cost of one retrain), got {kappa!r}")
+    return k
+
+
+def with_kappa(psi_bar: np.ndarray, kappa) -> np.ndarray:
+    """Assemble C from a Ψ̄ matrix (upper triangle used) and κ: changing κ is only the diagonal.
+
+    >>> with_kappa(np.array([[np.nan, 0.5], [np.nan, np.nan]]), 2.0)
+    array([[2. , 0.5],
+           [inf, 2. ]])
+    """
+    psi_bar = np.asarray(psi_bar, dtype=np.float64)
+    T = psi_bar.shape[0]
+    C = np.full((T, T), np.inf)
+    upper = np.triu_indices(T, 1)
+    C[upper] = psi_bar[upper]
+    C[np.diag_indices(T)] = check_kappa(kappa, T)
+    return C
+
+
+def predict_later(models: Sequence, Xs: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    """``out[t'][k] = models[t'].predict(Xs[t' + k])`` for every later-or-same batch, one call per model.
+
+    >>> class Echo:
+    ...     def predict(self, X): return X[:, 0]
+    >>> out = predict_later([Echo(), Echo()], [np.array([[1.0]]), np.array([[2.0], [3.0]])])
+    >>> [[p.tolist() for p in row] for row in out]
+    [[[1.0], [2.0, 3.0]], [[2.0, 3.0]]]
+    """
+    sizes = np.array([X.shape[0] for X in Xs])
+    out = []
+    for tp, model in enumerate(models):
+        pred = np.asarray(model.predict(np.concatenate(Xs[tp:], axis=0)))
+        out.append(np.split(pred, np.cumsum(sizes[tp:])[:-1]))
+    return out
+
+
+def _split_batches(batches, queries):
+    if len(batches) == 0:
+        raise ValueError("batches: is empty; expected at least one (X, y) batch")
+    data = [_check_data(f"batches[{t}]", b) for t, b in enumerate(batches)]
+    d = data[0][0].shape[1]
+    data = [_check_data(f"batches[{t}]", b, d) for t, b in enumerate(data)]
+    if queries is None:
+        Qs = [X for X, _ in data]
+    else:
+        if len(queries) != len(data):
+            raise ValueError(f"queries: has {len(queries)} batches, expected {len(data)} (one per data batch)")
+        Qs = [_check_points(f"queries[{t}]", q, d) for t, q in enumerate(queries)]
+    return data, Qs
+
+
+def staleness_terms(batches: Sequence, models: Sequence | None = None, *, queries=None,
+                    predictions: list[list[np.ndarray]] | None = None,
+                    gamma: Gamma = DEFAULT_GAMMA, loss: str | LossFn = "zero_one",
+                    max_block_bytes: int = MAX_BLOCK_BYTES) -> StalenessTerms:
+    """Both Ψ terms for every pair ``t' < t`` of a window of batches.
+
+    ``batches[t]`` is an ``(X_t, y_t)`` pair and ``models[t]`` the model trained on
+    it; ``queries[t]`` is Q_t (default: the batch's own points). Pass
+    ``predictions`` (as returned by :func:`predict_later` on the batches' X) to
+    reuse predictions already made; then ``models`` is not needed.
+    ``gamma="scale"`` is resolved once on all batches' X stacked.
+
+    >>> from sklearn.tree import DecisionTreeClassifier
+    >>> rng = np.random.default_rng(0)
+    >>> batches = [(X, (X[:, 0] > s).astype(int)) for s, X in
+    ...            zip([0.3, 0.5, 0.7], rng.random((3, 50, 2)))]
+    >>> models = [DecisionTreeClassifier(random_state=0).fit(X, y) for X, y in batches]
+    >>> terms = staleness_terms(batches, models, gamma=1.0)
+    >>> bool(terms.psi_bar[0, 2] > terms.psi_bar[1, 2] > 0)   # older models are staler
+    True
+    """
+    data, Qs = _split_batches(batches, queries)
+    T = len(data)
+    if predictions is None:
+        if models is None or len(models) != T:
+            raise ValueError(f"models: expected {T} fitted models (one per batch), "
+                             f"got {None if models is None else len(models)}")
+        predictions = predict_later(models, [X for X, _ in data])
+    elif len(predictions) != T:
+        raise ValueError(f"predictions: expected {T} rows (one per model), got {len(predictions)}")
+    g = resolve_gamma(gamma, np.concatenate([X for X, _ in data])) if isinstance(gamma, str) \
+        else resolve_gamma(gamma, data[0][0])
+    loss_fn = resolve_loss(loss)
+
+    n = np.array([X.shape[0] for X, _ in data], dtype=np.float64)
+    # w_t(x) = Σ_{q ∈ Q_t} K(q, x): once per batch, shared by every older model.
+    weights = [_weighted_kernel_sums(X, Q, None, g, max_block_bytes) for (X, _), Q in zip(data, Qs)]
+    q_sizes = np.array([Q.shape[0] for Q in Qs])
+
+    psi_now = np.full((T, T), np.nan)
+    psi_then = np.full((T, T), np.nan)
+    for tp in range(T - 1):
+        preds = predictions[tp]
+        y_later = np.concatenate([y for _, y in data[tp:]])
+        losses = np.asarray(loss_fn(y_later, np.concatenate(preds)), dtype=np.float64).reshape(-1)
+        if losses.shape[0] != y_later.shape[0] or not np.isfinite(losses).all() or (losses < 0).any():
+            raise ValueError("loss: expected one finite loss >= 0 per sample")
+        sizes = [p.shape[0] for p in preds]
+        own, later = losses[:sizes[0]], losses[sizes[0]:]
+        # First term, all later t at once: segment sums of w_t(x) · ℓ(x).
+        w_later = np.concatenate(weights[tp + 1:])
+        starts = np.concatenate([[0], np.cumsum(sizes[1:])[:-1]])
+        psi_now[tp, tp + 1:] = np.add.reduceat(w_later * later, starts) / n[tp + 1:]
+        # Second term: kernels only at the training points the model gets wrong.
+        wrong = np.flatnonzero(own)
+        if wrong.size == 0:
+            psi_then[tp, tp + 1:] = 0.0
+            continue
+        Q_later = np.concatenate(Qs[tp + 1:])
+        per_query = _weighted_kernel_sums(Q_later, data[tp][0][wrong], own[wrong], g, max_block_bytes)
+        q_starts = np.concatenate([[0], np.cumsum(q_sizes[tp + 1:])[:-1]])
+        psi_then[tp, tp + 1:] = np.add.reduceat(per_query, q_starts) / n[tp]
+    return StalenessTerms(psi_now=psi_now, psi_then=psi_then, gamma=g)
+
+
+def cost_matrix(batches: Sequence, models: Sequence | None, kappa, *, queries=None,
+                predictions: list[list[np.ndarray]] | None = None,
+                gamma: Gamma = DEFAULT_GAMMA, loss: str | LossFn = "zero_one",
+                max_block_bytes: int = MAX_BLOCK_BYTES) -> np.ndarray:
+    """The cost matrix C of Eq. 4 for a window of batches (see :func:`staleness_terms`).
+
+    ``kappa`` is the cost of one retrain, a scalar or one per batch, in Ψ units.
+
+    >>> class Constant:
+    ...     def predict(self, X): return np.zeros(len(X), dtype=int)
+    >>> X = np.zeros((2, 1))
+    >>> C = cost_matrix([(X, [0, 0]), (X, [1, 1])], [Constant(), Constant()], kappa=5, gamma=1.0)
+    >>> C   # the old model now errs on every point, each query sees 2 points: Ψ̄ = 2·2·1/2
+    array([[ 5.,  2.],
+           [inf,  5.]])
+    """
+    T = len(batches)
+    check_kappa(kappa, T)
+    terms = staleness_terms(batches, models, queries=queries, predictions=predictions,
+                            gamma=gamma, loss=loss, max_block_bytes=max_block_bytes)
+    return terms.cost_matrix(kappa)
+
+
+def check_cost_matrix(C) -> np.ndarray:
+    """Validate the cost-matrix contract; return C as a float64 array.
+
+    >>> check_cost_matrix([[1.0, 0.2], [1.0, 1.0]])
+    Traceback (most recent call last):
+    ...
+    ValueError: C: has finite entries below the diagonal; expected +inf there (C[t', t] is used only for t' <= t)
+    """
+    try:
+        C = np.asarray(C, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("C: expected a square 2-D float array") from None
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] == 0:
+        raise ValueError(f"C: expected a non-empty square (T, T) array, got shape {C.shape}")
+    T = C.shape[0]
+    if np.isfinite(C[np.tril_indices(T, -1)]).any():
+        raise ValueError("C: has finite entries below the diagonal; expected +inf there "
+                         "(C[t', t] is used only for t' <= t)")
+    upper = C[np.triu_indices(T)]
+    if not np.isfinite(upper).all():
+        raise ValueError("C: has NaN or inf on or above the diagonal; expected finite costs there")
+    diag = np.diag(C)
+    if (diag <= 0).any():
+        raise ValueError("C: has a diagonal entry <= 0; expected retraining costs kappa > 0")
+    return C
+
+
+def check_strategy(strategy, T: int) -> np.ndarray:
+    """Validate a strategy of length T (s_0 = 0; each s_t is s_{t-1} or t); return it as ints.
+
+    >>> check_strategy([0, 0, 2], 3)
+    array([0, 0, 2])
+    """
+    s = np.asarray(strategy)
+    if s.shape != (T,) or not np.issubdtype(s.dtype, np.integer):
+        raise ValueError(f"strategy: expected {T} integer model indices (one per batch), got {strategy!r}")
+    if s[0] != 0:
+        raise ValueError("strategy: expected s_0 = 0 (the first model is trained on the first batch)")
+    t = np.arange(T)
+    ok = (s[1:] == s[:-1]) | (s[1:] == t[1:])
+    if not ok.all():
+        bad = int(np.flatnonzero(~ok)[0]) + 1
+        raise ValueError(f"strategy: s_{bad} = {s[bad]} is neither s_{bad - 1} (Keep) nor {bad} (Retrain)")
+    return s.astype(np.int64)
+
+
+def strategy_from_retrains(retrain_at, T: int) -> np.ndarray:
+    """Strategy from the batches at which a model is trained (0 is implied).
+
+    >>> strategy_from_retrains([2], 4)
+    array([0, 0, 2, 2])
+    """
+    mark = np.zeros(T, dtype=bool)
+    mark[0] = True
+    r = np.asarray(list(retrain_at), dtype=np.int64)
+    if r.size and ((r < 0) | (r >= T)).any():
+        raise ValueError(f"retrain_at: expected batch indices in [0, {T}), got {list(retrain_at)}")
+    mark[r] = True
+    return np.maximum.accumulate(np.where(mark, np.arange(T), 0))
+
+
+def retrains_from_strategy(strategy) -> list[int]:
+    """Batches with a Retrain decision (s_t = t, t > 0); the initial model is not one.
+
+    >>> retrains_from_strategy([0, 0, 2, 2, 4])
+    [2, 4]
+    """
+    s = np.asarray(strategy)
+    return [int(t) for t in np.flatnonzero(s == np.arange(s.size)) if t > 0]
+
+
+def cumulative_strategy_cost(C, strategy) -> np.ndarray:
+    """Running total of Eq. 6 after each batch.
+
+    >>> cumulative_strategy_cost(np.array([[2.0, 0.5, 3.0], [np.inf, 2.0, 0.1],
+    ...                                    [np.inf, np.inf, 2.0]]), [0, 0, 0])
+    array([2. , 2.5, 5.5])
+    """
+    C = check_cost_matrix(C)
+    s = check_strategy(strategy, C.shape[0])
+    return np.cumsum(C[s, np.arange(C.shape[0])])
+
+
+def strategy_cost(C, strategy) -> float:
+    """cost(S) = Σ_t C[s_t, t] (Eq. 6).
+
+    >>> C = np.array([[2.0, 0.5, 3.0], [np.inf, 2.0, 0.1], [np.inf, np.inf, 2.0]])
+    >>> strategy_cost(C, [0, 0, 0]), strategy_cost(C, [0, 1, 1])
+    (5.5, 4.1)
+    """
+    return float(cumulative_strategy_cost(C, strategy)[-1])
+
+
+def scpe(cost: float, oracle_cost: float) -> float:
+    """Strategy cost percentage error 100·|b − a|/|b| with b the ORACLE cost (§7.5).
+
+    >>> scpe(12.0, 10.0)
+    20.0
+    """
+    cost, oracle_cost = float(cost), float(oracle_cost)
+    if not np.isfinite(oracle_cost) or oracle_cost == 0:
+        raise ValueError(f"oracle_cost: expected a finite non-zero cost, got {oracle_cost}")
+    return 100.0 * abs(oracle_cost - cost) / abs(oracle_cost)

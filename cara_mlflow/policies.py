@@ -1,0 +1,788 @@
+"""Retraining decision functions: the CARA variants (§5) and the baselines (§7.4) of the paper.
+
+A policy is shown one :class:`Observation` per arriving batch and answers with a
+:class:`Decision`, Keep or Retrain. It hears through :meth:`Policy.reset` when a retrain has
+*landed* (production changed), never merely when one was decided: a retrain that failed or was
+rejected keeps the staleness accumulated so far. Parameters and state are plain JSON, so a
+policy tuned offline can be stored, and resumed exactly by a step on another machine.
+
+>>> p = make_policy("cara-ct", tau_cum=2.5)
+>>> [p.decide(Observation(t=t, trained_on=0, psi_bar=1.0)).action for t in (1, 2, 3)]
+['keep', 'keep', 'retrain']
+>>> p.reset(3)
+>>> p.to_dict()
+{'policy': 'cara-ct', 'params': {'tau_cum': 2.5}, 'state': {'cum': 0.0, 'n': 0}}
+
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+import inspect
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "POLICIES",
+    "AdwinPolicy",
+    "CaraCT",
+    "CaraP",
+    "CaraT",
+    "DdmPolicy",
+    "Decision",
+    "Markov",
+    "NeverRetrain",
+    "Observation",
+    "OracleFollower",
+    "Policy",
+    "make_policy",
+    "policy_from_dict",
+]
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _check_real(name, value, *, low=None, high=None, low_open=False, high_open=False) -> float:
+    """Return ``value`` as a float, or raise a ValueError naming ``name`` and what was expected."""
+    if low is not None and high is not None:
+        expected = (
+            f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        )
+    elif low is not None:
+        expected = f"a finite number {'>' if low_open else '>='} {low}"
+    else:
+        expected = "a finite number"
+    # bool is a numbers.Real too, but True as a threshold is always a mistake.
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    v = float(value)
+    if (
+        not math.isfinite(v)
+        or (low is not None and (v <= low if low_open else v < low))
+        or (high is not None and (v >= high if high_open else v > high))
+    ):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return v
+
+
+def _check_int(name, value, *, low=None, high=None) -> int:
+    """Return ``value`` as an int (integral floats such as ``3.0`` from JSON are accepted)."""
+    if low is not None and high is not None:
+        expected = f"an integer in [{low}, {high}]"
+    elif low is not None:
+        expected = f"an integer >= {low}"
+    else:
+        expected = "an integer"
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    if not isinstance(value, numbers.Integral) and not (
+        isinstance(value, numbers.Real) and float(value).is_integer()
+    ):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    v = int(value)
+    if (low is not None and v < low) or (high is not None and v > high):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return v
+
+
+def _check_fields(state, policy: str, fields: tuple[str, ...]) -> None:
+    """Check that a state is a mapping with exactly ``fields``."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"state: expected a dict for the {policy} policy, got {state!r}")
+    for f in fields:
+        if f not in state:
+            raise ValueError(f"state.{f}: missing from the {policy} policy's state")
+    for f in state:
+        if f not in fields:
+            raise ValueError(f"state.{f}: not a field of the {policy} policy's state")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+# --------------------------------------------------------------------------- observation, decision
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a policy sees when batch ``t`` arrives.
+
+    Parameters
+    ----------
+    t
+        Absolute index of the batch that just arrived.
+    trained_on
+        Absolute index ``t'`` of the batch the current model was trained on, ``0 <= t' < t``.
+    psi_bar
+        Relative staleness ``Ψ̄_{t,t'}`` (Eq. 3) of the current model on this batch.
+    errors
+        The current model's per-sample 0/1 errors on the batch's data, in order; only the drift
+        detector policies need them.
+    kappa
+        Retraining cost ``κ_t`` at this batch, if known (MARKOV uses it).
+
+    Examples
+    --------
+    >>> Observation(t=5, trained_on=2, psi_bar=0.7)
+    Observation(t=5, trained_on=2, psi_bar=0.7, errors=None, kappa=None)
+    >>> Observation(t=2, trained_on=2, psi_bar=0.7)
+    Traceback (most recent call last):
+    ...
+    ValueError: trained_on: expected an integer in [0, 1], got 2
+
+    """
+
+    t: int
+    trained_on: int
+    psi_bar: float
+    errors: np.ndarray | None = None
+    kappa: float | None = None
+
+    def __post_init__(self):
+        # Catch off-by-one mistakes of the caller here, where they are still easy to explain.
+        t = _check_int("t", self.t, low=1)
+        _check_int("trained_on", self.trained_on, low=0, high=t - 1)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A policy's answer for one batch.
+
+    Parameters
+    ----------
+    retrain
+        True for Retrain, False for Keep.
+    reason
+        One human sentence saying why, e.g. ``"Ψ̄=3.2 ≥ τ=2.5"``.
+    score
+        The number the decision compared (Ψ̄, the cumulative Ψ̄, the number of detections, ...).
+
+    Examples
+    --------
+    >>> Decision(True, "Ψ̄=3.2 ≥ τ=2.5", 3.2).action
+    'retrain'
+
+    """
+
+    retrain: bool
+    reason: str
+    score: float
+
+    @property
+    def action(self) -> str:
+        """``"retrain"`` or ``"keep"``."""
+        return "retrain" if self.retrain else "keep"
+
+
+# --------------------------------------------------------------------------- base class
+
+
+class Policy(abc.ABC):
+    """Base class of the retraining decision functions.
+
+    ``__init__`` stores and validates the parameters, then builds the state with
+    ``_reset_state()``: nothing else. :meth:`decide` may update the state; :meth:`reset` clears it
+    once a retrain has landed. Parameters and state are JSON, and
+    ``set_state(get_state())`` on a fresh instance with the same parameters resumes exactly.
+
+    """
+
+    name: ClassVar[str]
+    """Registry name, as users type it (``"cara-t"``)."""
+    tunable: ClassVar[tuple[str, ...]] = ()
+    """Names of the parameters that are tuned offline."""
+
+    @abc.abstractmethod
+    def decide(self, obs: Observation) -> Decision:
+        """Keep or Retrain at batch ``obs.t``; may update the policy's state."""
+
+    def _reset_state(self) -> None:
+        """Build the state of a policy whose model was just trained; none for stateless ones."""
+
+    def reset(self, t: int) -> None:
+        """Clear the accumulated state: call it only once a retrain at batch ``t`` has landed."""
+        _check_int("t", t, low=0)
+        self._reset_state()
+
+    @classmethod
+    def _param_names(cls) -> tuple[str, ...]:
+        # As in scikit-learn, the parameters are exactly the arguments of __init__.
+        return tuple(
+            n for n, p in inspect.signature(cls.__init__).parameters.items()
+            if n != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        )
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, as JSON-able values."""
+        return {
+            n: list(v) if isinstance(v, list) else v
+            for n in self._param_names()
+            for v in [getattr(self, n)]
+        }
+
+    def get_state(self) -> dict[str, Any]:
+        """The state accumulated since the last reset, as JSON-able values."""
+        return {}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a state returned by :meth:`get_state` (ValueError naming a bad field)."""
+        _check_fields(state, self.name, ())
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"policy": name, "params": ..., "state": ...}``, ready for ``json.dumps``."""
+        return {"policy": self.name, "params": self.get_params(), "state": self.get_state()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Policy:
+        """Rebuild a policy from :meth:`to_dict`'s output (``state`` may be left out: fresh).
+
+        Other top-level keys are ignored, so a larger document holding a policy can be passed.
+        On a subclass, ``d["policy"]`` must name that subclass.
+
+        """
+        if not isinstance(d, Mapping) or "policy" not in d:
+            raise ValueError(
+                f"policy: expected a dict with keys 'policy', 'params', 'state', got {d!r}"
+            )
+        policy_cls = _lookup(d["policy"])
+        if cls is not Policy and policy_cls is not cls:
+            raise ValueError(f"policy: expected {cls.name!r}, got {d['policy']!r}")
+        params = d.get("params", {})
+        if not isinstance(params, Mapping):
+            raise ValueError(f"params: expected a dict of parameters, got {params!r}")
+        policy = make_policy(d["policy"], **params)
+        if "state" in d:
+            policy.set_state(d["state"])
+        return policy
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{self.name}({params})"
+
+
+def _psi_bar(obs: Observation) -> float:
+    return _check_real("psi_bar", obs.psi_bar)
+
+
+def _at_least(psi: float, symbol: str, threshold: float) -> Decision:
+    """Retrain iff Ψ̄ >= threshold: the rule shared by CARA-T (Eq. 8) and MARKOV (Eq. 17)."""
+    retrain = psi >= threshold
+    return Decision(
+        retrain, f"Ψ̄={_fmt(psi)} {'≥' if retrain else '<'} {symbol}={_fmt(threshold)}", psi
+    )
+
+
+# --------------------------------------------------------------------------- CARA variants
+
+
+class CaraT(Policy):
+    """CARA-T, the threshold variant (Eq. 8): Retrain iff ``Ψ̄_{t,t'} >= τ``.
+
+    Parameters
+    ----------
+    tau
+        Threshold on the relative staleness, in the units of Ψ̄. Ψ̄ is a difference and may be
+        negative, so any finite τ is allowed.
+
+    Examples
+    --------
+    >>> p = CaraT(tau=2.0)
+    >>> for psi in (1.9, 2.0, 2.1):
+    ...     print(p.decide(Observation(t=1, trained_on=0, psi_bar=psi)))
+    Decision(retrain=False, reason='Ψ̄=1.9 < τ=2', score=1.9)
+    Decision(retrain=True, reason='Ψ̄=2 ≥ τ=2', score=2.0)
+    Decision(retrain=True, reason='Ψ̄=2.1 ≥ τ=2', score=2.1)
+
+    """
+
+    name = "cara-t"
+    tunable = ("tau",)
+
+    def __init__(self, tau: float):
+        self.tau = _check_real("tau", tau)
+        self._reset_state()
+
+    def decide(self, obs: Observation) -> Decision:
+        return _at_least(_psi_bar(obs), "τ", self.tau)
+
+
+class CaraCT(Policy):
+    """CARA-CT, the cumulative threshold variant (Eq. 9): Retrain iff ``Σ_{j=t'+1..t} Ψ̄_{j,t'} >= τ_cum``.
+
+    The sum runs over the batches seen since the last :meth:`reset`, the current one included.
+    A Retrain *decision* does not clear it: only a landed retrain does, through ``reset``.
+
+    Parameters
+    ----------
+    tau_cum
+        Threshold on the cumulative relative staleness (any finite number).
+
+    Examples
+    --------
+    >>> p = CaraCT(tau_cum=2.5)
+    >>> for t in (1, 2, 3, 4):
+    ...     print(p.decide(Observation(t=t, trained_on=0, psi_bar=1.0)).reason)
+    ΣΨ̄=1 over 1 batch < τ_cum=2.5
+    ΣΨ̄=2 over 2 batches < τ_cum=2.5
+    ΣΨ̄=3 over 3 batches ≥ τ_cum=2.5
+    ΣΨ̄=4 over 4 batches ≥ τ_cum=2.5
+    >>> p.reset(4)
+    >>> p.decide(Observation(t=5, trained_on=4, psi_bar=1.0)).action
+    'keep'
+
+    """
+
+    name = "cara-ct"
+    tunable = ("tau_cum",)
+
+    def __init__(self, tau_cum: float):
+        self.tau_cum = _check_real("tau_cum", tau_cum)
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._cum = 0.0
+        self._n = 0
+
+    def decide(self, obs: Observation) -> Decision:
+        psi = _psi_bar(obs)
+        # Sequential float addition, exactly as np.cumsum along a row of the offline cost
+        # matrix: the tuner and the online policy then agree bit for bit at the threshold.
+        self._cum = self._cum + psi
+        self._n += 1
+        retrain = self._cum >= self.tau_cum
+        return Decision(
+            retrain,
+            f"ΣΨ̄={_fmt(self._cum)} over {self._n} batch{'es' if self._n != 1 else ''} "
+            f"{'≥' if retrain else '<'} τ_cum={_fmt(self.tau_cum)}",
+            self._cum,
+        )
+
+    def get_state(self) -> dict[str, Any]:
+        # json writes floats with repr, which round-trips them exactly.
+        return {"cum": self._cum, "n": self._n}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        _check_fields(state, self.name, ("cum", "n"))
+        cum = _check_real("state.cum", state["cum"])
+        n = _check_int("state.n", state["n"], low=0)
+        self._cum, self._n = cum, n
+
+
+class CaraP(Policy):
+    """CARA-P, the periodic variant (Eq. 10): Retrain iff ``(t - offset) % phi == 0``.
+
+    ``t`` is the absolute batch index, so the period does not drift when a retrain fails.
+
+    Parameters
+    ----------
+    phi
+        Period, in batches (``>= 1``).
+    offset
+        Offset ``a`` of the first retrain, ``0 <= offset < phi``.
+
+    Examples
+    --------
+    >>> p = CaraP(phi=3, offset=1)
+    >>> [t for t in range(1, 10) if p.decide(Observation(t=t, trained_on=0, psi_bar=0.0)).retrain]
+    [1, 4, 7]
+
+    """
+
+    name = "cara-p"
+    tunable = ("phi", "offset")
+
+    def __init__(self, phi: int, offset: int = 0):
+        self.phi = _check_int("phi", phi, low=1)
+        self.offset = _check_int("offset", offset, low=0, high=self.phi - 1)
+        self._reset_state()
+
+    def decide(self, obs: Observation) -> Decision:
+        r = (obs.t - self.offset) % self.phi
+        return Decision(
+            r == 0,
+            f"(t−a) mod φ = ({obs.t}−{self.offset}) mod {self.phi} = {r}",
+            float(r),
+        )
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+class Markov(Policy):
+    """MARKOV (Eq. 17): Retrain iff ``Ψ̄_{t,t'} >= κ_t``, an uncalibrated CARA-T with ``τ = κ_t``.
+
+    Parameters
+    ----------
+    kappa
+        Retraining cost used when the observation carries none (``obs.kappa`` wins). One of the
+        two must be given; κ > 0.
+
+    Examples
+    --------
+    >>> p = Markov(kappa=2.0)
+    >>> p.decide(Observation(t=1, trained_on=0, psi_bar=1.5)).reason
+    'Ψ̄=1.5 < κ=2'
+    >>> p.decide(Observation(t=1, trained_on=0, psi_bar=1.5, kappa=1.0)).reason
+    'Ψ̄=1.5 ≥ κ=1'
+
+    """
+
+    name = "markov"
+
+    def __init__(self, kappa: float | None = None):
+        self.kappa = None if kappa is None else _check_real("kappa", kappa, low=0, low_open=True)
+        self._reset_state()
+
+    def decide(self, obs: Observation) -> Decision:
+        if obs.kappa is not None:
+            kappa = _check_real("kappa", obs.kappa, low=0, low_open=True)
+        elif self.kappa is not None:
+            kappa = self.kappa
+        else:
+            raise ValueError(
+                "kappa: the markov policy needs the retraining cost κ_t: "
+                "pass kappa= to the policy or set Observation.kappa"
+            )
+        return _at_least(_psi_bar(obs), "κ", kappa)
+
+
+class NeverRetrain(Policy):
+    """NR: always Keep; the oldest model serves the whole stream.
+
+    Examples
+    --------
+    >>> NeverRetrain().decide(Observation(t=1, trained_on=0, psi_bar=99.0))
+    Decision(retrain=False, reason='never retrain', score=0.0)
+
+    """
+
+    name = "nr"
+
+    def __init__(self):
+        self._reset_state()
+
+    def decide(self, obs: Observation) -> Decision:
+        return Decision(False, "never retrain", 0.0)
+
+
+class OracleFollower(Policy):
+    """ORACLE follower (Eq. 11): Retrain iff ``t`` is one of the oracle's retrain batches.
+
+    Parameters
+    ----------
+    retrain_at
+        Absolute batch indices at which the hindsight-optimal strategy retrains (stored sorted,
+        without duplicates).
+
+    Examples
+    --------
+    >>> p = OracleFollower(retrain_at=[7, 3])
+    >>> p
+    oracle(retrain_at=[3, 7])
+    >>> p.decide(Observation(t=3, trained_on=0, psi_bar=0.0)).reason
+    "t=3 is one of the oracle's retrain batches"
+
+    """
+
+    name = "oracle"
+
+    def __init__(self, retrain_at: Iterable[int]):
+        if isinstance(retrain_at, (str, bytes, Mapping)) or not isinstance(retrain_at, Iterable):
+            raise ValueError(f"retrain_at: expected a list of batch indices, got {retrain_at!r}")
+        self.retrain_at = sorted(
+            {_check_int(f"retrain_at[{i}]", v, low=0) for i, v in enumerate(retrain_at)}
+        )
+        self._reset_state()
+
+    def decide(self, obs: Observation) -> Decision:
+        hit = obs.t in self.retrain_at
+        where = "one of" if hit else "not one of"
+        return Decision(hit, f"t={obs.t} is {where} the oracle's retrain batches", float(hit))
+
+
+# --------------------------------------------------------------------------- drift detectors
+
+
+class _DetectorPolicy(Policy):
+    """Retrain at the end of a batch in which a river drift detector fired on the model's errors.
+
+    river's detectors expose no state (ADWIN's core is compiled), so the state is the 0/1 errors
+    fed since the detector was last fresh, packed into bits; ``set_state`` replays them into a
+    fresh detector. Both detectors reset themselves fully on the update after a detection, so
+    only the errors after the last detection need keeping: the state is bounded by the interval
+    between detections (or retrains), about one bit per sample.
+
+    """
+
+    _label: ClassVar[str]
+
+    @abc.abstractmethod
+    def _new_detector(self): ...
+
+    def _reset_state(self) -> None:
+        self._detector = self._new_detector()
+        # Errors fed since the detector was fresh, one uint8 array per batch, so that a long
+        # quiet stretch costs one append per batch rather than a growing copy.
+        self._fed: list[np.ndarray] = []
+
+    def _errors(self, obs: Observation) -> np.ndarray:
+        if obs.errors is None:
+            raise ValueError(
+                f"errors: the {self.name} policy needs the current model's per-sample "
+                "0/1 errors on the batch"
+            )
+        e = np.asarray(obs.errors)
+        if e.ndim != 1 or e.dtype.kind not in "biuf":
+            raise ValueError(
+                f"errors: expected a 1-D array of 0/1 values, got dtype {e.dtype} "
+                f"and shape {e.shape}"
+            )
+        bad = np.flatnonzero((e != 0) & (e != 1))  # NaN is caught too
+        if bad.size:
+            raise ValueError(
+                f"errors: expected 0/1 values, got {e[bad[0]]!r} at sample {bad[0]}"
+            )
+        return e.astype(np.uint8)
+
+    def _feed(self, detector, bits: np.ndarray) -> list[int]:
+        """Update ``detector`` with every bit, in order; return the samples where it fired."""
+        update = detector.update  # river detectors are per sample: keep the loop tight
+        hits = []
+        for i, x in enumerate(bits.tolist()):
+            update(x)
+            if detector.drift_detected:
+                hits.append(i)
+        return hits
+
+    def decide(self, obs: Observation) -> Decision:
+        bits = self._errors(obs)
+        hits = self._feed(self._detector, bits)
+        n = bits.size
+        if hits:
+            # The detector will reset itself on its next update: forget what came before.
+            self._fed = [bits[hits[-1] + 1:]]
+            more = f" ({len(hits)} detections)" if len(hits) > 1 else ""
+            reason = f"{self._label} signalled drift at sample {hits[0]} of {n}{more}"
+        else:
+            self._fed.append(bits)
+            reason = f"{self._label} signalled no drift in {n} samples"
+        return Decision(bool(hits), reason, float(len(hits)))
+
+    def get_state(self) -> dict[str, Any]:
+        bits = np.concatenate(self._fed) if self._fed else np.zeros(0, np.uint8)
+        return {
+            "n_errors": int(bits.size),
+            "errors": base64.b64encode(np.packbits(bits).tobytes()).decode("ascii"),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        _check_fields(state, self.name, ("n_errors", "errors"))
+        n = _check_int("state.n_errors", state["n_errors"], low=0)
+        packed = state["errors"]
+        try:
+            raw = np.frombuffer(base64.b64decode(packed, validate=True), np.uint8)
+        except (TypeError, ValueError):  # binascii.Error is a ValueError
+            raise ValueError(
+                f"state.errors: expected a base64 string, got {packed!r:.60}"
+            ) from None
+        unpacked = np.unpackbits(raw)
+        if raw.size != -(-n // 8) or unpacked[n:].any():
+            raise ValueError(
+                f"state.errors: expected {n} packed bits (state.n_errors), got {raw.size} bytes"
+            )
+        bits = unpacked[:n]
+        detector = self._new_detector()
+        if self._feed(detector, bits):
+            # get_state keeps only the errors after the last detection, so a replay never fires.
+            raise ValueError(
+                f"state.errors: replaying them fires the {self._label} detector: "
+                "not a state written by this policy with these parameters"
+            )
+        self._detector, self._fed = detector, [bits] if n else []
+
+
+class AdwinPolicy(_DetectorPolicy):
+    """ADWIN baseline: Retrain at the end of a batch in which ADWIN detected drift in the errors.
+
+    Wraps :class:`river.drift.ADWIN` (Bifet & Gavaldà, 2007) fed with the current model's
+    per-sample 0/1 errors; the parameters are river's.
+
+    Parameters
+    ----------
+    delta
+        Significance value, in (0, 1).
+    clock
+        How often, in samples, ADWIN checks for change (``>= 1``).
+    max_buckets
+        Buckets of each size kept before merging (``>= 1``).
+    min_window_length
+        Minimum length of a sub-window tested for change (``>= 1``).
+    grace_period
+        Samples seen before any detection (``>= 0``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> p = AdwinPolicy()
+    >>> for t in (1, 2, 3):
+    ...     rate = 0.05 if t < 3 else 0.6
+    ...     errors = (rng.random(500) < rate).astype(int)
+    ...     print(p.decide(Observation(t=t, trained_on=0, psi_bar=0.0, errors=errors)).reason)
+    ADWIN signalled no drift in 500 samples
+    ADWIN signalled no drift in 500 samples
+    ADWIN signalled drift at sample 23 of 500
+
+    """
+
+    name = "adwin"
+    _label = "ADWIN"
+
+    def __init__(
+        self,
+        delta: float = 0.002,
+        clock: int = 32,
+        max_buckets: int = 5,
+        min_window_length: int = 5,
+        grace_period: int = 10,
+    ):
+        self.delta = _check_real("delta", delta, low=0, high=1, low_open=True, high_open=True)
+        # river's compiled core panics (rather than raising) on clock=0 or max_buckets=0.
+        self.clock = _check_int("clock", clock, low=1)
+        self.max_buckets = _check_int("max_buckets", max_buckets, low=1)
+        self.min_window_length = _check_int("min_window_length", min_window_length, low=1)
+        self.grace_period = _check_int("grace_period", grace_period, low=0)
+        self._reset_state()
+
+    def _new_detector(self):
+        from river.drift import ADWIN  # river takes a second to import: only when needed
+
+        return ADWIN(
+            delta=self.delta,
+            clock=self.clock,
+            max_buckets=self.max_buckets,
+            min_window_length=self.min_window_length,
+            grace_period=self.grace_period,
+        )
+
+
+class DdmPolicy(_DetectorPolicy):
+    """DDM baseline: Retrain at the end of a batch in which DDM detected drift in the errors.
+
+    Wraps :class:`river.drift.binary.DDM` (Gama et al., 2004) fed with the current model's
+    per-sample 0/1 errors; the parameters are river's. Warnings are not acted on.
+
+    Parameters
+    ----------
+    warm_start
+        Samples seen before any detection (``>= 0``).
+    warning_threshold
+        Warning level, in standard deviations (``> 0``).
+    drift_threshold
+        Drift level, in standard deviations (``> 0``).
+
+    Examples
+    --------
+    >>> p = DdmPolicy()
+    >>> quiet = np.zeros(100, dtype=int); quiet[::10] = 1
+    >>> p.decide(Observation(t=1, trained_on=0, psi_bar=0.0, errors=quiet)).reason
+    'DDM signalled no drift in 100 samples'
+    >>> d = p.decide(Observation(t=2, trained_on=0, psi_bar=0.0, errors=np.ones(100)))
+    >>> d.retrain, d.reason
+    (True, 'DDM signalled drift at sample 6 of 100')
+
+    """
+
+    name = "ddm"
+    _label = "DDM"
+
+    def __init__(
+        self, warm_start: int = 30, warning_threshold: float = 2.0, drift_threshold: float = 3.0
+    ):
+        self.warm_start = _check_int("warm_start", warm_start, low=0)
+        self.warning_threshold = _check_real(
+            "warning_threshold", warning_threshold, low=0, low_open=True
+        )
+        self.drift_threshold = _check_real(
+            "drift_threshold", drift_threshold, low=0, low_open=True
+        )
+        self._reset_state()
+
+    def _new_detector(self):
+        from river.drift.binary import DDM
+
+        return DDM(
+            warm_start=self.warm_start,
+            warning_threshold=self.warning_threshold,
+            drift_threshold=self.drift_threshold,
+        )
+
+
+# --------------------------------------------------------------------------- registry
+
+POLICIES: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (CaraT, CaraCT, CaraP, Markov, NeverRetrain, OracleFollower, AdwinPolicy, DdmPolicy)
+}
+"""Every policy by registry name; feeds validation, docs and the CLI's choices."""
+
+
+def _lookup(name) -> type[Policy]:
+    try:
+        return POLICIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown policy {name!r}: expected one of {', '.join(POLICIES)}"
+        ) from None
+
+
+def make_policy(name: str, **params) -> Policy:
+    """Build the policy registered as ``name`` with ``params``.
+
+    Examples
+    --------
+    >>> make_policy("cara-p", phi=4, offset=1)
+    cara-p(phi=4, offset=1)
+    >>> make_policy("cara-x")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown policy 'cara-x': expected one of cara-t, cara-ct, cara-p, markov, nr,
+    oracle, adwin, ddm
+
+    """
+    cls = _lookup(name)
+    signature = inspect.signature(cls.__init__).parameters
+    names = cls._param_names()
+    for p in params:
+        if p not in names:
+            raise ValueError(
+                f"{p}: not a parameter of the {name} policy: expected one of "
+                f"{', '.join(names) or '(none)'}"
+            )
+    for p in names:
+        if p not in params and signature[p].default is inspect.Parameter.empty:
+            raise ValueError(f"{p}: the {name} policy needs this parameter")
+    return cls(**params)
+
+
+def policy_from_dict(d: Mapping[str, Any]) -> Policy:
+    """Rebuild any registered policy from ``Policy.to_dict()`` output (e.g. after a JSON trip).
+
+    Examples
+    --------
+    >>> import json
+    >>> p = make_policy("cara-ct", tau_cum=2.5)
+    >>> _ = p.decide(Observation(t=1, trained_on=0, psi_bar=0.1))
+    >>> q = policy_from_dict(json.loads(json.dumps(p.to_dict())))
+    >>> q, q.get_state()
+    (cara-ct(tau_cum=2.5), {'cum': 0.1, 'n': 1})
+
+    """
+    return Policy.from_dict(d)

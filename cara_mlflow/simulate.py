@@ -1,0 +1,278 @@
+"""Algorithm 1 over a stream: tune every policy offline, run it online, score it (§4.4, §7.5).
+
+One model is trained per batch and every model predicts its later batches once;
+all policies share those models, predictions and cost matrices. Per policy the
+report gives the online strategy cost, its SCPE against the ORACLE, the
+prequential query accuracy, the number of Retrain decisions and the decisions.
+
+Prequential accuracy (§7.5, "test-then-train"): the queries Q_t are answered by
+the model in use *before* the decision at t, i.e. ``M_{s_{t-1}}``. The first
+online batch has no earlier online model (its model is trained on it), so the
+average runs over the online batches after the first (26–99 by default).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .costs import check_kappa, predict_later, retrains_from_strategy, scpe, staleness_terms, strategy_cost
+from .oracle import solve
+from .policies import POLICIES, Observation, make_policy
+from .staleness import DEFAULT_GAMMA, resolve_gamma
+from .tuning import PolicyTuner
+
+__all__ = ["MODELS", "make_model", "ConstantModel", "run_policy", "PolicyResult", "Report", "simulate"]
+
+
+def _random_forest(seed: int):
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(random_state=seed)
+
+
+def _sgd_logistic(seed: int):
+    from sklearn.linear_model import SGDClassifier
+
+    return SGDClassifier(loss="log_loss", random_state=seed)
+
+
+#: Model names users type (DESIGN.md): a factory ``seed -> unfitted estimator``.
+MODELS: dict[str, Callable[[int], object]] = {"rf": _random_forest, "lr": _sgd_logistic}
+
+
+class ConstantModel:
+    """Predicts one label: stands in for a classifier on a batch with a single class.
+
+    >>> ConstantModel(1).predict(np.zeros((2, 3)))
+    array([1, 1])
+    """
+
+    def __init__(self, label):
+        self.label = label
+
+    def predict(self, X):
+        return np.full(np.shape(X)[0], self.label)
+
+
+def make_model(model: str | Callable[[int], object], X: np.ndarray, y: np.ndarray, seed: int):
+    """Fit a model by name (``rf``, ``lr``) or factory ``seed -> estimator`` on one batch.
+
+    >>> m = make_model("lr", np.array([[0.0], [1.0], [0.1], [0.9]]), np.array([0, 1, 0, 1]), seed=0)
+    >>> m.predict(np.array([[0.0], [1.0]])).tolist()
+    [0, 1]
+    """
+    if isinstance(model, str):
+        if model not in MODELS:
+            raise ValueError(f"model: unknown model {model!r}: expected one of {', '.join(MODELS)} or a factory")
+        factory = MODELS[model]
+    else:
+        factory = model
+    classes = np.unique(y)
+    if classes.size < 2:
+        # Classifiers refuse a single class; the model that learnt it predicts it.
+        return ConstantModel(classes[0])
+    return factory(seed).fit(X, y)
+
+
+def run_policy(policy, C: np.ndarray, *, start: int = 0,
+               errors: Callable[[int, int], np.ndarray] | None = None) -> tuple[list[int], list]:
+    """Run a policy through a window (Algorithm 1); return the local strategy and decisions.
+
+    The window's first batch trains the initial model; each later batch ``t``
+    gives the policy its Ψ̄ = ``C[s, t]`` for the model in use, κ_t = ``C[t, t]``
+    and, if ``errors`` is given, ``errors(s, t)``: the model's per-sample 0/1
+    errors on batch t (local indices). ``reset`` follows every Retrain, as a
+    retrain always lands here.
+
+    >>> from cara_mlflow.policies import make_policy
+    >>> C = np.array([[1.0, 0.5, 2.0], [np.inf, 1.0, 0.1], [np.inf, np.inf, 1.0]])
+    >>> strategy, decisions = run_policy(make_policy("cara-t", tau=1.0), C)
+    >>> strategy, [d.action for d in decisions]
+    ([0, 0, 2], ['keep', 'retrain'])
+    """
+    T = C.shape[0]
+    tp = 0
+    strategy = [0]
+    decisions = []
+    for t in range(1, T):
+        obs = Observation(t=start + t, trained_on=start + tp, psi_bar=float(C[tp, t]),
+                          errors=None if errors is None else errors(tp, t), kappa=float(C[t, t]))
+        decision = policy.decide(obs)
+        decisions.append(decision)
+        if decision.retrain:
+            tp = t
+            policy.reset(start + t)
+        strategy.append(tp)
+    return strategy, decisions
+
+
+@dataclass
+class PolicyResult:
+    """One policy's online run."""
+
+    policy: str
+    params: dict
+    offline_cost: float | None
+    strategy_cost: float
+    oracle_cost: float
+    scpe: float
+    query_accuracy: float
+    n_retrains: int
+    retrain_at: list[int]
+    decisions: list[str]
+    strategy: list[int] = field(repr=False)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("strategy")
+        return out
+
+
+@dataclass
+class Report:
+    """Everything :func:`simulate` measured; ``results`` has one :class:`PolicyResult` per policy."""
+
+    stream: str
+    kappa: float
+    seed: int
+    model: str
+    gamma: float
+    n_offline: int
+    n_batches: int
+    results: list[PolicyResult]
+    offline_matrix: np.ndarray = field(repr=False)
+    online_matrix: np.ndarray = field(repr=False)
+    timings: dict = field(default_factory=dict)
+
+    def __getitem__(self, policy: str) -> PolicyResult:
+        for r in self.results:
+            if r.policy == policy:
+                return r
+        raise KeyError(policy)
+
+    def to_json(self) -> str:
+        """A JSON list with one object per policy."""
+        return json.dumps([r.to_dict() for r in self.results], indent=2)
+
+    def table(self) -> str:
+        """The policy table as fixed-width text."""
+        head = f"{'policy':<8} {'cost':>10} {'oracle':>10} {'SCPE %':>9} {'query acc':>9} {'retrains':>8}  params"
+        lines = [f"{self.stream}  κ={self.kappa:g}  seed={self.seed}  model={self.model}  γ={self.gamma:.4g}  "
+                 f"offline 0–{self.n_offline - 1}, online {self.n_offline}–{self.n_batches - 1}", head]
+        for r in self.results:
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
+            lines.append(f"{r.policy:<8} {r.strategy_cost:>10.3f} {r.oracle_cost:>10.3f} {r.scpe:>9.2f} "
+                         f"{r.query_accuracy:>9.3f} {r.n_retrains:>8d}  {params}")
+        return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list) and len(v) > 6:
+        return f"[{', '.join(map(str, v[:6]))}, … ({len(v)})]"
+    return str(v)
+
+
+def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_offline: int = 25,
+             model: str | Callable[[int], object] = "rf", seed: int = 0, gamma=DEFAULT_GAMMA,
+             loss="zero_one", tuning_method: str = "exact", n_batches: int = 100, batch_size: int = 1000,
+             progress: Callable[[str], None] | None = None) -> Report:
+    """Tune each policy on the offline batches, run it on the online ones, and score it.
+
+    ``stream`` is a stream name (``covcon-d``, …; generated with ``seed``) or a
+    sequence of batches with ``X``, ``y``, ``queries``, ``query_labels`` and
+    ``query_index`` (as :class:`cara_mlflow.streams.Batch`). ``model`` is ``rf``,
+    ``lr`` or a factory ``seed -> estimator``; one is trained per batch.
+    ``gamma="scale"`` is resolved once on the offline data and kept online.
+    ``n_batches`` and ``batch_size`` apply to a stream given by name.
+
+    >>> report = simulate("covcon-d", kappa=20, policies=["cara-t", "nr", "oracle"], model="lr",
+    ...                   n_batches=12, batch_size=200, n_offline=4, seed=0)
+    >>> report["nr"].n_retrains, report["oracle"].scpe
+    (0, 0.0)
+    >>> all(r.strategy_cost >= report["oracle"].strategy_cost for r in report.results)
+    True
+    """
+    from .streams import make_stream
+
+    policies = list(POLICIES) if policies is None else list(policies)
+    for name in policies:
+        if name not in POLICIES:
+            raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
+    kappa_value = float(check_kappa(kappa, 1)[0])
+    name = stream if isinstance(stream, str) else getattr(stream, "name", "custom")
+    batches = list(make_stream(stream, n_batches=n_batches, batch_size=batch_size, seed=seed)) if isinstance(stream, str) else list(stream)
+    T = len(batches)
+    if not 2 <= n_offline <= T - 2:
+        raise ValueError(f"n_offline: expected between 2 and {T - 2} (the stream has {T} batches), got {n_offline}")
+    note = progress or (lambda message: None)
+    timings: dict[str, float] = {}
+
+    clock = time.perf_counter()
+    note(f"training {T} models")
+    models = [make_model(model, b.X, b.y, seed) for b in batches]
+    timings["training"] = time.perf_counter() - clock
+
+    g = resolve_gamma(gamma, np.concatenate([b.X for b in batches[:n_offline]]))
+    windows = {"offline": batches[:n_offline], "online": batches[n_offline:]}
+    model_windows = {"offline": models[:n_offline], "online": models[n_offline:]}
+    matrices, query_preds, errors = {}, None, None
+    timings["predictions"] = timings["kernels"] = 0.0
+    for key, window in windows.items():
+        note(f"predicting and building the {key} cost matrix")
+        clock = time.perf_counter()
+        online = key == "online"
+        # Online models also answer the queries: stack them under the data (-S) or
+        # reuse the data predictions (-D, queries are rows of X).
+        extra = [b.queries if (online and b.query_index is None) else b.X[:0] for b in window]
+        preds = predict_later(model_windows[key], [np.concatenate([b.X, q]) for b, q in zip(window, extra)])
+        n = [b.X.shape[0] for b in window]
+        data_preds = [[p[:n[tp + k]] for k, p in enumerate(row)] for tp, row in enumerate(preds)]
+        timings["predictions"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        terms = staleness_terms([(b.X, b.y) for b in window], queries=[b.queries for b in window],
+                                predictions=data_preds, gamma=g, loss=loss)
+        matrices[key] = terms.cost_matrix(kappa_value)
+        timings["kernels"] += time.perf_counter() - clock
+        if online:
+            query_preds = [[p[n[tp + k]:] if b.query_index is None else p[b.query_index]
+                            for k, (p, b) in enumerate(zip(row, window[tp:]))]
+                           for tp, row in enumerate(preds)]
+            errors = [[(p != b.y).astype(np.int8) for p, b in zip(row, window[tp:])]
+                      for tp, row in enumerate(data_preds)]
+
+    C_off, C_on = matrices["offline"], matrices["online"]
+    online_batches = windows["online"]
+    oracle = solve(C_on)
+    results = []
+    clock = time.perf_counter()
+    for policy_name in policies:
+        note(f"tuning and running {policy_name}")
+        if policy_name == "oracle":
+            params = {"retrain_at": [n_offline + t for t in oracle.retrain_at[1:]]}
+            offline_cost = None
+        else:
+            tuned = PolicyTuner(policy_name, method=tuning_method, seed=seed).fit(C_off)
+            params, offline_cost = tuned.best_params_, tuned.best_cost_
+        policy = make_policy(policy_name, **params)
+        strategy, decisions = run_policy(policy, C_on, start=n_offline,
+                                         errors=lambda tp, t: errors[tp][t - tp])
+        cost = strategy_cost(C_on, strategy)
+        acc = [np.mean(query_preds[strategy[t - 1]][t - strategy[t - 1]] == online_batches[t].query_labels)
+               for t in range(1, len(online_batches))]
+        results.append(PolicyResult(
+            policy=policy_name, params=params, offline_cost=None if offline_cost is None or np.isnan(offline_cost) else float(offline_cost), strategy_cost=cost,
+            oracle_cost=oracle.cost, scpe=scpe(cost, oracle.cost), query_accuracy=float(np.mean(acc)),
+            n_retrains=len(retrains_from_strategy(strategy)),
+            retrain_at=[n_offline + t for t in retrains_from_strategy(strategy)],
+            decisions=[d.action for d in decisions], strategy=[n_offline + s for s in strategy]))
+    timings["policies"] = time.perf_counter() - clock
+    model_name = model if isinstance(model, str) else getattr(model, "__name__", "custom")
+    return Report(stream=name, kappa=kappa_value, seed=seed, model=model_name, gamma=g, n_offline=n_offline,
+                  n_batches=T, results=results, offline_matrix=C_off, online_matrix=C_on, timings=timings)

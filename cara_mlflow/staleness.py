@@ -1,0 +1,274 @@
+"""Staleness costs ψ, Ψ and Ψ̄ of the CARA paper (Eq. 1–3, 15, 16).
+
+For a model ``M`` trained on batch ``t'``, the staleness of its answers to the
+queries ``Q_t`` given data ``D = (X, y)`` is (Eq. 1–2)::
+
+    Ψ(Q, D, M) = Σ_q (1/|D|) Σ_(x,y)∈D  K(q, x) · ℓ(M, x, y)
+               = (1/|D|) Σ_x ℓ(M, x, y) · Σ_q K(q, x)
+
+with the RBF similarity ``K(q, x) = exp(-γ ||q - x||²)`` (Eq. 15) and a per-sample
+loss ℓ (0-1 by default, Eq. 16). The relative staleness (Eq. 3) is
+``Ψ̄_{t,t'} = Ψ(Q_t, D_t, M_t') − Ψ(Q_t, D_t', M_t')``: how much worse the model
+got near today's queries, from the data it was trained on to today's data.
+
+Only points with a non-zero loss contribute to the sums, so kernels are
+evaluated only there. Kernel blocks are bounded to ``max_block_bytes`` (64 MB by
+default) so that 10⁵ queries × 10⁴ points never hold the whole kernel.
+
+Units: Ψ counts "similarity-weighted errors near the queries"; κ is given in the
+same units (DESIGN.md, "Units").
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+import numpy as np
+
+__all__ = [
+    "LOSSES",
+    "DEFAULT_GAMMA",
+    "MAX_BLOCK_BYTES",
+    "resolve_gamma",
+    "resolve_loss",
+    "zero_one_loss",
+    "squared_loss",
+    "kernel_sums",
+    "psi_from_losses",
+    "absolute_staleness",
+    "relative_staleness",
+]
+
+LossFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Gamma = Union[float, str]
+
+#: ``"scale"``: γ = 1 / (d · Var(X)), as scikit-learn's SVC — "the inverse of the
+#: variance", chosen "based on the number of features d" (paper §7, §7.6).
+DEFAULT_GAMMA = "scale"
+
+#: Upper bound on the kernel block held in memory at once (bytes of float64).
+MAX_BLOCK_BYTES = 64 * 2**20
+
+
+def zero_one_loss(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per-sample 0-1 loss ``I(y_pred != y_true)`` (Eq. 16), as float64.
+
+    >>> zero_one_loss(np.array([0, 1, 1]), np.array([0, 0, 1]))
+    array([0., 1., 0.])
+    """
+    return (np.asarray(y_true) != np.asarray(y_pred)).astype(np.float64)
+
+
+def squared_loss(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Per-sample squared error ``(y_true - y_pred)²``, for regressors.
+
+    >>> squared_loss(np.array([1.0, 2.0]), np.array([1.5, 2.0]))
+    array([0.25, 0.  ])
+    """
+    diff = np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
+    return diff * diff
+
+
+#: Loss names users may type; any callable ``(y_true, y_pred) -> per-sample losses`` works too.
+LOSSES: dict[str, LossFn] = {"zero_one": zero_one_loss, "squared": squared_loss}
+
+
+def resolve_loss(loss: str | LossFn) -> LossFn:
+    """Return the loss function for a name in :data:`LOSSES` or a callable.
+
+    >>> resolve_loss("zero_one") is zero_one_loss
+    True
+    """
+    if callable(loss):
+        return loss
+    try:
+        return LOSSES[loss]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"loss: unknown loss {loss!r}: expected one of {', '.join(LOSSES)} "
+            "or a callable (y_true, y_pred) -> per-sample losses"
+        ) from None
+
+
+def resolve_gamma(gamma: Gamma, X: np.ndarray) -> float:
+    """Resolve ``gamma`` to the positive float used by the RBF kernel.
+
+    ``"scale"`` gives ``1 / (d · Var(X))`` with the variance over all entries of
+    ``X`` (scikit-learn's convention); a constant X falls back to ``1 / d``.
+    A number is checked and returned as a float.
+
+    >>> X = np.array([[0.0, 0.0], [2.0, 2.0]])
+    >>> resolve_gamma("scale", X)   # Var = 1, d = 2
+    0.5
+    >>> resolve_gamma(3, X)
+    3.0
+    """
+    if isinstance(gamma, str):
+        if gamma != "scale":
+            raise ValueError(f"gamma: expected a positive number or 'scale', got {gamma!r}")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] == 0:
+            raise ValueError("gamma='scale' needs a non-empty 2-D X to measure its variance")
+        var = float(X.var())
+        d = X.shape[1]
+        return 1.0 / (d * var) if var > 0 else 1.0 / d
+    try:
+        value = float(gamma)
+    except (TypeError, ValueError):
+        raise ValueError(f"gamma: expected a positive number or 'scale', got {gamma!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"gamma: expected a positive finite number or 'scale', got {gamma!r}")
+    return value
+
+
+def _check_points(name: str, X, d: int | None = None) -> np.ndarray:
+    """Validate a 2-D finite float array (public functions call this; kernels assume it)."""
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a 2-D numeric array") from None
+    if X.ndim == 1 and d is not None and X.size == d:
+        X = X.reshape(1, d)
+    if X.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name}: is empty; expected at least one row")
+    if d is not None and X.shape[1] != d:
+        raise ValueError(f"{name}: has {X.shape[1]} features, expected {d} (as the other inputs)")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+    return X
+
+
+def _check_data(name: str, data, d: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        X, y = data
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected an (X, y) pair") from None
+    X = _check_points(f"{name} X", X, d)
+    y = np.asarray(y)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"{name}: X has {X.shape[0]} rows but y has {y.shape[0]}; expected equal")
+    return X, y
+
+
+def _block_rows(n_cols: int, max_block_bytes: int) -> int:
+    return max(1, int(max_block_bytes // (8 * max(n_cols, 1))))
+
+
+def _weighted_kernel_sums(A: np.ndarray, B: np.ndarray, weights: np.ndarray | None,
+                          gamma: float, max_block_bytes: int) -> np.ndarray:
+    """For each row a of A: Σ_b weights_b · exp(-γ ||a - b||²). No validation.
+
+    Rows of A are processed in blocks so that a block of the kernel stays below
+    ``max_block_bytes``; squared distances come from one GEMM per block
+    (||a||² + ||b||² − 2 a·b, clipped at 0 against rounding), exponentiated in place.
+    """
+    out = np.zeros(A.shape[0], dtype=np.float64)
+    if B.shape[0] == 0 or A.shape[0] == 0:
+        return out
+    b_sq = np.einsum("ij,ij->i", B, B)
+    rows = _block_rows(B.shape[0], max_block_bytes)
+    for start in range(0, A.shape[0], rows):
+        a = A[start:start + rows]
+        block = a @ B.T
+        block *= -2.0
+        block += np.einsum("ij,ij->i", a, a)[:, None]
+        block += b_sq[None, :]
+        np.maximum(block, 0.0, out=block)
+        block *= -gamma
+        np.exp(block, out=block)
+        out[start:start + rows] = block.sum(axis=1) if weights is None else block @ weights
+    return out
+
+
+def kernel_sums(queries, points, gamma: Gamma = DEFAULT_GAMMA, *,
+                max_block_bytes: int = MAX_BLOCK_BYTES) -> np.ndarray:
+    """Σ_q K(q, x) for every point x: the weight each data point gets from the queries.
+
+    ``gamma="scale"`` is resolved on ``points``.
+
+    >>> kernel_sums(np.array([[0.0], [1.0]]), np.array([[0.0]]), gamma=1.0)
+    array([1.36787944])
+    """
+    P = _check_points("points", points)
+    Q = _check_points("queries", queries, P.shape[1])
+    return _weighted_kernel_sums(P, Q, None, resolve_gamma(gamma, P), max_block_bytes)
+
+
+def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamma: float,
+                    n_rows: int | None = None, *,
+                    max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
+    """Ψ = (1/n_rows) Σ_x ℓ(x) Σ_q K(q, x) from per-sample losses (inputs assumed valid).
+
+    Kernels are evaluated only at points whose loss is non-zero, so a model's
+    training batch can be summarised by its misclassified rows and its row count
+    (``n_rows``, default ``len(X)``).
+
+    >>> psi_from_losses(np.zeros((1, 1)), np.array([[0.0], [5.0]]), np.array([1.0, 0.0]), 1.0)
+    0.5
+    """
+    n_rows = X.shape[0] if n_rows is None else n_rows
+    nonzero = np.flatnonzero(losses)
+    if nonzero.size == 0:
+        return 0.0
+    w = _weighted_kernel_sums(X[nonzero], queries, None, gamma, max_block_bytes)
+    return float(w @ losses[nonzero]) / n_rows
+
+
+def _losses(model, X: np.ndarray, y: np.ndarray, loss_fn: LossFn, name: str) -> np.ndarray:
+    losses = np.asarray(loss_fn(y, model.predict(X)), dtype=np.float64).reshape(-1)
+    if losses.shape[0] != X.shape[0]:
+        raise ValueError(f"loss: returned {losses.shape[0]} values for {name} of {X.shape[0]} rows; "
+                         "expected one loss per sample")
+    if not np.isfinite(losses).all() or (losses < 0).any():
+        raise ValueError(f"loss: returned negative or non-finite values on {name}; expected losses >= 0")
+    return losses
+
+
+def absolute_staleness(queries, data, model, *, gamma: Gamma = DEFAULT_GAMMA,
+                       loss: str | LossFn = "zero_one",
+                       max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
+    """Absolute staleness Ψ(Q, D, M) of Eq. 2: similarity-weighted loss near the queries.
+
+    ``gamma="scale"`` is resolved on the data's X.
+
+    >>> class Constant:
+    ...     def predict(self, X): return np.zeros(len(X), dtype=int)
+    >>> X = np.array([[0.0], [3.0]]); y = np.array([1, 0])
+    >>> round(absolute_staleness(np.array([[0.0]]), (X, y), Constant(), gamma=1.0), 6)
+    0.5
+    """
+    X, y = _check_data("data", data)
+    Q = _check_points("queries", queries, X.shape[1])
+    g = resolve_gamma(gamma, X)
+    return psi_from_losses(Q, X, _losses(model, X, y, resolve_loss(loss), "data"), g,
+                           max_block_bytes=max_block_bytes)
+
+
+def relative_staleness(queries, data_now, data_then, model, *, gamma: Gamma = DEFAULT_GAMMA,
+                       loss: str | LossFn = "zero_one",
+                       max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
+    """Relative staleness Ψ̄ of Eq. 3: Ψ(Q_t, D_t, M_t') − Ψ(Q_t, D_t', M_t').
+
+    ``data_now`` is today's labelled batch D_t, ``data_then`` the batch D_t' the
+    model was trained on. ``gamma="scale"`` is resolved on both batches' X stacked
+    (the lifecycle resolves γ once at tune and passes the number).
+
+    >>> class Threshold:
+    ...     def predict(self, X): return (X[:, 0] > 0.5).astype(int)
+    >>> then = (np.array([[0.0], [1.0]]), np.array([0, 1]))   # the model was right
+    >>> now = (np.array([[0.0], [1.0]]), np.array([1, 1]))    # the concept moved at 0
+    >>> round(relative_staleness(np.array([[0.0]]), now, then, Threshold(), gamma=1.0), 6)
+    0.5
+    """
+    Xn, yn = _check_data("data_now", data_now)
+    Xt, yt = _check_data("data_then", data_then, Xn.shape[1])
+    Q = _check_points("queries", queries, Xn.shape[1])
+    g = resolve_gamma(gamma, np.vstack([Xn, Xt])) if isinstance(gamma, str) else resolve_gamma(gamma, Xn)
+    loss_fn = resolve_loss(loss)
+    now = psi_from_losses(Q, Xn, _losses(model, Xn, yn, loss_fn, "data_now"), g,
+                          max_block_bytes=max_block_bytes)
+    then = psi_from_losses(Q, Xt, _losses(model, Xt, yt, loss_fn, "data_then"), g,
+                           max_block_bytes=max_block_bytes)
+    return now - then
