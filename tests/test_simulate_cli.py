@@ -130,3 +130,12 @@ def test_cli_names_come_from_the_registries():
     assert cli_module.MODEL_NAMES == tuple(MODELS)
     assert cli_module.POLICY_NAMES == tuple(POLICIES)
     assert set(STREAM_NAMES) >= {"covcon-d", "gauss-s", "electricity"}
+
+
+def test_quickstart_example_runs():
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "CARA-T online cost" in proc.stdout and "ORACLE" in proc.stdout
