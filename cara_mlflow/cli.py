@@ -7,6 +7,9 @@ the simulation) happen inside the commands so that ``--help`` is instant.
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import sys
 
 import click
@@ -18,6 +21,7 @@ POLICY_NAMES = tuple(POLICIES)
 MODEL_NAMES = ("rf", "lr")  # cara_mlflow.simulate.MODELS; not imported here to keep --help fast
 
 EXIT_INPUT_ERROR = 1
+EXIT_LOCKED = 75   # EX_TEMPFAIL: another step holds the lock; cron may retry
 
 
 def _fail(message: str) -> None:
@@ -88,6 +92,295 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
     except ValueError as exc:
         _fail(str(exc))
     click.echo(report.to_json() if as_json else report.table())
+
+
+# ---------------------------------------------------------------------------- lifecycle commands
+
+
+def _managed(fn):
+    """--name and --store (env CARA_NAME / CARA_STORE), shared by every lifecycle command."""
+
+    @click.option("--name", envvar="CARA_NAME", required=True, metavar="NAME",
+                  help="Registered model managed (env CARA_NAME).")
+    @click.option("--store", envvar="CARA_STORE", required=True, metavar="DIR",
+                  type=click.Path(file_okay=False), help="Batch store directory (env CARA_STORE).")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _open(name: str, store_dir: str):
+    """The batch store and the registry: MLFLOW_TRACKING_URI, else sqlite:///STORE/mlflow.db."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="mlflow")
+    from .registry import Registry, default_artifact_root, default_tracking_uri
+    from .store import BatchStore
+
+    store = BatchStore(store_dir)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store.root)
+    return store, Registry(uri, name, artifact_root=default_artifact_root(store.root))
+
+
+def _run_guarded(fn):
+    """Map library errors to one line and the exit codes of DESIGN.md."""
+    from .lifecycle import LockTimeout, StepFailed
+    from .registry import RegistryError, mask_uri
+
+    try:
+        return fn()
+    except LockTimeout as exc:
+        click.echo(f"cara-mlflow: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    except (ValueError, RegistryError, StepFailed) as exc:
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except Exception as exc:  # an MLflow or connection failure we did not foresee: still one line
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException):
+            uri = mask_uri(os.environ.get("MLFLOW_TRACKING_URI", "the default sqlite store"))
+            _fail(f"MLflow ({uri}): {str(exc).splitlines()[0][:300]}")
+        raise
+
+
+def _offline_window(ctx, param, value: str):
+    try:
+        start, stop = (int(v) for v in value.split(":"))
+    except ValueError:
+        raise click.BadParameter(f"expected START:STOP (half-open, e.g. 0:25 for batches 0-24), got {value!r}")
+    if start < 0 or stop - start < 2:
+        raise click.BadParameter(f"expected 0 <= START and at least 2 batches, got {value!r}")
+    return start, stop
+
+
+@cli.command()
+@_managed
+@click.option("--offline", default="0:25", show_default=True, callback=_offline_window, metavar="START:STOP",
+              help="Offline window of batch ids, half-open: 0:25 is batches 0-24.")
+@click.option("--kappa", required=True, type=float, callback=_positive_float,
+              help="What one retrain is worth, in expected similarity-weighted query errors (κ > 0).")
+@click.option("--policy", default="cara-t", show_default=True,
+              type=click.Choice([p for p in POLICY_NAMES if p != "oracle"]), help="Decision policy to tune.")
+@click.option("--target", default="label", show_default=True, help="Target column of the batches.")
+@click.option("--model", default="rf", show_default=True, type=click.Choice(MODEL_NAMES),
+              help="Model of the default trainer (rf: random forest, lr: SGD logistic regression).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Trainer seed.")
+@click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="Fraction of each retrain batch held out for the promotion gate.")
+@click.option("--n-estimators", default=100, show_default=True, type=click.IntRange(min=1), help="rf: trees.")
+@click.option("--project-uri", default=None, help="Your MLflow project with a `train` entry point "
+              "(default: cara-mlflow's own MLproject; offline models are then trained in-process).")
+@click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]))
+def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_estimators, project_uri, tuning_method):
+    """Tune the policy on the offline batches and register it as NAME.policy@active.
+
+    Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
+    logs the tuning run (matrix, heat map with the tuned and ORACLE strategies, costs).
+    """
+    from .lifecycle import DEFAULT_LOCK_TIMEOUT, store_lock, tune as run_tune
+    from .train import TrainerSettings
+
+    batch_store, registry = _open(name, store)
+
+    def go():
+        trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators)
+        with store_lock(batch_store, DEFAULT_LOCK_TIMEOUT):
+            registry.check_reachable()
+            with click.progressbar(length=offline[1] - offline[0], label="training offline models",
+                                   file=sys.stderr) as bar:
+                doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
+                               trainer=trainer, method=tuning_method, project_uri=project_uri,
+                               progress=lambda done, total: bar.update(1))
+        theta = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in doc["params"].items())
+        click.echo(f"tuned {policy}: {theta}  (κ={kappa:g}, γ={doc['psi']['gamma']:.4g}; offline cost "
+                   f"{doc['tuning']['offline_cost']:.3f}, ORACLE {doc['tuning']['oracle_cost']:.3f}); "
+                   f"registered {name}.policy v{doc['policy_version']} @active")
+
+    _run_guarded(go)
+
+
+@cli.command()
+@_managed
+@click.option("--batch", "batch_id", required=True, type=click.IntRange(min=0), help="Batch the first model is trained on.")
+@click.option("--adopt-version", type=click.IntRange(min=1), default=None,
+              help="Adopt this already registered version (trained on --batch) instead of training.")
+@click.option("--project-uri", default=None, help="MLflow project with a `train` entry point (default: the tuned one).")
+def init(name, store, batch_id, adopt_version, project_uri):
+    """Put the first production model in place and commit its batch; `step` goes on from the next."""
+    from .lifecycle import DEFAULT_LOCK_TIMEOUT, init as run_init, store_lock
+
+    batch_store, registry = _open(name, store)
+
+    def go():
+        with store_lock(batch_store, DEFAULT_LOCK_TIMEOUT):
+            registry.check_reachable()
+            result = run_init(batch_store, registry, batch_id=batch_id, adopt_version=adopt_version,
+                              project_uri=project_uri)
+        click.echo(result.line())
+
+    _run_guarded(go)
+
+
+@cli.command()
+@_managed
+@click.option("--all", "process_all", is_flag=True, help="Process every pending batch, in order.")
+@click.option("--dry-run", is_flag=True, help="Decide and print; write nothing.")
+@click.option("--force-retrain", is_flag=True, help="Retrain on this batch whatever the policy says (trigger manual).")
+@click.option("--no-gate", is_flag=True, help="Promote a retrained model without comparing it with production.")
+@click.option("--cooldown", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Batches without a retrain attempt after a rejected challenger.")
+@click.option("--lock-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds to wait for another step's lock before exiting 75.")
+@click.option("--project-uri", default=None, help="MLflow project with a `train` entry point (default: the tuned one).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per batch.")
+def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, lock_timeout, project_uri, as_json):
+    """Process the next batch: Ψ̄, decision, retrain/gate/promote when it pays, commit.
+
+    Exit codes: 0 processed or nothing to do (it says which), 1 bad input or environment
+    (one line: what and how to fix), 75 another step holds the lock.
+    """
+    from dataclasses import asdict
+
+    from .lifecycle import step as run_step, store_lock
+
+    batch_store, registry = _open(name, store)
+
+    def go():
+        with store_lock(batch_store, lock_timeout):
+            registry.check_reachable()
+            while True:
+                result = run_step(batch_store, registry, dry_run=dry_run, force_retrain=force_retrain,
+                                  gate=not no_gate, cooldown=cooldown, project_uri=project_uri)
+                click.echo(json.dumps(asdict(result)) if as_json else result.line())
+                if not process_all or result.status != "processed":
+                    break
+
+    _run_guarded(go)
+
+
+@cli.command()
+@_managed
+@click.option("--batch", "batch_id", required=True, type=click.IntRange(min=0), help="The next pending batch.")
+@click.option("--reason", required=True, help="Why it is skipped (recorded on the batch run).")
+def skip(name, store, batch_id, reason):
+    """Record the next pending batch as skipped and commit past it (e.g. a malformed batch)."""
+    from .lifecycle import DEFAULT_LOCK_TIMEOUT, skip as run_skip, store_lock
+
+    batch_store, registry = _open(name, store)
+
+    def go():
+        with store_lock(batch_store, DEFAULT_LOCK_TIMEOUT):
+            registry.check_reachable()
+            click.echo(run_skip(batch_store, registry, batch_id=batch_id, reason=reason).line())
+
+    _run_guarded(go)
+
+
+@cli.command()
+@_managed
+@click.option("--to", "to_version", type=click.IntRange(min=1), default=None,
+              help="Version to put back in production (default: the previous one that passed its gate).")
+@click.option("--reason", required=True, help="Why (recorded as the tag cara.rollback_reason).")
+def rollback(name, store, to_version, reason):
+    """Move production back to an earlier version; the policy restarts as for any change of production."""
+    from .lifecycle import DEFAULT_LOCK_TIMEOUT, rollback as run_rollback, store_lock
+
+    batch_store, registry = _open(name, store)
+
+    def go():
+        with store_lock(batch_store, DEFAULT_LOCK_TIMEOUT):
+            registry.check_reachable()
+            before, after = run_rollback(registry, reason=reason, to_version=to_version)
+        click.echo(f"production of {name}: v{before} -> v{after} ({reason})")
+
+    _run_guarded(go)
+
+
+@cli.command()
+@_managed
+@click.option("--ui", "ui_base", default="http://127.0.0.1:5000", show_default=True,
+              help="Base URL of your MLflow UI, for the links.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(name, store, ui_base, as_json):
+    """Production version, batches, policy, costs and MLflow UI links."""
+    from .lifecycle import status as run_status
+
+    batch_store, registry = _open(name, store)
+
+    def go():
+        registry.check_reachable()
+        s = run_status(batch_store, registry, ui_base=ui_base)
+        if as_json:
+            click.echo(json.dumps(s, indent=2))
+            return
+        prod = s["production"]
+        theta = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in s["policy"]["params"].items())
+        lines = [f"model        {s['name']}  ({s['tracking_uri']})",
+                 f"production   v{prod['version']} (@{prod['alias']}), trained on batch {prod['trained_on']}",
+                 f"last batch   {s['last_batch']}",
+                 f"next batch   {s['next_batch']}: {s['next_state']}",
+                 f"policy       {s['policy']['name']} ({theta}), κ={s['policy']['kappa']:g}",
+                 f"cost so far  {s.get('cumulative_cost', 0.0):.3f}"]
+        if s.get("last_retrain"):
+            r = s["last_retrain"]
+            lines.append(f"last retrain batch {r['batch']} -> v{r['version']} (gate {r['gate']})")
+        if s.get("cooldown_until") is not None:
+            lines.append(f"cooldown     no retrain attempt until after batch {s['cooldown_until']}")
+        for key, url in s["ui"].items():
+            lines.append(f"ui {key:<9} {url}")
+        click.echo("\n".join(lines))
+
+    _run_guarded(go)
+
+
+@cli.command()
+@_managed
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(name, store, as_json):
+    """The decision table: one row per committed batch."""
+    from .lifecycle import history as run_history
+
+    _, registry = _open(name, store)
+
+    def go():
+        registry.check_reachable()
+        rows = run_history(registry)
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        click.echo(f"{'batch':>6} {'decision':<8} {'Ψ̄':>10} {'cost':>10} {'version':>7} {'gate':<8} reason")
+        for r in rows:
+            psi = "" if r["psi_bar"] is None else f"{r['psi_bar']:.4g}"
+            cost = "" if r["cumulative_cost"] is None else f"{r['cumulative_cost']:.3f}"
+            click.echo(f"{r['batch']:>6} {r['decision'] or '':<8} {psi:>10} {cost:>10} "
+                       f"{'v' + str(r['version']) if r['version'] else '':>7} {r['gate'] or '':<8} {r['reason']}")
+
+    _run_guarded(go)
+
+
+@cli.command("make-stream")
+@click.argument("stream", type=click.Choice([s for s in STREAM_NAMES if s.endswith(("-d", "-s"))]))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Batch store directory to write.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--n-batches", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1))
+def make_stream_command(stream, out, seed, n_batches, batch_size):
+    """Write a synthetic stream as a batch store (data.parquet, queries.parquet, _SUCCESS per batch)."""
+    from .store import write_stream
+    from .streams import make_stream
+
+    def go():
+        store = write_stream(make_stream(stream, n_batches=n_batches, batch_size=batch_size, seed=seed), out)
+        click.echo(f"wrote {n_batches} batches of {stream} (seed {seed}) to {store.batches_dir}")
+
+    _run_guarded(go)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,620 @@
+"""The lifecycle manager: ``tune``, ``init``, ``step``, ``skip``, ``rollback``, ``status``, ``history``.
+
+Plain functions over a :class:`~cara_mlflow.store.BatchStore` and a
+:class:`~cara_mlflow.registry.Registry`; the CLI is a thin adapter over them.
+
+The commit point of a step is the registered-model tag ``cara.last_batch``. Everything before it
+is re-doable: a rerun after a crash finds the run, the retrain and the version a killed step left
+behind by their tags, reuses a finished retrain's model and an already registered version, marks
+a half-finished retrain FAILED and a stale batch run KILLED, and never registers a second version
+for a batch. ``step`` holds an exclusive file lock on the store for its whole duration (which
+also covers MLflow's first initialisation of an empty sqlite file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import registry as reg
+from .costs import staleness_terms
+from .oracle import solve
+from .policies import POLICIES, Observation, make_policy, policy_from_dict
+from .staleness import psi_from_losses, resolve_gamma, zero_one_loss
+from .store import BatchStore
+from .train import TrainerSettings, fit_batch, project_parameters
+from .tuning import PolicyTuner
+
+POLICY_FORMAT = 1
+STATE_FILE = "policy_state.json"
+LOCK_FILE = ".cara.lock"
+DEFAULT_COOLDOWN = 3
+DEFAULT_LOCK_TIMEOUT = 30.0
+QUERY_RULE = "queries file of the batch if present, else the batch's own data points"
+
+
+class LockTimeout(RuntimeError):
+    """Another process holds the store lock (exit code 75: cron may retry)."""
+
+
+class StepFailed(RuntimeError):
+    """The step could not finish (e.g. the retrain project failed); nothing was committed."""
+
+
+def default_project_uri() -> str:
+    """The repository's own MLproject (entry point ``train``)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "MLproject").exists():
+        raise ValueError("project_uri: the default MLproject was not found next to the package; "
+                         "pass --project-uri pointing at a project with a `train` entry point")
+    return str(root)
+
+
+@contextlib.contextmanager
+def store_lock(store: BatchStore, timeout: float) -> Iterator[None]:
+    """Exclusive POSIX lock on ``STORE/.cara.lock``, waiting up to ``timeout`` seconds."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(f"another cara-mlflow process holds the lock on {store.root} "
+                                      f"(waited {timeout:g} s); cron may retry later") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@dataclass
+class StepResult:
+    """One processed (or waited-for) batch, as printed by ``step``."""
+
+    status: str                     # processed | waiting | nothing | dry-run
+    batch: int | None = None
+    psi_bar: float | None = None
+    decision: str | None = None     # keep | retrain | init | skip
+    reason: str = ""
+    version: int | None = None      # production version after the batch
+    gate: str | None = None
+    cumulative_cost: float | None = None
+    message: str = ""
+
+    def line(self) -> str:
+        if self.status in ("waiting", "nothing"):
+            return self.message
+        psi = "" if self.psi_bar is None else f"Ψ̄={self.psi_bar:.4g}  "
+        gate = f"  gate={self.gate}" if self.gate else ""
+        prefix = "[dry run] " if self.status == "dry-run" else ""
+        return (f"{prefix}batch {self.batch}: {psi}{self.decision} ({self.reason})  "
+                f"production=v{self.version}{gate}")
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _batch_for(store: BatchStore, batch_id: int, doc: dict):
+    return store.read(batch_id, target=doc["target"], features=doc["features"])
+
+
+def _training_arrays(info: dict, rows) -> tuple[np.ndarray, int]:
+    features = info["features"]
+    return rows[features].to_numpy(dtype=np.float64), int(info["n_rows"])
+
+
+def _psi_terms(model, batch, info: dict, rows, gamma: float) -> tuple[float, float, np.ndarray]:
+    """Ψ(Q_t, D_t, M) and Ψ(Q_t, D_t', M) from the stored misclassified rows; and the 0/1 errors."""
+    errors = zero_one_loss(batch.y, model.predict(batch.X))
+    now = psi_from_losses(batch.queries, batch.X, errors, gamma)
+    X_wrong, n_rows = _training_arrays(info, rows)
+    then = psi_from_losses(batch.queries, X_wrong, np.ones(X_wrong.shape[0]), gamma, n_rows) if len(X_wrong) else 0.0
+    return now, then, errors
+
+
+def _fresh_state(doc: dict, version: int) -> dict:
+    policy = make_policy(doc["policy"], **doc["params"])
+    return {"policy": policy.to_dict(), "cumulative_cost": 0.0, "cooldown_until": None,
+            "model_version": version, "last_retrain": None}
+
+
+def _committed_state(registry: reg.Registry, last: int) -> dict:
+    runs = registry.find_runs("batch", batch=last, statuses=("FINISHED",), max_results=5)
+    if not runs:
+        raise reg.RegistryError(f"batch {last} is committed but has no FINISHED batch run in "
+                                f"{reg.mask_uri(registry.tracking_uri)}; the history was edited by hand")
+    return registry.load_run_json(runs[0].info.run_id, STATE_FILE)
+
+
+def _recover(registry: reg.Registry, last: int | None, pending: int | None) -> None:
+    """Tidy what a killed step left: a committed batch's run is FINISHED, a pending one's KILLED."""
+    if last is not None:
+        running = registry.find_runs("batch", batch=last, statuses=("RUNNING",))
+        finished = registry.find_runs("batch", batch=last, statuses=("FINISHED",), max_results=1)
+        for i, run in enumerate(running):
+            keep = i == 0 and not finished
+            registry.end_run(run.info.run_id, "FINISHED" if keep else "KILLED")
+    if pending is not None:
+        for run in registry.find_runs("batch", batch=pending, statuses=("RUNNING",)):
+            registry.end_run(run.info.run_id, "KILLED")
+
+
+def _timeline_run(registry: reg.Registry) -> str:
+    runs = registry.find_runs("timeline", max_results=1)
+    if runs:
+        return runs[0].info.run_id
+    run_id = registry.start_run("timeline", run_name="timeline")
+    registry.set_tags(run_id, {reg.TAG_TIMELINE_THROUGH: -1})
+    return run_id
+
+
+def _write_timeline(registry: reg.Registry, store: BatchStore, last: int) -> None:
+    """Timeline points (step = batch id) for every committed batch not yet drawn; never twice."""
+    run_id = _timeline_run(registry)
+    through = int(registry.client.get_run(run_id).data.tags.get(reg.TAG_TIMELINE_THROUGH, -1))
+    if through >= last:
+        return
+    candidates = [b.id for b in store.list() if through < b.id <= last] if store.exists() else [last]
+    for batch_id in candidates:
+        runs = registry.find_runs("batch", batch=batch_id, statuses=("FINISHED",), max_results=1)
+        if not runs:
+            continue
+        metrics = runs[0].data.metrics
+        keys = ("psi_bar", "decision", "cumulative_cost", "kappa")
+        point = {k: metrics[k] for k in keys if k in metrics}
+        version = runs[0].data.tags.get(reg.TAG_MODEL_VERSION)
+        if version:
+            point["production_version"] = float(version)
+        registry.log_metrics(run_id, point, step=batch_id)
+    registry.set_tags(run_id, {reg.TAG_TIMELINE_THROUGH: last})
+
+
+# ---------------------------------------------------------------------------- tune
+
+
+def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int], kappa: float,
+         policy: str = "cara-t", target: str = "label", trainer: TrainerSettings | None = None,
+         gamma="scale", method: str = "exact", project_uri: str | None = None,
+         progress: Callable[[int, int], None] | None = None) -> dict:
+    """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
+
+    Returns the policy document (also stored as ``NAME.policy@active``).
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"policy: unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    if policy == "oracle":
+        raise ValueError("policy: the oracle needs the future; tune cara-t, cara-ct, cara-p or a baseline")
+    if not (isinstance(kappa, (int, float)) and np.isfinite(kappa) and kappa > 0):
+        raise ValueError(f"kappa: expected a finite number > 0 (the cost of one retrain in Ψ units), got {kappa}")
+    start, stop = offline
+    if not 0 <= start < stop - 1:
+        raise ValueError(f"offline: expected START:STOP with 0 <= START and at least 2 batches, got {start}:{stop}")
+    trainer = trainer or TrainerSettings()
+    infos = {b.id: b for b in store.list()}
+    missing = [i for i in range(start, stop) if i not in infos]
+    if missing:
+        raise ValueError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are not in "
+                         f"{store.batches_dir}; expected every batch of {start}:{stop}")
+    first = store.read(start, target=target)
+    features = list(first.features)
+    batches = [first] + [store.read(i, target=target, features=features) for i in range(start + 1, stop)]
+    models = []
+    for k, batch in enumerate(batches):
+        if project_uri:
+            models.append(_train_through_project(store, registry, batch, project_uri, trainer, target, features))
+        else:
+            models.append(fit_batch(batch.X, batch.y, trainer).model)
+        if progress:
+            progress(k + 1, len(batches))
+    g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
+    terms = staleness_terms([(b.X, b.y) for b in batches], models, queries=[b.queries for b in batches], gamma=g)
+    C = terms.cost_matrix(kappa)
+    tuned = PolicyTuner(policy, method=method, start=start).fit(C)
+    best = solve(C)
+    doc = {
+        "format": POLICY_FORMAT, "name": registry.name, "policy": policy, "params": tuned.best_params_,
+        "kappa": float(kappa),
+        "psi": {"gamma": g, "loss": "zero_one", "method": "exact", "queries": QUERY_RULE},
+        "target": target, "features": features, "trainer": asdict(trainer), "project_uri": project_uri,
+        "offline": {"start": start, "stop": stop},
+        "tuning": {"method": method, "offline_cost": tuned.best_cost_, "oracle_cost": best.cost,
+                   "oracle_retrain_at": [start + t for t in best.retrain_at[1:]],
+                   "strategy": [start + s for s in tuned.best_strategy_],
+                   "interval": tuned.result_.interval},
+    }
+    run_id = registry.start_run("tune", run_name=f"tune-{policy}-kappa{kappa:g}")
+    try:
+        registry.client.log_batch(run_id, params=_params(doc))
+        metrics = {"offline_cost": tuned.best_cost_, "oracle_cost": best.cost, "kappa": kappa, "gamma": g,
+                   "offline_retrains": tuned.result_.n_retrains, "oracle_retrains": best.n_retrains}
+        registry.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v})
+        _log_tuning_artifacts(registry, run_id, C, doc, tuned.best_strategy_, best.strategy, start)
+        registry.log_dict(run_id, doc, reg.POLICY_FILE)
+        doc["policy_version"] = registry.register_policy(doc, run_id)
+        registry.end_run(run_id, "FINISHED")
+    except BaseException:
+        registry.end_run(run_id, "FAILED")
+        raise
+    doc["tune_run_id"] = run_id
+    return doc
+
+
+def _params(doc: dict):
+    from mlflow.entities import Param
+
+    flat = {"policy": doc["policy"], "kappa": doc["kappa"], "gamma": doc["psi"]["gamma"],
+            "offline": f"{doc['offline']['start']}:{doc['offline']['stop']}", "target": doc["target"],
+            **{f"theta.{k}": v for k, v in doc["params"].items()},
+            **{f"trainer.{k}": v for k, v in doc["trainer"].items()}}
+    return [Param(k, str(v)[:500]) for k, v in flat.items()]
+
+
+def _log_tuning_artifacts(registry, run_id, C, doc, strategy, oracle_strategy, start) -> None:
+    import matplotlib.pyplot as plt
+
+    from .plots import cost_matrix_figure
+
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(os.path.join(tmp, "cost_matrix.npy"), C)
+        fig = cost_matrix_figure(C, {f"{doc['policy']} (tuned)": strategy, "ORACLE": oracle_strategy},
+                                 start=start, title=f"offline cost matrix, κ={doc['kappa']:g}")
+        fig.savefig(os.path.join(tmp, "cost_matrix.png"), dpi=110)
+        plt.close(fig)
+        registry.client.log_artifacts(run_id, tmp, "tuning")
+
+
+def _train_through_project(store, registry, batch, project_uri, trainer, target, features):
+    run_id = _run_retrain_project(store, registry, batch.id, project_uri, trainer, target, features,
+                                  run_type="tune-train")
+    uri = registry.client.get_run(run_id).data.tags.get(reg.TAG_MODEL_URI)
+    import mlflow.sklearn
+
+    with registry.scope():
+        return mlflow.sklearn.load_model(uri)
+
+
+def _run_retrain_project(store, registry, batch_id, project_uri, trainer, target, features,
+                         run_type="retrain") -> str:
+    """Run the project's ``train`` entry point on one batch in a fresh run; return the run id."""
+    import mlflow.projects
+    from mlflow.exceptions import ExecutionException
+
+    run_id = registry.start_run(run_type, run_name=f"{run_type}-{batch_id}", tags={reg.TAG_BATCH: batch_id})
+    params = project_parameters(trainer, data=store.info(batch_id).path, target=target, features=features)
+    reg.prepend_interpreter_to_path()
+    try:
+        with registry.scope():
+            mlflow.projects.run(uri=project_uri, entry_point="train", parameters=params, env_manager="local",
+                                experiment_id=registry.experiment_id(), run_id=run_id, synchronous=True)
+    except ExecutionException as exc:
+        registry.end_run(run_id, "FAILED")
+        raise StepFailed(f"the retrain project failed on batch {batch_id} (run {run_id}): "
+                         f"{str(exc).splitlines()[0]}; see the run's logs, fix, and rerun") from None
+    if not registry.client.get_run(run_id).data.tags.get(reg.TAG_MODEL_URI):
+        registry.end_run(run_id, "FAILED")
+        raise StepFailed(f"the retrain project logged no model on batch {batch_id} (run {run_id}): "
+                         f"it must set the run tag {reg.TAG_MODEL_URI} as cara_mlflow.train does")
+    return run_id
+
+
+# ---------------------------------------------------------------------------- init
+
+
+def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_version: int | None = None,
+         project_uri: str | None = None) -> StepResult:
+    """Put the first production model in place (trained on ``batch_id`` or adopted) and commit the batch."""
+    doc = registry.active_policy()
+    last = registry.last_batch()
+    if last is not None:
+        raise ValueError(f"batch: {registry.name!r} is already initialised (last batch {last}); "
+                         "use `cara-mlflow step`, or `rollback` to change production")
+    batch = _batch_for(store, batch_id, doc)
+    _recover(registry, None, batch_id)
+    trainer = TrainerSettings(**doc["trainer"])
+    run_id = registry.start_run("batch", run_name=f"batch-{batch_id}",
+                                tags={reg.TAG_BATCH: batch_id, reg.TAG_DECISION: "init"})
+    try:
+        if adopt_version is not None:
+            version = _adopt(registry, batch, adopt_version, run_id, doc)
+        else:
+            version = _train_and_register(store, registry, batch_id, doc, trainer, project_uri, trigger="init",
+                                          gate="off")
+        registry.set_production(version.version)
+        state = _fresh_state(doc, version.version)
+        state["cumulative_cost"] = doc["kappa"]
+        state["last_retrain"] = {"batch": batch_id, "version": version.version, "gate": "off"}
+        registry.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
+        registry.log_metrics(run_id, {"decision": 1.0, "kappa": doc["kappa"], "cumulative_cost": doc["kappa"],
+                                      "n_data": batch.n_rows, "n_queries": len(batch.queries)})
+        registry.log_dict(run_id, state, STATE_FILE)
+        registry.commit(batch_id)
+    except BaseException:
+        registry.end_run(run_id, "FAILED")
+        raise
+    registry.end_run(run_id, "FINISHED")
+    _write_timeline(registry, store, batch_id)
+    return StepResult("processed", batch_id, None, "init", "first production model", version.version, "off",
+                      doc["kappa"])
+
+
+def _adopt(registry, batch, version_number, run_id, doc) -> reg.VersionInfo:
+    import pandas as pd
+
+    version = registry.version(version_number)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = registry.load_model(version, tmp)
+        wrong = np.flatnonzero(model.predict(batch.X) != batch.y)
+    rows = pd.DataFrame(batch.X[wrong], columns=list(batch.features))
+    rows.insert(0, "row", wrong)
+    rows[batch.target] = batch.y[wrong]
+    info = {"batch": batch.id, "n_rows": batch.n_rows, "features": list(batch.features), "target": batch.target,
+            "holdout_index": [], "n_misclassified": int(wrong.size), "settings": None}
+    with tempfile.TemporaryDirectory() as tmp:
+        rows.to_parquet(os.path.join(tmp, "misclassified.parquet"), index=False)
+        with open(os.path.join(tmp, "training.json"), "w") as fh:
+            json.dump(info, fh)
+        registry.client.log_artifacts(run_id, tmp, "cara")
+    for key, value in {reg.TAG_TRAINED_ON: batch.id, reg.TAG_TRIGGER: "adopt", reg.TAG_GATE: "off",
+                       reg.TAG_TRAINING_RUN: run_id}.items():
+        registry.tag_version(version.version, key, value)
+    return registry.version(version.version)
+
+
+def _train_and_register(store, registry, batch_id, doc, trainer, project_uri, *, trigger, gate=None):
+    """A registered version trained on ``batch_id``: reuse what a killed step left, else train."""
+    existing = registry.versions(trained_on=batch_id)
+    if existing:
+        return existing[0]
+    finished = [r for r in registry.find_runs("retrain", batch=batch_id, statuses=("FINISHED",))
+                if r.data.tags.get(reg.TAG_MODEL_URI)]
+    for stale in registry.find_runs("retrain", batch=batch_id, statuses=("RUNNING",)):
+        registry.end_run(stale.info.run_id, "FAILED")  # killed half-way: redone below
+    if finished:
+        run_id = finished[0].info.run_id
+    else:
+        uri = project_uri or doc.get("project_uri") or default_project_uri()
+        run_id = _run_retrain_project(store, registry, batch_id, uri, trainer, doc["target"], doc["features"])
+    model_uri = registry.client.get_run(run_id).data.tags[reg.TAG_MODEL_URI]
+    tags = {reg.TAG_TRAINED_ON: batch_id, reg.TAG_TRIGGER: trigger, reg.TAG_TRAINING_RUN: run_id}
+    if gate:
+        tags[reg.TAG_GATE] = gate
+    return registry.register(model_uri, run_id=run_id, tags=tags)
+
+
+# ---------------------------------------------------------------------------- step
+
+
+def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, force_retrain: bool = False,
+         gate: bool = True, cooldown: int = DEFAULT_COOLDOWN, project_uri: str | None = None) -> StepResult:
+    """Process the next batch after ``cara.last_batch`` (DESIGN.md "Batch store" order)."""
+    if cooldown < 0:
+        raise ValueError(f"cooldown: expected a number of batches >= 0, got {cooldown}")
+    doc = registry.active_policy()
+    last = registry.last_batch()
+    if last is None:
+        raise reg.RegistryError(f"model {registry.name!r} is not initialised in "
+                                f"{reg.mask_uri(registry.tracking_uri)}: run `cara-mlflow init --batch ID` first")
+    info = store.next_after(last)
+    if info is None:
+        if not dry_run:
+            _recover(registry, last, None)
+            _write_timeline(registry, store, last)
+        return StepResult("nothing", message=f"nothing to do: batch {last} is the last one in {store.batches_dir}")
+    if not info.complete:
+        return StepResult("waiting", info.id, message=f"waiting for batch {info.id} (no _SUCCESS yet)")
+    batch = _batch_for(store, info.id, doc)               # malformed: fails here, nothing written
+    if not dry_run:
+        _recover(registry, last, info.id)
+        _write_timeline(registry, store, last)
+    state = _committed_state(registry, last)
+    production = registry.production()
+    resumed = production.trained_on is not None and production.trained_on >= info.id
+    in_use = registry.version(state["model_version"]) if resumed else production
+    policy = policy_from_dict(state["policy"])
+    if (state["policy"]["policy"], state["policy"]["params"]) != (doc["policy"], doc["params"]):
+        policy = make_policy(doc["policy"], **doc["params"])   # re-tuned since: start afresh
+    elif not resumed and state.get("model_version") != production.version:
+        policy.reset(info.id)                                  # production moved by hand (rollback)
+    kappa = float(doc["kappa"])
+    with tempfile.TemporaryDirectory() as tmp:
+        model = registry.load_model(in_use, tmp)
+        training, rows = registry.training_info(in_use, tmp)
+    gamma = float(doc["psi"]["gamma"])
+    now, then, errors = _psi_terms(model, batch, training, rows, gamma)
+    psi_bar = now - then
+    trained_on = in_use.trained_on if in_use.trained_on is not None and in_use.trained_on < info.id else info.id - 1
+    decision = policy.decide(Observation(t=info.id, trained_on=trained_on, psi_bar=psi_bar,
+                                         errors=errors.astype(np.int8), kappa=kappa))
+    cooling = state.get("cooldown_until") is not None and info.id <= state["cooldown_until"]
+    retrain = resumed or force_retrain or (decision.retrain and not cooling)
+    reason = ("resuming a promotion that landed before a crash" if resumed else
+              "forced by --force-retrain" if force_retrain else
+              f"{decision.reason}; cooling down until batch {state['cooldown_until']}" if decision.retrain and cooling
+              else decision.reason)
+    if dry_run:
+        return StepResult("dry-run", info.id, psi_bar, "retrain" if retrain else "keep", reason,
+                          production.version, None, state["cumulative_cost"])
+    run_id = registry.start_run("batch", run_name=f"batch-{info.id}", tags={reg.TAG_BATCH: info.id})
+    try:
+        registry.log_metrics(run_id, {"psi_bar": psi_bar, "psi_now": now, "psi_then": then, "kappa": kappa,
+                                      "n_data": batch.n_rows, "n_queries": len(batch.queries)})
+        gate_outcome = None
+        version = production.version
+        if retrain:
+            trigger = "manual" if force_retrain else doc["policy"]
+            challenger = _train_and_register(store, registry, info.id, doc, TrainerSettings(**doc["trainer"]),
+                                             project_uri, trigger=trigger)
+            gate_outcome = challenger.tags.get(reg.TAG_GATE) or _gate(registry, challenger, in_use, batch,
+                                                                      gamma, enabled=gate)
+            registry.tag_version(challenger.version, reg.TAG_GATE, gate_outcome)
+            if gate_outcome in ("passed", "off"):
+                registry.set_production(challenger.version)
+                policy.reset(info.id)
+                version = challenger.version
+                state["cooldown_until"] = None
+            else:
+                state["cooldown_until"] = info.id + cooldown
+            state["last_retrain"] = {"batch": info.id, "version": challenger.version, "gate": gate_outcome}
+            state["cumulative_cost"] += kappa
+        else:
+            state["cumulative_cost"] += psi_bar
+        state["policy"] = policy.to_dict()
+        state["model_version"] = version
+        action = "retrain" if retrain else "keep"
+        registry.set_tags(run_id, {reg.TAG_DECISION: action, reg.TAG_MODEL_VERSION: version,
+                                   "cara.reason": reason[:500], **({reg.TAG_GATE: gate_outcome} if gate_outcome else {})})
+        registry.log_metrics(run_id, {"decision": float(retrain), "cumulative_cost": state["cumulative_cost"],
+                                      "score": decision.score})
+        registry.log_dict(run_id, state, STATE_FILE)
+        registry.commit(info.id)
+    except BaseException as exc:
+        registry.set_tags(run_id, {"cara.error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__})
+        registry.end_run(run_id, "FAILED")
+        raise
+    registry.end_run(run_id, "FINISHED")
+    _write_timeline(registry, store, info.id)
+    return StepResult("processed", info.id, psi_bar, action, reason, version, gate_outcome, state["cumulative_cost"])
+
+
+def _gate(registry, challenger, in_use, batch, gamma, *, enabled: bool) -> str:
+    """Promote only if the challenger's query-weighted loss on its held-out rows is not higher."""
+    if not enabled:
+        return "off"
+    with tempfile.TemporaryDirectory() as tmp:
+        info, _ = registry.training_info(challenger, tmp)
+        held = np.asarray(info.get("holdout_index") or [], dtype=np.int64)
+        if held.size == 0:
+            return "passed"
+        new_model = registry.load_model(challenger, tmp)
+        old_model = registry.load_model(in_use, tmp)
+    X, y = batch.X[held], batch.y[held]
+    new = psi_from_losses(batch.queries, X, zero_one_loss(y, new_model.predict(X)), gamma)
+    old = psi_from_losses(batch.queries, X, zero_one_loss(y, old_model.predict(X)), gamma)
+    return "passed" if new <= old else "rejected"
+
+
+# ---------------------------------------------------------------------------- skip, rollback
+
+
+def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: str) -> StepResult:
+    """Record the next pending batch as skipped (decision ``skip``) and commit past it."""
+    if not reason or not reason.strip():
+        raise ValueError("reason: expected a short text saying why the batch is skipped")
+    last = registry.last_batch()
+    if last is None:
+        raise reg.RegistryError(f"model {registry.name!r} is not initialised: run `cara-mlflow init` first")
+    info = store.next_after(last)
+    if info is None or info.id != batch_id:
+        expected = "none is pending" if info is None else f"the next pending batch is {info.id}"
+        raise ValueError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
+    _recover(registry, last, batch_id)
+    state = _committed_state(registry, last)
+    run_id = registry.start_run("batch", run_name=f"batch-{batch_id}",
+                                tags={reg.TAG_BATCH: batch_id, reg.TAG_DECISION: "skip",
+                                      reg.TAG_MODEL_VERSION: state["model_version"], "cara.reason": reason[:500]})
+    try:
+        registry.log_metrics(run_id, {"cumulative_cost": state["cumulative_cost"], "decision": 0.0})
+        registry.log_dict(run_id, state, STATE_FILE)
+        registry.commit(batch_id)
+    except BaseException:
+        registry.end_run(run_id, "FAILED")
+        raise
+    registry.end_run(run_id, "FINISHED")
+    _write_timeline(registry, store, batch_id)
+    return StepResult("processed", batch_id, None, "skip", reason, state["model_version"], None,
+                      state["cumulative_cost"])
+
+
+def rollback(registry: reg.Registry, *, reason: str, to_version: int | None = None) -> tuple[int, int]:
+    """Move production back (default: the previous version that passed its gate); returns (from, to)."""
+    if not reason or not reason.strip():
+        raise ValueError("reason: expected a short text saying why production is rolled back")
+    current = registry.production()
+    if to_version is None:
+        candidates = [v for v in registry.versions() if v.version < current.version
+                      and v.tags.get(reg.TAG_GATE) != "rejected" and v.trained_on is not None]
+        if not candidates:
+            raise ValueError(f"to: no version before v{current.version} to roll back to; pass --to VERSION")
+        target = candidates[0]
+    else:
+        target = registry.version(to_version)
+        if target.trained_on is None:
+            raise ValueError(f"to: version {to_version} was not trained or adopted by cara-mlflow "
+                             f"(no {reg.TAG_TRAINED_ON} tag); adopt it with `init --adopt-version`")
+    if target.version == current.version:
+        raise ValueError(f"to: version {target.version} is already in production")
+    registry.set_production(target.version)
+    registry.set_model_tag(reg.TAG_ROLLBACK, f"v{current.version} -> v{target.version}: {reason}"[:5000])
+    registry.tag_version(current.version, "cara.rolled_back", reason[:500])
+    return current.version, target.version
+
+
+# ---------------------------------------------------------------------------- status, history
+
+
+def history(registry: reg.Registry) -> list[dict]:
+    """The decision table: one row per committed batch, in batch order."""
+    rows = []
+    for run in registry.find_runs("batch", statuses=("FINISHED",), max_results=50000):
+        tags, metrics = run.data.tags, run.data.metrics
+        rows.append({"batch": int(tags[reg.TAG_BATCH]), "decision": tags.get(reg.TAG_DECISION),
+                     "psi_bar": metrics.get("psi_bar"), "cumulative_cost": metrics.get("cumulative_cost"),
+                     "version": int(tags[reg.TAG_MODEL_VERSION]) if tags.get(reg.TAG_MODEL_VERSION) else None,
+                     "gate": tags.get(reg.TAG_GATE), "reason": tags.get("cara.reason", ""),
+                     "run_id": run.info.run_id})
+    return sorted(rows, key=lambda r: r["batch"])
+
+
+def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://127.0.0.1:5000") -> dict:
+    """Where the managed model stands: production, batches, policy, costs and UI links."""
+    out: dict = {"name": registry.name, "tracking_uri": reg.mask_uri(registry.tracking_uri),
+                 "store": str(store.root)}
+    production = registry.production()
+    last = registry.last_batch()
+    out["production"] = {"version": production.version, "trained_on": production.trained_on,
+                         "alias": registry.production_alias}
+    out["last_batch"] = last
+    nxt = store.next_after(last) if store.exists() else None
+    if nxt is None:
+        out["next_batch"] = None
+        out["next_state"] = "none pending"
+    else:
+        out["next_batch"] = nxt.id
+        if not nxt.complete:
+            out["next_state"] = "waiting"
+        else:
+            try:
+                doc = registry.active_policy()
+                _batch_for(store, nxt.id, doc)
+                out["next_state"] = "ready"
+            except ValueError as exc:
+                out["next_state"] = f"malformed: {exc}"
+    doc = registry.active_policy()
+    out["policy"] = {"name": doc["policy"], "params": doc["params"], "kappa": doc["kappa"],
+                     "version": doc.get("_version")}
+    if last is not None:
+        state = _committed_state(registry, last)
+        out["cumulative_cost"] = state["cumulative_cost"]
+        out["last_retrain"] = state.get("last_retrain")
+        out["cooldown_until"] = state.get("cooldown_until")
+    out["ui"] = registry.ui_links(ui_base.rstrip("/"))
+    return out
