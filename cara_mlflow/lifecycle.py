@@ -43,6 +43,20 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 QUERY_RULE = "queries file of the batch if present, else the batch's own data points"
 
 
+#: Fault injection for crash tests: when this environment variable names a phase, the process
+#: kills itself with SIGKILL on reaching it (as ``kill -9`` would). Inert when unset.
+FAULT_ENV = "CARA_TEST_KILL_AT"
+PHASES = ("after-read", "after-psi", "after-batch-run", "after-retrain", "after-register", "after-gate",
+          "after-alias", "after-commit")
+
+
+def _phase(name: str) -> None:
+    if os.environ.get(FAULT_ENV) == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class LockTimeout(RuntimeError):
     """Another process holds the store lock (exit code 75: cron may retry)."""
 
@@ -393,11 +407,14 @@ def _train_and_register(store, registry, batch_id, doc, trainer, project_uri, *,
     else:
         uri = project_uri or doc.get("project_uri") or default_project_uri()
         run_id = _run_retrain_project(store, registry, batch_id, uri, trainer, doc["target"], doc["features"])
+    _phase("after-retrain")
     model_uri = registry.client.get_run(run_id).data.tags[reg.TAG_MODEL_URI]
     tags = {reg.TAG_TRAINED_ON: batch_id, reg.TAG_TRIGGER: trigger, reg.TAG_TRAINING_RUN: run_id}
     if gate:
         tags[reg.TAG_GATE] = gate
-    return registry.register(model_uri, run_id=run_id, tags=tags)
+    version = registry.register(model_uri, run_id=run_id, tags=tags)
+    _phase("after-register")
+    return version
 
 
 # ---------------------------------------------------------------------------- step
@@ -422,6 +439,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
     if not info.complete:
         return StepResult("waiting", info.id, message=f"waiting for batch {info.id} (no _SUCCESS yet)")
     batch = _batch_for(store, info.id, doc)               # malformed: fails here, nothing written
+    _phase("after-read")
     if not dry_run:
         _recover(registry, last, info.id)
         _write_timeline(registry, store, last)
@@ -441,6 +459,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
     gamma = float(doc["psi"]["gamma"])
     now, then, errors = _psi_terms(model, batch, training, rows, gamma)
     psi_bar = now - then
+    _phase("after-psi")
     trained_on = in_use.trained_on if in_use.trained_on is not None and in_use.trained_on < info.id else info.id - 1
     decision = policy.decide(Observation(t=info.id, trained_on=trained_on, psi_bar=psi_bar,
                                          errors=errors.astype(np.int8), kappa=kappa))
@@ -457,6 +476,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
     try:
         registry.log_metrics(run_id, {"psi_bar": psi_bar, "psi_now": now, "psi_then": then, "kappa": kappa,
                                       "n_data": batch.n_rows, "n_queries": len(batch.queries)})
+        _phase("after-batch-run")
         gate_outcome = None
         version = production.version
         if retrain:
@@ -466,8 +486,10 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
             gate_outcome = challenger.tags.get(reg.TAG_GATE) or _gate(registry, challenger, in_use, batch,
                                                                       gamma, enabled=gate)
             registry.tag_version(challenger.version, reg.TAG_GATE, gate_outcome)
+            _phase("after-gate")
             if gate_outcome in ("passed", "off"):
                 registry.set_production(challenger.version)
+                _phase("after-alias")
                 policy.reset(info.id)
                 version = challenger.version
                 state["cooldown_until"] = None
@@ -486,6 +508,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
                                       "score": decision.score})
         registry.log_dict(run_id, state, STATE_FILE)
         registry.commit(info.id)
+        _phase("after-commit")
     except BaseException as exc:
         registry.set_tags(run_id, {"cara.error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__})
         registry.end_run(run_id, "FAILED")

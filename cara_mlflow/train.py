@@ -445,8 +445,9 @@ def _run(argv: list[str] | None) -> None:
             model_uri = log_training(fit, batch, settings)
     except MlflowException as exc:
         raise _UsageError(f"MLflow: {exc.message}") from None
-    print(f"batch {batch_id}: {fit.n_rows} rows, {fit.misclassified_index.size} misclassified, "
-          f"model {model_uri}")
+    # stderr: the parent step's stdout is one line per batch, for cron logs and --json.
+    print(f"cara_mlflow.train: batch {batch_id}: {fit.n_rows} rows, {fit.misclassified_index.size} "
+          f"misclassified, model {model_uri}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,8 +13,10 @@ the window (its model is the initial one) to the last.
   (ties: the lowest), the point farthest from a change of strategy. The two
   outer intervals are unbounded; like a bounded optimiser we close them at
   ``pad = 10%`` of the range of the candidate values (10% of the mean κ if they
-  are all equal), so a "never retrain" optimum still gives a finite threshold and
-  the policy can react online to staleness beyond anything seen offline.
+  are all equal) beyond the extreme values, and the top one at least at the largest
+  κ, so a "never retrain" optimum still gives a finite threshold (between the largest
+  offline value and κ) and the policy can react online to staleness beyond anything
+  seen offline without retraining for trifles when κ is large.
 * CARA-P: every period φ ∈ [1, T_offline] and offset a ∈ [0, φ) with the absolute
   batch index ``t``; ties broken by fewer offline retrains, then the longer period,
   then the smaller offset.
@@ -157,7 +159,9 @@ class PolicyTuner:
         values = _threshold_candidates(C, cumulative)
         spread = float(values[-1] - values[0])
         pad = _PAD_FRACTION * (spread if spread > 0 else float(np.mean(np.diag(C))))
-        lo, hi = values[0] - pad, values[-1] + pad
+        # The top interval ("never retrain offline") reaches at least κ: a batch whose staleness
+        # alone costs a retrain is a reason to retrain whatever the history said.
+        lo, hi = values[0] - pad, max(values[-1] + pad, float(np.max(np.diag(C))))
         if self.method == "dual_annealing":
             from scipy.optimize import dual_annealing
 
