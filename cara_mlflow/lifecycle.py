@@ -172,6 +172,30 @@ def _recover(registry: reg.Registry, last: int | None, pending: int | None) -> N
             registry.end_run(run.info.run_id, "KILLED")
 
 
+@contextlib.contextmanager
+def _batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: dict) -> Iterator[str]:
+    """The batch run of one batch: FAILED (with the error) if the block raises; else, once the
+    block has committed, FINISHED and drawn on the timeline."""
+    run_id = registry.start_run("batch", run_name=f"batch-{batch_id}", tags={reg.TAG_BATCH: batch_id, **tags})
+    try:
+        yield run_id
+    except BaseException as exc:
+        message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        with contextlib.suppress(Exception):
+            registry.set_tags(run_id, {"cara.error": message})
+        registry.end_run(run_id, "FAILED")
+        raise
+    registry.end_run(run_id, "FINISHED")
+    _write_timeline(registry, store, batch_id)
+
+
+def _commit(registry: reg.Registry, run_id: str, batch_id: int, state: dict) -> None:
+    """Store the manager state on the batch run, then move the commit point past the batch."""
+    registry.log_dict(run_id, state, STATE_FILE)
+    registry.commit(batch_id)
+    _phase("after-commit")
+
+
 def _timeline_run(registry: reg.Registry) -> str:
     runs = registry.find_runs("timeline", max_results=1)
     if runs:
@@ -344,9 +368,7 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
     batch = _batch_for(store, batch_id, doc)
     _recover(registry, None, batch_id)
     trainer = TrainerSettings(**doc["trainer"])
-    run_id = registry.start_run("batch", run_name=f"batch-{batch_id}",
-                                tags={reg.TAG_BATCH: batch_id, reg.TAG_DECISION: "init"})
-    try:
+    with _batch_run(registry, store, batch_id, {reg.TAG_DECISION: "init"}) as run_id:
         if adopt_version is not None:
             version = _adopt(registry, batch, adopt_version, run_id, doc)
         else:
@@ -359,13 +381,7 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
         registry.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
         registry.log_metrics(run_id, {"decision": 1.0, "kappa": doc["kappa"], "cumulative_cost": doc["kappa"],
                                       "n_data": batch.n_rows, "n_queries": len(batch.queries)})
-        registry.log_dict(run_id, state, STATE_FILE)
-        registry.commit(batch_id)
-    except BaseException:
-        registry.end_run(run_id, "FAILED")
-        raise
-    registry.end_run(run_id, "FINISHED")
-    _write_timeline(registry, store, batch_id)
+        _commit(registry, run_id, batch_id, state)
     return StepResult("processed", batch_id, None, "init", "first production model", version.version, "off",
                       doc["kappa"])
 
@@ -472,8 +488,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
     if dry_run:
         return StepResult("dry-run", info.id, psi_bar, "retrain" if retrain else "keep", reason,
                           production.version, None, state["cumulative_cost"])
-    run_id = registry.start_run("batch", run_name=f"batch-{info.id}", tags={reg.TAG_BATCH: info.id})
-    try:
+    with _batch_run(registry, store, info.id, {}) as run_id:
         registry.log_metrics(run_id, {"psi_bar": psi_bar, "psi_now": now, "psi_then": then, "kappa": kappa,
                                       "n_data": batch.n_rows, "n_queries": len(batch.queries)})
         _phase("after-batch-run")
@@ -506,15 +521,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
                                    "cara.reason": reason[:500], **({reg.TAG_GATE: gate_outcome} if gate_outcome else {})})
         registry.log_metrics(run_id, {"decision": float(retrain), "cumulative_cost": state["cumulative_cost"],
                                       "score": decision.score})
-        registry.log_dict(run_id, state, STATE_FILE)
-        registry.commit(info.id)
-        _phase("after-commit")
-    except BaseException as exc:
-        registry.set_tags(run_id, {"cara.error": str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__})
-        registry.end_run(run_id, "FAILED")
-        raise
-    registry.end_run(run_id, "FINISHED")
-    _write_timeline(registry, store, info.id)
+        _commit(registry, run_id, info.id, state)
     return StepResult("processed", info.id, psi_bar, action, reason, version, gate_outcome, state["cumulative_cost"])
 
 
@@ -551,18 +558,10 @@ def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: st
         raise ValueError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
     _recover(registry, last, batch_id)
     state = _committed_state(registry, last)
-    run_id = registry.start_run("batch", run_name=f"batch-{batch_id}",
-                                tags={reg.TAG_BATCH: batch_id, reg.TAG_DECISION: "skip",
-                                      reg.TAG_MODEL_VERSION: state["model_version"], "cara.reason": reason[:500]})
-    try:
+    tags = {reg.TAG_DECISION: "skip", reg.TAG_MODEL_VERSION: state["model_version"], "cara.reason": reason[:500]}
+    with _batch_run(registry, store, batch_id, tags) as run_id:
         registry.log_metrics(run_id, {"cumulative_cost": state["cumulative_cost"], "decision": 0.0})
-        registry.log_dict(run_id, state, STATE_FILE)
-        registry.commit(batch_id)
-    except BaseException:
-        registry.end_run(run_id, "FAILED")
-        raise
-    registry.end_run(run_id, "FINISHED")
-    _write_timeline(registry, store, batch_id)
+        _commit(registry, run_id, batch_id, state)
     return StepResult("processed", batch_id, None, "skip", reason, state["model_version"], None,
                       state["cumulative_cost"])
 
