@@ -43,7 +43,7 @@ def cost_matrix_figure(C: np.ndarray, strategies: Mapping[str, Sequence[int]], *
     shown[np.diag_indices(T)] = np.nan            # κ would dominate the colour scale
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     image = ax.imshow(shown, cmap="Greys", origin="upper", interpolation="nearest")
-    fig.colorbar(image, ax=ax, label="Ψ̄ (staleness cost of keeping model t' at batch t)")
+    fig.colorbar(image, ax=ax, label=r"$\bar{\Psi}$: staleness cost of keeping model t' at batch t")
     for (name, strategy), color in zip(strategies.items(), _COLORS):
         s = np.asarray(strategy)
         t = np.arange(s.size)

@@ -20,13 +20,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .costs import check_kappa, predict_later, retrains_from_strategy, scpe, staleness_terms, strategy_cost
+from .costs import (StalenessTerms, check_kappa, predict_later, retrains_from_strategy, scpe,
+                    staleness_terms, strategy_cost)
 from .oracle import solve
 from .policies import POLICIES, Observation, make_policy
 from .staleness import DEFAULT_GAMMA, resolve_gamma
 from .tuning import PolicyTuner
 
-__all__ = ["MODELS", "make_model", "ConstantModel", "run_policy", "PolicyResult", "Report", "simulate"]
+__all__ = ["MODELS", "make_model", "ConstantModel", "run_policy", "PolicyResult", "Report", "Prepared",
+           "prepare", "evaluate", "simulate"]
 
 
 def _random_forest(seed: int):
@@ -179,35 +181,43 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_offline: int = 25,
-             model: str | Callable[[int], object] = "rf", seed: int = 0, gamma=DEFAULT_GAMMA,
-             loss="zero_one", tuning_method: str = "exact", n_batches: int = 100, batch_size: int = 1000,
-             progress: Callable[[str], None] | None = None) -> Report:
-    """Tune each policy on the offline batches, run it on the online ones, and score it.
+@dataclass
+class Prepared:
+    """The expensive, κ-independent part of a simulation, shared by every policy and every κ.
 
-    ``stream`` is a stream name (``covcon-d``, …; generated with ``seed``) or a
-    sequence of batches with ``X``, ``y``, ``queries``, ``query_labels`` and
-    ``query_index`` (as :class:`cara_mlflow.streams.Batch`). ``model`` is ``rf``,
-    ``lr`` or a factory ``seed -> estimator``; one is trained per batch.
-    ``gamma="scale"`` is resolved once on the offline data and kept online.
-    ``n_batches`` and ``batch_size`` apply to a stream given by name.
+    One model per batch, their predictions, both windows' Ψ terms (κ only sets the diagonal of
+    the cost matrices), the detectors' per-sample errors and the predicted query labels.
+    """
 
-    >>> report = simulate("covcon-d", kappa=20, policies=["cara-t", "nr", "oracle"], model="lr",
-    ...                   n_batches=12, batch_size=200, n_offline=4, seed=0)
-    >>> report["nr"].n_retrains, report["oracle"].scpe
-    (0, 0.0)
-    >>> all(r.strategy_cost >= report["oracle"].strategy_cost for r in report.results)
-    True
+    stream: str
+    seed: int
+    model: str
+    gamma: float
+    n_offline: int
+    n_batches: int
+    offline_terms: StalenessTerms = field(repr=False)
+    online_terms: StalenessTerms = field(repr=False)
+    errors: list = field(repr=False)          # errors[t'][t - t']: model t' on batch t (online, local)
+    query_hits: list = field(repr=False)      # query_hits[t'][t - t']: its answers to Q_t were right
+    timings: dict = field(default_factory=dict)
+
+
+def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object] = "rf", seed: int = 0,
+            gamma=DEFAULT_GAMMA, loss="zero_one", n_batches: int = 100, batch_size: int = 1000,
+            progress: Callable[[str], None] | None = None) -> Prepared:
+    """Train one model per batch and compute everything a policy evaluation needs, once.
+
+    Arguments as :func:`simulate`.
+
+    >>> p = prepare("gauss-d", model="lr", n_batches=8, batch_size=100, n_offline=3)
+    >>> p.offline_terms.psi_bar.shape, p.online_terms.psi_bar.shape
+    ((3, 3), (5, 5))
     """
     from .streams import make_stream
 
-    policies = list(POLICIES) if policies is None else list(policies)
-    for name in policies:
-        if name not in POLICIES:
-            raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
-    kappa_value = float(check_kappa(kappa, 1)[0])
     name = stream if isinstance(stream, str) else getattr(stream, "name", "custom")
-    batches = list(make_stream(stream, n_batches=n_batches, batch_size=batch_size, seed=seed)) if isinstance(stream, str) else list(stream)
+    batches = (list(make_stream(stream, n_batches=n_batches, batch_size=batch_size, seed=seed))
+               if isinstance(stream, str) else list(stream))
     T = len(batches)
     if not 2 <= n_offline <= T - 2:
         raise ValueError(f"n_offline: expected between 2 and {T - 2} (the stream has {T} batches), got {n_offline}")
@@ -220,59 +230,109 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     timings["training"] = time.perf_counter() - clock
 
     g = resolve_gamma(gamma, np.concatenate([b.X for b in batches[:n_offline]]))
-    windows = {"offline": batches[:n_offline], "online": batches[n_offline:]}
-    model_windows = {"offline": models[:n_offline], "online": models[n_offline:]}
-    matrices, query_preds, errors = {}, None, None
+    windows = {"offline": (batches[:n_offline], models[:n_offline]),
+               "online": (batches[n_offline:], models[n_offline:])}
+    terms, errors, query_hits = {}, [], []
     timings["predictions"] = timings["kernels"] = 0.0
-    for key, window in windows.items():
+    for key, (window, window_models) in windows.items():
         note(f"predicting and building the {key} cost matrix")
         clock = time.perf_counter()
         online = key == "online"
         # Online models also answer the queries: stack them under the data (-S) or
         # reuse the data predictions (-D, queries are rows of X).
         extra = [b.queries if (online and b.query_index is None) else b.X[:0] for b in window]
-        preds = predict_later(model_windows[key], [np.concatenate([b.X, q]) for b, q in zip(window, extra)])
+        preds = predict_later(window_models, [np.concatenate([b.X, q]) for b, q in zip(window, extra)])
         n = [b.X.shape[0] for b in window]
         data_preds = [[p[:n[tp + k]] for k, p in enumerate(row)] for tp, row in enumerate(preds)]
         timings["predictions"] += time.perf_counter() - clock
         clock = time.perf_counter()
-        terms = staleness_terms([(b.X, b.y) for b in window], queries=[b.queries for b in window],
-                                predictions=data_preds, gamma=g, loss=loss)
-        matrices[key] = terms.cost_matrix(kappa_value)
+        terms[key] = staleness_terms([(b.X, b.y) for b in window], queries=[b.queries for b in window],
+                                     predictions=data_preds, gamma=g, loss=loss)
         timings["kernels"] += time.perf_counter() - clock
         if online:
-            query_preds = [[p[n[tp + k]:] if b.query_index is None else p[b.query_index]
-                            for k, (p, b) in enumerate(zip(row, window[tp:]))]
-                           for tp, row in enumerate(preds)]
+            query_hits = [[(p[n[tp + k]:] if b.query_index is None else p[b.query_index]) == b.query_labels
+                           for k, (p, b) in enumerate(zip(row, window[tp:]))]
+                          for tp, row in enumerate(preds)]
             errors = [[(p != b.y).astype(np.int8) for p, b in zip(row, window[tp:])]
                       for tp, row in enumerate(data_preds)]
+    model_name = model if isinstance(model, str) else getattr(model, "__name__", "custom")
+    return Prepared(stream=name, seed=seed, model=model_name, gamma=g, n_offline=n_offline, n_batches=T,
+                    offline_terms=terms["offline"], online_terms=terms["online"], errors=errors,
+                    query_hits=query_hits, timings=timings)
 
-    C_off, C_on = matrices["offline"], matrices["online"]
-    online_batches = windows["online"]
+
+def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None = None,
+             tuning_method: str = "exact", progress: Callable[[str], None] | None = None) -> Report:
+    """Tune and run each policy at one κ on prepared models and matrices; nothing is retrained.
+
+    >>> p = prepare("covcon-d", model="lr", n_batches=12, batch_size=200, n_offline=4)
+    >>> [round(evaluate(p, kappa=k, policies=["nr"])["nr"].strategy_cost, 3) > 0 for k in (1, 50)]
+    [True, True]
+    """
+    policies = list(POLICIES) if policies is None else list(policies)
+    for name in policies:
+        if name not in POLICIES:
+            raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
+    kappa_value = float(check_kappa(kappa, 1)[0])
+    note = progress or (lambda message: None)
+    p = prepared
+    C_off = p.offline_terms.cost_matrix(kappa_value)
+    C_on = p.online_terms.cost_matrix(kappa_value)
     oracle = solve(C_on)
     results = []
     clock = time.perf_counter()
     for policy_name in policies:
         note(f"tuning and running {policy_name}")
         if policy_name == "oracle":
-            params = {"retrain_at": [n_offline + t for t in oracle.retrain_at[1:]]}
+            params = {"retrain_at": [p.n_offline + t for t in oracle.retrain_at[1:]]}
             offline_cost = None
         else:
-            tuned = PolicyTuner(policy_name, method=tuning_method, seed=seed).fit(C_off)
+            tuned = PolicyTuner(policy_name, method=tuning_method, seed=p.seed).fit(C_off)
             params, offline_cost = tuned.best_params_, tuned.best_cost_
-        policy = make_policy(policy_name, **params)
-        strategy, decisions = run_policy(policy, C_on, start=n_offline,
-                                         errors=lambda tp, t: errors[tp][t - tp])
+            if offline_cost is not None and np.isnan(offline_cost):
+                offline_cost = None
+        strategy, decisions = run_policy(make_policy(policy_name, **params), C_on, start=p.n_offline,
+                                         errors=lambda tp, t: p.errors[tp][t - tp])
         cost = strategy_cost(C_on, strategy)
-        acc = [np.mean(query_preds[strategy[t - 1]][t - strategy[t - 1]] == online_batches[t].query_labels)
-               for t in range(1, len(online_batches))]
+        accuracy = np.mean([p.query_hits[strategy[t - 1]][t - strategy[t - 1]].mean()
+                            for t in range(1, len(strategy))])
+        retrains = retrains_from_strategy(strategy)
         results.append(PolicyResult(
-            policy=policy_name, params=params, offline_cost=None if offline_cost is None or np.isnan(offline_cost) else float(offline_cost), strategy_cost=cost,
-            oracle_cost=oracle.cost, scpe=scpe(cost, oracle.cost), query_accuracy=float(np.mean(acc)),
-            n_retrains=len(retrains_from_strategy(strategy)),
-            retrain_at=[n_offline + t for t in retrains_from_strategy(strategy)],
-            decisions=[d.action for d in decisions], strategy=[n_offline + s for s in strategy]))
-    timings["policies"] = time.perf_counter() - clock
-    model_name = model if isinstance(model, str) else getattr(model, "__name__", "custom")
-    return Report(stream=name, kappa=kappa_value, seed=seed, model=model_name, gamma=g, n_offline=n_offline,
-                  n_batches=T, results=results, offline_matrix=C_off, online_matrix=C_on, timings=timings)
+            policy=policy_name, params=params, offline_cost=offline_cost, strategy_cost=cost,
+            oracle_cost=oracle.cost, scpe=scpe(cost, oracle.cost), query_accuracy=float(accuracy),
+            n_retrains=len(retrains), retrain_at=[p.n_offline + t for t in retrains],
+            decisions=[d.action for d in decisions], strategy=[p.n_offline + s for s in strategy]))
+    timings = {**p.timings, "policies": time.perf_counter() - clock}
+    return Report(stream=p.stream, kappa=kappa_value, seed=p.seed, model=p.model, gamma=p.gamma,
+                  n_offline=p.n_offline, n_batches=p.n_batches, results=results, offline_matrix=C_off,
+                  online_matrix=C_on, timings=timings)
+
+
+def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_offline: int = 25,
+             model: str | Callable[[int], object] = "rf", seed: int = 0, gamma=DEFAULT_GAMMA,
+             loss="zero_one", tuning_method: str = "exact", n_batches: int = 100, batch_size: int = 1000,
+             progress: Callable[[str], None] | None = None) -> Report:
+    """Tune each policy on the offline batches, run it on the online ones, and score it.
+
+    ``stream`` is a stream name (``covcon-d``, …; generated with ``seed``) or a
+    sequence of batches with ``X``, ``y``, ``queries``, ``query_labels`` and
+    ``query_index`` (as :class:`cara_mlflow.streams.Batch`). ``model`` is ``rf``,
+    ``lr`` or a factory ``seed -> estimator``; one is trained per batch.
+    ``gamma="scale"`` is resolved once on the offline data and kept online.
+    ``n_batches`` and ``batch_size`` apply to a stream given by name.
+    :func:`prepare` + :func:`evaluate`; to sweep κ, prepare once and evaluate per κ.
+
+    >>> report = simulate("covcon-d", kappa=20, policies=["cara-t", "nr", "oracle"], model="lr",
+    ...                   n_batches=12, batch_size=200, n_offline=4, seed=0)
+    >>> report["nr"].n_retrains, report["oracle"].scpe
+    (0, 0.0)
+    >>> all(r.strategy_cost >= report["oracle"].strategy_cost for r in report.results)
+    True
+    """
+    for name in policies or ():
+        if name not in POLICIES:
+            raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
+    check_kappa(kappa, 1)
+    prepared = prepare(stream, n_offline=n_offline, model=model, seed=seed, gamma=gamma, loss=loss,
+                       n_batches=n_batches, batch_size=batch_size, progress=progress)
+    return evaluate(prepared, kappa=kappa, policies=policies, tuning_method=tuning_method, progress=progress)

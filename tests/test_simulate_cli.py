@@ -139,3 +139,12 @@ def test_quickstart_example_runs():
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "CARA-T online cost" in proc.stdout and "ORACLE" in proc.stdout
+
+
+def test_prepare_once_evaluate_per_kappa_equals_simulate():
+    from cara_mlflow.simulate import evaluate, prepare
+
+    prepared = prepare("circle-d", seed=4, **SMALL)
+    for kappa in (0.5, 3.0, 40.0):
+        shared = evaluate(prepared, kappa=kappa).to_json()
+        assert shared == simulate("circle-d", kappa=kappa, seed=4, **SMALL).to_json()
