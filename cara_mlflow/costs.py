@@ -31,6 +31,7 @@ from .staleness import (
     _check_points,
     _weighted_kernel_sums,
     resolve_gamma,
+    stack_rows,
     resolve_loss,
 )
 
@@ -120,7 +121,7 @@ def predict_later(models: Sequence, Xs: Sequence[np.ndarray]) -> list[list[np.nd
     sizes = np.array([X.shape[0] for X in Xs])
     out = []
     for tp, model in enumerate(models):
-        pred = np.asarray(model.predict(np.concatenate(Xs[tp:], axis=0)))
+        pred = np.asarray(model.predict(stack_rows(Xs[tp:])))
         out.append(np.split(pred, np.cumsum(sizes[tp:])[:-1]))
     return out
 
@@ -170,7 +171,7 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
         predictions = predict_later(models, [X for X, _ in data])
     elif len(predictions) != T:
         raise ValueError(f"predictions: expected {T} rows (one per model), got {len(predictions)}")
-    g = resolve_gamma(gamma, np.concatenate([X for X, _ in data])) if isinstance(gamma, str) \
+    g = resolve_gamma(gamma, stack_rows([X for X, _ in data])) if isinstance(gamma, str) \
         else resolve_gamma(gamma, data[0][0])
     loss_fn = resolve_loss(loss)
 
@@ -198,7 +199,7 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
         if wrong.size == 0:
             psi_then[tp, tp + 1:] = 0.0
             continue
-        Q_later = np.concatenate(Qs[tp + 1:])
+        Q_later = stack_rows(Qs[tp + 1:])
         per_query = _weighted_kernel_sums(Q_later, data[tp][0][wrong], own[wrong], g, max_block_bytes)
         q_starts = np.concatenate([[0], np.cumsum(q_sizes[tp + 1:])[:-1]])
         psi_then[tp, tp + 1:] = np.add.reduceat(per_query, q_starts) / n[tp]

@@ -24,7 +24,7 @@ from .costs import (StalenessTerms, check_kappa, predict_later, retrains_from_st
                     staleness_terms, strategy_cost)
 from .oracle import solve
 from .policies import POLICIES, Observation, make_policy
-from .staleness import DEFAULT_GAMMA, resolve_gamma
+from .staleness import DEFAULT_GAMMA, resolve_gamma, stack_rows
 from .tuning import PolicyTuner
 
 __all__ = ["MODELS", "make_model", "ConstantModel", "run_policy", "PolicyResult", "Report", "Prepared",
@@ -229,7 +229,7 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
     models = [make_model(model, b.X, b.y, seed) for b in batches]
     timings["training"] = time.perf_counter() - clock
 
-    g = resolve_gamma(gamma, np.concatenate([b.X for b in batches[:n_offline]]))
+    g = resolve_gamma(gamma, stack_rows([b.X for b in batches[:n_offline]]))
     windows = {"offline": (batches[:n_offline], models[:n_offline]),
                "online": (batches[n_offline:], models[n_offline:])}
     terms, errors, query_hits = {}, [], []
@@ -241,7 +241,7 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
         # Online models also answer the queries: stack them under the data (-S) or
         # reuse the data predictions (-D, queries are rows of X).
         extra = [b.queries if (online and b.query_index is None) else b.X[:0] for b in window]
-        preds = predict_later(window_models, [np.concatenate([b.X, q]) for b, q in zip(window, extra)])
+        preds = predict_later(window_models, [stack_rows([b.X, q]) for b, q in zip(window, extra)])
         n = [b.X.shape[0] for b in window]
         data_preds = [[p[:n[tp + k]] for k, p in enumerate(row)] for tp, row in enumerate(preds)]
         timings["predictions"] += time.perf_counter() - clock

@@ -24,8 +24,10 @@ from __future__ import annotations
 from typing import Callable, Sequence, Union
 
 import numpy as np
+from scipy import sparse
 
 __all__ = [
+    "stack_rows",
     "LOSSES",
     "DEFAULT_GAMMA",
     "MAX_BLOCK_BYTES",
@@ -90,6 +92,25 @@ def resolve_loss(loss: str | LossFn) -> LossFn:
         ) from None
 
 
+def stack_rows(arrays: Sequence) -> "np.ndarray | sparse.csr_matrix":
+    """Stack 2-D arrays by rows; CSR if any of them is sparse (one-hot features stay sparse).
+
+    >>> stack_rows([np.zeros((1, 2)), np.ones((2, 2))]).shape
+    (3, 2)
+    >>> stack_rows([sparse.csr_matrix(np.eye(2)), np.ones((1, 2))]).format
+    'csr'
+    """
+    if any(sparse.issparse(a) for a in arrays):
+        return sparse.vstack([sparse.csr_matrix(a) for a in arrays], format="csr")
+    return np.concatenate(arrays, axis=0)
+
+
+def _row_sq_norms(X) -> np.ndarray:
+    if sparse.issparse(X):
+        return np.asarray(X.multiply(X).sum(axis=1), dtype=np.float64).ravel()
+    return np.einsum("ij,ij->i", X, X)
+
+
 def resolve_gamma(gamma: Gamma, X: np.ndarray) -> float:
     """Resolve ``gamma`` to the positive float used by the RBF kernel.
 
@@ -106,10 +127,17 @@ def resolve_gamma(gamma: Gamma, X: np.ndarray) -> float:
     if isinstance(gamma, str):
         if gamma != "scale":
             raise ValueError(f"gamma: expected a positive number or 'scale', got {gamma!r}")
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[0] == 0:
-            raise ValueError("gamma='scale' needs a non-empty 2-D X to measure its variance")
-        var = float(X.var())
+        if sparse.issparse(X):
+            size = X.shape[0] * X.shape[1]
+            if size == 0:
+                raise ValueError("gamma='scale' needs a non-empty 2-D X to measure its variance")
+            mean = X.sum() / size
+            var = float(X.multiply(X).sum() / size - mean * mean)
+        else:
+            X = np.asarray(X, dtype=np.float64)
+            if X.ndim != 2 or X.shape[0] == 0:
+                raise ValueError("gamma='scale' needs a non-empty 2-D X to measure its variance")
+            var = float(X.var())
         d = X.shape[1]
         return 1.0 / (d * var) if var > 0 else 1.0 / d
     try:
@@ -122,7 +150,17 @@ def resolve_gamma(gamma: Gamma, X: np.ndarray) -> float:
 
 
 def _check_points(name: str, X, d: int | None = None) -> np.ndarray:
-    """Validate a 2-D finite float array (public functions call this; kernels assume it)."""
+    """Validate a 2-D finite float array, dense or scipy-sparse (public functions call this;
+    kernels assume it). Sparse input becomes CSR and is never densified whole."""
+    if sparse.issparse(X):
+        X = sparse.csr_matrix(X, dtype=np.float64)
+        if X.shape[0] == 0:
+            raise ValueError(f"{name}: is empty; expected at least one row")
+        if d is not None and X.shape[1] != d:
+            raise ValueError(f"{name}: has {X.shape[1]} features, expected {d} (as the other inputs)")
+        if not np.isfinite(X.data).all():
+            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+        return X
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
@@ -167,13 +205,16 @@ def _weighted_kernel_sums(A: np.ndarray, B: np.ndarray, weights: np.ndarray | No
     out = np.zeros(A.shape[0], dtype=np.float64)
     if B.shape[0] == 0 or A.shape[0] == 0:
         return out
-    b_sq = np.einsum("ij,ij->i", B, B)
+    b_sq = _row_sq_norms(B)
+    a_sq = _row_sq_norms(A)
     rows = _block_rows(B.shape[0], max_block_bytes)
     for start in range(0, A.shape[0], rows):
         a = A[start:start + rows]
         block = a @ B.T
+        # sparse × sparse stays sparse: densify only this bounded block
+        block = block.toarray() if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
         block *= -2.0
-        block += np.einsum("ij,ij->i", a, a)[:, None]
+        block += a_sq[start:start + rows, None]
         block += b_sq[None, :]
         np.maximum(block, 0.0, out=block)
         block *= -gamma
@@ -265,7 +306,7 @@ def relative_staleness(queries, data_now, data_then, model, *, gamma: Gamma = DE
     Xn, yn = _check_data("data_now", data_now)
     Xt, yt = _check_data("data_then", data_then, Xn.shape[1])
     Q = _check_points("queries", queries, Xn.shape[1])
-    g = resolve_gamma(gamma, np.vstack([Xn, Xt])) if isinstance(gamma, str) else resolve_gamma(gamma, Xn)
+    g = resolve_gamma(gamma, stack_rows([Xn, Xt])) if isinstance(gamma, str) else resolve_gamma(gamma, Xn)
     loss_fn = resolve_loss(loss)
     now = psi_from_losses(Q, Xn, _losses(model, Xn, yn, loss_fn, "data_now"), g,
                           max_block_bytes=max_block_bytes)

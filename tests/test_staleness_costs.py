@@ -203,3 +203,47 @@ def test_strategy_cost_and_helpers():
     assert costs.scpe(11.0, 10.0) == pytest.approx(10.0)
     with pytest.raises(ValueError, match="oracle_cost"):
         costs.scpe(1.0, 0.0)
+
+
+def _one_hot_batch(rng, n, n_categories=40):
+    """A dense numeric column plus a one-hot categorical: (dense X, sparse X, y)."""
+    from scipy import sparse
+
+    codes = rng.integers(0, n_categories, size=n)
+    dense = np.zeros((n, n_categories + 1))
+    dense[np.arange(n), codes] = 1.0
+    dense[:, -1] = rng.random(n)
+    y = ((codes % 3 == 0) ^ (dense[:, -1] > 0.7)).astype(int)
+    return dense, sparse.csr_matrix(dense), y
+
+
+def test_sparse_one_hot_batches_give_the_same_staleness_as_their_dense_copy():
+    from scipy import sparse
+
+    rng = np.random.default_rng(8)
+    Xd, Xs, y = _one_hot_batch(rng, 120)
+    Q = Xd[:20]
+    np.testing.assert_allclose(staleness.kernel_sums(sparse.csr_matrix(Q), Xs, gamma=0.3),
+                               staleness.kernel_sums(Q, Xd, gamma=0.3), rtol=1e-12)
+    assert staleness.resolve_gamma("scale", Xs) == pytest.approx(staleness.resolve_gamma("scale", Xd))
+    model = DecisionTreeClassifier(max_depth=3, random_state=0).fit(Xd[60:], y[60:])
+    dense = staleness.relative_staleness(Q, (Xd[:60], y[:60]), (Xd[60:], y[60:]), model)
+    sparse_value = staleness.relative_staleness(sparse.csr_matrix(Q), (Xs[:60], y[:60]), (Xs[60:], y[60:]), model)
+    assert sparse_value == pytest.approx(dense, rel=1e-12, abs=1e-14)
+
+
+def test_sparse_cost_matrix_equals_dense_cost_matrix():
+    rng = np.random.default_rng(9)
+    dense_batches, sparse_batches = [], []
+    for _ in range(4):
+        Xd, Xs, y = _one_hot_batch(rng, 80)
+        dense_batches.append((Xd, y))
+        sparse_batches.append((Xs, y))
+    models = [DecisionTreeClassifier(max_depth=4, random_state=0).fit(X, y) for X, y in dense_batches]
+    C_dense = costs.cost_matrix(dense_batches, models, kappa=2.0)
+    C_sparse = costs.cost_matrix(sparse_batches, models, kappa=2.0)
+    np.testing.assert_allclose(C_sparse, C_dense, rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match=r"batches\[1\] X: contains NaN"):
+        bad = sparse_batches[1][0].copy()
+        bad.data[0] = np.nan
+        costs.cost_matrix([sparse_batches[0], (bad, sparse_batches[1][1])], models[:2], kappa=1.0)
