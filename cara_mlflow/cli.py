@@ -383,6 +383,90 @@ def make_stream_command(stream, out, seed, n_batches, batch_size):
     _run_guarded(go)
 
 
+
+def _kappa_list(ctx, param, value):
+    from .compare import parse_kappas
+
+    try:
+        return parse_kappas(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("kappa: "))
+
+
+@cli.command()
+@click.option("--stream", default="covcon-d", show_default=True, type=click.Choice(STREAM_NAMES),
+              help="Stream to compare on; electricity, covertype and airlines need --data.")
+@click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False),
+              help="Data file of a real stream (e.g. elec2.csv.gz, covtype.csv.gz).")
+@click.option("--kappa", "kappas", required=True, callback=_kappa_list, metavar="LIST",
+              help="Retraining costs: '5,10,20,50' or 'log:START:STOP:NUM'.")
+@click.option("--policies", default="all", show_default=True, callback=_policy_list,
+              help=f"'all' or a comma-separated list of: {', '.join(POLICY_NAMES)}.")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Seeds 0..N-1.")
+@click.option("--model", default="rf", show_default=True, type=click.Choice(MODEL_NAMES))
+@click.option("--offline", "n_offline", default=25, show_default=True, type=click.IntRange(min=2),
+              help="Number of offline batches used for tuning.")
+@click.option("--n-batches", default=100, show_default=True, type=click.IntRange(min=4))
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=10),
+              help="Points per batch (synthetic streams).")
+@click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]))
+@click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream>).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per (policy, κ, seed).")
+def compare(stream, data_path, kappas, policies, seeds, model, n_offline, n_batches, batch_size, tuning_method,
+            experiment, as_json):
+    """Compare policies over a κ sweep and seeds, logged as an MLflow experiment.
+
+    One parent run per comparison, one nested run per (policy, κ, seed) with its metrics and
+    per-batch curves; figures and a summary table on the parent. Models and cost matrices are
+    computed once per seed and shared by every κ. Tracking: MLFLOW_TRACKING_URI, else
+    sqlite:///./mlflow.db with artifacts in ./mlartifacts.
+    """
+    from .compare import compare as run_compare, log_comparison, summarise
+    from .streams import make_stream
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+    def go():
+        def source(seed):
+            extra = {"data": data_path} if data_path else {}
+            return make_stream(stream, n_batches=n_batches, batch_size=batch_size, seed=seed, **extra)
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+        steps = seeds * (1 + len(kappas))
+        with click.progressbar(length=steps, label=f"comparing on {stream}", file=sys.stderr) as bar:
+            result = run_compare(source, kappas=kappas, policies=policies, seeds=range(seeds), model=model,
+                                 n_offline=n_offline, tuning_method=tuning_method,
+                                 progress=lambda message: bar.update(1))
+        if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
+            _ensure_local_experiment(uri, experiment or f"cara-compare/{result.stream}")
+        parent = log_comparison(result, uri, experiment=experiment)
+        if as_json:
+            rows = result.rows()
+            click.echo(json.dumps(rows, indent=2))
+            return
+        _, overall = summarise(result)
+        click.echo(f"{result.stream} ({model}), κ ∈ {{{', '.join(f'{k:g}' for k in kappas)}}}, "
+                   f"{seeds} seed(s): means over κ and seeds")
+        click.echo(f"{'policy':<8} {'SCPE %':>9} {'query acc':>9} {'retrains':>9} {'cost':>10}")
+        for row in overall.itertuples():
+            click.echo(f"{row.policy:<8} {row.scpe:>9.2f} {row.query_accuracy:>9.3f} {row.n_retrains:>9.2f} "
+                       f"{row.strategy_cost:>10.2f}")
+        click.echo(f"logged to {uri} (experiment {experiment or 'cara-compare/' + result.stream}, run {parent})")
+
+    _run_guarded(go)
+
+
+def _ensure_local_experiment(uri: str, name: str) -> None:
+    """Put a new local experiment's artifacts next to its sqlite file (./mlartifacts), not in ./mlruns."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(name) is None:
+        root = os.path.join(os.path.dirname(uri.removeprefix("sqlite:///")), "mlartifacts")
+        client.create_experiment(name, artifact_location=os.path.join(root, name.replace("/", "_")))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's usage errors exit 1 like every input error (DESIGN.md)."""
     try:

@@ -81,3 +81,37 @@ def cumulative_cost_figure(costs_by_policy: Mapping[str, Sequence[float]], *, st
     ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def metrics_vs_kappa_figure(rows, *, title: str = ""):
+    """Strategy cost, number of retrains and query accuracy against κ, one line per policy (Fig. 4–7).
+
+    ``rows``: dicts with ``policy``, ``kappa``, ``strategy_cost``, ``n_retrains``,
+    ``query_accuracy`` (one per policy, κ and seed; seeds are averaged, the band is ±1 sd).
+
+    >>> rows = [{"policy": "nr", "kappa": k, "strategy_cost": 1.0, "n_retrains": 0,
+    ...          "query_accuracy": 0.5} for k in (1, 10)]
+    >>> [ax.get_ylabel() for ax in metrics_vs_kappa_figure(rows).axes]
+    ['strategy cost', '# retrains', 'query accuracy']
+    """
+    import pandas as pd
+
+    plt = _pyplot()
+    frame = pd.DataFrame(list(rows))
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.8))
+    for name, group in frame.groupby("policy", sort=False):
+        metrics = ["strategy_cost", "n_retrains", "query_accuracy"]
+        stats = group.groupby("kappa")[metrics].agg(["mean", "std"]).fillna(0.0)
+        for ax, metric in zip(axes, ("strategy_cost", "n_retrains", "query_accuracy")):
+            mean, sd = stats[(metric, "mean")], stats[(metric, "std")]
+            ax.plot(mean.index, mean.values, marker=".", label=name)
+            ax.fill_between(mean.index, mean - sd, mean + sd, alpha=0.15)
+    for ax, label in zip(axes, ("strategy cost", "# retrains", "query accuracy")):
+        ax.set_xscale("log")
+        ax.set_xlabel("retraining cost κ")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,242 @@
+"""Compare retraining policies as MLflow experiments (``cara-mlflow compare``).
+
+For every seed the expensive part — a model per batch, their predictions, the Ψ terms of the
+offline and online windows — is computed once (:func:`cara_mlflow.simulate.prepare`) and shared
+by every policy and every κ: κ only sets the diagonal of the cost matrices, so a κ sweep never
+retrains anything.
+
+Logged into the experiment ``cara-compare/<stream>``: one parent run per comparison and one
+nested run per (policy, κ, seed) with params (policy, κ, tuned θ*, seed, model), metrics
+(strategy_cost, oracle_cost, scpe, query_accuracy, n_retrains) and per-online-batch metrics with
+``step = batch id`` (cumulative_cost, decision, psi_bar), so the MLflow UI's compare view and
+charts work. The parent run holds the figures (metrics against κ, cumulative cost, the offline
+cost matrix with the tuned CARA-T and ORACLE strategies) and a summary table (CSV + Markdown).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .costs import cumulative_strategy_cost
+from .policies import POLICIES
+from .simulate import Prepared, Report, evaluate, prepare
+
+__all__ = ["parse_kappas", "ComparisonResult", "compare", "summarise", "log_comparison"]
+
+METRICS = ("strategy_cost", "oracle_cost", "scpe", "query_accuracy", "n_retrains")
+
+
+def parse_kappas(text: str) -> list[float]:
+    """``"5,10,20"`` or ``"log:START:STOP:NUM"`` (log-spaced, inclusive) into a list of κ > 0.
+
+    >>> parse_kappas("5,10,20")
+    [5.0, 10.0, 20.0]
+    >>> parse_kappas("log:1:100:3")
+    [1.0, 10.0, 100.0]
+    """
+    text = text.strip()
+    try:
+        if text.startswith("log:"):
+            start, stop, num = text[4:].split(":")
+            values = np.geomspace(float(start), float(stop), int(num)).tolist()
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
+    except (ValueError, TypeError):
+        raise ValueError(f"kappa: expected a comma-separated list or log:START:STOP:NUM, got {text!r}") from None
+    if not values or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"kappa: expected values > 0 (the cost of one retrain), got {text!r}")
+    return [float(v) for v in values]
+
+
+@dataclass
+class ComparisonResult:
+    """Every report of a comparison: ``reports[(seed, kappa)]``."""
+
+    stream: str
+    model: str
+    kappas: list[float]
+    seeds: list[int]
+    policies: list[str]
+    reports: dict = field(repr=False)
+    prepared: dict = field(repr=False)     # seed -> Prepared
+    timings: dict = field(default_factory=dict)
+    parent_run_id: str | None = None
+    experiment_id: str | None = None
+
+    def rows(self) -> list[dict]:
+        """One flat row per (policy, κ, seed)."""
+        out = []
+        for (seed, kappa), report in sorted(self.reports.items()):
+            for r in report.results:
+                out.append({"policy": r.policy, "kappa": kappa, "seed": seed, "model": self.model,
+                            **{m: getattr(r, m) for m in METRICS}, "params": r.params})
+        return out
+
+
+def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None = None,
+            seeds: Sequence[int] = (0,), model: str = "rf", n_offline: int = 25, tuning_method: str = "exact",
+            prepare_kwargs: dict | None = None, progress: Callable[[str], None] | None = None) -> ComparisonResult:
+    """Run every policy at every κ and seed, sharing models and matrices per seed.
+
+    ``stream`` is a stream name or a callable ``seed -> stream`` (for real data, whose batches do
+    not change with the seed but whose query samples do).
+
+    >>> result = compare("covcon-d", kappas=[2.0, 20.0], policies=["cara-t", "nr"], model="lr",
+    ...                  prepare_kwargs={"n_batches": 12, "batch_size": 150}, n_offline=4)
+    >>> sorted(result.reports), len(result.rows())
+    ([(0, 2.0), (0, 20.0)], 4)
+    """
+    policies = list(POLICIES) if policies is None else list(policies)
+    for name in policies:
+        if name not in POLICIES:
+            raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
+    kappas = [float(k) for k in kappas]
+    if not kappas or not all(np.isfinite(k) and k > 0 for k in kappas):
+        raise ValueError(f"kappa: expected values > 0, got {kappas}")
+    note = progress or (lambda message: None)
+    reports, prepared = {}, {}
+    timings = {"prepare": 0.0, "evaluate": 0.0}
+    name = stream if isinstance(stream, str) else None
+    for seed in seeds:
+        clock = time.perf_counter()
+        source = stream(seed) if callable(stream) else stream
+        note(f"seed {seed}: training models and building cost matrices")
+        prepared[seed] = prepare(source, n_offline=n_offline, model=model, seed=seed, **(prepare_kwargs or {}))
+        name = name or prepared[seed].stream
+        timings["prepare"] += time.perf_counter() - clock
+        clock = time.perf_counter()
+        for kappa in kappas:
+            note(f"seed {seed}: κ={kappa:g}")
+            reports[(seed, kappa)] = evaluate(prepared[seed], kappa=kappa, policies=policies,
+                                              tuning_method=tuning_method)
+        timings["evaluate"] += time.perf_counter() - clock
+    return ComparisonResult(stream=name, model=model, kappas=kappas, seeds=list(seeds), policies=policies,
+                            reports=reports, prepared=prepared, timings=timings)
+
+
+def summarise(result: ComparisonResult):
+    """Mean and sd over seeds per (policy, κ), and the mean over the κ sweep per policy."""
+    import pandas as pd
+
+    frame = pd.DataFrame(result.rows()).drop(columns=["params"])
+    per_kappa = frame.groupby(["policy", "kappa"], sort=False)[list(METRICS)].agg(["mean", "std"])
+    per_kappa.columns = [f"{m}_{s}" for m, s in per_kappa.columns]
+    overall = frame.groupby("policy", sort=False)[["scpe", "query_accuracy", "n_retrains", "strategy_cost"]].mean()
+    return per_kappa.reset_index(), overall.reset_index()
+
+
+def _flat_params(params: dict) -> dict:
+    out = {}
+    for key, value in params.items():
+        text = str(value)
+        out[f"theta.{key}"] = text if len(text) <= 500 else text[:497] + "..."
+    return out
+
+
+def log_comparison(result: ComparisonResult, registry_uri: str, *, experiment: str | None = None,
+                   progress: Callable[[str], None] | None = None) -> str:
+    """Log a comparison into MLflow (see the module docstring); returns the parent run id."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    import matplotlib.pyplot as plt
+
+    from .plots import cost_matrix_figure, cumulative_cost_figure, metrics_vs_kappa_figure
+
+    note = progress or (lambda message: None)
+    client = MlflowClient(tracking_uri=registry_uri)
+    experiment = experiment or f"cara-compare/{result.stream}"
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    parent = client.create_run(exp_id, run_name=f"{result.stream}-{result.model}-{len(result.kappas)}kappa-"
+                                                 f"{len(result.seeds)}seed",
+                               tags={"cara.run_type": "compare", "cara.stream": result.stream})
+    parent_id = parent.info.run_id
+    try:
+        client.log_batch(parent_id, params=[
+            Param("stream", result.stream), Param("model", result.model),
+            Param("kappas", ",".join(f"{k:g}" for k in result.kappas)),
+            Param("seeds", ",".join(map(str, result.seeds))), Param("policies", ",".join(result.policies))])
+        now = int(time.time() * 1000)
+        for (seed, kappa), report in sorted(result.reports.items()):
+            note(f"logging seed {seed}, κ={kappa:g}")
+            C = report.online_matrix
+            for r in report.results:
+                child = client.create_run(exp_id, run_name=f"{r.policy}-k{kappa:g}-s{seed}",
+                                          tags={"mlflow.parentRunId": parent_id, "cara.run_type": "compare-policy",
+                                                "cara.policy": r.policy})
+                params = {"policy": r.policy, "kappa": f"{kappa:g}", "seed": str(seed), "model": result.model,
+                          **_flat_params(r.params)}
+                metrics = [Metric(m, float(getattr(r, m)), now, 0) for m in METRICS]
+                local = [s - report.n_offline for s in r.strategy]
+                cumulative = cumulative_strategy_cost(C, local)
+                for k in range(1, len(local)):
+                    batch = report.n_offline + k
+                    psi_seen = C[local[k - 1], k]   # what the policy saw before deciding
+                    metrics += [Metric("cumulative_cost", float(cumulative[k]), now, batch),
+                                Metric("decision", float(local[k] == k), now, batch),
+                                Metric("psi_bar", float(psi_seen), now, batch)]
+                client.log_batch(child.info.run_id, params=[Param(k, v) for k, v in params.items()],
+                                 tags=[RunTag("cara.kappa", f"{kappa:g}")])
+                for start in range(0, len(metrics), 900):
+                    client.log_batch(child.info.run_id, metrics=metrics[start:start + 900])
+                client.set_terminated(child.info.run_id, "FINISHED")
+        per_kappa, overall = summarise(result)
+        with tempfile.TemporaryDirectory() as tmp:
+            per_kappa.to_csv(os.path.join(tmp, "summary_by_kappa.csv"), index=False)
+            overall.to_csv(os.path.join(tmp, "summary.csv"), index=False)
+            with open(os.path.join(tmp, "summary.md"), "w") as fh:
+                fh.write(_markdown(overall, result))
+            figures = _figures(result, metrics_vs_kappa_figure, cumulative_cost_figure, cost_matrix_figure)
+            for filename, fig in figures.items():
+                fig.savefig(os.path.join(tmp, filename), dpi=110)
+                plt.close(fig)
+            client.log_artifacts(parent_id, tmp)
+        for row in overall.itertuples():
+            client.log_metric(parent_id, f"mean_scpe.{row.policy}", float(row.scpe))
+    except BaseException:
+        client.set_terminated(parent_id, "FAILED")
+        raise
+    client.set_terminated(parent_id, "FINISHED")
+    result.parent_run_id, result.experiment_id = parent_id, exp_id
+    return parent_id
+
+
+def _markdown(overall, result: ComparisonResult) -> str:
+    lines = [f"# {result.stream}, model {result.model}",
+             f"κ ∈ {{{', '.join(f'{k:g}' for k in result.kappas)}}}, seeds {result.seeds}; means over κ and seeds.", "",
+             "| policy | SCPE % | query accuracy | # retrains | strategy cost |", "|---|---:|---:|---:|---:|"]
+    for row in overall.itertuples():
+        lines.append(f"| {row.policy} | {row.scpe:.2f} | {row.query_accuracy:.3f} | {row.n_retrains:.2f} | "
+                     f"{row.strategy_cost:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figures(result: ComparisonResult, vs_kappa, cumulative, matrix) -> dict:
+    from .oracle import solve
+    from .tuning import PolicyTuner
+
+    seed = result.seeds[0]
+    kappa = result.kappas[len(result.kappas) // 2]
+    report: Report = result.reports[(seed, kappa)]
+    prepared: Prepared = result.prepared[seed]
+    curves = {}
+    for r in report.results:
+        local = [s - report.n_offline for s in r.strategy]
+        curves[r.policy] = cumulative_strategy_cost(report.online_matrix, local)
+    C_off = prepared.offline_terms.cost_matrix(kappa)
+    tuned = PolicyTuner("cara-t").fit(C_off)
+    return {
+        "metrics_vs_kappa.png": vs_kappa(result.rows(), title=f"{result.stream} ({result.model})"),
+        "cumulative_cost.png": cumulative(curves, start=report.n_offline,
+                                          title=f"{result.stream}: cumulative cost, κ={kappa:g}, seed {seed}"),
+        "offline_cost_matrix.png": matrix(C_off, {"CARA-T (tuned)": tuned.best_strategy_,
+                                                  "ORACLE": solve(C_off).strategy},
+                                          title=f"{result.stream}: offline cost matrix, κ={kappa:g}"),
+    }

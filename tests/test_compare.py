@@ -1,0 +1,85 @@
+"""`compare`: the MLflow experiment it logs, and κ sweeps that never retrain."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cara_mlflow import simulate as simulate_module
+from cara_mlflow.cli import cli
+from cara_mlflow.compare import compare, log_comparison, parse_kappas
+
+SMALL = {"n_batches": 12, "batch_size": 150}
+
+
+def test_kappa_sweep_trains_each_model_once_per_seed(monkeypatch):
+    fits = []
+    real = simulate_module.make_model
+
+    def counting(model, X, y, seed):
+        fits.append(seed)
+        return real(model, X, y, seed)
+
+    monkeypatch.setattr(simulate_module, "make_model", counting)
+    result = compare("gauss-d", kappas=[0.5, 5.0, 50.0, 500.0], policies=["cara-t", "nr", "oracle"], seeds=[0, 1],
+                     model="lr", n_offline=4, prepare_kwargs=SMALL)
+    assert len(fits) == 2 * SMALL["n_batches"]           # one model per batch and seed, whatever the κs
+    assert sorted(result.reports) == [(s, k) for s in (0, 1) for k in (0.5, 5.0, 50.0, 500.0)]
+    # a larger κ never buys more retrains from the ORACLE
+    oracle = [result.reports[(0, k)]["oracle"].n_retrains for k in (0.5, 5.0, 50.0, 500.0)]
+    assert oracle == sorted(oracle, reverse=True)
+
+
+def test_compare_logs_parent_and_nested_runs(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    client.create_experiment("cara-compare/covcon-d", artifact_location=str(tmp_path / "artifacts"))
+    result = compare("covcon-d", kappas=[2.0, 20.0], policies=["cara-t", "nr", "oracle"], seeds=[0],
+                     model="lr", n_offline=4, prepare_kwargs=SMALL)
+    parent_id = log_comparison(result, uri)
+    exp = client.get_experiment_by_name("cara-compare/covcon-d")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id]
+    assert len(children) == 3 * 2                          # (policy, κ, seed)
+    for run in children:
+        assert {"policy", "kappa", "seed", "model"} <= set(run.data.params)
+        assert {"strategy_cost", "oracle_cost", "scpe", "query_accuracy", "n_retrains"} <= set(run.data.metrics)
+        history = client.get_metric_history(run.info.run_id, "cumulative_cost")
+        assert [m.step for m in history] == list(range(5, 12))    # online batches after the first
+        assert len(client.get_metric_history(run.info.run_id, "decision")) == 7
+    cara_t = [r for r in children if r.data.params["policy"] == "cara-t"]
+    assert all("theta.tau" in r.data.params for r in cara_t)
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"summary.csv", "summary.md", "summary_by_kappa.csv", "metrics_vs_kappa.png",
+            "cumulative_cost.png", "offline_cost_matrix.png"} <= artifacts
+    assert client.get_run(parent_id).info.status == "FINISHED"
+
+
+def test_parse_kappas_rejects_bad_lists():
+    assert parse_kappas("log:1:1000:4") == pytest.approx([1, 10, 100, 1000])
+    for bad in ("", "0,1", "-1", "log:1:10", "abc", "1,nan"):
+        with pytest.raises(ValueError, match="kappa"):
+            parse_kappas(bad)
+
+
+def test_compare_cli_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = CliRunner().invoke(cli, ["compare", "--stream", "circle-s", "--kappa", "1,10", "--policies",
+                                      "cara-t,nr", "--model", "lr", "--n-batches", "12", "--batch-size", "150",
+                                      "--offline", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output[result.output.index("["):])
+    assert {(r["policy"], r["kappa"]) for r in rows} == {("cara-t", 1.0), ("cara-t", 10.0), ("nr", 1.0), ("nr", 10.0)}
+    assert (tmp_path / "mlflow.db").exists() and (tmp_path / "mlartifacts").is_dir()
+    assert np.isfinite([r["scpe"] for r in rows]).all()
+
+
+def test_compare_cli_rejects_bad_kappa():
+    result = CliRunner().invoke(cli, ["compare", "--kappa", "0,5"])
+    assert result.exit_code != 0 and "kappa" in result.output
