@@ -7,6 +7,7 @@ the simulation) happen inside the commands so that ``--help`` is instant.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -146,7 +147,7 @@ def _run_guarded(fn):
 
         if isinstance(exc, MlflowException):
             uri = mask_uri(os.environ.get("MLFLOW_TRACKING_URI", "the default sqlite store"))
-            _fail(f"MLflow ({uri}): {str(exc).splitlines()[0][:300]}")
+            _fail(f"MLflow ({uri}): {mask_uri(str(exc).splitlines()[0][:300])}")
         raise
 
 
@@ -177,7 +178,8 @@ def _offline_window(ctx, param, value: str):
 @click.option("--n-estimators", default=100, show_default=True, type=click.IntRange(min=1), help="rf: trees.")
 @click.option("--project-uri", default=None, help="Your MLflow project with a `train` entry point "
               "(default: cara-mlflow's own MLproject; offline models are then trained in-process).")
-@click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]))
+@click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]),
+              help="exact: global optimum over all thresholds; dual_annealing: SciPy's, as the paper.")
 def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_estimators, project_uri, tuning_method):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
@@ -193,11 +195,13 @@ def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_es
         trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators)
         with store_lock(batch_store, DEFAULT_LOCK_TIMEOUT):
             registry.check_reachable()
-            with click.progressbar(length=offline[1] - offline[0], label="training offline models",
-                                   file=sys.stderr) as bar:
+            # A bar only on a terminal: cron logs and input errors stay one line.
+            bar = (click.progressbar(length=offline[1] - offline[0], label="training offline models",
+                                     file=sys.stderr) if sys.stderr.isatty() else contextlib.nullcontext())
+            with bar:
                 doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                                trainer=trainer, method=tuning_method, project_uri=project_uri,
-                               progress=lambda done, total: bar.update(1))
+                               progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
         theta = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in doc["params"].items())
         click.echo(f"tuned {policy}: {theta}  (κ={kappa:g}, γ={doc['psi']['gamma']:.4g}; offline cost "
                    f"{doc['tuning']['offline_cost']:.3f}, ORACLE {doc['tuning']['oracle_cost']:.3f}); "
@@ -298,7 +302,7 @@ def rollback(name, store, to_version, reason):
         with store_lock(batch_store, DEFAULT_LOCK_TIMEOUT):
             registry.check_reachable()
             before, after = run_rollback(registry, reason=reason, to_version=to_version)
-        click.echo(f"production of {name}: v{before} -> v{after} ({reason})")
+        click.echo(f"production of {name}: {'v' + str(before) if before else 'none'} -> v{after} ({reason})")
 
     _run_guarded(go)
 
@@ -368,9 +372,9 @@ def history(name, store, as_json):
 @cli.command("make-stream")
 @click.argument("stream", type=click.Choice([s for s in STREAM_NAMES if s.endswith(("-d", "-s"))]))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Batch store directory to write.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
-@click.option("--n-batches", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the stream.")
+@click.option("--n-batches", default=100, show_default=True, type=click.IntRange(min=1), help="Batches to write.")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1), help="Points per batch.")
 def make_stream_command(stream, out, seed, n_batches, batch_size):
     """Write a synthetic stream as a batch store (data.parquet, queries.parquet, _SUCCESS per batch)."""
     from .store import write_stream
@@ -403,13 +407,16 @@ def _kappa_list(ctx, param, value):
 @click.option("--policies", default="all", show_default=True, callback=_policy_list,
               help=f"'all' or a comma-separated list of: {', '.join(POLICY_NAMES)}.")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Seeds 0..N-1.")
-@click.option("--model", default="rf", show_default=True, type=click.Choice(MODEL_NAMES))
+@click.option("--model", default="rf", show_default=True, type=click.Choice(MODEL_NAMES),
+              help="rf: RandomForestClassifier; lr: SGDClassifier with log loss.")
 @click.option("--offline", "n_offline", default=25, show_default=True, type=click.IntRange(min=2),
               help="Number of offline batches used for tuning.")
-@click.option("--n-batches", default=100, show_default=True, type=click.IntRange(min=4))
+@click.option("--n-batches", default=100, show_default=True, type=click.IntRange(min=4),
+              help="Batches the stream is split into.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=10),
               help="Points per batch (synthetic streams).")
-@click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]))
+@click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]),
+              help="exact: global optimum over all thresholds; dual_annealing: SciPy's, as the paper.")
 @click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream>).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per (policy, κ, seed).")
 def compare(stream, data_path, kappas, policies, seeds, model, n_offline, n_batches, batch_size, tuning_method,

@@ -566,14 +566,24 @@ def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: st
                       state["cumulative_cost"])
 
 
-def rollback(registry: reg.Registry, *, reason: str, to_version: int | None = None) -> tuple[int, int]:
-    """Move production back (default: the previous version that passed its gate); returns (from, to)."""
+def rollback(registry: reg.Registry, *, reason: str, to_version: int | None = None) -> tuple[int | None, int]:
+    """Move production back (default: the previous version that passed its gate); returns (from, to).
+
+    With ``to_version`` it also puts back a production alias that was deleted by hand (from = None).
+    """
     if not reason or not reason.strip():
         raise ValueError("reason: expected a short text saying why production is rolled back")
-    current = registry.production()
+    try:
+        current = registry.production()
+    except reg.RegistryError:
+        if to_version is None:
+            raise
+        current = None
     if to_version is None:
+        # Only versions that were fit to serve: gated and passed, or promoted without a gate
+        # (init, adopt, --no-gate). A version a killed step registered but never gated is not one.
         candidates = [v for v in registry.versions() if v.version < current.version
-                      and v.tags.get(reg.TAG_GATE) != "rejected" and v.trained_on is not None]
+                      and v.tags.get(reg.TAG_GATE) in ("passed", "off") and v.trained_on is not None]
         if not candidates:
             raise ValueError(f"to: no version before v{current.version} to roll back to; pass --to VERSION")
         target = candidates[0]
@@ -582,12 +592,14 @@ def rollback(registry: reg.Registry, *, reason: str, to_version: int | None = No
         if target.trained_on is None:
             raise ValueError(f"to: version {to_version} was not trained or adopted by cara-mlflow "
                              f"(no {reg.TAG_TRAINED_ON} tag); adopt it with `init --adopt-version`")
-    if target.version == current.version:
+    if current is not None and target.version == current.version:
         raise ValueError(f"to: version {target.version} is already in production")
     registry.set_production(target.version)
-    registry.set_model_tag(reg.TAG_ROLLBACK, f"v{current.version} -> v{target.version}: {reason}"[:5000])
-    registry.tag_version(current.version, "cara.rolled_back", reason[:500])
-    return current.version, target.version
+    before = f"v{current.version}" if current is not None else "no alias"
+    registry.set_model_tag(reg.TAG_ROLLBACK, f"{before} -> v{target.version}: {reason}"[:5000])
+    if current is not None:
+        registry.tag_version(current.version, "cara.rolled_back", reason[:500])
+    return (current.version if current is not None else None), target.version
 
 
 # ---------------------------------------------------------------------------- status, history

@@ -77,8 +77,8 @@ def mask_uri(uri: str) -> str:
     >>> mask_uri("https://token@host/x")
     'https://***@host/x'
     """
-    uri = re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
-    return re.sub(r"(://)[^:/@]+@", r"\1***@", uri)
+    uri = re.sub(r"(://[^:/@\s]+):[^@/\s]*@", r"\1:***@", uri)
+    return re.sub(r"(://)[^:/@\s]+@", r"\1***@", uri)
 
 
 @contextlib.contextmanager
@@ -171,7 +171,7 @@ class Registry:
         except Exception as exc:  # any failure here is "cannot reach": say where, not how
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RegistryError(f"cannot reach the MLflow tracking store at {mask_uri(self.tracking_uri)}: "
-                                f"{first[:200]}; check MLFLOW_TRACKING_URI and that the server is up") from None
+                                f"{mask_uri(first[:200])}; check MLFLOW_TRACKING_URI and that the server is up") from None
 
     # -- experiment and runs --------------------------------------------------
     @property
@@ -283,9 +283,10 @@ class Registry:
             mv = self.client.get_model_version_by_alias(self.name, self.production_alias)
         except MlflowException as exc:
             if _is_missing(exc):
+                fix = ("put it back with `cara-mlflow rollback --to VERSION --reason TEXT`"
+                       if self.last_batch() is not None else "run `cara-mlflow init` first (or check --name)")
                 raise RegistryError(f"model {self.name!r} has no '{self.production_alias}' alias in "
-                                    f"{mask_uri(self.tracking_uri)}: run `cara-mlflow init` first "
-                                    "(or check --name)") from None
+                                    f"{mask_uri(self.tracking_uri)}: {fix}") from None
             raise
         return _version_info(mv)
 
