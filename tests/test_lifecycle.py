@@ -788,8 +788,6 @@ def test_rollback_default_skips_a_version_that_never_passed_a_gate(fresh, cara):
 
 
 COMMANDS = sorted(cli.commands)
-#: Options without a help text, per command (see the xfail below): their --help shows a bare name.
-UNDOCUMENTED: dict[str, str] = {}
 
 
 def _options(command: str) -> list:
@@ -811,10 +809,7 @@ def test_help_of_every_command_exits_0_and_lists_its_options(command, cara, tmp_
             assert " ".join(option.help.split()[:3]) in " ".join(result.stdout.split())
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=f"BUG: cli.py `{c}` options {UNDOCUMENTED[c]} "
-                                            "have no help text")) if c in UNDOCUMENTED else c
-    for c in COMMANDS])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_option_has_a_help_text(command):
     assert [o.opts for o in _options(command) if not o.help] == []
 
