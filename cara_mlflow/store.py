@@ -93,7 +93,8 @@ _ID_PATTERN = re.compile(r"[0-9]+", re.ASCII)
 
 # Errors a reader may raise on a broken or foreign file (pyarrow's ArrowInvalid is a
 # ValueError, ArrowIOError an OSError, ArrowTypeError a TypeError; pandas' ParserError and
-# EmptyDataError are ValueErrors; ImportError when no parquet engine is installed).
+# EmptyDataError are ValueErrors; pyarrow's ArrowNotImplementedError, for a parquet feature it
+# cannot read, is a NotImplementedError; ImportError when no parquet engine is installed).
 _READ_ERRORS = (OSError, ValueError, TypeError, NotImplementedError, ImportError)
 
 
