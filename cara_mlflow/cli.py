@@ -397,11 +397,23 @@ def _kappa_list(ctx, param, value):
         raise click.BadParameter(str(exc).removeprefix("kappa: "))
 
 
+def _compare_offline(ctx, param, value: str):
+    text = value.strip()
+    if text.isdigit():
+        return _offline_window(ctx, param, f"0:{text}")
+    return _offline_window(ctx, param, text)
+
+
 @cli.command()
-@click.option("--stream", default="covcon-d", show_default=True, type=click.Choice(STREAM_NAMES),
-              help="Stream to compare on; electricity, covertype and airlines need --data.")
+@click.option("--stream", default=None, type=click.Choice(STREAM_NAMES),
+              help="Stream to compare on (default covcon-d); electricity, covertype and airlines need --data.")
 @click.option("--data", "data_path", default=None, type=click.Path(dir_okay=False),
               help="Data file of a real stream (e.g. elec2.csv.gz, covtype.csv.gz).")
+@click.option("--store", "store_dir", default=None, metavar="DIR", type=click.Path(file_okay=False),
+              help="Compare on your own batch store instead of a stream: its offline window, then "
+                   "the consecutive complete batches after it (queries: each batch's queries file, "
+                   "else its data).")
+@click.option("--target", default="label", show_default=True, help="--store: target column of the batches.")
 @click.option("--kappa", "kappas", required=True, callback=_kappa_list, metavar="LIST",
               help="Retraining costs: '5,10,20,50' or 'log:START:STOP:NUM'.")
 @click.option("--policies", default="all", show_default=True, callback=_policy_list,
@@ -409,41 +421,69 @@ def _kappa_list(ctx, param, value):
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Seeds 0..N-1.")
 @click.option("--model", default="rf", show_default=True, type=click.Choice(MODEL_NAMES),
               help="rf: RandomForestClassifier; lr: SGDClassifier with log loss.")
-@click.option("--offline", "n_offline", default=25, show_default=True, type=click.IntRange(min=2),
-              help="Number of offline batches used for tuning.")
+@click.option("--offline", "offline", default="0:25", show_default=True, callback=_compare_offline,
+              metavar="START:STOP", help="Offline (tuning) window of batch ids, half-open (0:25 is "
+                                         "batches 0-24); a plain N means 0:N. Streams start at 0.")
 @click.option("--n-batches", default=100, show_default=True, type=click.IntRange(min=4),
-              help="Batches the stream is split into.")
+              help="Batches a stream is split into.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=10),
               help="Points per batch (synthetic streams).")
 @click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]),
               help="exact: global optimum over all thresholds; dual_annealing: SciPy's, as the paper.")
-@click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream>).")
+@click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream or store name>).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per (policy, κ, seed).")
-def compare(stream, data_path, kappas, policies, seeds, model, n_offline, n_batches, batch_size, tuning_method,
-            experiment, as_json):
+def compare(stream, data_path, store_dir, target, kappas, policies, seeds, model, offline, n_batches, batch_size,
+            tuning_method, experiment, as_json):
     """Compare policies over a κ sweep and seeds, logged as an MLflow experiment.
 
-    One parent run per comparison, one nested run per (policy, κ, seed) with its metrics and
-    per-batch curves; figures and a summary table on the parent. Models and cost matrices are
-    computed once per seed and shared by every κ. Tracking: MLFLOW_TRACKING_URI, else
-    sqlite:///./mlflow.db with artifacts in ./mlartifacts.
+    On a named stream (--stream) or on your own history (--store DIR --offline 0:25). One parent
+    run per comparison, one nested run per (policy, κ, seed) with its metrics and per-batch
+    curves (step = batch id); figures and a summary table on the parent. Models and cost
+    matrices are computed once per seed and shared by every κ. Tracking: MLFLOW_TRACKING_URI,
+    else sqlite:///./mlflow.db (with --store: sqlite:///STORE/mlflow.db, as the lifecycle).
+
+    \b
+    Examples:
+      cara-mlflow compare --stream covcon-d --kappa 5,10,20,50 --seeds 5
+      cara-mlflow compare --store /data/store --offline 0:25 --kappa log:1:100:5
     """
-    from .compare import compare as run_compare, log_comparison, summarise
+    from .compare import compare as run_compare, log_comparison, store_stream, summarise
+    from .registry import mask_uri
     from .streams import make_stream
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if stream and store_dir:
+        _fail("compare: give --stream or --store, not both")
+    if store_dir and data_path:
+        _fail("compare: --data is for the real streams; a --store holds its own data")
+    start, stop = offline
+    if not store_dir and start != 0:
+        _fail(f"offline: a stream starts at batch 0; expected 0:{stop} (or {stop - start}), got {start}:{stop}")
 
     def go():
-        def source(seed):
-            extra = {"data": data_path} if data_path else {}
-            return make_stream(stream, n_batches=n_batches, batch_size=batch_size, seed=seed, **extra)
+        batch_ids = None
+        if store_dir:
+            from .registry import default_tracking_uri
+            from .store import BatchStore
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+            store = BatchStore(store_dir)
+            fixed, batch_ids = store_stream(store, offline=(start, stop), target=target)
+            source, label = (lambda seed: fixed), fixed.name
+            local_uri = default_tracking_uri(store.root)
+        else:
+            label = stream or "covcon-d"
+
+            def source(seed):
+                extra = {"data": data_path} if data_path else {}
+                return make_stream(label, n_batches=n_batches, batch_size=batch_size, seed=seed, **extra)
+
+            local_uri = f"sqlite:///{os.path.abspath('mlflow.db')}"
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or local_uri
         steps = seeds * (1 + len(kappas))
-        with click.progressbar(length=steps, label=f"comparing on {stream}", file=sys.stderr) as bar:
+        with click.progressbar(length=steps, label=f"comparing on {label}", file=sys.stderr) as bar:
             result = run_compare(source, kappas=kappas, policies=policies, seeds=range(seeds), model=model,
-                                 n_offline=n_offline, tuning_method=tuning_method,
+                                 n_offline=stop - start, tuning_method=tuning_method, batch_ids=batch_ids,
                                  progress=lambda message: bar.update(1))
         if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
             _ensure_local_experiment(uri, experiment or f"cara-compare/{result.stream}")
@@ -459,7 +499,8 @@ def compare(stream, data_path, kappas, policies, seeds, model, n_offline, n_batc
         for row in overall.itertuples():
             click.echo(f"{row.policy:<8} {row.scpe:>9.2f} {row.query_accuracy:>9.3f} {row.n_retrains:>9.2f} "
                        f"{row.strategy_cost:>10.2f}")
-        click.echo(f"logged to {uri} (experiment {experiment or 'cara-compare/' + result.stream}, run {parent})")
+        click.echo(f"logged to {mask_uri(uri)} (experiment {experiment or 'cara-compare/' + result.stream}, "
+                   f"run {parent})")
 
     _run_guarded(go)
 

@@ -27,7 +27,7 @@ from .costs import cumulative_strategy_cost
 from .policies import POLICIES
 from .simulate import Prepared, Report, evaluate, prepare
 
-__all__ = ["parse_kappas", "ComparisonResult", "compare", "summarise", "log_comparison"]
+__all__ = ["parse_kappas", "store_stream", "ComparisonResult", "compare", "summarise", "log_comparison"]
 
 METRICS = ("strategy_cost", "oracle_cost", "scpe", "query_accuracy", "n_retrains")
 
@@ -54,6 +54,62 @@ def parse_kappas(text: str) -> list[float]:
     return [float(v) for v in values]
 
 
+def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "label",
+                 features: Sequence[str] | None = None, until: int | None = None):
+    """A user's batch store as a stream: the offline window, then the online batches after it.
+
+    ``offline`` is a half-open window of batch ids (``(0, 25)``: batches 0–24), every one of them
+    required. The online part is the run of consecutive complete batches from ``offline[1]`` on,
+    up to ``until`` (exclusive) if given; it ends at the first missing or incomplete batch, so
+    the history compared is the one ``step`` would have processed. The queries are the batch's
+    queries file when it has one (query accuracy needs its target column, else it is NaN), else
+    the data itself. Returns ``(stream, batch_ids)``; the stream is named after the store.
+
+    >>> import tempfile, pandas as pd
+    >>> from cara_mlflow.store import BatchStore
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = BatchStore(tmp.name)
+    >>> for t in range(6):
+    ...     _ = store.write(t, pd.DataFrame({"x": [0.0, 1.0, 2.0], "label": [0, 1, t % 2]}))
+    >>> stream, ids = store_stream(store, offline=(0, 3))
+    >>> len(stream), ids
+    (6, [0, 1, 2, 3, 4, 5])
+    >>> store_stream(store, offline=(0, 5))
+    Traceback (most recent call last):
+    ...
+    ValueError: store: expected at least 2 complete online batches after the offline window 0:5 ...
+    >>> tmp.cleanup()
+    """
+    from pathlib import Path
+
+    from .streams import Batch as StreamBatch, Stream
+
+    start, stop = offline
+    if not 0 <= start < stop - 1:
+        raise ValueError(f"offline: expected START:STOP with 0 <= START and at least 2 batches, got {start}:{stop}")
+    infos = {info.id: info for info in store.list()}
+    missing = [i for i in range(start, stop) if i not in infos or not infos[i].complete]
+    if missing:
+        raise ValueError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are missing or "
+                         f"incomplete in {store.batches_dir}; expected every batch of {start}:{stop}")
+    ids = list(range(start, stop))
+    t = stop
+    while t in infos and infos[t].complete and (until is None or t < until):
+        ids.append(t)
+        t += 1
+    if len(ids) - (stop - start) < 2:
+        raise ValueError(f"store: expected at least 2 complete online batches after the offline window "
+                         f"{start}:{stop} in {store.batches_dir}, found {len(ids) - (stop - start)}; "
+                         "choose an earlier offline window")
+    first = store.read(start, target=target, features=features)
+    features = list(first.features)
+    read = [first] + [store.read(i, target=target, features=features) for i in ids[1:]]
+    batches = tuple(StreamBatch(X=b.X, y=b.y, queries=b.queries, query_labels=b.query_labels,
+                                query_index=None if b.has_query_file else np.arange(b.n_rows))
+                    for b in read)
+    return Stream(name=Path(store.root).name, batches=batches, seed=0), ids
+
+
 @dataclass
 class ComparisonResult:
     """Every report of a comparison: ``reports[(seed, kappa)]``."""
@@ -68,6 +124,11 @@ class ComparisonResult:
     timings: dict = field(default_factory=dict)
     parent_run_id: str | None = None
     experiment_id: str | None = None
+    batch_ids: list | None = None          # a store's batch ids by stream position (else the position)
+
+    def batch_id(self, position: int) -> int:
+        """The batch id of stream position ``position`` (they differ for a store's stream)."""
+        return position if self.batch_ids is None else int(self.batch_ids[position])
 
     def rows(self) -> list[dict]:
         """One flat row per (policy, κ, seed)."""
@@ -81,11 +142,13 @@ class ComparisonResult:
 
 def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None = None,
             seeds: Sequence[int] = (0,), model: str = "rf", n_offline: int = 25, tuning_method: str = "exact",
-            prepare_kwargs: dict | None = None, progress: Callable[[str], None] | None = None) -> ComparisonResult:
+            prepare_kwargs: dict | None = None, progress: Callable[[str], None] | None = None,
+            batch_ids: Sequence[int] | None = None) -> ComparisonResult:
     """Run every policy at every κ and seed, sharing models and matrices per seed.
 
     ``stream`` is a stream name or a callable ``seed -> stream`` (for real data, whose batches do
-    not change with the seed but whose query samples do).
+    not change with the seed but whose query samples do). ``batch_ids`` names the stream's
+    batches by position (a store's ids, :func:`store_stream`) in what is logged.
 
     >>> result = compare("covcon-d", kappas=[2.0, 20.0], policies=["cara-t", "nr"], model="lr",
     ...                  prepare_kwargs={"n_batches": 12, "batch_size": 150}, n_offline=4)
@@ -117,7 +180,8 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
                                               tuning_method=tuning_method)
         timings["evaluate"] += time.perf_counter() - clock
     return ComparisonResult(stream=name, model=model, kappas=kappas, seeds=list(seeds), policies=policies,
-                            reports=reports, prepared=prepared, timings=timings)
+                            reports=reports, prepared=prepared, timings=timings,
+                            batch_ids=None if batch_ids is None else list(batch_ids))
 
 
 def summarise(result: ComparisonResult):
@@ -177,7 +241,7 @@ def log_comparison(result: ComparisonResult, registry_uri: str, *, experiment: s
                 local = [s - report.n_offline for s in r.strategy]
                 cumulative = cumulative_strategy_cost(C, local)
                 for k in range(1, len(local)):
-                    batch = report.n_offline + k
+                    batch = result.batch_id(report.n_offline + k)
                     psi_seen = C[local[k - 1], k]   # what the policy saw before deciding
                     metrics += [Metric("cumulative_cost", float(cumulative[k]), now, batch),
                                 Metric("decision", float(local[k] == k), now, batch),
@@ -234,7 +298,7 @@ def _figures(result: ComparisonResult, vs_kappa, cumulative, matrix) -> dict:
     tuned = PolicyTuner("cara-t").fit(C_off)
     return {
         "metrics_vs_kappa.png": vs_kappa(result.rows(), title=f"{result.stream} ({result.model})"),
-        "cumulative_cost.png": cumulative(curves, start=report.n_offline,
+        "cumulative_cost.png": cumulative(curves, start=result.batch_id(report.n_offline),
                                           title=f"{result.stream}: cumulative cost, κ={kappa:g}, seed {seed}"),
         "offline_cost_matrix.png": matrix(C_off, {"CARA-T (tuned)": tuned.best_strategy_,
                                                   "ORACLE": solve(C_off).strategy},

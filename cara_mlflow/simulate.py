@@ -250,7 +250,8 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
                                      predictions=data_preds, gamma=g, loss=loss)
         timings["kernels"] += time.perf_counter() - clock
         if online:
-            query_hits = [[(p[n[tp + k]:] if b.query_index is None else p[b.query_index]) == b.query_labels
+            query_hits = [[None if b.query_labels is None else
+                           (p[n[tp + k]:] if b.query_index is None else p[b.query_index]) == b.query_labels
                            for k, (p, b) in enumerate(zip(row, window[tp:]))]
                           for tp, row in enumerate(preds)]
             errors = [[(p != b.y).astype(np.int8) for p, b in zip(row, window[tp:])]
@@ -294,8 +295,9 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
         strategy, decisions = run_policy(make_policy(policy_name, **params), C_on, start=p.n_offline,
                                          errors=lambda tp, t: p.errors[tp][t - tp])
         cost = strategy_cost(C_on, strategy)
-        accuracy = np.mean([p.query_hits[strategy[t - 1]][t - strategy[t - 1]].mean()
-                            for t in range(1, len(strategy))])
+        hits = [p.query_hits[strategy[t - 1]][t - strategy[t - 1]] for t in range(1, len(strategy))]
+        # Unknown query labels (a store's queries file without the target): no accuracy.
+        accuracy = np.nan if any(h is None for h in hits) else np.mean([h.mean() for h in hits])
         retrains = retrains_from_strategy(strategy)
         results.append(PolicyResult(
             policy=policy_name, params=params, offline_cost=offline_cost, strategy_cost=cost,

@@ -152,6 +152,9 @@ class Batch:
         The data file read (for MLflow dataset lineage).
     has_query_file : bool
         Whether the queries came from a queries file.
+    query_labels : ndarray of shape (m,) or None
+        The true labels of the queries, for evaluation only (``compare --store``): ``y`` when
+        the queries are the data, the queries file's target column when it has one, else None.
     """
 
     id: int
@@ -162,6 +165,7 @@ class Batch:
     target: str
     data_path: Path
     has_query_file: bool
+    query_labels: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -401,10 +405,12 @@ class BatchStore:
 
         query_path = _batch_file(info, "queries", required=False)
         if query_path is None:
-            queries = X
+            queries, query_labels = X, y
         else:
             query_frame = _read_frame(info.id, query_path)
             queries = _feature_matrix(query_frame, features, info.id, query_path.name)
+            query_labels = (_target_vector(query_frame[target], target, info.id, query_path.name)
+                            if target in query_frame.columns else None)
         return Batch(
             id=info.id,
             X=X,
@@ -414,6 +420,7 @@ class BatchStore:
             target=target,
             data_path=data_path,
             has_query_file=query_path is not None,
+            query_labels=query_labels,
         )
 
     # ----------------------------------------------------------------------------------------

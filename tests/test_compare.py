@@ -83,3 +83,83 @@ def test_compare_cli_json(tmp_path, monkeypatch):
 def test_compare_cli_rejects_bad_kappa():
     result = CliRunner().invoke(cli, ["compare", "--kappa", "0,5"])
     assert result.exit_code != 0 and "kappa" in result.output
+
+
+def _store_with_stream(root, n_batches=10, *, queries_file=False, query_target=True):
+    """A batch store holding a small covcon-d stream (ids 0..n-1), optionally with queries files."""
+    import pandas as pd
+
+    from cara_mlflow.store import BatchStore
+    from cara_mlflow.streams import make_stream
+
+    store = BatchStore(root)
+    for t, b in enumerate(make_stream("covcon-d", n_batches=n_batches, batch_size=120, seed=3)):
+        data = pd.DataFrame({"x1": b.X[:, 0], "x2": b.X[:, 1], "label": b.y})
+        queries = None
+        if queries_file:
+            queries = pd.DataFrame({"x2": b.X[:15, 1], "x1": b.X[:15, 0]})
+            if query_target:
+                queries["label"] = b.y[:15]
+        store.write(t, data, queries=queries)
+    return store
+
+
+def test_store_stream_matches_the_store(tmp_path):
+    from cara_mlflow.compare import store_stream
+
+    store = _store_with_stream(tmp_path, queries_file=True)
+    (store.batches_dir / "12").mkdir()                       # a batch after a gap: not online
+    stream, ids = store_stream(store, offline=(2, 5))
+    assert ids == list(range(2, 10)) and len(stream) == 8
+    raw = store.read(4, target="label")
+    np.testing.assert_array_equal(stream[2].X, raw.X)
+    np.testing.assert_array_equal(stream[2].queries, raw.queries)   # the queries file, in feature order
+    np.testing.assert_array_equal(stream[2].query_labels, raw.y[:15])
+    assert stream[2].query_index is None and stream.name == tmp_path.name
+    _, until = store_stream(store, offline=(0, 4), until=7)
+    assert until == list(range(7))
+    with pytest.raises(ValueError, match="offline: batches \\[10, 11"):
+        store_stream(store, offline=(8, 12))
+
+
+def test_compare_on_a_store_logs_store_batch_ids(tmp_path):
+    from mlflow import MlflowClient
+
+    _store_with_stream(tmp_path / "shop")
+    result = CliRunner().invoke(cli, ["compare", "--store", str(tmp_path / "shop"), "--offline", "2:6",
+                                      "--kappa", "1,20", "--policies", "cara-t,nr,oracle", "--model", "lr",
+                                      "--json"], env={"MLFLOW_TRACKING_URI": ""})
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output[result.output.index("["):])
+    assert len(rows) == 3 * 2 and all(np.isfinite(r["query_accuracy"]) for r in rows)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'shop' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("cara-compare/shop")
+    children = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 6
+    steps = [m.step for m in client.get_metric_history(children[0].info.run_id, "decision")]
+    assert steps == [7, 8, 9]                                # store ids: online 6..9, decisions from 7
+
+
+def test_compare_on_a_store_without_query_labels_has_no_accuracy(tmp_path):
+    from cara_mlflow.compare import compare as run_compare, store_stream
+
+    store = _store_with_stream(tmp_path, queries_file=True, query_target=False)
+    stream, ids = store_stream(store, offline=(0, 4))
+    result = run_compare(lambda seed: stream, kappas=[5.0], policies=["cara-t", "oracle"], model="lr",
+                         n_offline=4, batch_ids=ids)
+    rows = result.rows()
+    assert all(np.isnan(r["query_accuracy"]) for r in rows)
+    assert all(np.isfinite(r["scpe"]) for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stream", "gauss-d", "--store", "x"], "not both"),
+    (["--stream", "gauss-d", "--offline", "3:10"], "starts at batch 0"),
+    (["--store", "nowhere"], "no batch store"),
+    (["--offline", "5:6"], "at least 2 batches"),
+])
+def test_compare_cli_rejects_bad_store_arguments(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["compare", "--kappa", "5", *args])
+    assert result.exit_code != 0 and message in result.output, result.output   # main() maps usage errors to 1
+    assert not (tmp_path / "mlflow.db").exists()

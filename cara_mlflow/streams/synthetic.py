@@ -105,9 +105,10 @@ class Batch:
         Their labels, in {0, 1}.
     queries : ndarray of shape (m, d), float64
         The query points ``Q_t``.
-    query_labels : ndarray of shape (m,), int64
+    query_labels : ndarray of shape (m,), int64, or None
         The true labels of the queries: for evaluation (query accuracy) only, never for the
-        staleness cost.
+        staleness cost. ``None`` when they are unknown (a user's queries file without the
+        target): the query accuracy is then NaN.
     query_index : ndarray of shape (m,), int64, or None
         For queries drawn from the data (``-D`` streams): their sorted row indices into ``X``,
         so ``queries == X[query_index]``. ``None`` when the queries are not rows of ``X``.
@@ -146,7 +147,7 @@ class Batch:
                 f"queries must be a 2-D array (m, {d}) to match X, got shape {np.shape(queries)}"
             )
         m = queries.shape[0]
-        if np.shape(self.query_labels) != (m,):
+        if self.query_labels is not None and np.shape(self.query_labels) != (m,):
             raise ValueError(
                 f"query_labels must have shape ({m},) to match queries, "
                 f"got {np.shape(self.query_labels)}"
