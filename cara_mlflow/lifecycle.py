@@ -18,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,12 +31,12 @@ from . import registry as reg
 from .costs import staleness_terms
 from .oracle import solve
 from .policies import POLICIES, Observation, make_policy, policy_from_dict
+from .policy_doc import POLICY_FORMAT
 from .staleness import psi_from_losses, resolve_gamma, zero_one_loss
 from .store import BatchStore
-from .train import TrainerSettings, fit_batch, project_parameters
+from .train import STEP_PID_ENV, TrainerSettings, fit_batch, project_parameters
 from .tuning import PolicyTuner
 
-POLICY_FORMAT = 1
 STATE_FILE = "policy_state.json"
 LOCK_FILE = ".cara.lock"
 DEFAULT_COOLDOWN = 3
@@ -44,10 +45,15 @@ QUERY_RULE = "queries file of the batch if present, else the batch's own data po
 
 
 #: Fault injection for crash tests: when this environment variable names a phase, the process
-#: kills itself with SIGKILL on reaching it (as ``kill -9`` would). Inert when unset.
+#: kills itself with SIGKILL on reaching it (as ``kill -9`` would). ``during-retrain`` kills the
+#: step while the retrain project's child process is running (the child is left to itself, as
+#: after a real ``kill -9``). Inert when unset.
 FAULT_ENV = "CARA_TEST_KILL_AT"
-PHASES = ("after-read", "after-psi", "after-batch-run", "after-retrain", "after-register", "after-gate",
-          "after-alias", "after-commit")
+#: Pause for outage tests: ``PHASE:DIR`` makes the step create ``DIR/paused`` on reaching the
+#: phase and wait (up to 10 minutes) until ``DIR/resume`` exists. Inert when unset.
+PAUSE_ENV = "CARA_TEST_PAUSE_AT"
+PHASES = ("after-read", "after-psi", "after-batch-run", "during-retrain", "after-retrain", "after-register",
+          "after-gate", "after-alias", "after-commit")
 
 
 def _phase(name: str) -> None:
@@ -55,6 +61,33 @@ def _phase(name: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get(PAUSE_ENV, "")
+    if pause.partition(":")[0] == name:
+        folder = Path(pause.partition(":")[2])
+        (folder / "paused").touch()
+        deadline = time.monotonic() + 600
+        while not (folder / "resume").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+def _kill_when_a_child_runs() -> None:
+    """``during-retrain``: SIGKILL this process 1 s after its first child process appears."""
+    import signal
+    import threading
+
+    def watch():
+        children = Path(f"/proc/{os.getpid()}/task/{threading.main_thread().native_id}/children")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if children.read_text().split():
+                    time.sleep(1.0)
+                    os.kill(os.getpid(), signal.SIGKILL)
+            except OSError:
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 class LockTimeout(RuntimeError):
@@ -323,7 +356,7 @@ def _log_tuning_artifacts(registry, run_id, C, doc, strategy, oracle_strategy, s
 def _train_through_project(store, registry, batch, project_uri, trainer, target, features):
     run_id = _run_retrain_project(store, registry, batch.id, project_uri, trainer, target, features,
                                   run_type="tune-train")
-    uri = registry.client.get_run(run_id).data.tags.get(reg.TAG_MODEL_URI)
+    uri = registry.model_of_run(run_id)
     import mlflow.sklearn
 
     with registry.scope():
@@ -338,15 +371,24 @@ def _run_retrain_project(store, registry, batch_id, project_uri, trainer, target
 
     run_id = registry.start_run(run_type, run_name=f"{run_type}-{batch_id}", tags={reg.TAG_BATCH: batch_id})
     params = project_parameters(trainer, data=store.info(batch_id).path, target=target, features=features)
-    reg.prepend_interpreter_to_path()
+    if os.environ.get(FAULT_ENV) == "during-retrain" and run_type == "retrain":
+        _kill_when_a_child_runs()
+    # MLflow's project runner makes a temp directory per run and never removes it; so may the
+    # child. Both go into a scratch directory of ours, removed afterwards (a soak leaks nothing).
+    scratch = tempfile.mkdtemp(prefix="cara-retrain-")
+    saved_tempdir, tempfile.tempdir = tempfile.tempdir, scratch
     try:
-        with registry.scope():
+        # the child stops if this process dies (STEP_PID_ENV)
+        with registry.scope(), reg.child_environment(**{STEP_PID_ENV: str(os.getpid()), "TMPDIR": scratch}):
             mlflow.projects.run(uri=project_uri, entry_point="train", parameters=params, env_manager="local",
                                 experiment_id=registry.experiment_id(), run_id=run_id, synchronous=True)
     except ExecutionException as exc:
         registry.end_run(run_id, "FAILED")
         raise StepFailed(f"the retrain project failed on batch {batch_id} (run {run_id}): "
                          f"{str(exc).splitlines()[0]}; see the run's logs, fix, and rerun") from None
+    finally:
+        tempfile.tempdir = saved_tempdir
+        shutil.rmtree(scratch, ignore_errors=True)
     if not registry.client.get_run(run_id).data.tags.get(reg.TAG_MODEL_URI):
         registry.end_run(run_id, "FAILED")
         raise StepFailed(f"the retrain project logged no model on batch {batch_id} (run {run_id}): "
@@ -424,7 +466,7 @@ def _train_and_register(store, registry, batch_id, doc, trainer, project_uri, *,
         uri = project_uri or doc.get("project_uri") or default_project_uri()
         run_id = _run_retrain_project(store, registry, batch_id, uri, trainer, doc["target"], doc["features"])
     _phase("after-retrain")
-    model_uri = registry.client.get_run(run_id).data.tags[reg.TAG_MODEL_URI]
+    model_uri = registry.model_of_run(run_id)
     tags = {reg.TAG_TRAINED_ON: batch_id, reg.TAG_TRIGGER: trigger, reg.TAG_TRAINING_RUN: run_id}
     if gate:
         tags[reg.TAG_GATE] = gate
@@ -485,6 +527,10 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
               "forced by --force-retrain" if force_retrain else
               f"{decision.reason}; cooling down until batch {state['cooldown_until']}" if decision.retrain and cooling
               else decision.reason)
+    if retrain and not resumed and np.unique(batch.y).size < 2:
+        raise ValueError(f"batch {info.id}: column {batch.target!r} holds one class ({batch.y[0]!r}) only: a "
+                         "model retrained on it would predict that label for everything; fix the batch, "
+                         f"or skip it with `cara-mlflow skip --batch {info.id}`")
     if dry_run:
         return StepResult("dry-run", info.id, psi_bar, "retrain" if retrain else "keep", reason,
                           production.version, None, state["cumulative_cost"])

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .policy_doc import parse_policy_document
+
 PRODUCTION_ALIAS = "production"
 POLICY_ALIAS = "active"
 POLICY_SUFFIX = ".policy"
@@ -320,6 +322,28 @@ class Registry:
     def set_production(self, version: int) -> None:
         self.client.set_registered_model_alias(self.name, self.production_alias, str(int(version)))
 
+    def model_of_run(self, run_id: str) -> str:
+        """The ``models:/<id>`` URI a training run logged (its tag ``cara.model_uri``), checked.
+
+        Only a logged model of this very run is accepted: a tag pointing anywhere else (another
+        run's model, a path, a URL) is refused, so nothing outside the registry's own runs can be
+        registered and later loaded.
+        """
+        from mlflow.exceptions import MlflowException
+
+        uri = self.client.get_run(run_id).data.tags.get(TAG_MODEL_URI, "")
+        model_id = uri.removeprefix("models:/")
+        ok = uri.startswith("models:/") and model_id and "/" not in model_id
+        if ok:
+            try:
+                ok = self.client.get_logged_model(model_id).source_run_id == run_id
+            except MlflowException:
+                ok = False
+        if not ok:
+            raise RegistryError(f"run {run_id}: tag {TAG_MODEL_URI}={uri[:120]!r} is not a model logged by this "
+                                "run; a training run must log its model with mlflow.<flavor>.log_model")
+        return uri
+
     def load_model(self, version: VersionInfo, dst: str):
         """Load a version's sklearn model (downloaded into ``dst``, which the caller cleans up)."""
         import mlflow.sklearn
@@ -379,8 +403,8 @@ class Registry:
         model_id = mv.source.removeprefix("models:/")
         with tempfile.TemporaryDirectory() as tmp:
             local = self._download_logged_model_file(model_id, POLICY_FILE, tmp)
-            with open(local) as fh:
-                document = json.load(fh)
+            with open(local, "rb") as fh:
+                document = parse_policy_document(fh.read(), f"{self.policy_name}@{POLICY_ALIAS} ({POLICY_FILE})")
         document["_version"] = int(mv.version)
         return document
 
@@ -403,8 +427,24 @@ class Registry:
         return links
 
 
-def prepend_interpreter_to_path() -> None:
-    """Cron's PATH often lacks our interpreter; MLflow projects run ``python`` through bash."""
+@contextlib.contextmanager
+def child_environment(**extra: str) -> Iterator[None]:
+    """The environment a retrain project's child gets, restored afterwards.
+
+    Our interpreter's directory first on PATH (cron's PATH often lacks it and MLflow runs the
+    project's ``python`` through bash), plus ``extra`` variables.
+    """
+    keys = ["PATH", *extra]
+    saved = {k: os.environ.get(k) for k in keys}
     bindir = os.path.dirname(sys.executable)
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

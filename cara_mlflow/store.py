@@ -269,6 +269,11 @@ class BatchStore:
                 )
                 continue
             batch_id = int(path.name)
+            if not _inside(path, self.batches_dir):
+                raise BatchStoreError(
+                    f"batch {batch_id}: {path} is a link to {path.resolve()}, outside the store "
+                    f"{self.root}; expected a directory inside it: copy the batch in"
+                )
             if batch_id in by_id:
                 raise BatchStoreError(
                     f"batch {batch_id} has two directories in {self.batches_dir}: "
@@ -610,6 +615,12 @@ def _batch_file(info: BatchInfo, kind: str, *, required: bool) -> Path | None:
     """The ``<kind>.<fmt>`` file of a batch: None if absent (an error if ``required``)."""
     found = [info.path / f"{kind}.{fmt}" for fmt in FORMATS]
     found = [p for p in found if p.is_file()]
+    for p in found:
+        if not _inside(p, info.path):
+            raise BatchStoreError(
+                f"batch {info.id}: {p.name} is a link to {p.resolve()}, outside the batch "
+                f"directory {info.path}; expected a file inside it: copy the file in"
+            )
     if len(found) > 1:
         raise BatchStoreError(
             f"batch {info.id} has both {' and '.join(p.name for p in found)} in {info.path}; "
@@ -705,6 +716,10 @@ def _write_atomically(path: Path, write: Callable[[str], Any]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes 0600; a batch file gets the mode any new file would (0666 & ~umask),
+        # so readers such as an MLflow server's user see it and it is never world-writable
+        # unless the umask says so.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -714,6 +729,22 @@ def _write_atomically(path: Path, write: Callable[[str], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    """The process umask (read by setting and restoring it; POSIX has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves (symlinks followed) to ``root`` or below it."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _sync_directory(path: Path) -> None:

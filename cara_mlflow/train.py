@@ -450,6 +450,33 @@ def _run(argv: list[str] | None) -> None:
           f"misclassified, model {model_uri}", file=sys.stderr)
 
 
+#: Set by the step for its retrain child: the step's pid. A retrain whose step died (``kill -9``,
+#: a reboot) stops at once, its run left RUNNING for the next step's recovery to mark FAILED and
+#: redo, rather than finishing unobserved and racing the redo.
+STEP_PID_ENV = "CARA_STEP_PID"
+
+
+def _die_with_the_step() -> None:
+    import threading
+    import time
+
+    pid = os.environ.get(STEP_PID_ENV, "")
+    if not pid.isdigit():
+        return
+
+    def watch():
+        while True:
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                os._exit(137)
+            except OSError:         # alive but not ours to signal: nothing to watch
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m cara_mlflow.train`` (the MLproject ``train`` command).
 
@@ -457,6 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     the settings given and logs it with :func:`log_training` inside ``mlflow.start_run()``, which
     attaches to the project run. A bad argument or batch prints one line on stderr and exits 1.
     """
+    _die_with_the_step()
     try:
         _run(argv)
     except _UsageError as exc:
