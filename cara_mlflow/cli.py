@@ -119,6 +119,8 @@ def _open(name: str, store_dir: str):
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # stdout is ours (one line per batch, or --json): no "🏃 View run ... at: URL" lines from MLflow
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="mlflow")
@@ -453,6 +455,7 @@ def compare(stream, data_path, store_dir, target, kappas, policies, seeds, model
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if stream and store_dir:
         _fail("compare: give --stream or --store, not both")
     if store_dir and data_path:

@@ -214,9 +214,9 @@ def _batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: d
         yield run_id
     except BaseException as exc:
         message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):      # the tracking server may be what failed:
             registry.set_tags(run_id, {"cara.error": message})
-        registry.end_run(run_id, "FAILED")
+            registry.end_run(run_id, "FAILED")    # else the next step's recovery closes the run
         raise
     registry.end_run(run_id, "FINISHED")
     _write_timeline(registry, store, batch_id)

@@ -201,8 +201,9 @@ class Registry:
         return self._experiment_id
 
     def start_run(self, run_type: str, *, run_name: str, tags: dict | None = None) -> str:
+        # tag values as strings: a sqlite store takes an int, a REST server's protobuf does not
         run = self.client.create_run(self.experiment_id(), run_name=run_name,
-                                     tags={TAG_RUN_TYPE: run_type, **(tags or {})})
+                                     tags={TAG_RUN_TYPE: run_type, **{k: str(v) for k, v in (tags or {}).items()}})
         return run.info.run_id
 
     def find_runs(self, run_type: str, *, batch: int | None = None, statuses: tuple[str, ...] | None = None,
@@ -276,7 +277,7 @@ class Registry:
         self.client.set_registered_model_tag(self.name, TAG_LAST_BATCH, str(int(batch_id)))
 
     def set_model_tag(self, key: str, value: str) -> None:
-        self.client.set_registered_model_tag(self.name, key, value)
+        self.client.set_registered_model_tag(self.name, key, str(value))
 
     def production(self) -> VersionInfo:
         from mlflow.exceptions import MlflowException
@@ -313,7 +314,8 @@ class Registry:
         self.ensure_registered_model()
         with self.scope():
             mv = self.client.create_model_version(self.name, model_uri, run_id=run_id,
-                                                  tags={k: str(v) for k, v in tags.items()})
+                                                  tags={k: str(v) for k, v in tags.items()},
+                                                  model_id=_logged_model_id(model_uri))
         return _version_info(mv)
 
     def tag_version(self, version: int, key: str, value: Any) -> None:
@@ -386,7 +388,8 @@ class Registry:
             if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
         with self.scope():
-            mv = self.client.create_model_version(self.policy_name, f"models:/{lm.model_id}", run_id=tune_run_id)
+            mv = self.client.create_model_version(self.policy_name, f"models:/{lm.model_id}", run_id=tune_run_id,
+                                                  model_id=lm.model_id)
         self.client.set_registered_model_alias(self.policy_name, POLICY_ALIAS, mv.version)
         return int(mv.version)
 
@@ -425,6 +428,16 @@ class Registry:
             if timeline:
                 links["timeline"] = f"{base}/#/experiments/{exp}/runs/{timeline[0].info.run_id}/model-metrics"
         return links
+
+
+def _logged_model_id(model_uri: str) -> str | None:
+    """``m-…`` of a ``models:/m-…`` URI (a REST registry needs it beside the source), else None.
+
+    >>> _logged_model_id("models:/m-123"), _logged_model_id("runs:/abc/model")
+    ('m-123', None)
+    """
+    rest = model_uri.removeprefix("models:/")
+    return rest if model_uri.startswith("models:/") and rest and "/" not in rest else None
 
 
 @contextlib.contextmanager
