@@ -244,6 +244,13 @@ def table(frame, model: str, metric: str, *, high_only: bool = False) -> str:
     return "\n".join(lines)
 
 
+def _lower(ours: float, base: float) -> str:
+    """yes / **no** / tie (equal SCPE: both policies made the same decisions)."""
+    if abs(ours - base) <= 1e-9 * max(1.0, abs(base)):
+        return f"tie ({ours:.2f})"
+    return "yes" if ours < base else "**no**"
+
+
 def verdicts(frame, model: str) -> str:
     """Per row: does CARA-T have a lower mean SCPE than ADWIN, DDM and NR, ours and the paper's?"""
     cols, paper = PAPER[(model, "scpe")]
@@ -256,12 +263,10 @@ def verdicts(frame, model: str) -> str:
             continue
         cells = []
         for base in ("adwin", "ddm", "nr"):
-            ours = full[(stream, "cara-t")] < full[(stream, base)]
             theirs = paper[stream][cols.index("cara-t")] < paper[stream][cols.index(base)]
-            mark = "yes" if ours else "**no**"
-            cells.append(f"{mark} (paper: {'yes' if theirs else 'no'})")
-        hi = ", ".join("yes" if high[(stream, "cara-t")] < high[(stream, b)] else "**no**"
-                       for b in ("adwin", "ddm", "nr"))
+            cells.append(f"{_lower(full[(stream, 'cara-t')], full[(stream, base)])} "
+                         f"(paper: {'yes' if theirs else 'no'})")
+        hi = ", ".join(_lower(high[(stream, "cara-t")], high[(stream, b)]) for b in ("adwin", "ddm", "nr"))
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {hi} |")
     return "\n".join(lines)
 
