@@ -79,7 +79,7 @@ def check_policy_document(doc: Any, source: str = "policy.json") -> dict:
         raise bad("format", f"{POLICY_FORMAT} (this version of cara-mlflow)")
     if not isinstance(doc["name"], str) or not doc["name"]:
         raise bad("name", "the registered model's name")
-    if doc["policy"] not in POLICIES or doc["policy"] == "oracle":
+    if not isinstance(doc["policy"], str) or doc["policy"] not in POLICIES or doc["policy"] == "oracle":
         raise bad("policy", f"one of {', '.join(p for p in POLICIES if p != 'oracle')}")
     if not isinstance(doc["params"], dict):
         raise bad("params", "an object of policy parameters")

@@ -364,6 +364,15 @@ def test_fuzzed_policy_bytes_never_escape_as_other_errors(text):
         assert "\n" not in str(exc)
 
 
+@pytest.mark.parametrize("key", sorted(VALID_DOC))
+@pytest.mark.parametrize("value", [[], {}, [1, 2], {"a": [1]}, None, True, "x", -1, 1e308])
+def test_every_field_with_every_json_type_is_accepted_or_refused_in_one_line(key, value):
+    try:
+        parse_policy_document(json.dumps({**VALID_DOC, key: value}))
+    except ValueError as exc:
+        assert "\n" not in str(exc) and "tune" in str(exc)
+
+
 def test_valid_policy_document_round_trips():
     assert check_policy_document(dict(VALID_DOC)) == VALID_DOC
 
