@@ -542,28 +542,6 @@ def _assert_batch_6_done_once(store: Path, tmp_path: Path) -> list:
     return runs
 
 
-@pytest.mark.parametrize("phase", ["after-retrain", "after-register", "after-alias"])
-def test_step_killed_after_the_retrain_is_finished_exactly_once_by_the_rerun(fresh, tmp_path, phase):
-    drop_batches_from(fresh, 7)                         # the rerun has batch 6 to finish, nothing more
-    killed = run_cli(fresh, "step", "--force-retrain", **{lifecycle.FAULT_ENV: phase})
-    assert killed.returncode in (-9, 137), (killed.returncode, killed.stderr)
-    reg = registry(fresh)
-    assert reg.last_batch() == INIT_BATCH
-    (attempt,) = runs_of(reg, "batch", 6)
-    assert attempt.info.status == "RUNNING"
-    assert len(reg.versions(trained_on=6)) == (0 if phase == "after-retrain" else 1)
-    if phase == "after-alias":
-        assert reg.production().trained_on == 6
-
-    rerun = ok(run_cli(fresh, "step", "--force-retrain"))
-    assert rerun.stdout.startswith("batch 6:")
-    if phase == "after-alias":
-        assert "resuming a promotion" in rerun.stdout
-    runs = _assert_batch_6_done_once(fresh, tmp_path)
-    assert len(runs) == 2
-    assert registry(fresh).client.get_run(attempt.info.run_id).info.status in ("KILLED", "FAILED")
-
-
 def test_step_killed_again_and_again_at_every_phase_then_rerun(fresh, tmp_path):
     drop_batches_from(fresh, 7)
     reg = registry(fresh)

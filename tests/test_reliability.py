@@ -66,6 +66,9 @@ def test_kill_9_at_each_phase_then_rerun_processes_every_batch_exactly_once(fres
 
     rerun = ok(run_cli(fresh, "step", "--all"))
     assert "Traceback" not in rerun.stderr
+    assert rerun.stdout.startswith("batch 7:" if phase == "after-commit" else "batch 6:")
+    if phase == "after-alias":
+        assert reg.production().trained_on == 6 and "resuming a promotion" in rerun.stdout
     summary = _batch_invariants(fresh, [6, 7, 8], tmp_path)
     for run_id, status in before_rerun.items():           # the killed attempt's run is closed
         after = reg.client.get_run(run_id).info.status
