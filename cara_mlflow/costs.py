@@ -13,6 +13,11 @@ The matrix is built without redundant work, exactly:
   shared by every ``t' < t``;
 * the second term Ψ(Q_t, D_t', M_t') needs kernels only at the training points
   that M_t' gets wrong (non-zero loss), against the later queries.
+
+With ``method="rff"`` (or ``"auto"`` above the switch size) each batch's first terms are
+estimated together (one column per older model) and each second term on its own, by
+:func:`cara_mlflow.staleness.pair_sums`: every Ψ term within ``rel_error`` of the exact one
+with probability about 0.99.
 """
 
 from __future__ import annotations
@@ -23,13 +28,20 @@ from typing import Sequence
 import numpy as np
 
 from .staleness import (
+    AUTO_EXACT_PAIRS,
+    DEFAULT_CONFIDENCE,
     DEFAULT_GAMMA,
+    DEFAULT_REL_ERROR,
     MAX_BLOCK_BYTES,
     Gamma,
     LossFn,
     _check_data,
     _check_points,
+    _check_rel_error,
+    _child_seed,
+    _pair_sums,
     _weighted_kernel_sums,
+    check_psi_method,
     resolve_gamma,
     stack_rows,
     resolve_loss,
@@ -144,6 +156,7 @@ def _split_batches(batches, queries):
 def staleness_terms(batches: Sequence, models: Sequence | None = None, *, queries=None,
                     predictions: list[list[np.ndarray]] | None = None,
                     gamma: Gamma = DEFAULT_GAMMA, loss: str | LossFn = "zero_one",
+                    method: str = "exact", rel_error: float = DEFAULT_REL_ERROR, seed=0,
                     max_block_bytes: int = MAX_BLOCK_BYTES) -> StalenessTerms:
     """Both Ψ terms for every pair ``t' < t`` of a window of batches.
 
@@ -151,7 +164,8 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
     it; ``queries[t]`` is Q_t (default: the batch's own points). Pass
     ``predictions`` (as returned by :func:`predict_later` on the batches' X) to
     reuse predictions already made; then ``models`` is not needed.
-    ``gamma="scale"`` is resolved once on all batches' X stacked.
+    ``gamma="scale"`` is resolved once on all batches' X stacked. ``method``,
+    ``rel_error`` and ``seed``: see :func:`cara_mlflow.staleness.pair_sums`.
 
     >>> from sklearn.tree import DecisionTreeClassifier
     >>> rng = np.random.default_rng(0)
@@ -162,6 +176,8 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
     >>> bool(terms.psi_bar[0, 2] > terms.psi_bar[1, 2] > 0)   # older models are staler
     True
     """
+    check_psi_method(method)
+    _check_rel_error(rel_error, DEFAULT_CONFIDENCE)
     data, Qs = _split_batches(batches, queries)
     T = len(data)
     if predictions is None:
@@ -175,40 +191,59 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
         else resolve_gamma(gamma, data[0][0])
     loss_fn = resolve_loss(loss)
 
-    n = np.array([X.shape[0] for X, _ in data], dtype=np.float64)
-    # w_t(x) = Σ_{q ∈ Q_t} K(q, x): once per batch, shared by every older model.
-    weights = [_weighted_kernel_sums(X, Q, None, g, max_block_bytes) for (X, _), Q in zip(data, Qs)]
-    q_sizes = np.array([Q.shape[0] for Q in Qs])
+    def exact(n_queries: int, n_points: int) -> bool:
+        return method == "exact" or (method == "auto" and n_queries * n_points <= AUTO_EXACT_PAIRS)
+
+    # losses[t'][t] = ℓ(M_t' on D_t) for t >= t'
+    losses: list[list[np.ndarray]] = []
+    for tp in range(T):
+        preds = predictions[tp]
+        y_later = np.concatenate([y for _, y in data[tp:]])
+        values = np.asarray(loss_fn(y_later, np.concatenate(preds)), dtype=np.float64).reshape(-1)
+        if values.shape[0] != y_later.shape[0] or not np.isfinite(values).all() or (values < 0).any():
+            raise ValueError("loss: expected one finite loss >= 0 per sample")
+        losses.append([None] * tp + np.split(values, np.cumsum([p.shape[0] for p in preds])[:-1]))
 
     psi_now = np.full((T, T), np.nan)
     psi_then = np.full((T, T), np.nan)
+    # First term Ψ(Q_t, D_t, M_t') for every older t' at once: Σ_x ℓ_t'(x) w_t(x) with the
+    # kernel weights w_t(x) = Σ_{q ∈ Q_t} K(q, x), computed once per batch.
+    for t in range(1, T):
+        (X, _), Q = data[t], Qs[t]
+        L = np.column_stack([losses[tp][t] for tp in range(t)])
+        if exact(Q.shape[0], X.shape[0]):
+            sums = _weighted_kernel_sums(X, Q, None, g, max_block_bytes) @ L
+        else:
+            keep = np.flatnonzero(L.any(axis=1))
+            sums = _pair_sums(Q, X[keep], L[keep], g, "rff", rel_error, DEFAULT_CONFIDENCE,
+                              _child_seed(seed, 0, t), None, max_block_bytes).value
+        psi_now[:t, t] = sums / X.shape[0]
+    # Second term Ψ(Q_t, D_t', M_t'): kernels only at the training points the model gets wrong.
     for tp in range(T - 1):
-        preds = predictions[tp]
-        y_later = np.concatenate([y for _, y in data[tp:]])
-        losses = np.asarray(loss_fn(y_later, np.concatenate(preds)), dtype=np.float64).reshape(-1)
-        if losses.shape[0] != y_later.shape[0] or not np.isfinite(losses).all() or (losses < 0).any():
-            raise ValueError("loss: expected one finite loss >= 0 per sample")
-        sizes = [p.shape[0] for p in preds]
-        own, later = losses[:sizes[0]], losses[sizes[0]:]
-        # First term, all later t at once: segment sums of w_t(x) · ℓ(x).
-        w_later = np.concatenate(weights[tp + 1:])
-        starts = np.concatenate([[0], np.cumsum(sizes[1:])[:-1]])
-        psi_now[tp, tp + 1:] = np.add.reduceat(w_later * later, starts) / n[tp + 1:]
-        # Second term: kernels only at the training points the model gets wrong.
+        X, own = data[tp][0], losses[tp][tp]
         wrong = np.flatnonzero(own)
         if wrong.size == 0:
             psi_then[tp, tp + 1:] = 0.0
             continue
-        Q_later = stack_rows(Qs[tp + 1:])
-        per_query = _weighted_kernel_sums(Q_later, data[tp][0][wrong], own[wrong], g, max_block_bytes)
-        q_starts = np.concatenate([[0], np.cumsum(q_sizes[tp + 1:])[:-1]])
-        psi_then[tp, tp + 1:] = np.add.reduceat(per_query, q_starts) / n[tp]
+        later = range(tp + 1, T)
+        if all(exact(Qs[t].shape[0], wrong.size) for t in later):   # all later queries at once
+            per_query = _weighted_kernel_sums(stack_rows(Qs[tp + 1:]), X[wrong], own[wrong], g,
+                                              max_block_bytes)
+            starts = np.concatenate([[0], np.cumsum([Qs[t].shape[0] for t in later])[:-1]])
+            psi_then[tp, tp + 1:] = np.add.reduceat(per_query, starts) / X.shape[0]
+            continue
+        for t in later:
+            psi_then[tp, t] = _pair_sums(Qs[t], X[wrong], own[wrong].reshape(-1, 1), g,
+                                         "exact" if exact(Qs[t].shape[0], wrong.size) else "rff",
+                                         rel_error, DEFAULT_CONFIDENCE, _child_seed(seed, 1, tp, t),
+                                         None, max_block_bytes).value[0] / X.shape[0]
     return StalenessTerms(psi_now=psi_now, psi_then=psi_then, gamma=g)
 
 
 def cost_matrix(batches: Sequence, models: Sequence | None, kappa, *, queries=None,
                 predictions: list[list[np.ndarray]] | None = None,
                 gamma: Gamma = DEFAULT_GAMMA, loss: str | LossFn = "zero_one",
+                method: str = "exact", rel_error: float = DEFAULT_REL_ERROR, seed=0,
                 max_block_bytes: int = MAX_BLOCK_BYTES) -> np.ndarray:
     """The cost matrix C of Eq. 4 for a window of batches (see :func:`staleness_terms`).
 
@@ -225,7 +260,8 @@ def cost_matrix(batches: Sequence, models: Sequence | None, kappa, *, queries=No
     T = len(batches)
     check_kappa(kappa, T)
     terms = staleness_terms(batches, models, queries=queries, predictions=predictions,
-                            gamma=gamma, loss=loss, max_block_bytes=max_block_bytes)
+                            gamma=gamma, loss=loss, method=method, rel_error=rel_error, seed=seed,
+                            max_block_bytes=max_block_bytes)
     return terms.cost_matrix(kappa)
 
 

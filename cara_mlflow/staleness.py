@@ -17,10 +17,33 @@ default) so that 10⁵ queries × 10⁴ points never hold the whole kernel.
 
 Units: Ψ counts "similarity-weighted errors near the queries"; κ is given in the
 same units (DESIGN.md, "Units").
+
+Large batches (``method``)
+--------------------------
+``"exact"`` sums every (query, wrong point) pair: O(B_Q · n_wrong · d). ``"rff"``
+estimates each sum S = Σ_q Σ_x w(x) K(q, x) in O((B_Q + n_wrong) · d · D + m · n_wrong · d):
+
+1. random Fourier features z (D of them, γ-matched, seeded) give K(q, x) ≈ z(q)·z(x), so
+   A = (Σ_q z(q)) · (Σ_x w(x) z(x)) approximates S for all queries at once;
+2. the residual g(q) = Σ_x w(x) K(q, x) − z(q)·Σ_x w(x) z(x) is summed *exactly* over a
+   uniform random sample of m queries (without replacement) and scaled to all B_Q:
+   Ŝ = A + B_Q · mean(g). Ŝ is unbiased whatever D is; the features only make g small;
+3. m grows until the CLT confidence interval of Ŝ (level ``confidence``, finite-population
+   corrected) is within ``rel_error`` of Ŝ, or every query is sampled (then Ŝ is exact).
+
+**Error bound** (documented contract): with probability about ``confidence`` (0.99 by
+default) each estimated Ψ term is within ``rel_error`` (1% by default) of the exact one;
+:func:`pair_sums` returns the interval's half-width with the value. The bound is a CLT
+interval on the sampled residuals: it is reliable when at least ``MIN_SAMPLE`` queries are
+sampled (the minimum) and the residuals are not dominated by a handful of queries.
+``"auto"`` is exact while B_Q · n_wrong ≤ :data:`AUTO_EXACT_PAIRS` (bit-identical to
+``"exact"`` there) and ``"rff"`` above.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Callable, Sequence, Union
 
 import numpy as np
@@ -36,6 +59,14 @@ __all__ = [
     "zero_one_loss",
     "squared_loss",
     "kernel_sums",
+    "PSI_METHODS",
+    "AUTO_EXACT_PAIRS",
+    "DEFAULT_REL_ERROR",
+    "DEFAULT_CONFIDENCE",
+    "PairSums",
+    "check_psi_method",
+    "rff_feature_count",
+    "pair_sums",
     "psi_from_losses",
     "absolute_staleness",
     "relative_staleness",
@@ -50,6 +81,22 @@ DEFAULT_GAMMA = "scale"
 
 #: Upper bound on the kernel block held in memory at once (bytes of float64).
 MAX_BLOCK_BYTES = 64 * 2**20
+
+#: How Ψ sums are computed (module docstring, "Large batches").
+PSI_METHODS = ("exact", "rff", "auto")
+
+#: ``method="auto"`` is exact up to this many (query, weighted point) pairs per sum. About
+#: 0.1 s of exact kernels here; above it the features and the sample cost less
+#: (benchmarks/bench_staleness.py measures the crossing).
+AUTO_EXACT_PAIRS = 2**25
+
+#: Default target relative error and confidence of ``method="rff"``.
+DEFAULT_REL_ERROR = 0.01
+DEFAULT_CONFIDENCE = 0.99
+
+#: Queries sampled first (and at least per round) by ``method="rff"``: the CLT interval
+#: needs a sample of this order to be trusted.
+MIN_SAMPLE = 1000
 
 
 def zero_one_loss(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -198,11 +245,13 @@ def _weighted_kernel_sums(A: np.ndarray, B: np.ndarray, weights: np.ndarray | No
                           gamma: float, max_block_bytes: int) -> np.ndarray:
     """For each row a of A: Σ_b weights_b · exp(-γ ||a - b||²). No validation.
 
+    ``weights`` may be a matrix (one column per weighting); then the result has a column each.
+
     Rows of A are processed in blocks so that a block of the kernel stays below
     ``max_block_bytes``; squared distances come from one GEMM per block
     (||a||² + ||b||² − 2 a·b, clipped at 0 against rounding), exponentiated in place.
     """
-    out = np.zeros(A.shape[0], dtype=np.float64)
+    out = np.zeros((A.shape[0],) + (() if weights is None else weights.shape[1:]), dtype=np.float64)
     if B.shape[0] == 0 or A.shape[0] == 0:
         return out
     b_sq = _row_sq_norms(B)
@@ -237,14 +286,170 @@ def kernel_sums(queries, points, gamma: Gamma = DEFAULT_GAMMA, *,
     return _weighted_kernel_sums(P, Q, None, resolve_gamma(gamma, P), max_block_bytes)
 
 
+def check_psi_method(method: str) -> str:
+    """Return ``method`` if it is one of :data:`PSI_METHODS`, else raise a one-line ValueError.
+
+    >>> check_psi_method("auto")
+    'auto'
+    """
+    if method not in PSI_METHODS:
+        raise ValueError(f"psi method: unknown {method!r}; expected one of {', '.join(PSI_METHODS)}")
+    return method
+
+
+def _check_rel_error(rel_error: float, confidence: float) -> None:
+    if not (isinstance(rel_error, (int, float)) and 0 < rel_error < 1):
+        raise ValueError(f"rel_error: expected a number in (0, 1), got {rel_error!r}")
+    if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
+        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
+
+
+def rff_feature_count(rel_error: float = DEFAULT_REL_ERROR) -> int:
+    """Number D of random Fourier features used for a target relative error.
+
+    The features are a control variate: they shrink the residual that the query sample
+    must pin down (its variance falls like 1/D) while their cost grows like D, so D grows
+    with the precision asked for: the power of two ≥ 10 / ``rel_error``, within [128, 4096].
+
+    >>> rff_feature_count(0.01), rff_feature_count(0.05), rff_feature_count(1e-4)
+    (1024, 256, 4096)
+    """
+    return int(min(4096, max(128, 2 ** int(np.ceil(np.log2(10.0 / rel_error))))))
+
+
+@dataclass(frozen=True)
+class PairSums:
+    """Result of :func:`pair_sums`: one value per weight column.
+
+    ``half_width`` is the confidence interval's half-width (0 where the sum is exact);
+    ``method`` is the path taken (``"exact"`` or ``"rff"``); ``n_features`` the random
+    Fourier features and ``n_sampled`` the queries summed exactly (0 and B_Q when exact).
+    """
+
+    value: np.ndarray
+    half_width: np.ndarray
+    method: str
+    n_features: int
+    n_sampled: int
+
+
+def _rff(X, omega: np.ndarray, rows: slice | np.ndarray | None = None) -> np.ndarray:
+    """[cos(XΩ), sin(XΩ)] / sqrt(D/2): z(q)·z(x) = mean_j cos(ω_j·(q − x)) ≈ K(q, x)."""
+    proj = X @ omega if rows is None else X[rows] @ omega
+    proj = np.asarray(proj, dtype=np.float64)
+    out = np.empty((proj.shape[0], 2 * proj.shape[1]))
+    np.cos(proj, out=out[:, :proj.shape[1]])
+    np.sin(proj, out=out[:, proj.shape[1]:])
+    out *= np.sqrt(1.0 / proj.shape[1])
+    return out
+
+
+def _rff_weighted_sum(X, weights: np.ndarray | None, omega: np.ndarray, max_block_bytes: int) -> np.ndarray:
+    """Σ_x weights(x) z(x) (or Σ_x z(x)), in row blocks so that z is never held whole."""
+    D = 2 * omega.shape[1]
+    total = np.zeros((D,) + (() if weights is None else weights.shape[1:]))
+    rows = _block_rows(D, max_block_bytes)
+    for start in range(0, X.shape[0], rows):
+        z = _rff(X, omega, slice(start, start + rows))
+        total += z.sum(axis=0) if weights is None else z.T @ weights[start:start + rows]
+    return total
+
+
+def _child_seed(seed, *path: int) -> np.random.SeedSequence:
+    """An independent seed for sub-computation ``path`` of a seeded computation."""
+    if isinstance(seed, np.random.SeedSequence):
+        entropy = seed.entropy if isinstance(seed.entropy, int) else list(seed.entropy)
+        return np.random.SeedSequence(entropy, spawn_key=tuple(seed.spawn_key) + path)
+    return np.random.SeedSequence(seed, spawn_key=path)
+
+
+def pair_sums(queries, points, weights, gamma: Gamma = DEFAULT_GAMMA, *, method: str = "auto",
+              rel_error: float = DEFAULT_REL_ERROR, confidence: float = DEFAULT_CONFIDENCE,
+              seed=0, n_features: int | None = None,
+              max_block_bytes: int = MAX_BLOCK_BYTES) -> PairSums:
+    """S_c = Σ_q Σ_x weights[x, c] · K(q, x) for every column c, exactly or estimated.
+
+    ``weights`` is ``(n,)`` or ``(n, k)`` and non-negative; rows whose weights are all zero
+    cost nothing. ``method`` is one of :data:`PSI_METHODS` (module docstring, "Large
+    batches"); ``"rff"`` is seeded by ``seed`` (anything ``numpy.random.default_rng``
+    takes) and returns values within ``rel_error`` of the exact ones with probability about
+    ``confidence``. ``gamma="scale"`` is resolved on ``points``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> Q, X = rng.normal(size=(3000, 5)), rng.normal(size=(2000, 5))
+    >>> exact = pair_sums(Q, X, np.ones(2000), method="exact")
+    >>> est = pair_sums(Q, X, np.ones(2000), method="rff", seed=1)
+    >>> est.method, est.n_features, bool(abs(est.value / exact.value - 1) < 0.01)
+    ('rff', 1024, True)
+    >>> bool(est.half_width <= 0.01 * est.value)   # the interval the sample size met
+    True
+    """
+    check_psi_method(method)
+    _check_rel_error(rel_error, confidence)
+    P = _check_points("points", points)
+    Q = _check_points("queries", queries, P.shape[1])
+    W = np.asarray(weights, dtype=np.float64)
+    column = W.ndim == 1
+    W = W.reshape(W.shape[0], -1)
+    if W.shape[0] != P.shape[0] or not np.isfinite(W).all() or (W < 0).any():
+        raise ValueError(f"weights: expected {P.shape[0]} finite non-negative rows (one per point)")
+    g = resolve_gamma(gamma, P)
+    keep = np.flatnonzero(W.any(axis=1))
+    P, W = P[keep], W[keep]
+    result = _pair_sums(Q, P, W, g, method, rel_error, confidence, seed, n_features, max_block_bytes)
+    if column:
+        result = PairSums(result.value[0], result.half_width[0], result.method,
+                          result.n_features, result.n_sampled)
+    return result
+
+
+def _pair_sums(Q, P, W: np.ndarray, gamma: float, method: str, rel_error: float, confidence: float,
+               seed, n_features: int | None, max_block_bytes: int) -> PairSums:
+    """:func:`pair_sums` on validated input: P holds only rows with a non-zero weight."""
+    n_q, k = Q.shape[0], W.shape[1]
+    if method == "exact" or (method == "auto" and n_q * P.shape[0] <= AUTO_EXACT_PAIRS) or P.shape[0] == 0:
+        value = _weighted_kernel_sums(P, Q, None, gamma, max_block_bytes) @ W if P.shape[0] else np.zeros(k)
+        return PairSums(value, np.zeros(k), "exact", 0, n_q)
+    rng = np.random.default_rng(seed)
+    D = n_features or rff_feature_count(rel_error)
+    omega = rng.normal(0.0, np.sqrt(2.0 * gamma), size=(P.shape[1], D // 2))
+    zw = _rff_weighted_sum(P, W, omega, max_block_bytes)            # (D, k)
+    approx = _rff_weighted_sum(Q, None, omega, max_block_bytes) @ zw  # (k,)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    order = rng.permutation(n_q)
+    residuals: list[np.ndarray] = []
+    taken, want = 0, min(n_q, MIN_SAMPLE)
+    while True:
+        idx = np.sort(order[taken:want])
+        exact_part = _weighted_kernel_sums(Q[idx], P, W, gamma, max_block_bytes)
+        residuals.append(exact_part - _rff(Q, omega, idx) @ zw)
+        taken = want
+        g_all = np.concatenate(residuals)
+        if taken == n_q:   # every query sampled: the residuals complete the sum exactly
+            return PairSums(approx + g_all.sum(axis=0), np.zeros(k), "rff", D, taken)
+        value = approx + n_q * g_all.mean(axis=0)
+        sd = g_all.std(axis=0, ddof=1)
+        half = z * n_q * sd / np.sqrt(taken) * np.sqrt(1.0 - taken / n_q)
+        target = rel_error * np.abs(value)
+        if (half <= target).all():
+            return PairSums(value, half, "rff", D, taken)
+        # The sample size that would meet the worst column's target (finite-population corrected).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            n0 = np.where(target > 0, (z * n_q * sd / target) ** 2, np.inf)
+        need = float(np.max(n0 / (1.0 + n0 / n_q)))
+        want = int(min(n_q, max(taken + MIN_SAMPLE, np.ceil(1.1 * need)) if np.isfinite(need) else n_q))
+
+
 def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamma: float,
-                    n_rows: int | None = None, *,
+                    n_rows: int | None = None, *, method: str = "exact",
+                    rel_error: float = DEFAULT_REL_ERROR, seed=0,
                     max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
     """Ψ = (1/n_rows) Σ_x ℓ(x) Σ_q K(q, x) from per-sample losses (inputs assumed valid).
 
     Kernels are evaluated only at points whose loss is non-zero, so a model's
     training batch can be summarised by its misclassified rows and its row count
-    (``n_rows``, default ``len(X)``).
+    (``n_rows``, default ``len(X)``). ``method``, ``rel_error`` and ``seed``: see
+    :func:`pair_sums`.
 
     >>> psi_from_losses(np.zeros((1, 1)), np.array([[0.0], [5.0]]), np.array([1.0, 0.0]), 1.0)
     0.5
@@ -253,8 +458,14 @@ def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamm
     nonzero = np.flatnonzero(losses)
     if nonzero.size == 0:
         return 0.0
-    w = _weighted_kernel_sums(X[nonzero], queries, None, gamma, max_block_bytes)
-    return float(w @ losses[nonzero]) / n_rows
+    if check_psi_method(method) == "exact" or (method == "auto"
+                                               and queries.shape[0] * nonzero.size <= AUTO_EXACT_PAIRS):
+        w = _weighted_kernel_sums(X[nonzero], queries, None, gamma, max_block_bytes)
+        return float(w @ losses[nonzero]) / n_rows
+    _check_rel_error(rel_error, DEFAULT_CONFIDENCE)
+    est = _pair_sums(queries, X[nonzero], losses[nonzero].reshape(-1, 1), gamma, method, rel_error,
+                     DEFAULT_CONFIDENCE, seed, None, max_block_bytes)
+    return float(est.value[0]) / n_rows
 
 
 def _losses(model, X: np.ndarray, y: np.ndarray, loss_fn: LossFn, name: str) -> np.ndarray:
@@ -268,11 +479,13 @@ def _losses(model, X: np.ndarray, y: np.ndarray, loss_fn: LossFn, name: str) -> 
 
 
 def absolute_staleness(queries, data, model, *, gamma: Gamma = DEFAULT_GAMMA,
-                       loss: str | LossFn = "zero_one",
+                       loss: str | LossFn = "zero_one", method: str = "exact",
+                       rel_error: float = DEFAULT_REL_ERROR, seed=0,
                        max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
     """Absolute staleness Ψ(Q, D, M) of Eq. 2: similarity-weighted loss near the queries.
 
-    ``gamma="scale"`` is resolved on the data's X.
+    ``gamma="scale"`` is resolved on the data's X; ``method``, ``rel_error`` and ``seed``:
+    see :func:`pair_sums` (the default computes every pair).
 
     >>> class Constant:
     ...     def predict(self, X): return np.zeros(len(X), dtype=int)
@@ -284,17 +497,20 @@ def absolute_staleness(queries, data, model, *, gamma: Gamma = DEFAULT_GAMMA,
     Q = _check_points("queries", queries, X.shape[1])
     g = resolve_gamma(gamma, X)
     return psi_from_losses(Q, X, _losses(model, X, y, resolve_loss(loss), "data"), g,
-                           max_block_bytes=max_block_bytes)
+                           method=method, rel_error=rel_error, seed=seed, max_block_bytes=max_block_bytes)
 
 
 def relative_staleness(queries, data_now, data_then, model, *, gamma: Gamma = DEFAULT_GAMMA,
-                       loss: str | LossFn = "zero_one",
+                       loss: str | LossFn = "zero_one", method: str = "exact",
+                       rel_error: float = DEFAULT_REL_ERROR, seed=0,
                        max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
     """Relative staleness Ψ̄ of Eq. 3: Ψ(Q_t, D_t, M_t') − Ψ(Q_t, D_t', M_t').
 
     ``data_now`` is today's labelled batch D_t, ``data_then`` the batch D_t' the
     model was trained on. ``gamma="scale"`` is resolved on both batches' X stacked
-    (the lifecycle resolves γ once at tune and passes the number).
+    (the lifecycle resolves γ once at tune and passes the number). ``method``,
+    ``rel_error`` and ``seed``: see :func:`pair_sums`; the two terms use independent
+    streams of ``seed``, and each is within ``rel_error`` of its exact value.
 
     >>> class Threshold:
     ...     def predict(self, X): return (X[:, 0] > 0.5).astype(int)
@@ -308,8 +524,11 @@ def relative_staleness(queries, data_now, data_then, model, *, gamma: Gamma = DE
     Q = _check_points("queries", queries, Xn.shape[1])
     g = resolve_gamma(gamma, stack_rows([Xn, Xt])) if isinstance(gamma, str) else resolve_gamma(gamma, Xn)
     loss_fn = resolve_loss(loss)
-    now = psi_from_losses(Q, Xn, _losses(model, Xn, yn, loss_fn, "data_now"), g,
-                          max_block_bytes=max_block_bytes)
-    then = psi_from_losses(Q, Xt, _losses(model, Xt, yt, loss_fn, "data_then"), g,
-                           max_block_bytes=max_block_bytes)
+    check_psi_method(method)
+    _check_rel_error(rel_error, DEFAULT_CONFIDENCE)
+    seeds = [_child_seed(seed, 0), _child_seed(seed, 1)]
+    now = psi_from_losses(Q, Xn, _losses(model, Xn, yn, loss_fn, "data_now"), g, method=method,
+                          rel_error=rel_error, seed=seeds[0], max_block_bytes=max_block_bytes)
+    then = psi_from_losses(Q, Xt, _losses(model, Xt, yt, loss_fn, "data_then"), g, method=method,
+                           rel_error=rel_error, seed=seeds[1], max_block_bytes=max_block_bytes)
     return now - then
