@@ -14,7 +14,7 @@ The matrix is built without redundant work, exactly:
 * the second term Ψ(Q_t, D_t', M_t') needs kernels only at the training points
   that M_t' gets wrong (non-zero loss), against the later queries.
 
-With ``method="rff"`` (or ``"auto"`` above the switch size) each batch's first terms are
+With ``method="sample"`` or ``"rff"`` (or ``"auto"`` above the switch size) each batch's first terms are
 estimated together (one column per older model) and each second term on its own, by
 :func:`cara_mlflow.staleness.pair_sums`: every Ψ term within ``rel_error`` of the exact one
 with probability about 0.99.
@@ -191,6 +191,8 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
         else resolve_gamma(gamma, data[0][0])
     loss_fn = resolve_loss(loss)
 
+    approximate = "sample" if method == "auto" else method
+
     def exact(n_queries: int, n_points: int) -> bool:
         return method == "exact" or (method == "auto" and n_queries * n_points <= AUTO_EXACT_PAIRS)
 
@@ -215,7 +217,7 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
             sums = _weighted_kernel_sums(X, Q, None, g, max_block_bytes) @ L
         else:
             keep = np.flatnonzero(L.any(axis=1))
-            sums = _pair_sums(Q, X[keep], L[keep], g, "rff", rel_error, DEFAULT_CONFIDENCE,
+            sums = _pair_sums(Q, X[keep], L[keep], g, approximate, rel_error, DEFAULT_CONFIDENCE,
                               _child_seed(seed, 0, t), None, max_block_bytes).value
         psi_now[:t, t] = sums / X.shape[0]
     # Second term Ψ(Q_t, D_t', M_t'): kernels only at the training points the model gets wrong.
@@ -234,7 +236,7 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
             continue
         for t in later:
             psi_then[tp, t] = _pair_sums(Qs[t], X[wrong], own[wrong].reshape(-1, 1), g,
-                                         "exact" if exact(Qs[t].shape[0], wrong.size) else "rff",
+                                         "exact" if exact(Qs[t].shape[0], wrong.size) else approximate,
                                          rel_error, DEFAULT_CONFIDENCE, _child_seed(seed, 1, tp, t),
                                          None, max_block_bytes).value[0] / X.shape[0]
     return StalenessTerms(psi_now=psi_now, psi_then=psi_then, gamma=g)

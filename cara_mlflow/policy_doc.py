@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from .policies import POLICIES, make_policy
+from .staleness import PSI_METHODS
 
 __all__ = ["POLICY_FORMAT", "FIELDS", "parse_policy_document", "check_policy_document"]
 
@@ -94,6 +95,8 @@ def check_policy_document(doc: Any, source: str = "policy.json") -> dict:
         raise bad("psi.gamma", "a finite number > 0 (the RBF kernel's γ)")
     if doc["psi"].get("loss", "zero_one") != "zero_one":
         raise bad("psi.loss", "'zero_one'")
+    if doc["psi"].get("method", "exact") not in PSI_METHODS:
+        raise bad("psi.method", " or ".join(repr(m) for m in PSI_METHODS))
     if not isinstance(doc["target"], str) or not doc["target"]:
         raise bad("target", "the target column's name")
     features = doc["features"]

@@ -204,7 +204,7 @@ class Prepared:
 
 def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object] = "rf", seed: int = 0,
             gamma=DEFAULT_GAMMA, loss="zero_one", n_batches: int = 100, batch_size: int = 1000,
-            progress: Callable[[str], None] | None = None) -> Prepared:
+            psi_method: str = "auto", progress: Callable[[str], None] | None = None) -> Prepared:
     """Train one model per batch and compute everything a policy evaluation needs, once.
 
     Arguments as :func:`simulate`.
@@ -247,7 +247,8 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
         timings["predictions"] += time.perf_counter() - clock
         clock = time.perf_counter()
         terms[key] = staleness_terms([(b.X, b.y) for b in window], queries=[b.queries for b in window],
-                                     predictions=data_preds, gamma=g, loss=loss)
+                                     predictions=data_preds, gamma=g, loss=loss, method=psi_method,
+                                     seed=(seed, key == "online"))
         timings["kernels"] += time.perf_counter() - clock
         if online:
             query_hits = [[None if b.query_labels is None else
@@ -313,7 +314,7 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
 def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_offline: int = 25,
              model: str | Callable[[int], object] = "rf", seed: int = 0, gamma=DEFAULT_GAMMA,
              loss="zero_one", tuning_method: str = "exact", n_batches: int = 100, batch_size: int = 1000,
-             progress: Callable[[str], None] | None = None) -> Report:
+             psi_method: str = "auto", progress: Callable[[str], None] | None = None) -> Report:
     """Tune each policy on the offline batches, run it on the online ones, and score it.
 
     ``stream`` is a stream name (``covcon-d``, …; generated with ``seed``) or a
@@ -321,7 +322,9 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     ``query_index`` (as :class:`cara_mlflow.streams.Batch`). ``model`` is ``rf``,
     ``lr`` or a factory ``seed -> estimator``; one is trained per batch.
     ``gamma="scale"`` is resolved once on the offline data and kept online.
-    ``n_batches`` and ``batch_size`` apply to a stream given by name.
+    ``n_batches`` and ``batch_size`` apply to a stream given by name. ``psi_method``: how Ψ
+    sums are computed (:data:`~cara_mlflow.staleness.PSI_METHODS`; ``auto`` is exact on
+    batches of the paper's sizes).
     :func:`prepare` + :func:`evaluate`; to sweep κ, prepare once and evaluate per κ.
 
     >>> report = simulate("covcon-d", kappa=20, policies=["cara-t", "nr", "oracle"], model="lr",
@@ -336,5 +339,5 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
             raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
     check_kappa(kappa, 1)
     prepared = prepare(stream, n_offline=n_offline, model=model, seed=seed, gamma=gamma, loss=loss,
-                       n_batches=n_batches, batch_size=batch_size, progress=progress)
+                       n_batches=n_batches, batch_size=batch_size, psi_method=psi_method, progress=progress)
     return evaluate(prepared, kappa=kappa, policies=policies, tuning_method=tuning_method, progress=progress)

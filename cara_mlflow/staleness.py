@@ -20,24 +20,30 @@ same units (DESIGN.md, "Units").
 
 Large batches (``method``)
 --------------------------
-``"exact"`` sums every (query, wrong point) pair: O(B_Q · n_wrong · d). ``"rff"``
-estimates each sum S = Σ_q Σ_x w(x) K(q, x) in O((B_Q + n_wrong) · d · D + m · n_wrong · d):
+``"exact"`` sums every (query, wrong point) pair: O(B_Q · n_wrong · d). ``"sample"`` and
+``"rff"`` estimate each sum S = Σ_q Σ_x w(x) K(q, x), seeded:
 
-1. random Fourier features z (D of them, γ-matched, seeded) give K(q, x) ≈ z(q)·z(x), so
-   A = (Σ_q z(q)) · (Σ_x w(x) z(x)) approximates S for all queries at once;
-2. the residual g(q) = Σ_x w(x) K(q, x) − z(q)·Σ_x w(x) z(x) is summed *exactly* over a
-   uniform random sample of m queries (without replacement) and scaled to all B_Q:
-   Ŝ = A + B_Q · mean(g). Ŝ is unbiased whatever D is; the features only make g small;
-3. m grows until the CLT confidence interval of Ŝ (level ``confidence``, finite-population
-   corrected) is within ``rel_error`` of Ŝ, or every query is sampled (then Ŝ is exact).
+1. (``"rff"`` only) random Fourier features z (D of them, γ-matched) give
+   K(q, x) ≈ z(q)·z(x), so A = (Σ_q z(q)) · (Σ_x w(x) z(x)) approximates S for all pairs
+   in O((B_Q + n_wrong) · d · D); ``"sample"`` takes A = 0;
+2. the residual S − A = Σ_q Σ_x w(x) (K(q, x) − z(q)·z(x)) is estimated from independent
+   random blocks (``BLOCK_QUERIES`` queries × ``BLOCK_POINTS`` points, each drawn uniformly
+   without replacement), each summed *exactly* and scaled to all pairs: every block is an
+   unbiased estimate, so Ŝ = A + their mean is unbiased whatever D is; the features only
+   make the residual, hence the spread between blocks, smaller;
+3. blocks are added (at least ``MIN_BLOCKS``) until the Student-t confidence interval of Ŝ
+   (level ``confidence``) is within ``rel_error`` of Ŝ; when that would take more pairs than
+   the exact sum, the exact sum is computed instead.
 
 **Error bound** (documented contract): with probability about ``confidence`` (0.99 by
 default) each estimated Ψ term is within ``rel_error`` (1% by default) of the exact one;
-:func:`pair_sums` returns the interval's half-width with the value. The bound is a CLT
-interval on the sampled residuals: it is reliable when at least ``MIN_SAMPLE`` queries are
-sampled (the minimum) and the residuals are not dominated by a handful of queries.
+:func:`pair_sums` returns the interval's half-width with the value. The interval is a CLT
+interval over i.i.d. block estimates: reliable when the block estimates are not dominated by
+rare blocks (a few queries sitting on a dense cluster of errors that blocks mostly miss).
 ``"auto"`` is exact while B_Q · n_wrong ≤ :data:`AUTO_EXACT_PAIRS` (bit-identical to
-``"exact"`` there) and ``"rff"`` above.
+``"exact"`` there) and ``"sample"`` above: on COVERTYPE-like batches (B_D = 10⁶, B_Q = 10⁵)
+the blocks alone met 1% at a fraction of the features' cost, and plain features (no blocks)
+missed 1% (benchmarks/README.md, ``bench_staleness.py``).
 """
 
 from __future__ import annotations
@@ -82,21 +88,27 @@ DEFAULT_GAMMA = "scale"
 #: Upper bound on the kernel block held in memory at once (bytes of float64).
 MAX_BLOCK_BYTES = 64 * 2**20
 
+#: Kernel blocks are cut to this size even when ``max_block_bytes`` allows more (faster here).
+_WORK_BLOCK_BYTES = 8 * 2**20
+
 #: How Ψ sums are computed (module docstring, "Large batches").
-PSI_METHODS = ("exact", "rff", "auto")
+PSI_METHODS = ("exact", "sample", "rff", "auto")
 
 #: ``method="auto"`` is exact up to this many (query, weighted point) pairs per sum. About
 #: 0.1 s of exact kernels here; above it the features and the sample cost less
 #: (benchmarks/bench_staleness.py measures the crossing).
 AUTO_EXACT_PAIRS = 2**25
 
-#: Default target relative error and confidence of ``method="rff"``.
+#: Default target relative error and confidence of ``method="sample"`` and ``"rff"``.
 DEFAULT_REL_ERROR = 0.01
 DEFAULT_CONFIDENCE = 0.99
 
-#: Queries sampled first (and at least per round) by ``method="rff"``: the CLT interval
-#: needs a sample of this order to be trusted.
-MIN_SAMPLE = 1000
+#: Shape of one sampled block of ``"sample"`` and ``"rff"`` (queries × points, ≈ 1 M pairs:
+#: smaller blocks ran at half the exact path's pairs/s here) and the fewest blocks taken before
+#: the interval is trusted.
+BLOCK_QUERIES = 512
+BLOCK_POINTS = 2048
+MIN_BLOCKS = 16
 
 
 def zero_one_loss(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -248,25 +260,26 @@ def _weighted_kernel_sums(A: np.ndarray, B: np.ndarray, weights: np.ndarray | No
     ``weights`` may be a matrix (one column per weighting); then the result has a column each.
 
     Rows of A are processed in blocks so that a block of the kernel stays below
-    ``max_block_bytes``; squared distances come from one GEMM per block
-    (||a||² + ||b||² − 2 a·b, clipped at 0 against rounding), exponentiated in place.
+    ``max_block_bytes`` (and below :data:`_WORK_BLOCK_BYTES`, which runs faster here: the
+    block's passes stay nearer the cache); the exponent −γ||a − b||² comes from one GEMM
+    per block (2γ a·b − γ||a||² − γ||b||², clipped at 0 against rounding), exponentiated
+    in place: three passes over the block besides the GEMM and the exp.
     """
     out = np.zeros((A.shape[0],) + (() if weights is None else weights.shape[1:]), dtype=np.float64)
     if B.shape[0] == 0 or A.shape[0] == 0:
         return out
-    b_sq = _row_sq_norms(B)
-    a_sq = _row_sq_norms(A)
-    rows = _block_rows(B.shape[0], max_block_bytes)
+    b_sq = _row_sq_norms(B) * -gamma
+    a_sq = _row_sq_norms(A) * -gamma
+    B2 = B * (2.0 * gamma)
+    rows = _block_rows(B.shape[0], min(max_block_bytes, _WORK_BLOCK_BYTES))
     for start in range(0, A.shape[0], rows):
         a = A[start:start + rows]
-        block = a @ B.T
+        block = a @ B2.T
         # sparse × sparse stays sparse: densify only this bounded block
         block = block.toarray() if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
-        block *= -2.0
         block += a_sq[start:start + rows, None]
         block += b_sq[None, :]
-        np.maximum(block, 0.0, out=block)
-        block *= -gamma
+        np.minimum(block, 0.0, out=block)
         np.exp(block, out=block)
         out[start:start + rows] = block.sum(axis=1) if weights is None else block @ weights
     return out
@@ -305,16 +318,18 @@ def _check_rel_error(rel_error: float, confidence: float) -> None:
 
 
 def rff_feature_count(rel_error: float = DEFAULT_REL_ERROR) -> int:
-    """Number D of random Fourier features used for a target relative error.
+    """Number D of random Fourier features ``method="rff"`` uses for a target relative error.
 
-    The features are a control variate: they shrink the residual that the query sample
-    must pin down (its variance falls like 1/D) while their cost grows like D, so D grows
-    with the precision asked for: the power of two ≥ 10 / ``rel_error``, within [128, 4096].
+    The features are a control variate: they shrink the residual that the sampled blocks must
+    pin down (its variance falls like 1/D), while each block must also evaluate them at its
+    queries and points, (512 + 2048) · D sines and cosines against the block's 10⁶
+    exponentials. So D grows with the precision asked for, but stays where the features
+    cost less than the block: the power of two ≥ 2.5 / ``rel_error``, within [64, 1024].
 
     >>> rff_feature_count(0.01), rff_feature_count(0.05), rff_feature_count(1e-4)
-    (1024, 256, 4096)
+    (256, 64, 1024)
     """
-    return int(min(4096, max(128, 2 ** int(np.ceil(np.log2(10.0 / rel_error))))))
+    return int(min(1024, max(64, 2 ** int(np.ceil(np.log2(2.5 / rel_error))))))
 
 
 @dataclass(frozen=True)
@@ -322,15 +337,15 @@ class PairSums:
     """Result of :func:`pair_sums`: one value per weight column.
 
     ``half_width`` is the confidence interval's half-width (0 where the sum is exact);
-    ``method`` is the path taken (``"exact"`` or ``"rff"``); ``n_features`` the random
-    Fourier features and ``n_sampled`` the queries summed exactly (0 and B_Q when exact).
+    ``method`` is the path taken (``"exact"``, ``"sample"`` or ``"rff"``); ``n_features`` the random
+    Fourier features and ``n_pairs`` the (query, point) pairs whose kernel was computed.
     """
 
     value: np.ndarray
     half_width: np.ndarray
     method: str
     n_features: int
-    n_sampled: int
+    n_pairs: int
 
 
 def _rff(X, omega: np.ndarray, rows: slice | np.ndarray | None = None) -> np.ndarray:
@@ -348,11 +363,23 @@ def _rff_weighted_sum(X, weights: np.ndarray | None, omega: np.ndarray, max_bloc
     """Σ_x weights(x) z(x) (or Σ_x z(x)), in row blocks so that z is never held whole."""
     D = 2 * omega.shape[1]
     total = np.zeros((D,) + (() if weights is None else weights.shape[1:]))
-    rows = _block_rows(D, max_block_bytes)
+    rows = _block_rows(D, min(max_block_bytes, _WORK_BLOCK_BYTES))
     for start in range(0, X.shape[0], rows):
         z = _rff(X, omega, slice(start, start + rows))
         total += z.sum(axis=0) if weights is None else z.T @ weights[start:start + rows]
     return total
+
+
+def _student_t_quantile(p: float, df: int) -> float:
+    """Student's t quantile by the Cornish-Fisher expansion in 1/df: within 3e-4 of scipy's for
+    df ≥ 15 (``MIN_BLOCKS`` − 1); importing scipy.stats would cost seconds in every cron step.
+
+    >>> round(_student_t_quantile(0.995, 15), 3), round(_student_t_quantile(0.975, 1000), 3)
+    (2.947, 1.962)
+    """
+    z = NormalDist().inv_cdf(p)
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
 
 
 def _child_seed(seed, *path: int) -> np.random.SeedSequence:
@@ -371,17 +398,18 @@ def pair_sums(queries, points, weights, gamma: Gamma = DEFAULT_GAMMA, *, method:
 
     ``weights`` is ``(n,)`` or ``(n, k)`` and non-negative; rows whose weights are all zero
     cost nothing. ``method`` is one of :data:`PSI_METHODS` (module docstring, "Large
-    batches"); ``"rff"`` is seeded by ``seed`` (anything ``numpy.random.default_rng``
-    takes) and returns values within ``rel_error`` of the exact ones with probability about
-    ``confidence``. ``gamma="scale"`` is resolved on ``points``.
+    batches"); ``"sample"`` and ``"rff"`` are seeded by ``seed`` (anything
+    ``numpy.random.default_rng`` takes) and return values within ``rel_error`` of the exact
+    ones with probability about ``confidence``. ``gamma="scale"`` is resolved on ``points``. ``n_features`` overrides
+    :func:`rff_feature_count` (0: no features, the query sample alone).
 
     >>> rng = np.random.default_rng(0)
-    >>> Q, X = rng.normal(size=(3000, 5)), rng.normal(size=(2000, 5))
-    >>> exact = pair_sums(Q, X, np.ones(2000), method="exact")
-    >>> est = pair_sums(Q, X, np.ones(2000), method="rff", seed=1)
-    >>> est.method, est.n_features, bool(abs(est.value / exact.value - 1) < 0.01)
-    ('rff', 1024, True)
-    >>> bool(est.half_width <= 0.01 * est.value)   # the interval the sample size met
+    >>> Q, X = rng.normal(size=(10000, 5)), rng.normal(size=(4000, 5))
+    >>> exact = pair_sums(Q, X, np.ones(4000), method="exact")
+    >>> est = pair_sums(Q, X, np.ones(4000), method="sample", seed=1)
+    >>> est.method, bool(abs(est.value / exact.value - 1) < 0.01), est.n_pairs < exact.n_pairs
+    ('sample', True, True)
+    >>> bool(est.half_width <= 0.01 * est.value)   # the interval the blocks met
     True
     """
     check_psi_method(method)
@@ -399,45 +427,58 @@ def pair_sums(queries, points, weights, gamma: Gamma = DEFAULT_GAMMA, *, method:
     result = _pair_sums(Q, P, W, g, method, rel_error, confidence, seed, n_features, max_block_bytes)
     if column:
         result = PairSums(result.value[0], result.half_width[0], result.method,
-                          result.n_features, result.n_sampled)
+                          result.n_features, result.n_pairs)
     return result
 
 
 def _pair_sums(Q, P, W: np.ndarray, gamma: float, method: str, rel_error: float, confidence: float,
                seed, n_features: int | None, max_block_bytes: int) -> PairSums:
     """:func:`pair_sums` on validated input: P holds only rows with a non-zero weight."""
-    n_q, k = Q.shape[0], W.shape[1]
-    if method == "exact" or (method == "auto" and n_q * P.shape[0] <= AUTO_EXACT_PAIRS) or P.shape[0] == 0:
-        value = _weighted_kernel_sums(P, Q, None, gamma, max_block_bytes) @ W if P.shape[0] else np.zeros(k)
-        return PairSums(value, np.zeros(k), "exact", 0, n_q)
+    n_q, n_p, k = Q.shape[0], P.shape[0], W.shape[1]
+
+    def exact() -> PairSums:
+        value = _weighted_kernel_sums(P, Q, None, gamma, max_block_bytes) @ W if n_p else np.zeros(k)
+        return PairSums(value, np.zeros(k), "exact", 0, n_q * n_p)
+
+    if method == "exact" or (method == "auto" and n_q * n_p <= AUTO_EXACT_PAIRS) or n_p == 0:
+        return exact()
     rng = np.random.default_rng(seed)
-    D = n_features or rff_feature_count(rel_error)
+    if n_features is not None:
+        D = 2 * (int(n_features) // 2)
+    else:
+        D = rff_feature_count(rel_error) if method == "rff" else 0
+    # D = 0: no control variate, the blocks alone
     omega = rng.normal(0.0, np.sqrt(2.0 * gamma), size=(P.shape[1], D // 2))
-    zw = _rff_weighted_sum(P, W, omega, max_block_bytes)            # (D, k)
-    approx = _rff_weighted_sum(Q, None, omega, max_block_bytes) @ zw  # (k,)
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    order = rng.permutation(n_q)
-    residuals: list[np.ndarray] = []
-    taken, want = 0, min(n_q, MIN_SAMPLE)
+    zw = _rff_weighted_sum(P, W, omega, max_block_bytes) if D else np.zeros((0, k))  # (D, k)
+    approx = _rff_weighted_sum(Q, None, omega, max_block_bytes) @ zw if D else np.zeros(k)
+    m_q, m_p = min(n_q, BLOCK_QUERIES), min(n_p, BLOCK_POINTS)
+    if MIN_BLOCKS * m_q * m_p >= n_q * n_p:   # the first blocks alone would cost the exact sum
+        return exact()
+    scale = (n_q / m_q) * (n_p / m_p)
+    blocks: list[np.ndarray] = []
+    want = MIN_BLOCKS
     while True:
-        idx = np.sort(order[taken:want])
-        exact_part = _weighted_kernel_sums(Q[idx], P, W, gamma, max_block_bytes)
-        residuals.append(exact_part - _rff(Q, omega, idx) @ zw)
-        taken = want
-        g_all = np.concatenate(residuals)
-        if taken == n_q:   # every query sampled: the residuals complete the sum exactly
-            return PairSums(approx + g_all.sum(axis=0), np.zeros(k), "rff", D, taken)
-        value = approx + n_q * g_all.mean(axis=0)
-        sd = g_all.std(axis=0, ddof=1)
-        half = z * n_q * sd / np.sqrt(taken) * np.sqrt(1.0 - taken / n_q)
+        while len(blocks) < want:
+            qi = np.sort(rng.choice(n_q, m_q, replace=False))
+            pi = np.sort(rng.choice(n_p, m_p, replace=False))
+            Wb = W[pi]
+            kernel = _weighted_kernel_sums(Q[qi], P[pi], Wb, gamma, max_block_bytes).sum(axis=0)
+            if D:
+                kernel -= _rff(Q, omega, qi).sum(axis=0) @ (_rff(P, omega, pi).T @ Wb)
+            blocks.append(scale * kernel)
+        estimates = np.array(blocks)
+        value = approx + estimates.mean(axis=0)
+        t = _student_t_quantile(0.5 + confidence / 2, len(blocks) - 1)
+        half = t * estimates.std(axis=0, ddof=1) / np.sqrt(len(blocks))
         target = rel_error * np.abs(value)
         if (half <= target).all():
-            return PairSums(value, half, "rff", D, taken)
-        # The sample size that would meet the worst column's target (finite-population corrected).
+            return PairSums(value, half, "rff" if D else "sample", D, len(blocks) * m_q * m_p)
+        # Blocks that would meet the worst column's target; exact if that costs more.
         with np.errstate(divide="ignore", invalid="ignore"):
-            n0 = np.where(target > 0, (z * n_q * sd / target) ** 2, np.inf)
-        need = float(np.max(n0 / (1.0 + n0 / n_q)))
-        want = int(min(n_q, max(taken + MIN_SAMPLE, np.ceil(1.1 * need)) if np.isfinite(need) else n_q))
+            need = np.max(np.where(target > 0, len(blocks) * (half / target) ** 2, np.inf))
+        if not np.isfinite(need) or 1.1 * need * m_q * m_p >= n_q * n_p:
+            return exact()
+        want = max(len(blocks) + MIN_BLOCKS // 4, int(np.ceil(1.1 * need)))
 
 
 def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamma: float,
@@ -449,7 +490,7 @@ def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamm
     Kernels are evaluated only at points whose loss is non-zero, so a model's
     training batch can be summarised by its misclassified rows and its row count
     (``n_rows``, default ``len(X)``). ``method``, ``rel_error`` and ``seed``: see
-    :func:`pair_sums`.
+    :func:`pair_sums` (the default computes every pair).
 
     >>> psi_from_losses(np.zeros((1, 1)), np.array([[0.0], [5.0]]), np.array([1.0, 0.0]), 1.0)
     0.5
