@@ -19,11 +19,18 @@ one line naming the batch, the file or column, and what is expected. Reading val
 target column is present and has no missing value, every feature is present, numeric (bool and
 integers are converted to float64) and finite, and neither file is empty.
 
+Reading streams: a file is read :data:`CHUNK_ROWS` rows at a time (parquet through
+``pyarrow.parquet.ParquetFile.iter_batches``, csv through ``pandas.read_csv(chunksize=...)``),
+only the feature and target columns, and each chunk's features are checked and copied into one
+preallocated float64 array. The memory a read needs beyond the arrays it returns does not grow
+with the number of rows; the checks and their messages are those of a whole-file read (counts are
+totals over the file, a column's type is the type of the whole column).
+
 :meth:`BatchStore.write` writes the files of a batch under temporary names and renames each
 into place, ``_SUCCESS`` last, so a reader never sees a half-written file nor a batch marked
 complete before its data. :func:`write_stream` writes a whole synthetic stream as a store.
 
-This module is pure pandas/numpy: it never imports mlflow or click.
+This module is pure pandas/numpy/pyarrow: it never imports mlflow or click.
 
 Examples
 --------
@@ -55,9 +62,10 @@ import os
 import re
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,6 +79,7 @@ __all__ = [
     "write_stream",
     "FORMATS",
     "SUCCESS_MARKER",
+    "CHUNK_ROWS",
 ]
 
 SUCCESS_MARKER = "_SUCCESS"
@@ -78,15 +87,18 @@ SUCCESS_MARKER = "_SUCCESS"
 
 BATCHES_DIR = "batches"
 
-_READERS: dict[str, Callable[[Path], pd.DataFrame]] = {
-    "parquet": pd.read_parquet,
-    "csv": lambda path: pd.read_csv(path, low_memory=False),
-}
+CHUNK_ROWS = 65_536
+"""Rows per chunk when :meth:`BatchStore.read` streams a file.
+
+Beyond the arrays it returns, a read holds one chunk of the columns of a pass (and a copy of
+one column): a parquet file is read eight columns per pass, so pyarrow also holds those eight
+columns' current pages; a csv file in one pass. Looked up at each read, so a test can lower it."""
+
 _WRITERS: dict[str, Callable[[pd.DataFrame, str], Any]] = {
     "parquet": lambda frame, path: frame.to_parquet(path, index=False),
     "csv": lambda frame, path: frame.to_csv(path, index=False),
 }
-FORMATS: tuple[str, ...] = tuple(_READERS)
+FORMATS: tuple[str, ...] = tuple(_WRITERS)
 """The file formats of a batch's files, by file suffix: ``data.<fmt>``, ``queries.<fmt>``."""
 
 _ID_PATTERN = re.compile(r"[0-9]+", re.ASCII)
@@ -353,7 +365,17 @@ class BatchStore:
         -------
         Batch
             ``queries`` is read from the queries file when there is one (it must hold every
-            feature; other columns, a target among them, are ignored), else it is ``X``.
+            feature; other columns are ignored; its target column, if any, gives
+            ``query_labels``), else it is ``X``.
+
+        Notes
+        -----
+        Each file is streamed :data:`CHUNK_ROWS` rows at a time and only its feature and target
+        columns are read: beyond the returned arrays, a read holds about a chunk. Errors are
+        those of a whole-file read: counts are totals over the file, a column's type is the
+        type of the whole column, and the first failing check, in the order listed below, is
+        reported (a file that cannot be parsed past its header may report a missing column
+        instead of ``cannot read``).
 
         Raises
         ------
@@ -391,31 +413,31 @@ class BatchStore:
                 "wait for the producer to finish it"
             )
         data_path = _batch_file(info, "data", required=True)
-        data = _read_frame(info.id, data_path)
         file = data_path.name
-        if target not in data.columns:
-            raise BatchStoreError(
-                f"batch {info.id}: {file} has no column {target!r} (the target); "
-                f"columns are {', '.join(map(str, data.columns))}"
-            )
-        if features is None:
-            features = tuple(str(c) for c in data.columns if c != target)
-            if not features:
+        with _open_table(info.id, data_path) as data:
+            if target not in data.columns:
                 raise BatchStoreError(
-                    f"batch {info.id}: {file} has only the target column {target!r}; "
-                    "expected at least one feature column"
+                    f"batch {info.id}: {file} has no column {target!r} (the target); "
+                    f"columns are {', '.join(map(str, data.columns))}"
                 )
-        X = _feature_matrix(data, features, info.id, file)
-        y = _target_vector(data[target], target, info.id, file)
+            if features is None:
+                features = tuple(str(c) for c in data.columns if c != target)
+                if not features:
+                    raise BatchStoreError(
+                        f"batch {info.id}: {file} has only the target column {target!r}; "
+                        "expected at least one feature column"
+                    )
+            X, y = _read_table(data, features, target, CHUNK_ROWS)
 
         query_path = _batch_file(info, "queries", required=False)
         if query_path is None:
             queries, query_labels = X, y
         else:
-            query_frame = _read_frame(info.id, query_path)
-            queries = _feature_matrix(query_frame, features, info.id, query_path.name)
-            query_labels = (_target_vector(query_frame[target], target, info.id, query_path.name)
-                            if target in query_frame.columns else None)
+            with _open_table(info.id, query_path) as query_table:
+                labelled = target in query_table.columns
+                queries, query_labels = _read_table(
+                    query_table, features, target if labelled else None, CHUNK_ROWS
+                )
         return Batch(
             id=info.id,
             X=X,
@@ -636,19 +658,283 @@ def _batch_file(info: BatchInfo, kind: str, *, required: bool) -> Path | None:
     return found[0]
 
 
-def _read_frame(batch_id: int, path: Path) -> pd.DataFrame:
-    """The table in ``path``, with at least one row."""
+@contextmanager
+def _reading(batch_id: int, path: Path) -> Iterator[None]:
+    """Turn an error of a reader inside the block into a one-line :class:`BatchStoreError`."""
     try:
-        frame = _READERS[path.suffix[1:]](path)
+        yield
+    except BatchStoreError:
+        raise
     except _READ_ERRORS as error:
         detail = " ".join(str(error).split())[:200]
         raise BatchStoreError(
             f"batch {batch_id}: cannot read {path.name} ({type(error).__name__}: {detail}); "
             f"expected a valid {path.suffix[1:]} file: rewrite it"
         ) from error
-    if len(frame) == 0:
-        raise BatchStoreError(f"batch {batch_id}: {path.name} has no rows; expected at least one")
-    return frame
+
+
+class _Table:
+    """A batch file opened for streaming: its columns up front, its rows chunk by chunk.
+
+    ``columns`` are the columns a whole-file pandas read would give, in file order;
+    ``has_rows`` whether the file has a row. Every reader error is a :class:`BatchStoreError`.
+    """
+
+    columns: tuple[str, ...]
+    has_rows: bool
+    streams_target: bool  # whether the target comes in the chunks, or whole from column()
+
+    def __init__(self, batch_id: int, path: Path) -> None:
+        self.batch_id, self.path = batch_id, path
+
+    def capacity(self) -> int:
+        """Rows to preallocate: exact, or an estimate that a read corrects."""
+        raise NotImplementedError
+
+    def known_dtype(self, name: str) -> Any:
+        """The dtype of column ``name`` in a whole-file read, when known without the data."""
+        return None
+
+    def passes(self, names: list[str]) -> list[list[str]]:
+        """``names`` split into the column groups read in one pass over the file each."""
+        return [names]
+
+    def chunks(self, names: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+        """The columns ``names`` (all present), ``chunk_rows`` rows at a time."""
+        raise NotImplementedError
+
+    def whole_dtype(self, name: str, seen: list[Any]) -> Any:
+        """The dtype of column ``name`` in a whole-file read, from the dtypes of its chunks."""
+        raise NotImplementedError
+
+    def column(self, name: str) -> pd.Series:
+        """Column ``name`` whole, as a whole-file pandas read gives it."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file."""
+
+
+class _ParquetTable(_Table):
+    """A parquet file: columns, row count and (mostly) dtypes from its metadata."""
+
+    streams_target = False  # the target is one column: read whole, with its pandas dtype
+
+    def __init__(self, batch_id: int, path: Path) -> None:
+        super().__init__(batch_id, path)
+        with _reading(batch_id, path):
+            import pyarrow.parquet as pq  # ImportError: no parquet engine, "cannot read"
+
+            # pages are read through a small buffer, not whole column chunks up front
+            self._file = pq.ParquetFile(
+                path, buffer_size=_PARQUET_BUFFER_BYTES, pre_buffer=False
+            )
+            try:
+                schema = self._file.schema_arrow
+                index = (schema.pandas_metadata or {}).get("index_columns", ())
+                index = {c for c in index if isinstance(c, str)}  # not a RangeIndex description
+                self.columns = tuple(n for n in schema.names if n not in index)
+                self.has_rows = self._file.metadata.num_rows > 0
+                self._empty = schema.empty_table().to_pandas()
+            except BaseException:
+                self._file.close()
+                raise
+
+    def capacity(self) -> int:
+        return int(self._file.metadata.num_rows)
+
+    def passes(self, names: list[str]) -> list[list[str]]:
+        # parquet is stored by column, so a pass reads only its columns; the reader holds a
+        # page, and often a dictionary, per column read: a few columns at a time bound that
+        k = _PARQUET_COLUMNS_PER_PASS
+        return [names[i : i + k] for i in range(0, len(names), k)]
+
+    def known_dtype(self, name: str) -> Any:
+        dtype = self._empty[name].dtype
+        # an arrow bool column is a bool column for pandas, or an object one if it has a null
+        return None if dtype == np.dtype(bool) else dtype
+
+    def chunks(self, names: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+        with _reading(self.batch_id, self.path):
+            for batch in self._file.iter_batches(batch_size=chunk_rows, columns=names):
+                yield batch.to_pandas(split_blocks=True)
+
+    def whole_dtype(self, name: str, seen: list[Any]) -> Any:
+        # a column's chunk dtypes differ only by nulls (int64/float64, bool/object): a
+        # non-numeric chunk dtype is the whole column's
+        return next((t for t in seen if not _is_number_dtype(t)), seen[0])
+
+    def column(self, name: str) -> pd.Series:
+        with _reading(self.batch_id, self.path):
+            return pd.read_parquet(self.path, columns=[name])[name]
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _CsvTable(_Table):
+    """A csv file: columns from its header; dtypes known only once every chunk is parsed."""
+
+    streams_target = True  # csv is parsed row by row: the target comes with the features
+
+    def __init__(self, batch_id: int, path: Path) -> None:
+        super().__init__(batch_id, path)
+        with _reading(batch_id, path):
+            head = pd.read_csv(path, nrows=1)
+        self.columns = tuple(head.columns)
+        self.has_rows = len(head) > 0
+
+    def capacity(self) -> int:
+        # one row a line; blank lines and quoted line breaks only make it larger
+        with _reading(self.batch_id, self.path), open(self.path, "rb") as f:
+            return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+    def chunks(self, names: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+        with _reading(self.batch_id, self.path):
+            with pd.read_csv(self.path, usecols=names, chunksize=chunk_rows) as reader:
+                yield from reader
+
+    def whole_dtype(self, name: str, seen: list[Any]) -> Any:
+        if len(seen) == 1:
+            return seen[0]
+        if all(_is_real_dtype(t) for t in seen):  # integers in some chunks, floats in others
+            return np.dtype(np.float64)
+        # e.g. bools in one chunk, numbers in another: a whole-file read says text
+        return self.column(name).dtype
+
+    def column(self, name: str) -> pd.Series:
+        with _reading(self.batch_id, self.path):
+            return pd.read_csv(self.path, usecols=[name], low_memory=False)[name]
+
+
+_TABLES: dict[str, Callable[[int, Path], _Table]] = {"parquet": _ParquetTable, "csv": _CsvTable}
+
+_PARQUET_COLUMNS_PER_PASS = 8
+"""Columns read per pass over a parquet file (see ``_ParquetTable.passes``)."""
+
+_PARQUET_BUFFER_BYTES = 1 << 16
+"""Read buffer per parquet column chunk. Without it (and with pre-buffering, pyarrow's default)
+the reader loads every needed column chunk of a row group whole: the whole file, for a batch
+written by pandas (one row group up to 2^20 rows)."""
+
+
+@contextmanager
+def _open_table(batch_id: int, path: Path) -> Iterator[_Table]:
+    """The batch file ``path`` opened for streaming, with at least one row."""
+    table = _TABLES[path.suffix[1:]](batch_id, path)
+    try:
+        if not table.has_rows:
+            raise BatchStoreError(
+                f"batch {batch_id}: {path.name} has no rows; expected at least one"
+            )
+        yield table
+    finally:
+        table.close()
+
+
+def _read_table(
+    table: _Table, features: tuple[str, ...], target: str | None, chunk_rows: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``X`` (read-only, C-ordered float64, checked) and the checked target of ``table``.
+
+    The chunks' features go straight into one preallocated array; per column, the dtypes seen
+    and the count of NaN/inf values are kept over the whole file, and the checks run once the
+    file is read, in the order of a whole-file read. Columns known to be missing or not
+    numeric from the metadata alone fail before any row is read.
+    """
+    file, batch_id, d = table.path.name, table.batch_id, len(features)
+    for name in features:  # what is certain before reading, in the order of the checks
+        if name not in table.columns:
+            raise _missing_feature(table, name, features)
+        dtype = table.known_dtype(name)
+        if dtype is None:
+            break
+        if not _is_number_dtype(dtype):
+            raise _not_numeric(table, name, dtype)
+
+    stream_target = target is not None and table.streams_target
+    names = [f for f in features if f in table.columns] + ([target] if stream_target else [])
+    index = {name: j for j, name in enumerate(features)}
+    seen: dict[str, list[Any]] = {name: [] for name in names}
+    X = np.empty((table.capacity(), d)) if len(names) - stream_target == d else None
+    bad = np.zeros(d, dtype=np.int64)
+    target_parts: list[pd.Series] = []
+    n = 0
+    for group in table.passes(names):
+        n = 0
+        for chunk in table.chunks(group, chunk_rows):
+            m = len(chunk)
+            columns = {name: chunk[name] for name in group}
+            del chunk
+            for name, column in columns.items():
+                if column.dtype not in seen[name]:
+                    seen[name].append(column.dtype)
+            if stream_target and target in columns:
+                target_parts.append(columns.pop(target).copy())  # no view keeps the chunk
+            if X is not None and all(_is_number_dtype(c.dtype) for c in columns.values()):
+                if n + m > X.shape[0]:  # an estimated capacity was short: grow in place
+                    X.resize((max(n + m, 2 * X.shape[0]), d), refcheck=False)
+                for name, column in columns.items():  # a loop over columns, never over rows
+                    values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+                    bad[index[name]] += m - np.count_nonzero(np.isfinite(values))
+                    X[n : n + m, index[name]] = values
+            else:
+                X = None  # a feature is missing or not numeric: the read fails, types say how
+            n += m
+            del columns
+
+    for name in features:
+        if name not in table.columns:
+            raise _missing_feature(table, name, features)
+        dtype = table.whole_dtype(name, seen[name])
+        if not _is_number_dtype(dtype):
+            raise _not_numeric(table, name, dtype)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise BatchStoreError(
+            f"batch {batch_id}: column {features[j]!r} has {bad[j]} NaN/inf values in {file}; "
+            "expected finite numbers"
+        )
+    assert X is not None, "every feature is numeric, so every chunk was copied"
+    if X.shape[0] != n:
+        X.resize((n, d), refcheck=False)
+    X.setflags(write=False)
+
+    if target is None:
+        return X, None
+    if not stream_target:
+        column = table.column(target)
+    elif len(seen[target]) == 1:
+        column = target_parts[0] if len(target_parts) == 1 else pd.concat(
+            target_parts, ignore_index=True
+        )
+    else:  # the chunks disagree on the type: the whole column decides it
+        column = table.column(target)
+    del target_parts
+    return X, _target_vector(column, target, batch_id, file)
+
+
+def _missing_feature(table: _Table, name: str, features: tuple[str, ...]) -> BatchStoreError:
+    return BatchStoreError(
+        f"batch {table.batch_id}: {table.path.name} has no column {name!r} (a feature); "
+        f"columns are {', '.join(map(str, table.columns))}; expected every feature: "
+        f"{', '.join(features)}"
+    )
+
+
+def _not_numeric(table: _Table, name: str, dtype: Any) -> BatchStoreError:
+    return BatchStoreError(
+        f"batch {table.batch_id}: column {name!r} has type {dtype}; expected numbers "
+        f"(in {table.path.name})"
+    )
+
+
+def _is_real_dtype(dtype: Any) -> bool:
+    """Integer or real floating dtype (not bool)."""
+    api = pd.api.types
+    return bool(
+        (api.is_integer_dtype(dtype) or api.is_float_dtype(dtype)) and not api.is_bool_dtype(dtype)
+    )
 
 
 def _is_number_dtype(dtype: Any) -> bool:
@@ -657,37 +943,6 @@ def _is_number_dtype(dtype: Any) -> bool:
     return bool(
         api.is_bool_dtype(dtype) or api.is_integer_dtype(dtype) or api.is_float_dtype(dtype)
     )
-
-
-def _feature_matrix(
-    frame: pd.DataFrame, features: tuple[str, ...], batch_id: int, file: str
-) -> np.ndarray:
-    """The ``features`` columns of ``frame`` as a read-only C-ordered float64 array, checked."""
-    for name in features:  # a loop over columns, never over rows
-        if name not in frame.columns:
-            raise BatchStoreError(
-                f"batch {batch_id}: {file} has no column {name!r} (a feature); columns are "
-                f"{', '.join(map(str, frame.columns))}; expected every feature: "
-                f"{', '.join(features)}"
-            )
-        dtype = frame[name].dtype
-        if not _is_number_dtype(dtype):
-            raise BatchStoreError(
-                f"batch {batch_id}: column {name!r} has type {dtype}; expected numbers "
-                f"(in {file})"
-            )
-    X = np.ascontiguousarray(
-        frame.loc[:, list(features)].to_numpy(dtype=np.float64, na_value=np.nan)
-    )
-    bad = np.count_nonzero(~np.isfinite(X), axis=0)
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise BatchStoreError(
-            f"batch {batch_id}: column {features[j]!r} has {bad[j]} NaN/inf values in {file}; "
-            "expected finite numbers"
-        )
-    X.setflags(write=False)
-    return X
 
 
 def _target_vector(column: pd.Series, target: str, batch_id: int, file: str) -> np.ndarray:
