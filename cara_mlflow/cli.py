@@ -19,6 +19,8 @@ from .policies import POLICIES
 from .streams import STREAM_NAMES
 
 POLICY_NAMES = tuple(POLICIES)
+#: staleness.PSI_METHODS, spelled out: importing staleness (scipy.sparse) would slow every --help
+PSI_METHODS = ("exact", "sample", "rff", "auto")
 MODEL_NAMES = ("rf", "lr")  # cara_mlflow.simulate.MODELS; not imported here to keep --help fast
 
 EXIT_INPUT_ERROR = 1
@@ -58,6 +60,20 @@ def cli():
     """
 
 
+def _psi_method_option(default: str | None, *, stored: bool = False):
+    """``--psi-method``, the same on every command that computes Ψ̄."""
+    text = ("How Ψ sums are computed. exact: every (query, misclassified point) pair; sample: exact "
+            "sums over random blocks of pairs until a 99% interval is within 1%; rff: the same with "
+            "random Fourier features as control variate; auto: exact up to 2^25 pairs per sum, "
+            "sample above (identical to exact on small batches).")
+    if stored:
+        text += " Stored in the policy as every step's default."
+    if default is None:
+        text += " Default: the method the policy was tuned with."
+    return click.option("--psi-method", default=default, show_default=default is not None,
+                        type=click.Choice(list(PSI_METHODS)), help=text)
+
+
 @cli.command()
 @click.option("--stream", default="covcon-d", show_default=True, type=click.Choice(STREAM_NAMES),
               help="Synthetic stream to simulate (-d: queries sampled from the data, -s: static queries).")
@@ -78,8 +94,10 @@ def cli():
 @click.option("--tuning-method", default="exact", show_default=True,
               type=click.Choice(["exact", "dual_annealing"]),
               help="exact: global optimum over all thresholds; dual_annealing: SciPy's, as the paper.")
+@_psi_method_option("auto")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per policy.")
-def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_size, tuning_method, as_json):
+def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_size, tuning_method, psi_method,
+             as_json):
     """Tune every policy on the offline batches of a stream, run it online, print the table.
 
     Example: cara-mlflow simulate --stream covcon-d --kappa 20 --seed 0
@@ -89,7 +107,8 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
     progress = (lambda message: click.echo(f"… {message}", err=True)) if sys.stderr.isatty() and not as_json else None
     try:
         report = run(stream, kappa=kappa, policies=policies, n_offline=n_offline, model=model, seed=seed,
-                     tuning_method=tuning_method, n_batches=n_batches, batch_size=batch_size, progress=progress)
+                     tuning_method=tuning_method, n_batches=n_batches, batch_size=batch_size,
+                     psi_method=psi_method, progress=progress)
     except ValueError as exc:
         _fail(str(exc))
     click.echo(report.to_json() if as_json else report.table())
@@ -182,7 +201,9 @@ def _offline_window(ctx, param, value: str):
               "(default: cara-mlflow's own MLproject; offline models are then trained in-process).")
 @click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]),
               help="exact: global optimum over all thresholds; dual_annealing: SciPy's, as the paper.")
-def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_estimators, project_uri, tuning_method):
+@_psi_method_option("auto", stored=True)
+def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_estimators, project_uri, tuning_method,
+         psi_method):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
@@ -202,7 +223,7 @@ def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_es
                                      file=sys.stderr) if sys.stderr.isatty() else contextlib.nullcontext())
             with bar:
                 doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
-                               trainer=trainer, method=tuning_method, project_uri=project_uri,
+                               trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                                progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
         theta = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in doc["params"].items())
         click.echo(f"tuned {policy}: {theta}  (κ={kappa:g}, γ={doc['psi']['gamma']:.4g}; offline cost "
@@ -245,8 +266,10 @@ def init(name, store, batch_id, adopt_version, project_uri):
 @click.option("--lock-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds to wait for another step's lock before exiting 75.")
 @click.option("--project-uri", default=None, help="MLflow project with a `train` entry point (default: the tuned one).")
+@_psi_method_option(None)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per batch.")
-def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, lock_timeout, project_uri, as_json):
+def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, lock_timeout, project_uri, psi_method,
+         as_json):
     """Process the next batch: Ψ̄, decision, retrain/gate/promote when it pays, commit.
 
     Exit codes: 0 processed or nothing to do (it says which), 1 bad input or environment
@@ -263,7 +286,8 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, lo
             registry.check_reachable()
             while True:
                 result = run_step(batch_store, registry, dry_run=dry_run, force_retrain=force_retrain,
-                                  gate=not no_gate, cooldown=cooldown, project_uri=project_uri)
+                                  gate=not no_gate, cooldown=cooldown, project_uri=project_uri,
+                                  psi_method=psi_method)
                 click.echo(json.dumps(asdict(result)) if as_json else result.line())
                 if not process_all or result.status != "processed":
                     break
@@ -432,10 +456,11 @@ def _compare_offline(ctx, param, value: str):
               help="Points per batch (synthetic streams).")
 @click.option("--tuning-method", default="exact", show_default=True, type=click.Choice(["exact", "dual_annealing"]),
               help="exact: global optimum over all thresholds; dual_annealing: SciPy's, as the paper.")
+@_psi_method_option("auto")
 @click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream or store name>).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per (policy, κ, seed).")
 def compare(stream, data_path, store_dir, target, kappas, policies, seeds, model, offline, n_batches, batch_size,
-            tuning_method, experiment, as_json):
+            tuning_method, psi_method, experiment, as_json):
     """Compare policies over a κ sweep and seeds, logged as an MLflow experiment.
 
     On a named stream (--stream) or on your own history (--store DIR --offline 0:25). One parent
@@ -487,6 +512,7 @@ def compare(stream, data_path, store_dir, target, kappas, policies, seeds, model
         with click.progressbar(length=steps, label=f"comparing on {label}", file=sys.stderr) as bar:
             result = run_compare(source, kappas=kappas, policies=policies, seeds=range(seeds), model=model,
                                  n_offline=stop - start, tuning_method=tuning_method, batch_ids=batch_ids,
+                                 prepare_kwargs={"psi_method": psi_method},
                                  progress=lambda message: bar.update(1))
         if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
             _ensure_local_experiment(uri, experiment or f"cara-compare/{result.stream}")

@@ -32,7 +32,7 @@ from .costs import staleness_terms
 from .oracle import solve
 from .policies import POLICIES, Observation, make_policy, policy_from_dict
 from .policy_doc import POLICY_FORMAT
-from .staleness import psi_from_losses, resolve_gamma, zero_one_loss
+from .staleness import check_psi_method, psi_from_losses, resolve_gamma, zero_one_loss
 from .store import BatchStore
 from .train import STEP_PID_ENV, TrainerSettings, fit_batch, project_parameters
 from .tuning import PolicyTuner
@@ -169,12 +169,18 @@ def _training_arrays(info: dict, rows) -> tuple[np.ndarray, int]:
     return rows[features].to_numpy(dtype=np.float64), int(info["n_rows"])
 
 
-def _psi_terms(model, batch, info: dict, rows, gamma: float) -> tuple[float, float, np.ndarray]:
-    """Ψ(Q_t, D_t, M) and Ψ(Q_t, D_t', M) from the stored misclassified rows; and the 0/1 errors."""
+def _psi_terms(model, batch, info: dict, rows, gamma: float,
+               method: str) -> tuple[float, float, np.ndarray]:
+    """Ψ(Q_t, D_t, M) and Ψ(Q_t, D_t', M) from the stored misclassified rows; and the 0/1 errors.
+
+    Estimates (``method`` other than exact) are seeded by the batch id, so a step rerun after
+    a crash computes the same Ψ̄.
+    """
     errors = zero_one_loss(batch.y, model.predict(batch.X))
-    now = psi_from_losses(batch.queries, batch.X, errors, gamma)
+    now = psi_from_losses(batch.queries, batch.X, errors, gamma, method=method, seed=(batch.id, 0))
     X_wrong, n_rows = _training_arrays(info, rows)
-    then = psi_from_losses(batch.queries, X_wrong, np.ones(X_wrong.shape[0]), gamma, n_rows) if len(X_wrong) else 0.0
+    then = (psi_from_losses(batch.queries, X_wrong, np.ones(X_wrong.shape[0]), gamma, n_rows,
+                            method=method, seed=(batch.id, 1)) if len(X_wrong) else 0.0)
     return now, then, errors
 
 
@@ -184,31 +190,57 @@ def _fresh_state(doc: dict, version: int) -> dict:
             "model_version": version, "last_retrain": None}
 
 
+def _finished_batch_run(registry: reg.Registry, batch_id: int):
+    """The FINISHED batch run of a batch, or None: by id through ``cara.last_run`` when it is the
+    committed batch, else by a search on the run's name (neither grows with the history's tags)."""
+    run = registry.committed_run(batch_id)
+    if run is not None and run.info.status == "FINISHED":
+        return run
+    runs = registry.find_runs("batch", batch=batch_id, statuses=("FINISHED",), max_results=1,
+                              run_name=f"batch-{batch_id}")
+    if not runs:   # a run renamed by hand, or a store written before names were relied on
+        runs = registry.find_runs("batch", batch=batch_id, statuses=("FINISHED",), max_results=1)
+    return runs[0] if runs else None
+
+
 def _committed_state(registry: reg.Registry, last: int) -> dict:
-    runs = registry.find_runs("batch", batch=last, statuses=("FINISHED",), max_results=5)
-    if not runs:
+    run = _finished_batch_run(registry, last)
+    if run is None:
         raise reg.RegistryError(f"batch {last} is committed but has no FINISHED batch run in "
                                 f"{reg.mask_uri(registry.tracking_uri)}; the history was edited by hand")
-    return registry.load_run_json(runs[0].info.run_id, STATE_FILE)
+    return registry.load_run_json(run.info.run_id, STATE_FILE)
 
 
 def _recover(registry: reg.Registry, last: int | None, pending: int | None) -> None:
-    """Tidy what a killed step left: a committed batch's run is FINISHED, a pending one's KILLED."""
+    """Tidy what a killed step left: a committed batch's run is FINISHED, a pending one's KILLED.
+
+    The committed batch's run is found by id (``cara.last_run``): under the store lock, the only
+    batch run of a committed batch that can still be RUNNING is the one that committed it (a
+    step killed after its commit point); the others were KILLED before it started. Without a
+    usable hint (an older history, a crash between hint and commit) the runs are searched.
+    """
     if last is not None:
-        running = registry.find_runs("batch", batch=last, statuses=("RUNNING",))
-        finished = registry.find_runs("batch", batch=last, statuses=("FINISHED",), max_results=1)
-        for i, run in enumerate(running):
-            keep = i == 0 and not finished
-            registry.end_run(run.info.run_id, "FINISHED" if keep else "KILLED")
+        committed = registry.committed_run(last)
+        if committed is not None and committed.info.status in ("RUNNING", "FINISHED"):
+            if committed.info.status == "RUNNING":
+                registry.end_run(committed.info.run_id, "FINISHED")
+        else:
+            running = registry.find_runs("batch", batch=last, statuses=("RUNNING",))
+            finished = registry.find_runs("batch", batch=last, statuses=("FINISHED",), max_results=1)
+            for i, run in enumerate(running):
+                keep = i == 0 and not finished
+                registry.end_run(run.info.run_id, "FINISHED" if keep else "KILLED")
     if pending is not None:
-        for run in registry.find_runs("batch", batch=pending, statuses=("RUNNING",)):
+        for run in registry.find_runs("batch", batch=pending, statuses=("RUNNING",), run_name=f"batch-{pending}"):
             registry.end_run(run.info.run_id, "KILLED")
 
 
 @contextlib.contextmanager
-def _batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: dict) -> Iterator[str]:
+def _batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: dict,
+               previous: int | None = None) -> Iterator[str]:
     """The batch run of one batch: FAILED (with the error) if the block raises; else, once the
-    block has committed, FINISHED and drawn on the timeline."""
+    block has committed, FINISHED and drawn on the timeline. ``previous``: the batch committed
+    before this one (``batch_id`` is the next after it in the store)."""
     run_id = registry.start_run("batch", run_name=f"batch-{batch_id}", tags={reg.TAG_BATCH: batch_id, **tags})
     try:
         yield run_id
@@ -219,18 +251,19 @@ def _batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: d
             registry.end_run(run_id, "FAILED")    # else the next step's recovery closes the run
         raise
     registry.end_run(run_id, "FINISHED")
-    _write_timeline(registry, store, batch_id)
+    _write_timeline(registry, store, batch_id, previous=previous)
 
 
 def _commit(registry: reg.Registry, run_id: str, batch_id: int, state: dict) -> None:
     """Store the manager state on the batch run, then move the commit point past the batch."""
     registry.log_dict(run_id, state, STATE_FILE)
-    registry.commit(batch_id)
+    registry.commit(batch_id, run_id)
     _phase("after-commit")
 
 
 def _timeline_run(registry: reg.Registry) -> str:
-    runs = registry.find_runs("timeline", max_results=1)
+    runs = (registry.find_runs("timeline", max_results=1, run_name="timeline")
+            or registry.find_runs("timeline", max_results=1))     # renamed by hand: before creating one
     if runs:
         return runs[0].info.run_id
     run_id = registry.start_run("timeline", run_name="timeline")
@@ -238,21 +271,29 @@ def _timeline_run(registry: reg.Registry) -> str:
     return run_id
 
 
-def _write_timeline(registry: reg.Registry, store: BatchStore, last: int) -> None:
-    """Timeline points (step = batch id) for every committed batch not yet drawn; never twice."""
+def _write_timeline(registry: reg.Registry, store: BatchStore, last: int, previous: int | None = None) -> None:
+    """Timeline points (step = batch id) for every committed batch not yet drawn; never twice.
+
+    When the timeline is drawn through ``previous`` (the batch committed before ``last``, which
+    is the next after it) only ``last`` is missing: the store is listed only to catch up after a
+    crash, so a step's cost does not grow with the number of batches kept in the store.
+    """
     run_id = _timeline_run(registry)
     through = int(registry.client.get_run(run_id).data.tags.get(reg.TAG_TIMELINE_THROUGH, -1))
     if through >= last:
         return
-    candidates = [b.id for b in store.list() if through < b.id <= last] if store.exists() else [last]
+    if through == last - 1 or (previous is not None and previous < last and through >= previous):
+        candidates = [last]
+    else:
+        candidates = [b.id for b in store.list() if through < b.id <= last] if store.exists() else [last]
     for batch_id in candidates:
-        runs = registry.find_runs("batch", batch=batch_id, statuses=("FINISHED",), max_results=1)
-        if not runs:
+        run = _finished_batch_run(registry, batch_id)
+        if run is None:
             continue
-        metrics = runs[0].data.metrics
+        metrics = run.data.metrics
         keys = ("psi_bar", "decision", "cumulative_cost", "kappa")
         point = {k: metrics[k] for k in keys if k in metrics}
-        version = runs[0].data.tags.get(reg.TAG_MODEL_VERSION)
+        version = run.data.tags.get(reg.TAG_MODEL_VERSION)
         if version:
             point["production_version"] = float(version)
         registry.log_metrics(run_id, point, step=batch_id)
@@ -265,11 +306,15 @@ def _write_timeline(registry: reg.Registry, store: BatchStore, last: int) -> Non
 def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int], kappa: float,
          policy: str = "cara-t", target: str = "label", trainer: TrainerSettings | None = None,
          gamma="scale", method: str = "exact", project_uri: str | None = None,
+         psi_method: str = "auto",
          progress: Callable[[int, int], None] | None = None) -> dict:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
+    ``psi_method`` (:data:`~cara_mlflow.staleness.PSI_METHODS`) computes the offline Ψ̄ and
+    is stored in the document as the default of every later step.
     Returns the policy document (also stored as ``NAME.policy@active``).
     """
+    check_psi_method(psi_method)
     if policy not in POLICIES:
         raise ValueError(f"policy: unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
     if policy == "oracle":
@@ -297,14 +342,15 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         if progress:
             progress(k + 1, len(batches))
     g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
-    terms = staleness_terms([(b.X, b.y) for b in batches], models, queries=[b.queries for b in batches], gamma=g)
+    terms = staleness_terms([(b.X, b.y) for b in batches], models, queries=[b.queries for b in batches], gamma=g,
+                            method=psi_method, seed=start)
     C = terms.cost_matrix(kappa)
     tuned = PolicyTuner(policy, method=method, start=start).fit(C)
     best = solve(C)
     doc = {
         "format": POLICY_FORMAT, "name": registry.name, "policy": policy, "params": tuned.best_params_,
         "kappa": float(kappa),
-        "psi": {"gamma": g, "loss": "zero_one", "method": "exact", "queries": QUERY_RULE},
+        "psi": {"gamma": g, "loss": "zero_one", "method": psi_method, "queries": QUERY_RULE},
         "target": target, "features": features, "trainer": asdict(trainer), "project_uri": project_uri,
         "offline": {"start": start, "stop": stop},
         "tuning": {"method": method, "offline_cost": tuned.best_cost_, "oracle_cost": best.cost,
@@ -479,10 +525,16 @@ def _train_and_register(store, registry, batch_id, doc, trainer, project_uri, *,
 
 
 def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, force_retrain: bool = False,
-         gate: bool = True, cooldown: int = DEFAULT_COOLDOWN, project_uri: str | None = None) -> StepResult:
-    """Process the next batch after ``cara.last_batch`` (DESIGN.md "Batch store" order)."""
+         gate: bool = True, cooldown: int = DEFAULT_COOLDOWN, project_uri: str | None = None,
+         psi_method: str | None = None) -> StepResult:
+    """Process the next batch after ``cara.last_batch`` (DESIGN.md "Batch store" order).
+
+    ``psi_method`` overrides the policy document's ``psi.method`` (tune's choice) for this step.
+    """
     if cooldown < 0:
         raise ValueError(f"cooldown: expected a number of batches >= 0, got {cooldown}")
+    if psi_method is not None:
+        check_psi_method(psi_method)
     doc = registry.active_policy()
     last = registry.last_batch()
     if last is None:
@@ -515,7 +567,8 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
         model = registry.load_model(in_use, tmp)
         training, rows = registry.training_info(in_use, tmp)
     gamma = float(doc["psi"]["gamma"])
-    now, then, errors = _psi_terms(model, batch, training, rows, gamma)
+    method = psi_method or doc["psi"].get("method", "exact")
+    now, then, errors = _psi_terms(model, batch, training, rows, gamma, method)
     psi_bar = now - then
     _phase("after-psi")
     trained_on = in_use.trained_on if in_use.trained_on is not None and in_use.trained_on < info.id else info.id - 1
@@ -534,7 +587,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
     if dry_run:
         return StepResult("dry-run", info.id, psi_bar, "retrain" if retrain else "keep", reason,
                           production.version, None, state["cumulative_cost"])
-    with _batch_run(registry, store, info.id, {}) as run_id:
+    with _batch_run(registry, store, info.id, {}, previous=last) as run_id:
         registry.log_metrics(run_id, {"psi_bar": psi_bar, "psi_now": now, "psi_then": then, "kappa": kappa,
                                       "n_data": batch.n_rows, "n_queries": len(batch.queries)})
         _phase("after-batch-run")
@@ -545,7 +598,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
             challenger = _train_and_register(store, registry, info.id, doc, TrainerSettings(**doc["trainer"]),
                                              project_uri, trigger=trigger)
             gate_outcome = challenger.tags.get(reg.TAG_GATE) or _gate(registry, challenger, in_use, batch,
-                                                                      gamma, enabled=gate)
+                                                                      gamma, enabled=gate, method=method)
             registry.tag_version(challenger.version, reg.TAG_GATE, gate_outcome)
             _phase("after-gate")
             if gate_outcome in ("passed", "off"):
@@ -571,8 +624,11 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
     return StepResult("processed", info.id, psi_bar, action, reason, version, gate_outcome, state["cumulative_cost"])
 
 
-def _gate(registry, challenger, in_use, batch, gamma, *, enabled: bool) -> str:
-    """Promote only if the challenger's query-weighted loss on its held-out rows is not higher."""
+def _gate(registry, challenger, in_use, batch, gamma, *, enabled: bool, method: str = "exact") -> str:
+    """Promote only if the challenger's query-weighted loss on its held-out rows is not higher.
+
+    Both sides use the same seed (common random blocks), so an estimate's error mostly cancels
+    in the comparison."""
     if not enabled:
         return "off"
     with tempfile.TemporaryDirectory() as tmp:
@@ -583,8 +639,10 @@ def _gate(registry, challenger, in_use, batch, gamma, *, enabled: bool) -> str:
         new_model = registry.load_model(challenger, tmp)
         old_model = registry.load_model(in_use, tmp)
     X, y = batch.X[held], batch.y[held]
-    new = psi_from_losses(batch.queries, X, zero_one_loss(y, new_model.predict(X)), gamma)
-    old = psi_from_losses(batch.queries, X, zero_one_loss(y, old_model.predict(X)), gamma)
+    new = psi_from_losses(batch.queries, X, zero_one_loss(y, new_model.predict(X)), gamma, method=method,
+                          seed=(batch.id, 2))
+    old = psi_from_losses(batch.queries, X, zero_one_loss(y, old_model.predict(X)), gamma, method=method,
+                          seed=(batch.id, 2))
     return "passed" if new <= old else "rejected"
 
 
@@ -605,7 +663,7 @@ def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: st
     _recover(registry, last, batch_id)
     state = _committed_state(registry, last)
     tags = {reg.TAG_DECISION: "skip", reg.TAG_MODEL_VERSION: state["model_version"], "cara.reason": reason[:500]}
-    with _batch_run(registry, store, batch_id, tags) as run_id:
+    with _batch_run(registry, store, batch_id, tags, previous=last) as run_id:
         registry.log_metrics(run_id, {"cumulative_cost": state["cumulative_cost"], "decision": 0.0})
         _commit(registry, run_id, batch_id, state)
     return StepResult("processed", batch_id, None, "skip", reason, state["model_version"], None,

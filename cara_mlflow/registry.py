@@ -51,6 +51,11 @@ TAG_GATE = "cara.gate"
 TAG_TRAINING_RUN = "cara.training_run"
 TAG_MODEL_URI = "cara.model_uri"
 TAG_TIMELINE_THROUGH = "cara.timeline_through"
+#: Registered-model tag ``<batch>:<run_id>``: the batch run that committed ``cara.last_batch``,
+#: written just before the commit point. A hint, so a step finds that run by id instead of
+#: searching the experiment; trusted only when its batch is ``cara.last_batch`` and the run's own
+#: tags agree (a crash between the two writes leaves a hint for an uncommitted batch: ignored).
+TAG_LAST_RUN = "cara.last_run"
 
 
 class RegistryError(RuntimeError):
@@ -160,6 +165,8 @@ class Registry:
         self.production_alias = production_alias
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._experiment_id: str | None = None
+        self._last_run_hint: str | None = None   # cara.last_run as last read or written
+        self._hint_read = False
 
     # -- connectivity ---------------------------------------------------------
     def scope(self):
@@ -207,19 +214,47 @@ class Registry:
         return run.info.run_id
 
     def find_runs(self, run_type: str, *, batch: int | None = None, statuses: tuple[str, ...] | None = None,
-                  max_results: int = 1000):
-        """Runs of one type (optionally for one batch), newest first."""
+                  max_results: int = 1000, run_name: str | None = None):
+        """Runs of one type (optionally for one batch, optionally of one status), newest first.
+
+        A single status is filtered by the server, so ``max_results`` counts matching runs only.
+        With ``run_name`` (the name the lifecycle gives such runs: ``batch-<id>``, ``timeline``)
+        the server filters on the run's name alone — a plain scan of the runs table, where a
+        filter on tags walks every run's tag of that key (on sqlite, several times slower per
+        run in the experiment) — and the type and batch tags are checked here; a run renamed by
+        hand is then not found.
+        """
         exp = self.experiment_id(create=False)
         if exp is None:
             return []
         from mlflow.entities import ViewType
 
-        query = f"tags.`{TAG_RUN_TYPE}` = '{run_type}'"
-        if batch is not None:
-            query += f" and tags.`{TAG_BATCH}` = '{int(batch)}'"
+        if run_name is not None:
+            query = f"attributes.run_name = '{run_name}'"
+        else:
+            query = f"tags.`{TAG_RUN_TYPE}` = '{run_type}'"
+            if batch is not None:
+                query += f" and tags.`{TAG_BATCH}` = '{int(batch)}'"
+        if statuses is not None and len(statuses) == 1:
+            query += f" and attributes.status = '{statuses[0]}'"
         runs = self.client.search_runs([exp], filter_string=query, run_view_type=ViewType.ACTIVE_ONLY,
-                                       max_results=max_results, order_by=["attributes.start_time DESC"])
-        return [r for r in runs if statuses is None or r.info.status in statuses]
+                                       max_results=max_results if run_name is None else max(max_results, 100),
+                                       order_by=["attributes.start_time DESC"])
+        runs = [r for r in runs if (statuses is None or r.info.status in statuses)
+                and (run_name is None or (r.data.tags.get(TAG_RUN_TYPE) == run_type
+                                          and (batch is None or r.data.tags.get(TAG_BATCH) == str(int(batch)))))]
+        return runs[:max_results]
+
+    def get_run(self, run_id: str):
+        """The run ``run_id``, or None when it does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as exc:
+            if _is_missing(exc):
+                return None
+            raise
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
         import time
@@ -269,12 +304,41 @@ class Registry:
 
     def last_batch(self) -> int | None:
         model = self.registered_model()
-        value = None if model is None else model.tags.get(TAG_LAST_BATCH)
+        tags = {} if model is None else model.tags
+        self._last_run_hint, self._hint_read = tags.get(TAG_LAST_RUN), True   # with the commit point
+        value = tags.get(TAG_LAST_BATCH)
         return None if value is None else int(value)
 
-    def commit(self, batch_id: int) -> None:
-        """The commit point of a step: everything before it is redone by a rerun."""
+    def commit(self, batch_id: int, run_id: str | None = None) -> None:
+        """The commit point of a step: everything before it is redone by a rerun.
+
+        With ``run_id`` (the batch run committing), the hint ``cara.last_run`` is written first.
+        """
+        if run_id is not None:
+            hint = f"{int(batch_id)}:{run_id}"
+            self.client.set_registered_model_tag(self.name, TAG_LAST_RUN, hint)
+            self._last_run_hint, self._hint_read = hint, True
         self.client.set_registered_model_tag(self.name, TAG_LAST_BATCH, str(int(batch_id)))
+
+    def committed_run(self, last: int):
+        """The batch run that committed batch ``last``, found by id through ``cara.last_run``.
+
+        One lookup by primary key, whatever the length of the history. None when the hint is
+        missing (a history older than the hint), names another batch (a crash between the hint
+        and the commit point) or does not check out; the caller then searches.
+        """
+        if not self._hint_read:
+            self.last_batch()
+        batch, _, run_id = (self._last_run_hint or "").partition(":")
+        if not run_id or batch != str(int(last)):
+            return None
+        run = self.get_run(run_id)
+        if run is None or run.info.experiment_id != self.experiment_id(create=False):
+            return None
+        tags = run.data.tags
+        if tags.get(TAG_RUN_TYPE) != "batch" or tags.get(TAG_BATCH) != str(int(last)):
+            return None
+        return run
 
     def set_model_tag(self, key: str, value: str) -> None:
         self.client.set_registered_model_tag(self.name, key, str(value))
@@ -424,7 +488,8 @@ class Registry:
         links = {"model": f"{base}/#/models/{self.name}"}
         if exp is not None:
             links["runs"] = f"{base}/#/experiments/{exp}/runs"
-            timeline = self.find_runs("timeline", max_results=1)
+            timeline = (self.find_runs("timeline", run_name="timeline", max_results=1)
+                        or self.find_runs("timeline", max_results=1))
             if timeline:
                 links["timeline"] = f"{base}/#/experiments/{exp}/runs/{timeline[0].info.run_id}/model-metrics"
         return links

@@ -423,6 +423,7 @@ def test_tuning_run_and_active_policy_document(ran_store, tmp_path):
     assert set(doc["params"]) == {"tau_cum"}
     assert doc["params"]["tau_cum"] == pytest.approx(float(tune_run.data.params["theta.tau_cum"]))
     assert isinstance(doc["psi"]["gamma"], float) and doc["psi"]["gamma"] > 0
+    assert doc["psi"]["method"] == "auto"   # tune's default, every step's default
     assert doc["psi"]["gamma"] == pytest.approx(tune_run.data.metrics["gamma"])
     assert doc["features"] == ["x1", "x2"] and doc["target"] == "label"
     assert doc["trainer"]["model"] == "lr" and doc["trainer"]["holdout"] == 0.2
@@ -556,6 +557,34 @@ def test_step_killed_again_and_again_at_every_phase_then_rerun(fresh, tmp_path):
     # a batch run for every attempt from after-batch-run on: all but the committed one KILLED
     assert len(runs) == len(lifecycle.PHASES) - 2
     assert sorted(r.info.status for r in runs).count("FINISHED") == 1
+
+
+def test_committed_run_is_found_by_id_and_a_stale_hint_is_ignored(fresh):
+    """``cara.last_run`` (written just before the commit point) names the committing batch run,
+    so a step reads it by id; a hint for an uncommitted batch (a kill between the hint and the
+    commit point), for a run that does not exist or for another batch's run is not trusted."""
+    drop_batches_from(fresh, 9)                                       # pending: 6, 7, 8
+    reg = registry(fresh)
+    assert reg.committed_run(INIT_BATCH).info.run_id == the_batch_run(reg, INIT_BATCH).info.run_id
+    init_run = the_batch_run(reg, INIT_BATCH).info.run_id
+    reg.client.set_registered_model_tag(NAME, "cara.last_run", "6:0123456789abcdef0123456789abcdef")
+    assert registry(fresh).committed_run(INIT_BATCH) is None          # names batch 6, last is 5
+    ok(run_cli(fresh, "step"))
+    reg = registry(fresh)
+    assert reg.last_batch() == 6
+    run6 = the_batch_run(reg, 6).info.run_id
+    assert reg.registered_model().tags["cara.last_run"] == f"6:{run6}"
+    assert reg.committed_run(6).info.run_id == run6
+    for hint in ("6:0123456789abcdef0123456789abcdef", f"6:{init_run}", "garbage"):
+        reg.client.set_registered_model_tag(NAME, "cara.last_run", hint)
+        assert registry(fresh).committed_run(6) is None, hint
+    reg.client.set_registered_model_tag(NAME, "cara.last_run", f"6:{init_run}")
+    ok(run_cli(fresh, "step"))                                        # falls back to the search
+    reg = registry(fresh)
+    assert reg.last_batch() == 7
+    assert reg.committed_run(7).info.run_id == the_batch_run(reg, 7).info.run_id
+    assert {r.info.status for r in runs_of(reg, "batch")} == {"FINISHED"}
+    assert [s for s, _ in timeline_points(reg)] == [INIT_BATCH, 6, 7]
 
 
 # ---------------------------------------------------------------------------------- 6. concurrency
@@ -809,6 +838,13 @@ def test_dry_run_prints_a_decision_and_writes_nothing(fresh, cara):
     decision = json.loads(ok(cara(fresh, "step", "--dry-run", "--json")).stdout)
     assert decision["status"] == "dry-run" and decision["batch"] == 6 and decision["version"] == 1
     assert decision["decision"] in ("keep", "retrain")
+    assert snapshot(fresh) == before
+    # --psi-method reaches the step: on batches this small every method computes the exact Ψ̄
+    psi = {m: json.loads(ok(cara(fresh, "step", "--dry-run", "--json", "--psi-method", m)).stdout)["psi_bar"]
+           for m in ("exact", "sample")}
+    assert psi["exact"] == decision["psi_bar"] and psi["sample"] == pytest.approx(psi["exact"], rel=1e-12)
+    bad = cara(fresh, "step", "--dry-run", "--psi-method", "fast")
+    assert bad.returncode == 1 and "'fast' is not one of" in bad.stderr
     assert snapshot(fresh) == before
 
 

@@ -183,3 +183,9 @@ def test_bad_method_and_error_are_refused_in_one_line():
     with pytest.raises(ValueError, match="weights"):
         pair_sums(Q, Q, -np.ones(2), 1.0)
 
+
+
+def test_cli_lists_the_same_methods_as_the_core():
+    from cara_mlflow import cli
+
+    assert cli.PSI_METHODS == staleness.PSI_METHODS
