@@ -40,6 +40,8 @@ default) each estimated Ψ term is within ``rel_error`` (1% by default) of the e
 :func:`pair_sums` returns the interval's half-width with the value. The interval is a CLT
 interval over i.i.d. block estimates: reliable when the block estimates are not dominated by
 rare blocks (a few queries sitting on a dense cluster of errors that blocks mostly miss).
+Measured: 480 of 480 estimates within 1%, interval coverage 98.3–100% over four kinds of
+input (``benchmarks/calibrate_psi.py``).
 ``"auto"`` is exact while B_Q · n_wrong ≤ :data:`AUTO_EXACT_PAIRS` (bit-identical to
 ``"exact"`` there) and ``"sample"`` above: on COVERTYPE-like batches (B_D = 10⁶, B_Q = 10⁵)
 the blocks alone met 1% at a fraction of the features' cost, and plain features (no blocks)
