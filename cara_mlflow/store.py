@@ -62,6 +62,7 @@ import os
 import re
 import tempfile
 import warnings
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -678,7 +679,7 @@ def _reading(batch_id: int, path: Path) -> Iterator[None]:
         ) from error
 
 
-class _Table:
+class _Table(ABC):
     """A batch file opened for streaming: its columns up front, its rows chunk by chunk.
 
     ``columns`` are the columns a whole-file pandas read would give, in file order;
@@ -692,9 +693,9 @@ class _Table:
     def __init__(self, batch_id: int, path: Path) -> None:
         self.batch_id, self.path = batch_id, path
 
+    @abstractmethod
     def capacity(self) -> int:
         """Rows to preallocate: exact, or an estimate that a read corrects."""
-        raise NotImplementedError
 
     def known_dtype(self, name: str) -> Any:
         """The dtype of column ``name`` in a whole-file read, when known without the data."""
@@ -704,17 +705,17 @@ class _Table:
         """``names`` split into the column groups read in one pass over the file each."""
         return [names]
 
+    @abstractmethod
     def chunks(self, names: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
         """The columns ``names`` (all present), ``chunk_rows`` rows at a time."""
-        raise NotImplementedError
 
+    @abstractmethod
     def whole_dtype(self, name: str, seen: list[Any]) -> Any:
         """The dtype of column ``name`` in a whole-file read, from the dtypes of its chunks."""
-        raise NotImplementedError
 
+    @abstractmethod
     def column(self, name: str) -> pd.Series:
         """Column ``name`` whole, as a whole-file pandas read gives it."""
-        raise NotImplementedError
 
     def close(self) -> None:
         """Release the file."""
