@@ -28,7 +28,6 @@ from typing import Sequence
 import numpy as np
 
 from .staleness import (
-    AUTO_EXACT_PAIRS,
     DEFAULT_CONFIDENCE,
     DEFAULT_GAMMA,
     DEFAULT_REL_ERROR,
@@ -38,6 +37,7 @@ from .staleness import (
     _check_data,
     _check_points,
     _check_rel_error,
+    _computes_exactly,
     _child_seed,
     _pair_sums,
     _weighted_kernel_sums,
@@ -193,9 +193,6 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
 
     approximate = "sample" if method == "auto" else method
 
-    def exact(n_queries: int, n_points: int) -> bool:
-        return method == "exact" or (method == "auto" and n_queries * n_points <= AUTO_EXACT_PAIRS)
-
     # losses[t'][t] = ℓ(M_t' on D_t) for t >= t'
     losses: list[list[np.ndarray]] = []
     for tp in range(T):
@@ -213,7 +210,7 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
     for t in range(1, T):
         (X, _), Q = data[t], Qs[t]
         L = np.column_stack([losses[tp][t] for tp in range(t)])
-        if exact(Q.shape[0], X.shape[0]):
+        if _computes_exactly(method, Q.shape[0], X.shape[0]):
             sums = _weighted_kernel_sums(X, Q, None, g, max_block_bytes) @ L
         else:
             keep = np.flatnonzero(L.any(axis=1))
@@ -228,17 +225,17 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
             psi_then[tp, tp + 1:] = 0.0
             continue
         later = range(tp + 1, T)
-        if all(exact(Qs[t].shape[0], wrong.size) for t in later):   # all later queries at once
+        if all(_computes_exactly(method, Qs[t].shape[0], wrong.size) for t in later):   # all later queries at once
             per_query = _weighted_kernel_sums(stack_rows(Qs[tp + 1:]), X[wrong], own[wrong], g,
                                               max_block_bytes)
             starts = np.concatenate([[0], np.cumsum([Qs[t].shape[0] for t in later])[:-1]])
             psi_then[tp, tp + 1:] = np.add.reduceat(per_query, starts) / X.shape[0]
             continue
         for t in later:
-            psi_then[tp, t] = _pair_sums(Qs[t], X[wrong], own[wrong].reshape(-1, 1), g,
-                                         "exact" if exact(Qs[t].shape[0], wrong.size) else approximate,
-                                         rel_error, DEFAULT_CONFIDENCE, _child_seed(seed, 1, tp, t),
-                                         None, max_block_bytes).value[0] / X.shape[0]
+            how = "exact" if _computes_exactly(method, Qs[t].shape[0], wrong.size) else approximate
+            psi_then[tp, t] = _pair_sums(Qs[t], X[wrong], own[wrong].reshape(-1, 1), g, how, rel_error,
+                                         DEFAULT_CONFIDENCE, _child_seed(seed, 1, tp, t), None,
+                                         max_block_bytes).value[0] / X.shape[0]
     return StalenessTerms(psi_now=psi_now, psi_then=psi_then, gamma=g)
 
 

@@ -312,6 +312,11 @@ def check_psi_method(method: str) -> str:
     return method
 
 
+def _computes_exactly(method: str, n_queries: int, n_points: int) -> bool:
+    """Whether ``method`` sums a (queries × points) kernel exactly: ``auto``'s switch, in one place."""
+    return method == "exact" or (method == "auto" and n_queries * n_points <= AUTO_EXACT_PAIRS)
+
+
 def _check_rel_error(rel_error: float, confidence: float) -> None:
     if not (isinstance(rel_error, (int, float)) and 0 < rel_error < 1):
         raise ValueError(f"rel_error: expected a number in (0, 1), got {rel_error!r}")
@@ -442,7 +447,7 @@ def _pair_sums(Q, P, W: np.ndarray, gamma: float, method: str, rel_error: float,
         value = _weighted_kernel_sums(P, Q, None, gamma, max_block_bytes) @ W if n_p else np.zeros(k)
         return PairSums(value, np.zeros(k), "exact", 0, n_q * n_p)
 
-    if method == "exact" or (method == "auto" and n_q * n_p <= AUTO_EXACT_PAIRS) or n_p == 0:
+    if _computes_exactly(method, n_q, n_p) or n_p == 0:
         return exact()
     rng = np.random.default_rng(seed)
     if n_features is not None:
@@ -501,8 +506,7 @@ def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamm
     nonzero = np.flatnonzero(losses)
     if nonzero.size == 0:
         return 0.0
-    if check_psi_method(method) == "exact" or (method == "auto"
-                                               and queries.shape[0] * nonzero.size <= AUTO_EXACT_PAIRS):
+    if _computes_exactly(check_psi_method(method), queries.shape[0], nonzero.size):
         w = _weighted_kernel_sums(X[nonzero], queries, None, gamma, max_block_bytes)
         return float(w @ losses[nonzero]) / n_rows
     _check_rel_error(rel_error, DEFAULT_CONFIDENCE)
