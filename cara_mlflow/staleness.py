@@ -506,9 +506,7 @@ def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamm
     nonzero = np.flatnonzero(losses)
     if nonzero.size == 0:
         return 0.0
-    if _computes_exactly(check_psi_method(method), queries.shape[0], nonzero.size):
-        w = _weighted_kernel_sums(X[nonzero], queries, None, gamma, max_block_bytes)
-        return float(w @ losses[nonzero]) / n_rows
+    check_psi_method(method)
     _check_rel_error(rel_error, DEFAULT_CONFIDENCE)
     est = _pair_sums(queries, X[nonzero], losses[nonzero].reshape(-1, 1), gamma, method, rel_error,
                      DEFAULT_CONFIDENCE, seed, None, max_block_bytes)
