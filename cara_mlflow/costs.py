@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import InputError
 from .staleness import (
     DEFAULT_CONFIDENCE,
     DEFAULT_GAMMA,
@@ -95,13 +96,13 @@ def check_kappa(kappa, T: int) -> np.ndarray:
     try:
         k = np.asarray(kappa, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"kappa: expected a positive number or one per batch, got {kappa!r}") from None
+        raise InputError(f"kappa: expected a positive number or one per batch, got {kappa!r}") from None
     if k.ndim == 0:
         k = np.full(T, float(k))
     elif k.shape != (T,):
-        raise ValueError(f"kappa: expected a scalar or {T} values (one per batch), got shape {k.shape}")
+        raise InputError(f"kappa: expected a scalar or {T} values (one per batch), got shape {k.shape}")
     if not np.isfinite(k).all() or (k <= 0).any():
-        raise ValueError(f"kappa: expected finite values > 0 (the cost of one retrain), got {kappa!r}")
+        raise InputError(f"kappa: expected finite values > 0 (the cost of one retrain), got {kappa!r}")
     return k
 
 
@@ -140,7 +141,7 @@ def predict_later(models: Sequence, Xs: Sequence[np.ndarray]) -> list[list[np.nd
 
 def _split_batches(batches, queries):
     if len(batches) == 0:
-        raise ValueError("batches: is empty; expected at least one (X, y) batch")
+        raise InputError("batches: is empty; expected at least one (X, y) batch")
     data = [_check_data(f"batches[{t}]", b) for t, b in enumerate(batches)]
     d = data[0][0].shape[1]
     data = [_check_data(f"batches[{t}]", b, d) for t, b in enumerate(data)]
@@ -148,7 +149,7 @@ def _split_batches(batches, queries):
         Qs = [X for X, _ in data]
     else:
         if len(queries) != len(data):
-            raise ValueError(f"queries: has {len(queries)} batches, expected {len(data)} (one per data batch)")
+            raise InputError(f"queries: has {len(queries)} batches, expected {len(data)} (one per data batch)")
         Qs = [_check_points(f"queries[{t}]", q, d) for t, q in enumerate(queries)]
     return data, Qs
 
@@ -182,11 +183,11 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
     T = len(data)
     if predictions is None:
         if models is None or len(models) != T:
-            raise ValueError(f"models: expected {T} fitted models (one per batch), "
+            raise InputError(f"models: expected {T} fitted models (one per batch), "
                              f"got {None if models is None else len(models)}")
         predictions = predict_later(models, [X for X, _ in data])
     elif len(predictions) != T:
-        raise ValueError(f"predictions: expected {T} rows (one per model), got {len(predictions)}")
+        raise InputError(f"predictions: expected {T} rows (one per model), got {len(predictions)}")
     g = resolve_gamma(gamma, stack_rows([X for X, _ in data])) if isinstance(gamma, str) \
         else resolve_gamma(gamma, data[0][0])
     loss_fn = resolve_loss(loss)
@@ -200,7 +201,7 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
         y_later = np.concatenate([y for _, y in data[tp:]])
         values = np.asarray(loss_fn(y_later, np.concatenate(preds)), dtype=np.float64).reshape(-1)
         if values.shape[0] != y_later.shape[0] or not np.isfinite(values).all() or (values < 0).any():
-            raise ValueError("loss: expected one finite loss >= 0 per sample")
+            raise InputError("loss: expected one finite loss >= 0 per sample")
         losses.append([None] * tp + np.split(values, np.cumsum([p.shape[0] for p in preds])[:-1]))
 
     psi_now = np.full((T, T), np.nan)
@@ -270,24 +271,24 @@ def check_cost_matrix(C) -> np.ndarray:
     >>> check_cost_matrix([[1.0, 0.2], [1.0, 1.0]])
     Traceback (most recent call last):
     ...
-    ValueError: C: has finite entries below the diagonal; expected +inf there (C[t', t] is used only for t' <= t)
+    cara_mlflow.errors.InputError: C: has finite entries below the diagonal; expected +inf there (C[t', t] is used only for t' <= t)
     """
     try:
         C = np.asarray(C, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("C: expected a square 2-D float array") from None
+        raise InputError("C: expected a square 2-D float array") from None
     if C.ndim != 2 or C.shape[0] != C.shape[1] or C.shape[0] == 0:
-        raise ValueError(f"C: expected a non-empty square (T, T) array, got shape {C.shape}")
+        raise InputError(f"C: expected a non-empty square (T, T) array, got shape {C.shape}")
     T = C.shape[0]
     if np.isfinite(C[np.tril_indices(T, -1)]).any():
-        raise ValueError("C: has finite entries below the diagonal; expected +inf there "
+        raise InputError("C: has finite entries below the diagonal; expected +inf there "
                          "(C[t', t] is used only for t' <= t)")
     upper = C[np.triu_indices(T)]
     if not np.isfinite(upper).all():
-        raise ValueError("C: has NaN or inf on or above the diagonal; expected finite costs there")
+        raise InputError("C: has NaN or inf on or above the diagonal; expected finite costs there")
     diag = np.diag(C)
     if (diag <= 0).any():
-        raise ValueError("C: has a diagonal entry <= 0; expected retraining costs kappa > 0")
+        raise InputError("C: has a diagonal entry <= 0; expected retraining costs kappa > 0")
     return C
 
 
@@ -299,14 +300,14 @@ def check_strategy(strategy, T: int) -> np.ndarray:
     """
     s = np.asarray(strategy)
     if s.shape != (T,) or not np.issubdtype(s.dtype, np.integer):
-        raise ValueError(f"strategy: expected {T} integer model indices (one per batch), got {strategy!r}")
+        raise InputError(f"strategy: expected {T} integer model indices (one per batch), got {strategy!r}")
     if s[0] != 0:
-        raise ValueError("strategy: expected s_0 = 0 (the first model is trained on the first batch)")
+        raise InputError("strategy: expected s_0 = 0 (the first model is trained on the first batch)")
     t = np.arange(T)
     ok = (s[1:] == s[:-1]) | (s[1:] == t[1:])
     if not ok.all():
         bad = int(np.flatnonzero(~ok)[0]) + 1
-        raise ValueError(f"strategy: s_{bad} = {s[bad]} is neither s_{bad - 1} (Keep) nor {bad} (Retrain)")
+        raise InputError(f"strategy: s_{bad} = {s[bad]} is neither s_{bad - 1} (Keep) nor {bad} (Retrain)")
     return s.astype(np.int64)
 
 
@@ -320,7 +321,7 @@ def strategy_from_retrains(retrain_at, T: int) -> np.ndarray:
     mark[0] = True
     r = np.asarray(list(retrain_at), dtype=np.int64)
     if r.size and ((r < 0) | (r >= T)).any():
-        raise ValueError(f"retrain_at: expected batch indices in [0, {T}), got {list(retrain_at)}")
+        raise InputError(f"retrain_at: expected batch indices in [0, {T}), got {list(retrain_at)}")
     mark[r] = True
     return np.maximum.accumulate(np.where(mark, np.arange(T), 0))
 
@@ -365,5 +366,5 @@ def scpe(cost: float, oracle_cost: float) -> float:
     """
     cost, oracle_cost = float(cost), float(oracle_cost)
     if not np.isfinite(oracle_cost) or oracle_cost == 0:
-        raise ValueError(f"oracle_cost: expected a finite non-zero cost, got {oracle_cost}")
+        raise InputError(f"oracle_cost: expected a finite non-zero cost, got {oracle_cost}")
     return 100.0 * abs(oracle_cost - cost) / abs(oracle_cost)

@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .errors import InputError
+
 __all__ = [
     "POLICIES",
     "AdwinPolicy",
@@ -50,7 +52,7 @@ __all__ = [
 
 
 def _check_real(name, value, *, low=None, high=None, low_open=False, high_open=False) -> float:
-    """Return ``value`` as a float, or raise a ValueError naming ``name`` and what was expected."""
+    """Return ``value`` as a float, or raise an InputError naming ``name`` and what was expected."""
     if low is not None and high is not None:
         expected = (
             f"a number in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
@@ -61,14 +63,14 @@ def _check_real(name, value, *, low=None, high=None, low_open=False, high_open=F
         expected = "a finite number"
     # bool is a numbers.Real too, but True as a threshold is always a mistake.
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
     v = float(value)
     if (
         not math.isfinite(v)
         or (low is not None and (v <= low if low_open else v < low))
         or (high is not None and (v >= high if high_open else v > high))
     ):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
     return v
 
 
@@ -81,27 +83,27 @@ def _check_int(name, value, *, low=None, high=None) -> int:
     else:
         expected = "an integer"
     if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
     if not isinstance(value, numbers.Integral) and not (
         isinstance(value, numbers.Real) and float(value).is_integer()
     ):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
     v = int(value)
     if (low is not None and v < low) or (high is not None and v > high):
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+        raise InputError(f"{name}: expected {expected}, got {value!r}")
     return v
 
 
 def _check_fields(state, policy: str, fields: tuple[str, ...]) -> None:
     """Check that a state is a mapping with exactly ``fields``."""
     if not isinstance(state, Mapping):
-        raise ValueError(f"state: expected a dict for the {policy} policy, got {state!r}")
+        raise InputError(f"state: expected a dict for the {policy} policy, got {state!r}")
     for f in fields:
         if f not in state:
-            raise ValueError(f"state.{f}: missing from the {policy} policy's state")
+            raise InputError(f"state.{f}: missing from the {policy} policy's state")
     for f in state:
         if f not in fields:
-            raise ValueError(f"state.{f}: not a field of the {policy} policy's state")
+            raise InputError(f"state.{f}: not a field of the {policy} policy's state")
 
 
 def _fmt(x: float) -> str:
@@ -136,7 +138,7 @@ class Observation:
     >>> Observation(t=2, trained_on=2, psi_bar=0.7)
     Traceback (most recent call last):
     ...
-    ValueError: trained_on: expected an integer in [0, 1], got 2
+    cara_mlflow.errors.InputError: trained_on: expected an integer in [0, 1], got 2
 
     """
 
@@ -233,7 +235,7 @@ class Policy(abc.ABC):
         return {}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        """Restore a state returned by :meth:`get_state` (ValueError naming a bad field)."""
+        """Restore a state returned by :meth:`get_state` (InputError naming a bad field)."""
         _check_fields(state, self.name, ())
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,15 +251,15 @@ class Policy(abc.ABC):
 
         """
         if not isinstance(d, Mapping) or "policy" not in d:
-            raise ValueError(
+            raise InputError(
                 f"policy: expected a dict with keys 'policy', 'params', 'state', got {d!r}"
             )
         policy_cls = _lookup(d["policy"])
         if cls is not Policy and policy_cls is not cls:
-            raise ValueError(f"policy: expected {cls.name!r}, got {d['policy']!r}")
+            raise InputError(f"policy: expected {cls.name!r}, got {d['policy']!r}")
         params = d.get("params", {})
         if not isinstance(params, Mapping):
-            raise ValueError(f"params: expected a dict of parameters, got {params!r}")
+            raise InputError(f"params: expected a dict of parameters, got {params!r}")
         policy = make_policy(d["policy"], **params)
         if "state" in d:
             policy.set_state(d["state"])
@@ -447,7 +449,7 @@ class Markov(Policy):
         elif self.kappa is not None:
             kappa = self.kappa
         else:
-            raise ValueError(
+            raise InputError(
                 "kappa: the markov policy needs the retraining cost κ_t: "
                 "pass kappa= to the policy or set Observation.kappa"
             )
@@ -496,7 +498,7 @@ class OracleFollower(Policy):
 
     def __init__(self, retrain_at: Iterable[int]):
         if isinstance(retrain_at, (str, bytes, Mapping)) or not isinstance(retrain_at, Iterable):
-            raise ValueError(f"retrain_at: expected a list of batch indices, got {retrain_at!r}")
+            raise InputError(f"retrain_at: expected a list of batch indices, got {retrain_at!r}")
         self.retrain_at = sorted(
             {_check_int(f"retrain_at[{i}]", v, low=0) for i, v in enumerate(retrain_at)}
         )
@@ -535,19 +537,19 @@ class _DetectorPolicy(Policy):
 
     def _errors(self, obs: Observation) -> np.ndarray:
         if obs.errors is None:
-            raise ValueError(
+            raise InputError(
                 f"errors: the {self.name} policy needs the current model's per-sample "
                 "0/1 errors on the batch"
             )
         e = np.asarray(obs.errors)
         if e.ndim != 1 or e.dtype.kind not in "biuf":
-            raise ValueError(
+            raise InputError(
                 f"errors: expected a 1-D array of 0/1 values, got dtype {e.dtype} "
                 f"and shape {e.shape}"
             )
         bad = np.flatnonzero((e != 0) & (e != 1))  # NaN is caught too
         if bad.size:
-            raise ValueError(
+            raise InputError(
                 f"errors: expected 0/1 values, got {e[bad[0]]!r} at sample {bad[0]}"
             )
         return e.astype(np.uint8)
@@ -590,19 +592,19 @@ class _DetectorPolicy(Policy):
         try:
             raw = np.frombuffer(base64.b64decode(packed, validate=True), np.uint8)
         except (TypeError, ValueError):  # binascii.Error is a ValueError
-            raise ValueError(
+            raise InputError(
                 f"state.errors: expected a base64 string, got {packed!r:.60}"
             ) from None
         unpacked = np.unpackbits(raw)
         if raw.size != -(-n // 8) or unpacked[n:].any():
-            raise ValueError(
+            raise InputError(
                 f"state.errors: expected {n} packed bits (state.n_errors), got {raw.size} bytes"
             )
         bits = unpacked[:n]
         detector = self._new_detector()
         if self._feed(detector, bits):
             # get_state keeps only the errors after the last detection, so a replay never fires.
-            raise ValueError(
+            raise InputError(
                 f"state.errors: replaying them fires the {self._label} detector: "
                 "not a state written by this policy with these parameters"
             )
@@ -738,7 +740,7 @@ def _lookup(name) -> type[Policy]:
     try:
         return POLICIES[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise InputError(
             f"unknown policy {name!r}: expected one of {', '.join(POLICIES)}"
         ) from None
 
@@ -753,7 +755,7 @@ def make_policy(name: str, **params) -> Policy:
     >>> make_policy("cara-x")
     Traceback (most recent call last):
     ...
-    ValueError: unknown policy 'cara-x': expected one of cara-t, cara-ct, cara-p, markov, nr,
+    cara_mlflow.errors.InputError: unknown policy 'cara-x': expected one of cara-t, cara-ct, cara-p, markov, nr,
     oracle, adwin, ddm
 
     """
@@ -762,13 +764,13 @@ def make_policy(name: str, **params) -> Policy:
     names = cls._param_names()
     for p in params:
         if p not in names:
-            raise ValueError(
+            raise InputError(
                 f"{p}: not a parameter of the {name} policy: expected one of "
                 f"{', '.join(names) or '(none)'}"
             )
     for p in names:
         if p not in params and signature[p].default is inspect.Parameter.empty:
-            raise ValueError(f"{p}: the {name} policy needs this parameter")
+            raise InputError(f"{p}: the {name} policy needs this parameter")
     return cls(**params)
 
 

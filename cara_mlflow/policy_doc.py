@@ -10,11 +10,12 @@ evaluated, and it names no model to load (models come from the registry alone).
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from .policies import POLICIES, make_policy
-from .staleness import PSI_METHODS
+from .errors import InputError
+from .names import PSI_METHODS
+from .policies import make_policy
+from .validate import is_positive, tunable_policies
 
 __all__ = ["POLICY_FORMAT", "FIELDS", "parse_policy_document", "check_policy_document"]
 
@@ -29,7 +30,8 @@ _FIX = "re-run `cara-mlflow tune` to register a valid policy"
 
 
 def parse_policy_document(text: str | bytes, source: str = "policy.json") -> dict:
-    """Parse and check a policy document; ``ValueError`` (one line) if it is not valid.
+    """Parse and check a policy document; :class:`~cara_mlflow.errors.InputError` (one line) if it
+    is not valid.
 
     >>> doc = {"format": 1, "name": "m", "policy": "cara-t", "params": {"tau": 2.0}, "kappa": 5.0,
     ...        "psi": {"gamma": 1.5, "loss": "zero_one"}, "target": "label", "features": ["x"],
@@ -39,13 +41,13 @@ def parse_policy_document(text: str | bytes, source: str = "policy.json") -> dic
     >>> parse_policy_document("{not json")
     Traceback (most recent call last):
     ...
-    ValueError: policy.json: not valid JSON (line 1, column 2: Expecting property name enclosed in double quotes); re-run `cara-mlflow tune` to register a valid policy
+    cara_mlflow.errors.InputError: policy.json: not valid JSON (line 1, column 2: Expecting property name enclosed in double quotes); re-run `cara-mlflow tune` to register a valid policy
     """
     try:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise ValueError(f"{source}: not valid JSON ({where}); {_FIX}") from None
+        raise InputError(f"{source}: not valid JSON ({where}); {_FIX}") from None
     return check_policy_document(doc, source)
 
 
@@ -55,20 +57,20 @@ def check_policy_document(doc: Any, source: str = "policy.json") -> dict:
     >>> check_policy_document({"format": 1})
     Traceback (most recent call last):
     ...
-    ValueError: policy.json: missing field 'name'; re-run `cara-mlflow tune` to register a valid policy
+    cara_mlflow.errors.InputError: policy.json: missing field 'name'; re-run `cara-mlflow tune` to register a valid policy
     """
     if not isinstance(doc, dict):
-        raise ValueError(f"{source}: expected a JSON object, got {type(doc).__name__}; {_FIX}")
+        raise InputError(f"{source}: expected a JSON object, got {type(doc).__name__}; {_FIX}")
     unknown = sorted(set(doc) - set(FIELDS) - {"_version"})
     if unknown:
-        raise ValueError(f"{source}: unknown field {unknown[0]!r}; expected only {', '.join(FIELDS)}; {_FIX}")
+        raise InputError(f"{source}: unknown field {unknown[0]!r}; expected only {', '.join(FIELDS)}; {_FIX}")
     for key, required in FIELDS.items():
         if required and key not in doc:
-            raise ValueError(f"{source}: missing field {key!r}; {_FIX}")
+            raise InputError(f"{source}: missing field {key!r}; {_FIX}")
 
     def bad(field: str, expected: str):
         value = repr(doc_get(field))
-        return ValueError(f"{source}: field {field!r} is {value[:80]}; expected {expected}; {_FIX}")
+        return InputError(f"{source}: field {field!r} is {value[:80]}; expected {expected}; {_FIX}")
 
     def doc_get(field: str):
         value: Any = doc
@@ -80,18 +82,18 @@ def check_policy_document(doc: Any, source: str = "policy.json") -> dict:
         raise bad("format", f"{POLICY_FORMAT} (this version of cara-mlflow)")
     if not isinstance(doc["name"], str) or not doc["name"]:
         raise bad("name", "the registered model's name")
-    if not isinstance(doc["policy"], str) or doc["policy"] not in POLICIES or doc["policy"] == "oracle":
-        raise bad("policy", f"one of {', '.join(p for p in POLICIES if p != 'oracle')}")
+    if not isinstance(doc["policy"], str) or doc["policy"] not in tunable_policies():
+        raise bad("policy", f"one of {', '.join(tunable_policies())}")
     if not isinstance(doc["params"], dict):
         raise bad("params", "an object of policy parameters")
     try:
         make_policy(doc["policy"], **doc["params"])
     except (TypeError, ValueError) as exc:
         detail = " ".join(str(exc).split())[:160]
-        raise ValueError(f"{source}: field 'params' does not fit {doc['policy']!r} ({detail}); {_FIX}") from None
-    if not _positive(doc["kappa"]):
+        raise InputError(f"{source}: field 'params' does not fit {doc['policy']!r} ({detail}); {_FIX}") from None
+    if not is_positive(doc["kappa"]):
         raise bad("kappa", "a finite number > 0")
-    if not isinstance(doc["psi"], dict) or not _positive(doc["psi"].get("gamma")):
+    if not isinstance(doc["psi"], dict) or not is_positive(doc["psi"].get("gamma")):
         raise bad("psi.gamma", "a finite number > 0 (the RBF kernel's γ)")
     if doc["psi"].get("loss", "zero_one") != "zero_one":
         raise bad("psi.loss", "'zero_one'")
@@ -111,12 +113,7 @@ def check_policy_document(doc: Any, source: str = "policy.json") -> dict:
         TrainerSettings(**doc["trainer"])
     except (TypeError, ValueError) as exc:
         detail = " ".join(str(exc).split())[:160]
-        raise ValueError(f"{source}: field 'trainer' is not valid ({detail}); {_FIX}") from None
+        raise InputError(f"{source}: field 'trainer' is not valid ({detail}); {_FIX}") from None
     if doc.get("project_uri") is not None and not isinstance(doc["project_uri"], str):
         raise bad("project_uri", "a string or null")
     return doc
-
-
-def _positive(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and value > 0)

@@ -22,6 +22,8 @@ import numpy as np
 
 from .costs import (StalenessTerms, check_kappa, predict_later, retrains_from_strategy, scpe,
                     staleness_terms, strategy_cost)
+from .errors import InputError
+from .names import MODEL_NAMES
 from .oracle import solve
 from .policies import POLICIES, Observation, make_policy
 from .staleness import DEFAULT_GAMMA, resolve_gamma, stack_rows
@@ -45,6 +47,7 @@ def _sgd_logistic(seed: int):
 
 #: Model names users type (DESIGN.md): a factory ``seed -> unfitted estimator``.
 MODELS: dict[str, Callable[[int], object]] = {"rf": _random_forest, "lr": _sgd_logistic}
+assert tuple(MODELS) == MODEL_NAMES, "simulate.MODELS must define exactly names.MODEL_NAMES, in order"
 
 
 class ConstantModel:
@@ -70,7 +73,7 @@ def make_model(model: str | Callable[[int], object], X: np.ndarray, y: np.ndarra
     """
     if isinstance(model, str):
         if model not in MODELS:
-            raise ValueError(f"model: unknown model {model!r}: expected one of {', '.join(MODELS)} or a factory")
+            raise InputError(f"model: unknown model {model!r}: expected one of {', '.join(MODELS)} or a factory")
         factory = MODELS[model]
     else:
         factory = model
@@ -220,7 +223,7 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
                if isinstance(stream, str) else list(stream))
     T = len(batches)
     if not 2 <= n_offline <= T - 2:
-        raise ValueError(f"n_offline: expected between 2 and {T - 2} (the stream has {T} batches), got {n_offline}")
+        raise InputError(f"n_offline: expected between 2 and {T - 2} (the stream has {T} batches), got {n_offline}")
     note = progress or (lambda message: None)
     timings: dict[str, float] = {}
 
@@ -274,7 +277,7 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
     policies = list(POLICIES) if policies is None else list(policies)
     for name in policies:
         if name not in POLICIES:
-            raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
+            raise InputError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
     kappa_value = float(check_kappa(kappa, 1)[0])
     note = progress or (lambda message: None)
     p = prepared
@@ -336,7 +339,7 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     """
     for name in policies or ():
         if name not in POLICIES:
-            raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
+            raise InputError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
     check_kappa(kappa, 1)
     prepared = prepare(stream, n_offline=n_offline, model=model, seed=seed, gamma=gamma, loss=loss,
                        n_batches=n_batches, batch_size=batch_size, psi_method=psi_method, progress=progress)

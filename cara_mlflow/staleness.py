@@ -57,6 +57,9 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from scipy import sparse
 
+from .errors import InputError
+from .names import PSI_METHODS
+
 __all__ = [
     "stack_rows",
     "LOSSES",
@@ -92,9 +95,6 @@ MAX_BLOCK_BYTES = 64 * 2**20
 
 #: Kernel blocks are cut to this size even when ``max_block_bytes`` allows more (faster here).
 _WORK_BLOCK_BYTES = 8 * 2**20
-
-#: How Ψ sums are computed (module docstring, "Large batches").
-PSI_METHODS = ("exact", "sample", "rff", "auto")
 
 #: ``method="auto"`` is exact up to this many (query, weighted point) pairs per sum. About
 #: 0.1 s of exact kernels here; above it the features and the sample cost less
@@ -147,7 +147,7 @@ def resolve_loss(loss: str | LossFn) -> LossFn:
     try:
         return LOSSES[loss]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise InputError(
             f"loss: unknown loss {loss!r}: expected one of {', '.join(LOSSES)} "
             "or a callable (y_true, y_pred) -> per-sample losses"
         ) from None
@@ -187,26 +187,26 @@ def resolve_gamma(gamma: Gamma, X: np.ndarray) -> float:
     """
     if isinstance(gamma, str):
         if gamma != "scale":
-            raise ValueError(f"gamma: expected a positive number or 'scale', got {gamma!r}")
+            raise InputError(f"gamma: expected a positive number or 'scale', got {gamma!r}")
         if sparse.issparse(X):
             size = X.shape[0] * X.shape[1]
             if size == 0:
-                raise ValueError("gamma='scale' needs a non-empty 2-D X to measure its variance")
+                raise InputError("gamma='scale' needs a non-empty 2-D X to measure its variance")
             mean = X.sum() / size
             var = float(X.multiply(X).sum() / size - mean * mean)
         else:
             X = np.asarray(X, dtype=np.float64)
             if X.ndim != 2 or X.shape[0] == 0:
-                raise ValueError("gamma='scale' needs a non-empty 2-D X to measure its variance")
+                raise InputError("gamma='scale' needs a non-empty 2-D X to measure its variance")
             var = float(X.var())
         d = X.shape[1]
         return 1.0 / (d * var) if var > 0 else 1.0 / d
     try:
         value = float(gamma)
     except (TypeError, ValueError):
-        raise ValueError(f"gamma: expected a positive number or 'scale', got {gamma!r}") from None
+        raise InputError(f"gamma: expected a positive number or 'scale', got {gamma!r}") from None
     if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"gamma: expected a positive finite number or 'scale', got {gamma!r}")
+        raise InputError(f"gamma: expected a positive finite number or 'scale', got {gamma!r}")
     return value
 
 
@@ -216,26 +216,26 @@ def _check_points(name: str, X, d: int | None = None) -> np.ndarray:
     if sparse.issparse(X):
         X = sparse.csr_matrix(X, dtype=np.float64)
         if X.shape[0] == 0:
-            raise ValueError(f"{name}: is empty; expected at least one row")
+            raise InputError(f"{name}: is empty; expected at least one row")
         if d is not None and X.shape[1] != d:
-            raise ValueError(f"{name}: has {X.shape[1]} features, expected {d} (as the other inputs)")
+            raise InputError(f"{name}: has {X.shape[1]} features, expected {d} (as the other inputs)")
         if not np.isfinite(X.data).all():
-            raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+            raise InputError(f"{name}: contains NaN or inf; expected finite values")
         return X
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a 2-D numeric array") from None
+        raise InputError(f"{name}: expected a 2-D numeric array") from None
     if X.ndim == 1 and d is not None and X.size == d:
         X = X.reshape(1, d)
     if X.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}")
+        raise InputError(f"{name}: expected a 2-D array (n_samples, n_features), got shape {X.shape}")
     if X.shape[0] == 0:
-        raise ValueError(f"{name}: is empty; expected at least one row")
+        raise InputError(f"{name}: is empty; expected at least one row")
     if d is not None and X.shape[1] != d:
-        raise ValueError(f"{name}: has {X.shape[1]} features, expected {d} (as the other inputs)")
+        raise InputError(f"{name}: has {X.shape[1]} features, expected {d} (as the other inputs)")
     if not np.isfinite(X).all():
-        raise ValueError(f"{name}: contains NaN or inf; expected finite values")
+        raise InputError(f"{name}: contains NaN or inf; expected finite values")
     return X
 
 
@@ -243,11 +243,11 @@ def _check_data(name: str, data, d: int | None = None) -> tuple[np.ndarray, np.n
     try:
         X, y = data
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected an (X, y) pair") from None
+        raise InputError(f"{name}: expected an (X, y) pair") from None
     X = _check_points(f"{name} X", X, d)
     y = np.asarray(y)
     if y.shape[0] != X.shape[0]:
-        raise ValueError(f"{name}: X has {X.shape[0]} rows but y has {y.shape[0]}; expected equal")
+        raise InputError(f"{name}: X has {X.shape[0]} rows but y has {y.shape[0]}; expected equal")
     return X, y
 
 
@@ -302,13 +302,13 @@ def kernel_sums(queries, points, gamma: Gamma = DEFAULT_GAMMA, *,
 
 
 def check_psi_method(method: str) -> str:
-    """Return ``method`` if it is one of :data:`PSI_METHODS`, else raise a one-line ValueError.
+    """Return ``method`` if it is one of :data:`PSI_METHODS`, else raise a one-line InputError.
 
     >>> check_psi_method("auto")
     'auto'
     """
     if method not in PSI_METHODS:
-        raise ValueError(f"psi method: unknown {method!r}; expected one of {', '.join(PSI_METHODS)}")
+        raise InputError(f"psi method: unknown {method!r}; expected one of {', '.join(PSI_METHODS)}")
     return method
 
 
@@ -319,9 +319,9 @@ def _computes_exactly(method: str, n_queries: int, n_points: int) -> bool:
 
 def _check_rel_error(rel_error: float, confidence: float) -> None:
     if not (isinstance(rel_error, (int, float)) and 0 < rel_error < 1):
-        raise ValueError(f"rel_error: expected a number in (0, 1), got {rel_error!r}")
+        raise InputError(f"rel_error: expected a number in (0, 1), got {rel_error!r}")
     if not (isinstance(confidence, (int, float)) and 0 < confidence < 1):
-        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
+        raise InputError(f"confidence: expected a number in (0, 1), got {confidence!r}")
 
 
 def rff_feature_count(rel_error: float = DEFAULT_REL_ERROR) -> int:
@@ -427,7 +427,7 @@ def pair_sums(queries, points, weights, gamma: Gamma = DEFAULT_GAMMA, *, method:
     column = W.ndim == 1
     W = W.reshape(W.shape[0], -1)
     if W.shape[0] != P.shape[0] or not np.isfinite(W).all() or (W < 0).any():
-        raise ValueError(f"weights: expected {P.shape[0]} finite non-negative rows (one per point)")
+        raise InputError(f"weights: expected {P.shape[0]} finite non-negative rows (one per point)")
     g = resolve_gamma(gamma, P)
     keep = np.flatnonzero(W.any(axis=1))
     P, W = P[keep], W[keep]
@@ -516,10 +516,10 @@ def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamm
 def _losses(model, X: np.ndarray, y: np.ndarray, loss_fn: LossFn, name: str) -> np.ndarray:
     losses = np.asarray(loss_fn(y, model.predict(X)), dtype=np.float64).reshape(-1)
     if losses.shape[0] != X.shape[0]:
-        raise ValueError(f"loss: returned {losses.shape[0]} values for {name} of {X.shape[0]} rows; "
+        raise InputError(f"loss: returned {losses.shape[0]} values for {name} of {X.shape[0]} rows; "
                          "expected one loss per sample")
     if not np.isfinite(losses).all() or (losses < 0).any():
-        raise ValueError(f"loss: returned negative or non-finite values on {name}; expected losses >= 0")
+        raise InputError(f"loss: returned negative or non-finite values on {name}; expected losses >= 0")
     return losses
 
 

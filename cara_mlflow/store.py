@@ -14,10 +14,11 @@ data points are the queries.
 A directory under ``batches/`` whose name is not a non-negative integer is ignored with a
 :class:`BatchStoreWarning`; two directories with the same id (``7`` and ``007``) are an error.
 
-Every problem with a batch raises :class:`BatchStoreError`, a ``ValueError`` whose message is
-one line naming the batch, the file or column, and what is expected. Reading validates: the
-target column is present and has no missing value, every feature is present, numeric (bool and
-integers are converted to float64) and finite, and neither file is empty.
+Every problem with a batch raises :class:`BatchStoreError`, an :class:`~cara_mlflow.errors.InputError`
+(so a ``ValueError``) whose message is one line naming the batch, the file or column, and what is
+expected. Reading validates: the target column is present and has no missing value, every
+feature is present, numeric (bool and integers are converted to float64) and finite, and neither
+file is empty.
 
 Reading streams: a file is read :data:`CHUNK_ROWS` rows at a time (parquet through
 ``pyarrow.parquet.ParquetFile.iter_batches``, csv through ``pandas.read_csv(chunksize=...)``),
@@ -71,6 +72,8 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from .errors import InputError
+
 __all__ = [
     "BatchStoreError",
     "BatchStoreWarning",
@@ -111,7 +114,7 @@ _ID_PATTERN = re.compile(r"[0-9]+", re.ASCII)
 _READ_ERRORS = (OSError, ValueError, TypeError, NotImplementedError, ImportError)
 
 
-class BatchStoreError(ValueError):
+class BatchStoreError(InputError):
     """A batch store or one of its batches is missing, incomplete or malformed.
 
     The message is one line naming the batch, the file or column, and the fix.

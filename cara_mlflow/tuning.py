@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .costs import check_cost_matrix, strategy_from_retrains
+from .errors import InputError
+from .names import TUNING_METHODS
 
 __all__ = ["TUNING_METHODS", "TuningResult", "PolicyTuner", "threshold_costs"]
-
-TUNING_METHODS = ("exact", "dual_annealing")
 
 _PAD_FRACTION = 0.1
 
@@ -135,12 +135,12 @@ class PolicyTuner:
         from .policies import POLICIES  # local: policies and tuning are peers
 
         if self.policy not in POLICIES:
-            raise ValueError(f"policy: unknown policy {self.policy!r}: expected one of {', '.join(POLICIES)}")
+            raise InputError(f"policy: unknown policy {self.policy!r}: expected one of {', '.join(POLICIES)}")
         if self.method not in TUNING_METHODS:
-            raise ValueError(f"method: unknown tuning method {self.method!r}: expected one of {', '.join(TUNING_METHODS)}")
+            raise InputError(f"method: unknown tuning method {self.method!r}: expected one of {', '.join(TUNING_METHODS)}")
         C = check_cost_matrix(C)
         if C.shape[0] < 2:
-            raise ValueError("C: the offline window needs at least 2 batches to tune a policy")
+            raise InputError("C: the offline window needs at least 2 batches to tune a policy")
         if self.policy in ("cara-t", "cara-ct"):
             result = self._fit_threshold(C, cumulative=self.policy == "cara-ct")
         elif self.policy == "cara-p":

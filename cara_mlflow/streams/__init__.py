@@ -16,13 +16,14 @@ Examples
 >>> make_stream("covtype")
 Traceback (most recent call last):
 ...
-ValueError: unknown stream 'covtype': expected one of gauss-d, gauss-s, circle-d, ...
+cara_mlflow.errors.InputError: unknown stream 'covtype': expected one of gauss-d, gauss-s, circle-d, ...
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+from ..errors import InputError
 from cara_mlflow.streams.real import (
     AIRLINES_SUBSTITUTE_NOTE,
     DATA_SOURCES,
@@ -88,9 +89,9 @@ def make_stream(
 
     Raises
     ------
-    ValueError
-        For an unknown name, a real-data stream without ``data`` (or a synthetic one with it),
-        a missing or malformed data file, and invalid arguments.
+    InputError
+        (a ValueError) For an unknown name, a real-data stream without ``data`` (or a synthetic
+        one with it), a missing or malformed data file, and invalid arguments.
 
     Examples
     --------
@@ -99,20 +100,20 @@ def make_stream(
     >>> make_stream("electricity")
     Traceback (most recent call last):
     ...
-    ValueError: stream 'electricity' needs a data file: not available yet in this version of the package, which ships none; get 'Elec2 / OpenML 151 (elecNormNew)' and pass its path with --data
+    cara_mlflow.errors.InputError: stream 'electricity' needs a data file: not available yet in this version of the package, which ships none; get 'Elec2 / OpenML 151 (elecNormNew)' and pass its path with --data
     """
     if name in SYNTHETIC_STREAMS:
         if data is not None:
-            raise ValueError(f"stream {name!r} is synthetic and reads no data file (--data)")
+            raise InputError(f"stream {name!r} is synthetic and reads no data file (--data)")
         return SYNTHETIC_STREAMS[name](
             n_batches=n_batches, batch_size=batch_size, seed=seed, **kwargs
         )
     if name in REAL_STREAMS:
         if data is None:
-            raise ValueError(
+            raise InputError(
                 f"stream {name!r} needs a data file: not available yet in this version of the "
                 f"package, which ships none; get {DATA_SOURCES[name]!r} and pass its path "
                 f"with --data"
             )
         return REAL_STREAMS[name](data, n_batches=n_batches, seed=seed, **kwargs)
-    raise ValueError(f"unknown stream {name!r}: expected one of {', '.join(STREAM_NAMES)}")
+    raise InputError(f"unknown stream {name!r}: expected one of {', '.join(STREAM_NAMES)}")

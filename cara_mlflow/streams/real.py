@@ -69,6 +69,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import InputError
 from cara_mlflow.streams.synthetic import Batch, Stream, _is_int
 
 __all__ = [
@@ -187,7 +188,7 @@ def electricity(path, *, n_batches: int = 100, query_fraction: float = 0.1, seed
     >>> electricity("/no/such/elec2.csv.gz")
     Traceback (most recent call last):
     ...
-    ValueError: stream 'electricity': no data file at /no/such/elec2.csv.gz; get 'Elec2 / OpenML 151 (elecNormNew)' and pass its path with --data
+    cara_mlflow.errors.InputError: stream 'electricity': no data file at /no/such/elec2.csv.gz; get 'Elec2 / OpenML 151 (elecNormNew)' and pass its path with --data
     """
     n_batches, query_fraction, seed = _checked(n_batches, query_fraction, seed)
     name = "electricity"
@@ -319,7 +320,7 @@ def airlines(path, *, n_batches: int = 100, query_fraction: float = 0.1, seed: i
     df, delay = df.loc[keep], delay[keep]
     if not np.isin(delay, (0, 1)).all():
         bad = np.unique(delay[~np.isin(delay, (0, 1))])[:3]
-        raise ValueError(
+        raise InputError(
             f"stream 'airlines': {path} column {AIRLINES_LABEL} must hold 0 or 1 (or nothing), "
             f"found {', '.join(f'{v:g}' for v in bad)}"
         )
@@ -334,7 +335,7 @@ def is_substitute(path) -> bool:
 
     Reads the header only. The substitute is recognised by its ``carrier, flight, origin,
     dest`` columns in place of MOA's ``Airline, Flight, AirportFrom, AirportTo``; a file with
-    neither layout raises the loader's ``ValueError``.
+    neither layout raises the loader's ``InputError``.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -366,15 +367,15 @@ REAL_STREAMS: dict[str, Callable[..., Stream]] = {
 def _checked(n_batches, query_fraction, seed) -> tuple[int, float, int]:
     """Validate the loaders' arguments that need no file; return them normalised."""
     if not _is_int(n_batches) or n_batches < 1:
-        raise ValueError(f"n_batches must be an integer >= 1, got {n_batches!r}")
+        raise InputError(f"n_batches must be an integer >= 1, got {n_batches!r}")
     if (
         not isinstance(query_fraction, numbers.Real)
         or isinstance(query_fraction, bool)
         or not 0 < query_fraction <= 1
     ):
-        raise ValueError(f"query_fraction must be a number in (0, 1], got {query_fraction!r}")
+        raise InputError(f"query_fraction must be a number in (0, 1], got {query_fraction!r}")
     if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     return int(n_batches), float(query_fraction), int(seed)
 
 
@@ -387,14 +388,14 @@ def _read(name: str, path, usecols, **kwargs):
     import pandas as pd
 
     if not Path(path).is_file():
-        raise ValueError(f"stream {name!r}: no data file at {path}; {_source(name)}")
+        raise InputError(f"stream {name!r}: no data file at {path}; {_source(name)}")
     if "names" in kwargs:
         kwargs["header"] = None
     try:
         return pd.read_csv(path, usecols=usecols, **kwargs)
     except (OSError, EOFError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
+        raise InputError(
             f"stream {name!r}: cannot read {path} as a CSV file ({reason}); {_source(name)}"
         ) from exc
 
@@ -408,7 +409,7 @@ def _require(name: str, path, needed, columns=None) -> tuple[str, ...]:
     columns = set(_header(name, path) if columns is None else columns)
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"stream {name!r}: {path} lacks the column(s) {', '.join(missing)}; "
             f"expected a file of {DATA_SOURCES[name]!r}: {_source(name)}"
         )
@@ -429,14 +430,14 @@ def _headerless(columns, n_columns: int) -> bool:
 
 
 def _airlines_layout(path) -> bool:
-    """True for the NYC flights 2013 substitute, False for MOA airlines; else ValueError."""
+    """True for the NYC flights 2013 substitute, False for MOA airlines; else InputError."""
     columns = set(_header("airlines", path))
     if all(c in columns for c in _MOA_COLUMNS):
         return False
     if all(c in columns for c in _SUBSTITUTE_COLUMNS):
         return True
     missing = [c for c in _MOA_COLUMNS if c not in columns]
-    raise ValueError(
+    raise InputError(
         f"stream 'airlines': {path} lacks the column(s) {', '.join(missing)} (or, in the NYC "
         f"flights 2013 substitute, {', '.join(_SUBSTITUTE_COLUMNS)}); expected a file of "
         f"{DATA_SOURCES['airlines']!r}: {_source('airlines')}"
@@ -449,11 +450,11 @@ def _numeric(name: str, path, df, columns, *, allow_missing: bool = False) -> np
 
     wrong = [c for c in columns if not pd.api.types.is_numeric_dtype(df[c])]
     if wrong:
-        raise ValueError(f"stream {name!r}: {path} column(s) {', '.join(wrong)} must be numeric")
+        raise InputError(f"stream {name!r}: {path} column(s) {', '.join(wrong)} must be numeric")
     A = df[list(columns)].to_numpy(dtype=np.float64)
     if not allow_missing and np.isnan(A).any():
         gaps = [c for c, gap in zip(columns, np.isnan(A).any(axis=0)) if gap]
-        raise ValueError(f"stream {name!r}: {path} has missing values in {', '.join(gaps)}")
+        raise InputError(f"stream {name!r}: {path} has missing values in {', '.join(gaps)}")
     return A
 
 
@@ -462,7 +463,7 @@ def _labels(name: str, path, column, mapping: dict) -> np.ndarray:
     y = column.map(mapping)
     if y.isna().any():
         bad = column[y.isna()].astype(str).unique()[:3]
-        raise ValueError(
+        raise InputError(
             f"stream {name!r}: {path} column {column.name} must hold "
             f"{' or '.join(mapping)}, found {', '.join(bad)}"
         )
@@ -496,7 +497,7 @@ def _one_hot_csr(name: str, path, df, nominal, numeric: np.ndarray):
     for column in nominal:
         codes, categories = pd.factorize(df[column], sort=True)
         if (codes < 0).any():
-            raise ValueError(f"stream {name!r}: {path} has missing values in {column}")
+            raise InputError(f"stream {name!r}: {path} has missing values in {column}")
         blocks.append(codes + offset)
         offset += len(categories)
     p = numeric.shape[1]
@@ -524,11 +525,11 @@ def _stream(name: str, X, y: np.ndarray, *, n_batches: int, query_fraction: floa
     """Split ``X, y`` into contiguous batches as ``np.array_split``; sample the ``-D`` queries."""
     n = X.shape[0]
     if n_batches > n:
-        raise ValueError(f"n_batches must be at most the number of rows of {path} ({n}), "
+        raise InputError(f"n_batches must be at most the number of rows of {path} ({n}), "
                          f"got {n_batches}")
     smallest = n // n_batches
     if round(query_fraction * smallest) < 1:
-        raise ValueError(
+        raise InputError(
             f"query_fraction * batch size must round to at least one query, got "
             f"{query_fraction!r} * {smallest} (the smallest batch of {path})"
         )

@@ -68,6 +68,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["Batch", "Stream", "gauss", "circle", "covcon"]
 
 QUERY_KINDS = ("data", "static")
@@ -126,7 +128,7 @@ class Batch:
     ...       query_labels=np.zeros(2), query_index=None)
     Traceback (most recent call last):
     ...
-    ValueError: y must have shape (4,) to match X, got (3,)
+    cara_mlflow.errors.InputError: y must have shape (4,) to match X, got (3,)
     """
 
     X: np.ndarray
@@ -138,22 +140,22 @@ class Batch:
     def __post_init__(self) -> None:
         X, queries = self.X, self.queries
         if getattr(X, "ndim", None) != 2:
-            raise ValueError(f"X must be a 2-D array (n, d), got shape {np.shape(X)}")
+            raise InputError(f"X must be a 2-D array (n, d), got shape {np.shape(X)}")
         n, d = X.shape
         if np.shape(self.y) != (n,):
-            raise ValueError(f"y must have shape ({n},) to match X, got {np.shape(self.y)}")
+            raise InputError(f"y must have shape ({n},) to match X, got {np.shape(self.y)}")
         if getattr(queries, "ndim", None) != 2 or queries.shape[1] != d:
-            raise ValueError(
+            raise InputError(
                 f"queries must be a 2-D array (m, {d}) to match X, got shape {np.shape(queries)}"
             )
         m = queries.shape[0]
         if self.query_labels is not None and np.shape(self.query_labels) != (m,):
-            raise ValueError(
+            raise InputError(
                 f"query_labels must have shape ({m},) to match queries, "
                 f"got {np.shape(self.query_labels)}"
             )
         if self.query_index is not None and np.shape(self.query_index) != (m,):
-            raise ValueError(
+            raise InputError(
                 f"query_index must be None or have shape ({m},) to match queries, "
                 f"got {np.shape(self.query_index)}"
             )
@@ -194,12 +196,12 @@ class Stream:
 
     def __post_init__(self) -> None:
         if not isinstance(self.batches, tuple) or not self.batches:
-            raise ValueError("batches must be a non-empty tuple of Batch")
+            raise InputError("batches must be a non-empty tuple of Batch")
         if not all(isinstance(b, Batch) for b in self.batches):
-            raise ValueError("batches must hold Batch objects only")
+            raise InputError("batches must hold Batch objects only")
         d = self.batches[0].X.shape[1]
         if any(b.X.shape[1] != d for b in self.batches):
-            raise ValueError(f"every batch must have the same number of features ({d})")
+            raise InputError(f"every batch must have the same number of features ({d})")
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -403,26 +405,26 @@ def _is_int(value: object) -> bool:
 def _checked(queries, n_batches, batch_size, query_fraction, n_static_queries, seed) -> dict:
     """Validate the factories' arguments; return them normalised (plain ints and floats)."""
     if queries not in QUERY_KINDS:
-        raise ValueError(f"queries must be 'data' or 'static', got {queries!r}")
+        raise InputError(f"queries must be 'data' or 'static', got {queries!r}")
     if not _is_int(n_batches) or n_batches < 1:
-        raise ValueError(f"n_batches must be an integer >= 1, got {n_batches!r}")
+        raise InputError(f"n_batches must be an integer >= 1, got {n_batches!r}")
     if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if (
         not isinstance(query_fraction, numbers.Real)
         or isinstance(query_fraction, bool)
         or not 0 < query_fraction <= 1
     ):
-        raise ValueError(f"query_fraction must be a number in (0, 1], got {query_fraction!r}")
+        raise InputError(f"query_fraction must be a number in (0, 1], got {query_fraction!r}")
     if queries == "data" and round(query_fraction * batch_size) < 1:
-        raise ValueError(
+        raise InputError(
             f"query_fraction * batch_size must round to at least one query, got "
             f"{query_fraction!r} * {batch_size!r}"
         )
     if not _is_int(n_static_queries) or n_static_queries < 1:
-        raise ValueError(f"n_static_queries must be an integer >= 1, got {n_static_queries!r}")
+        raise InputError(f"n_static_queries must be an integer >= 1, got {n_static_queries!r}")
     if not _is_int(seed) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
     return {
         "queries": queries,
         "n_batches": int(n_batches),
