@@ -15,9 +15,9 @@ import argparse
 import time
 
 import numpy as np
+from bench_staleness import load
 from sklearn.neighbors import KernelDensity
 
-from bench_staleness import load
 from cara_mlflow.staleness import MAX_BLOCK_BYTES, _weighted_kernel_sums, resolve_gamma
 
 

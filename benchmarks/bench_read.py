@@ -11,9 +11,10 @@ Writes one batch of ``--rows`` points × ``--features`` float64 features and an 
 
 each in a fresh interpreter, and prints per path the read time (best of ``--repeats`` reads after
 a warm-up read, in one interpreter) and, from a single read in another fresh interpreter (after
-reading a 10-row batch, so lazy imports are not counted), the peak memory beyond the returned arrays: the tracemalloc peak (numpy buffers and Python objects),
-pyarrow's default pool high-water mark (arrow buffers, which tracemalloc does not see) and the
-growth of the process's peak RSS. Both paths return the same arrays (checked).
+reading a 10-row batch, so lazy imports are not counted), the peak memory beyond the returned
+arrays: the tracemalloc peak (numpy buffers and Python objects), pyarrow's default pool
+high-water mark (arrow buffers, which tracemalloc does not see) and the growth of the process's
+peak RSS. Both paths return the same arrays (checked).
 
     python benchmarks/bench_read.py [--rows 1000000] [--features 54] [--fmt parquet]
                                     [--repeats 3] [--chunk-rows 65536]

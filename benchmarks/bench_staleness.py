@@ -166,7 +166,8 @@ def main() -> None:
     psi_bar = exact["now"] - exact["then"]
     print(f"exact Ψ̄ = {psi_bar:.6g}")
 
-    print("\n| setting | seed | time (s) | err Ψ_now | err Ψ_then | Ψ̄ err / Ψ_now | half-width/Ψ (now, then) | pairs computed (now, then) |")
+    print("\n| setting | seed | time (s) | err Ψ_now | err Ψ_then | Ψ̄ err / Ψ_now | "
+          "half-width/Ψ (now, then) | pairs computed (now, then) |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
 
     def report(label, seed, took, now, then, extra=""):

@@ -127,7 +127,8 @@ def history(args, cara):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--batch-size", type=int, default=None, help="points per batch (default 1000; 50 with --history)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="points per batch (default 1000; 50 with --history)")
     parser.add_argument("--history", type=int, default=None, metavar="N",
                         help="measure step latency at batch ~10 vs batch ~N instead")
     args = parser.parse_args()
@@ -158,7 +159,8 @@ def main():
         helps = [timed(cara + ["--help"], env)[0] for _ in range(5)]
 
     step_median, bare_median = statistics.median(steps), statistics.median(bares)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {args.runs} runs each, batch size {args.batch_size}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; "
+          f"{args.runs} runs each, batch size {args.batch_size}")
     print(f"(a) cara-mlflow step (Keep)   median {step_median:.2f} s   runs {[round(s, 2) for s in steps]}")
     print(f"(b) bare MLflow step          median {bare_median:.2f} s   runs {[round(s, 2) for s in bares]}")
     print(f"(a)/(b) = {step_median / bare_median:.2f}x   (target <= 1.3)")

@@ -32,7 +32,9 @@ def inputs():
     Q = centres[rng.integers(0, 5, 12000)] + rng.normal(size=(12000, 6))
     X = centres[rng.integers(0, 5, 8000)] + rng.normal(size=(8000, 6))
     yield "clustered d=6, γ=0.1", Q, X, (rng.random(8000) < 0.6) * 1.0, 0.1
-    hot = lambda n: sparse.csr_matrix(np.hstack([np.eye(k)[rng.integers(0, k, n)] for k in (40, 25, 12)]))
+    def hot(n):
+        return sparse.csr_matrix(np.hstack([np.eye(k)[rng.integers(0, k, n)] for k in (40, 25, 12)]))
+
     Qs, Xs = hot(12000), hot(8000)
     yield "one-hot sparse 77 cols, γ=scale", Qs, Xs, np.ones(8000), resolve_gamma("scale", Xs)
     frame = pd.read_csv(DATA, nrows=120_000)

@@ -5,7 +5,8 @@ offline and online windows — is computed once (:func:`cara_mlflow.simulate.pre
 by every policy and every κ: κ only sets the diagonal of the cost matrices, so a κ sweep never
 retrains anything.
 
-Logged into the experiment ``cara-compare/<stream>``: one parent run per comparison and one
+Logged (by :mod:`cara_mlflow.tracking.comparison`, the MLflow side) into the experiment
+``cara-compare/<stream>``: one parent run per comparison and one
 nested run per (policy, κ, seed) with params (policy, κ, tuned θ*, seed, model), metrics
 (strategy_cost, oracle_cost, scpe, query_accuracy, n_retrains) and per-online-batch metrics with
 ``step = batch id`` (cumulative_cost, decision, psi_bar), so the MLflow UI's compare view and
@@ -15,19 +16,19 @@ cost matrix with the tuned CARA-T and ORACLE strategies) and a summary table (CS
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
+from . import validate
 from .costs import cumulative_strategy_cost
-from .policies import POLICIES
+from .errors import InputError
 from .simulate import Prepared, Report, evaluate, prepare
 
-__all__ = ["parse_kappas", "store_stream", "ComparisonResult", "compare", "summarise", "log_comparison"]
+__all__ = ["parse_kappas", "store_stream", "ComparisonResult", "compare", "summarise", "summary_markdown",
+           "comparison_figures"]
 
 METRICS = ("strategy_cost", "oracle_cost", "scpe", "query_accuracy", "n_retrains")
 
@@ -48,9 +49,9 @@ def parse_kappas(text: str) -> list[float]:
         else:
             values = [float(v) for v in text.split(",") if v.strip()]
     except (ValueError, TypeError):
-        raise ValueError(f"kappa: expected a comma-separated list or log:START:STOP:NUM, got {text!r}") from None
+        raise InputError(f"kappa: expected a comma-separated list or log:START:STOP:NUM, got {text!r}") from None
     if not values or not all(np.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"kappa: expected values > 0 (the cost of one retrain), got {text!r}")
+        raise InputError(f"kappa: expected values > 0 (the cost of one retrain), got {text!r}")
     return [float(v) for v in values]
 
 
@@ -77,20 +78,18 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
     >>> store_stream(store, offline=(0, 5))
     Traceback (most recent call last):
     ...
-    ValueError: store: expected at least 2 complete online batches after the offline window 0:5 ...
+    cara_mlflow.errors.InputError: store: expected at least 2 complete online batches after the offline window 0:5 ...
     >>> tmp.cleanup()
     """
     from pathlib import Path
 
     from .streams import Batch as StreamBatch, Stream
 
-    start, stop = offline
-    if not 0 <= start < stop - 1:
-        raise ValueError(f"offline: expected START:STOP with 0 <= START and at least 2 batches, got {start}:{stop}")
+    start, stop = validate.offline_window(offline)
     infos = {info.id: info for info in store.list()}
     missing = [i for i in range(start, stop) if i not in infos or not infos[i].complete]
     if missing:
-        raise ValueError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are missing or "
+        raise InputError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are missing or "
                          f"incomplete in {store.batches_dir}; expected every batch of {start}:{stop}")
     ids = list(range(start, stop))
     t = stop
@@ -98,7 +97,7 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
         ids.append(t)
         t += 1
     if len(ids) - (stop - start) < 2:
-        raise ValueError(f"store: expected at least 2 complete online batches after the offline window "
+        raise InputError(f"store: expected at least 2 complete online batches after the offline window "
                          f"{start}:{stop} in {store.batches_dir}, found {len(ids) - (stop - start)}; "
                          "choose an earlier offline window")
     first = store.read(start, target=target, features=features)
@@ -155,13 +154,10 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
     >>> sorted(result.reports), len(result.rows())
     ([(0, 2.0), (0, 20.0)], 4)
     """
-    policies = list(POLICIES) if policies is None else list(policies)
-    for name in policies:
-        if name not in POLICIES:
-            raise ValueError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
-    kappas = [float(k) for k in kappas]
-    if not kappas or not all(np.isfinite(k) and k > 0 for k in kappas):
-        raise ValueError(f"kappa: expected values > 0, got {kappas}")
+    policies = validate.policy_names(policies)
+    if not kappas:
+        raise InputError("kappa: expected at least one retraining cost")
+    kappas = [validate.kappa(k) for k in kappas]
     note = progress or (lambda message: None)
     reports, prepared = {}, {}
     timings = {"prepare": 0.0, "evaluate": 0.0}
@@ -195,84 +191,8 @@ def summarise(result: ComparisonResult):
     return per_kappa.reset_index(), overall.reset_index()
 
 
-def _flat_params(params: dict) -> dict:
-    out = {}
-    for key, value in params.items():
-        text = str(value)
-        out[f"theta.{key}"] = text if len(text) <= 500 else text[:497] + "..."
-    return out
-
-
-def log_comparison(result: ComparisonResult, registry_uri: str, *, experiment: str | None = None,
-                   progress: Callable[[str], None] | None = None) -> str:
-    """Log a comparison into MLflow (see the module docstring); returns the parent run id."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag
-
-    import matplotlib.pyplot as plt
-
-    from .plots import cost_matrix_figure, cumulative_cost_figure, metrics_vs_kappa_figure
-
-    note = progress or (lambda message: None)
-    client = MlflowClient(tracking_uri=registry_uri)
-    experiment = experiment or f"cara-compare/{result.stream}"
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-    parent = client.create_run(exp_id, run_name=f"{result.stream}-{result.model}-{len(result.kappas)}kappa-"
-                                                 f"{len(result.seeds)}seed",
-                               tags={"cara.run_type": "compare", "cara.stream": result.stream})
-    parent_id = parent.info.run_id
-    try:
-        client.log_batch(parent_id, params=[
-            Param("stream", result.stream), Param("model", result.model),
-            Param("kappas", ",".join(f"{k:g}" for k in result.kappas)),
-            Param("seeds", ",".join(map(str, result.seeds))), Param("policies", ",".join(result.policies))])
-        now = int(time.time() * 1000)
-        for (seed, kappa), report in sorted(result.reports.items()):
-            note(f"logging seed {seed}, κ={kappa:g}")
-            C = report.online_matrix
-            for r in report.results:
-                child = client.create_run(exp_id, run_name=f"{r.policy}-k{kappa:g}-s{seed}",
-                                          tags={"mlflow.parentRunId": parent_id, "cara.run_type": "compare-policy",
-                                                "cara.policy": r.policy})
-                params = {"policy": r.policy, "kappa": f"{kappa:g}", "seed": str(seed), "model": result.model,
-                          **_flat_params(r.params)}
-                metrics = [Metric(m, float(getattr(r, m)), now, 0) for m in METRICS]
-                local = [s - report.n_offline for s in r.strategy]
-                cumulative = cumulative_strategy_cost(C, local)
-                for k in range(1, len(local)):
-                    batch = result.batch_id(report.n_offline + k)
-                    psi_seen = C[local[k - 1], k]   # what the policy saw before deciding
-                    metrics += [Metric("cumulative_cost", float(cumulative[k]), now, batch),
-                                Metric("decision", float(local[k] == k), now, batch),
-                                Metric("psi_bar", float(psi_seen), now, batch)]
-                client.log_batch(child.info.run_id, params=[Param(k, v) for k, v in params.items()],
-                                 tags=[RunTag("cara.kappa", f"{kappa:g}")])
-                for start in range(0, len(metrics), 900):
-                    client.log_batch(child.info.run_id, metrics=metrics[start:start + 900])
-                client.set_terminated(child.info.run_id, "FINISHED")
-        per_kappa, overall = summarise(result)
-        with tempfile.TemporaryDirectory() as tmp:
-            per_kappa.to_csv(os.path.join(tmp, "summary_by_kappa.csv"), index=False)
-            overall.to_csv(os.path.join(tmp, "summary.csv"), index=False)
-            with open(os.path.join(tmp, "summary.md"), "w") as fh:
-                fh.write(_markdown(overall, result))
-            figures = _figures(result, metrics_vs_kappa_figure, cumulative_cost_figure, cost_matrix_figure)
-            for filename, fig in figures.items():
-                fig.savefig(os.path.join(tmp, filename), dpi=110)
-                plt.close(fig)
-            client.log_artifacts(parent_id, tmp)
-        for row in overall.itertuples():
-            client.log_metric(parent_id, f"mean_scpe.{row.policy}", float(row.scpe))
-    except BaseException:
-        client.set_terminated(parent_id, "FAILED")
-        raise
-    client.set_terminated(parent_id, "FINISHED")
-    result.parent_run_id, result.experiment_id = parent_id, exp_id
-    return parent_id
-
-
-def _markdown(overall, result: ComparisonResult) -> str:
+def summary_markdown(overall, result: ComparisonResult) -> str:
+    """The overall summary (:func:`summarise`) as a Markdown table."""
     lines = [f"# {result.stream}, model {result.model}",
              f"κ ∈ {{{', '.join(f'{k:g}' for k in result.kappas)}}}, seeds {result.seeds}; means over κ and seeds.", "",
              "| policy | SCPE % | query accuracy | # retrains | strategy cost |", "|---|---:|---:|---:|---:|"]
@@ -282,8 +202,10 @@ def _markdown(overall, result: ComparisonResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _figures(result: ComparisonResult, vs_kappa, cumulative, matrix) -> dict:
+def comparison_figures(result: ComparisonResult) -> dict:
+    """The parent run's figures by file name: metrics against κ, cumulative cost, offline cost matrix."""
     from .oracle import solve
+    from .plots import cost_matrix_figure, cumulative_cost_figure, metrics_vs_kappa_figure
     from .tuning import PolicyTuner
 
     seed = result.seeds[0]
@@ -297,10 +219,10 @@ def _figures(result: ComparisonResult, vs_kappa, cumulative, matrix) -> dict:
     C_off = prepared.offline_terms.cost_matrix(kappa)
     tuned = PolicyTuner("cara-t").fit(C_off)
     return {
-        "metrics_vs_kappa.png": vs_kappa(result.rows(), title=f"{result.stream} ({result.model})"),
-        "cumulative_cost.png": cumulative(curves, start=result.batch_id(report.n_offline),
+        "metrics_vs_kappa.png": metrics_vs_kappa_figure(result.rows(), title=f"{result.stream} ({result.model})"),
+        "cumulative_cost.png": cumulative_cost_figure(curves, start=result.batch_id(report.n_offline),
                                           title=f"{result.stream}: cumulative cost, κ={kappa:g}, seed {seed}"),
-        "offline_cost_matrix.png": matrix(C_off, {"CARA-T (tuned)": tuned.best_strategy_,
+        "offline_cost_matrix.png": cost_matrix_figure(C_off, {"CARA-T (tuned)": tuned.best_strategy_,
                                                   "ORACLE": solve(C_off).strategy},
                                           title=f"{result.stream}: offline cost matrix, κ={kappa:g}"),
     }

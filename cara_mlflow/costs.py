@@ -38,14 +38,14 @@ from .staleness import (
     _check_data,
     _check_points,
     _check_rel_error,
-    _computes_exactly,
     _child_seed,
+    _computes_exactly,
     _pair_sums,
     _weighted_kernel_sums,
     check_psi_method,
     resolve_gamma,
-    stack_rows,
     resolve_loss,
+    stack_rows,
 )
 
 __all__ = [
@@ -271,7 +271,8 @@ def check_cost_matrix(C) -> np.ndarray:
     >>> check_cost_matrix([[1.0, 0.2], [1.0, 1.0]])
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: C: has finite entries below the diagonal; expected +inf there (C[t', t] is used only for t' <= t)
+    cara_mlflow.errors.InputError: C: has finite entries below the diagonal; expected +inf there
+    (C[t', t] is used only for t' <= t)
     """
     try:
         C = np.asarray(C, dtype=np.float64)

@@ -1,133 +1,96 @@
 """The lifecycle manager: ``tune``, ``init``, ``step``, ``skip``, ``rollback``, ``status``, ``history``.
 
 Plain functions over a :class:`~cara_mlflow.store.BatchStore` and a
-:class:`~cara_mlflow.registry.Registry`; the CLI is a thin adapter over them.
+:class:`~cara_mlflow.tracking.Registry`; the CLI is a thin adapter over them. Every command that
+writes takes the store lock and checks that the tracking store answers (:func:`managed`) itself,
+so a Python caller gets the same safety as cron.
 
 The commit point of a step is the registered-model tag ``cara.last_batch``. Everything before it
 is re-doable: a rerun after a crash finds the run, the retrain and the version a killed step left
 behind by their tags, reuses a finished retrain's model and an already registered version, marks
 a half-finished retrain FAILED and a stale batch run KILLED, and never registers a second version
-for a batch. ``step`` holds an exclusive file lock on the store for its whole duration (which
-also covers MLflow's first initialisation of an empty sqlite file).
+for a batch.
+
+``on_phase`` (a no-op by default) is called with the name of each point of :data:`PHASES` a
+step passes; the crash tests use it to kill or pause the process there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
-import shutil
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 
-from . import registry as reg
+from . import validate
 from .costs import staleness_terms
+from .errors import InputError, SetupError
+from .lock import store_lock
+from .names import (
+    DEFAULT_COOLDOWN,
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_POLICY,
+    DEFAULT_PSI_METHOD,
+    DEFAULT_TUNING_METHOD,
+    POLICY_ALIAS,
+)
 from .oracle import solve
-from .policies import POLICIES, Observation, make_policy, policy_from_dict
-from .policy_doc import POLICY_FORMAT
+from .policies import Observation, make_policy, policy_from_dict
+from .policy_doc import POLICY_FORMAT, parse_policy_document
 from .staleness import check_psi_method, psi_from_losses, resolve_gamma, zero_one_loss
 from .store import BatchStore
-from .train import STEP_PID_ENV, TrainerSettings, fit_batch, project_parameters
+from .tracking import registry as reg
+from .tracking.projects import run_training_project
+from .train import TrainerSettings, fit_batch, project_parameters
 from .tuning import PolicyTuner
 
 STATE_FILE = "policy_state.json"
-LOCK_FILE = ".cara.lock"
-DEFAULT_COOLDOWN = 3
-DEFAULT_LOCK_TIMEOUT = 30.0
 QUERY_RULE = "queries file of the batch if present, else the batch's own data points"
 
-
-#: Fault injection for crash tests: when this environment variable names a phase, the process
-#: kills itself with SIGKILL on reaching it (as ``kill -9`` would). ``during-retrain`` kills the
-#: step while the retrain project's child process is running (the child is left to itself, as
-#: after a real ``kill -9``). Inert when unset.
-FAULT_ENV = "CARA_TEST_KILL_AT"
-#: Pause for outage tests: ``PHASE:DIR`` makes the step create ``DIR/paused`` on reaching the
-#: phase and wait (up to 10 minutes) until ``DIR/resume`` exists. Inert when unset.
-PAUSE_ENV = "CARA_TEST_PAUSE_AT"
+#: The points of a step (and of ``init``) at which ``on_phase`` is called, in order.
+#: ``during-retrain`` is called just before the retrain project's child process starts.
 PHASES = ("after-read", "after-psi", "after-batch-run", "during-retrain", "after-retrain", "after-register",
           "after-gate", "after-alias", "after-commit")
 
-
-def _phase(name: str) -> None:
-    if os.environ.get(FAULT_ENV) == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
-    pause = os.environ.get(PAUSE_ENV, "")
-    if pause.partition(":")[0] == name:
-        folder = Path(pause.partition(":")[2])
-        (folder / "paused").touch()
-        deadline = time.monotonic() + 600
-        while not (folder / "resume").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+Phase = Callable[[str], None]
 
 
-def _kill_when_a_child_runs() -> None:
-    """``during-retrain``: SIGKILL this process 1 s after its first child process appears."""
-    import signal
-    import threading
-
-    def watch():
-        children = Path(f"/proc/{os.getpid()}/task/{threading.main_thread().native_id}/children")
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if children.read_text().split():
-                    time.sleep(1.0)
-                    os.kill(os.getpid(), signal.SIGKILL)
-            except OSError:
-                return
-            time.sleep(0.02)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-class LockTimeout(RuntimeError):
-    """Another process holds the store lock (exit code 75: cron may retry)."""
-
-
-class StepFailed(RuntimeError):
-    """The step could not finish (e.g. the retrain project failed); nothing was committed."""
+def no_phase(name: str) -> None:
+    """The default ``on_phase``: nothing happens at any phase."""
 
 
 def default_project_uri() -> str:
     """The repository's own MLproject (entry point ``train``)."""
+    from pathlib import Path
+
     root = Path(__file__).resolve().parent.parent
     if not (root / "MLproject").exists():
-        raise ValueError("project_uri: the default MLproject was not found next to the package; "
+        raise SetupError("project_uri: the default MLproject was not found next to the package; "
                          "pass --project-uri pointing at a project with a `train` entry point")
     return str(root)
 
 
+def active_policy(registry: reg.Registry) -> dict:
+    """The tuned policy document of ``NAME.policy@active``, checked field by field
+    (:func:`~cara_mlflow.policy_doc.parse_policy_document`), with its version as ``_version``."""
+    text, version = registry.active_policy_text()
+    document = parse_policy_document(text, f"{registry.policy_name}@{POLICY_ALIAS} ({reg.POLICY_FILE})")
+    document["_version"] = version
+    return document
+
+
 @contextlib.contextmanager
-def store_lock(store: BatchStore, timeout: float) -> Iterator[None]:
-    """Exclusive POSIX lock on ``STORE/.cara.lock``, waiting up to ``timeout`` seconds."""
-    store.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(store.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + max(timeout, 0.0)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(f"another cara-mlflow process holds the lock on {store.root} "
-                                      f"(waited {timeout:g} s); cron may retry later") from None
-                time.sleep(0.1)
+def managed(store: BatchStore, registry: reg.Registry, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
+    """The store lock (:class:`~cara_mlflow.errors.LockBusy` after ``lock_timeout`` s), then one
+    request to the tracking store (:class:`~cara_mlflow.errors.Unreachable` if it cannot be
+    reached): the frame of every lifecycle command that writes."""
+    with store_lock(store.root, lock_timeout):
+        registry.check_reachable()
         yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 # ---------------------------------------------------------------------------- results
@@ -194,21 +157,21 @@ def _finished_batch_run(registry: reg.Registry, batch_id: int):
     """The FINISHED batch run of a batch, or None: by id through ``cara.last_run`` when it is the
     committed batch, else by a search on the run's name (neither grows with the history's tags)."""
     run = registry.committed_run(batch_id)
-    if run is not None and run.info.status == "FINISHED":
+    if run is not None and run.status == "FINISHED":
         return run
-    runs = registry.find_runs("batch", batch=batch_id, statuses=("FINISHED",), max_results=1,
+    runs = registry.runs.find("batch", batch=batch_id, statuses=("FINISHED",), max_results=1,
                               run_name=f"batch-{batch_id}")
     if not runs:   # a run renamed by hand, or a store written before names were relied on
-        runs = registry.find_runs("batch", batch=batch_id, statuses=("FINISHED",), max_results=1)
+        runs = registry.runs.find("batch", batch=batch_id, statuses=("FINISHED",), max_results=1)
     return runs[0] if runs else None
 
 
 def _committed_state(registry: reg.Registry, last: int) -> dict:
     run = _finished_batch_run(registry, last)
     if run is None:
-        raise reg.RegistryError(f"batch {last} is committed but has no FINISHED batch run in "
-                                f"{reg.mask_uri(registry.tracking_uri)}; the history was edited by hand")
-    return registry.load_run_json(run.info.run_id, STATE_FILE)
+        raise SetupError(f"batch {last} is committed but has no FINISHED batch run in "
+                                f"{registry.where}; the history was edited by hand")
+    return registry.runs.load_json(run.run_id, STATE_FILE)
 
 
 def _recover(registry: reg.Registry, last: int | None, pending: int | None) -> None:
@@ -221,18 +184,18 @@ def _recover(registry: reg.Registry, last: int | None, pending: int | None) -> N
     """
     if last is not None:
         committed = registry.committed_run(last)
-        if committed is not None and committed.info.status in ("RUNNING", "FINISHED"):
-            if committed.info.status == "RUNNING":
-                registry.end_run(committed.info.run_id, "FINISHED")
+        if committed is not None and committed.status in ("RUNNING", "FINISHED"):
+            if committed.status == "RUNNING":
+                registry.runs.end(committed.run_id, "FINISHED")
         else:
-            running = registry.find_runs("batch", batch=last, statuses=("RUNNING",))
-            finished = registry.find_runs("batch", batch=last, statuses=("FINISHED",), max_results=1)
+            running = registry.runs.find("batch", batch=last, statuses=("RUNNING",))
+            finished = registry.runs.find("batch", batch=last, statuses=("FINISHED",), max_results=1)
             for i, run in enumerate(running):
                 keep = i == 0 and not finished
-                registry.end_run(run.info.run_id, "FINISHED" if keep else "KILLED")
+                registry.runs.end(run.run_id, "FINISHED" if keep else "KILLED")
     if pending is not None:
-        for run in registry.find_runs("batch", batch=pending, statuses=("RUNNING",), run_name=f"batch-{pending}"):
-            registry.end_run(run.info.run_id, "KILLED")
+        for run in registry.runs.find("batch", batch=pending, statuses=("RUNNING",), run_name=f"batch-{pending}"):
+            registry.runs.end(run.run_id, "KILLED")
 
 
 @contextlib.contextmanager
@@ -241,33 +204,33 @@ def _batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: d
     """The batch run of one batch: FAILED (with the error) if the block raises; else, once the
     block has committed, FINISHED and drawn on the timeline. ``previous``: the batch committed
     before this one (``batch_id`` is the next after it in the store)."""
-    run_id = registry.start_run("batch", run_name=f"batch-{batch_id}", tags={reg.TAG_BATCH: batch_id, **tags})
+    run_id = registry.runs.start("batch", run_name=f"batch-{batch_id}", tags={reg.TAG_BATCH: batch_id, **tags})
     try:
         yield run_id
     except BaseException as exc:
         message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
         with contextlib.suppress(Exception):      # the tracking server may be what failed:
-            registry.set_tags(run_id, {"cara.error": message})
-            registry.end_run(run_id, "FAILED")    # else the next step's recovery closes the run
+            registry.runs.set_tags(run_id, {"cara.error": message})
+            registry.runs.end(run_id, "FAILED")    # else the next step's recovery closes the run
         raise
-    registry.end_run(run_id, "FINISHED")
+    registry.runs.end(run_id, "FINISHED")
     _write_timeline(registry, store, batch_id, previous=previous)
 
 
-def _commit(registry: reg.Registry, run_id: str, batch_id: int, state: dict) -> None:
+def _commit(registry: reg.Registry, run_id: str, batch_id: int, state: dict, on_phase: Phase = no_phase) -> None:
     """Store the manager state on the batch run, then move the commit point past the batch."""
-    registry.log_dict(run_id, state, STATE_FILE)
+    registry.runs.log_dict(run_id, state, STATE_FILE)
     registry.commit(batch_id, run_id)
-    _phase("after-commit")
+    on_phase("after-commit")
 
 
 def _timeline_run(registry: reg.Registry) -> str:
-    runs = (registry.find_runs("timeline", max_results=1, run_name="timeline")
-            or registry.find_runs("timeline", max_results=1))     # renamed by hand: before creating one
+    runs = (registry.runs.find("timeline", max_results=1, run_name="timeline")
+            or registry.runs.find("timeline", max_results=1))     # renamed by hand: before creating one
     if runs:
-        return runs[0].info.run_id
-    run_id = registry.start_run("timeline", run_name="timeline")
-    registry.set_tags(run_id, {reg.TAG_TIMELINE_THROUGH: -1})
+        return runs[0].run_id
+    run_id = registry.runs.start("timeline", run_name="timeline")
+    registry.runs.set_tags(run_id, {reg.TAG_TIMELINE_THROUGH: -1})
     return run_id
 
 
@@ -279,7 +242,7 @@ def _write_timeline(registry: reg.Registry, store: BatchStore, last: int, previo
     crash, so a step's cost does not grow with the number of batches kept in the store.
     """
     run_id = _timeline_run(registry)
-    through = int(registry.client.get_run(run_id).data.tags.get(reg.TAG_TIMELINE_THROUGH, -1))
+    through = int(registry.runs.get(run_id).tags.get(reg.TAG_TIMELINE_THROUGH, -1))
     if through >= last:
         return
     if through == last - 1 or (previous is not None and previous < last and through >= previous):
@@ -290,45 +253,47 @@ def _write_timeline(registry: reg.Registry, store: BatchStore, last: int, previo
         run = _finished_batch_run(registry, batch_id)
         if run is None:
             continue
-        metrics = run.data.metrics
+        metrics = run.metrics
         keys = ("psi_bar", "decision", "cumulative_cost", "kappa")
         point = {k: metrics[k] for k in keys if k in metrics}
-        version = run.data.tags.get(reg.TAG_MODEL_VERSION)
+        version = run.tags.get(reg.TAG_MODEL_VERSION)
         if version:
             point["production_version"] = float(version)
-        registry.log_metrics(run_id, point, step=batch_id)
-    registry.set_tags(run_id, {reg.TAG_TIMELINE_THROUGH: last})
+        registry.runs.log_metrics(run_id, point, step=batch_id)
+    registry.runs.set_tags(run_id, {reg.TAG_TIMELINE_THROUGH: last})
 
 
 # ---------------------------------------------------------------------------- tune
 
 
 def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int], kappa: float,
-         policy: str = "cara-t", target: str = "label", trainer: TrainerSettings | None = None,
-         gamma="scale", method: str = "exact", project_uri: str | None = None,
-         psi_method: str = "auto",
-         progress: Callable[[int, int], None] | None = None) -> dict:
+         policy: str = DEFAULT_POLICY, target: str = "label", trainer: TrainerSettings | None = None,
+         gamma="scale", method: str = DEFAULT_TUNING_METHOD, project_uri: str | None = None,
+         psi_method: str = DEFAULT_PSI_METHOD, progress: Callable[[int, int], None] | None = None,
+         lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
-    ``psi_method`` (:data:`~cara_mlflow.staleness.PSI_METHODS`) computes the offline Ψ̄ and
+    ``psi_method`` (:data:`~cara_mlflow.names.PSI_METHODS`) computes the offline Ψ̄ and
     is stored in the document as the default of every later step.
     Returns the policy document (also stored as ``NAME.policy@active``).
     """
     check_psi_method(psi_method)
-    if policy not in POLICIES:
-        raise ValueError(f"policy: unknown policy {policy!r}: expected one of {', '.join(POLICIES)}")
-    if policy == "oracle":
-        raise ValueError("policy: the oracle needs the future; tune cara-t, cara-ct, cara-p or a baseline")
-    if not (isinstance(kappa, (int, float)) and np.isfinite(kappa) and kappa > 0):
-        raise ValueError(f"kappa: expected a finite number > 0 (the cost of one retrain in Ψ units), got {kappa}")
+    validate.policy_name(policy, tunable=True)
+    kappa = validate.kappa(kappa)
+    start, stop = validate.offline_window(offline)
+    with managed(store, registry, lock_timeout):
+        return _tune(store, registry, offline=(start, stop), kappa=kappa, policy=policy, target=target,
+                     trainer=trainer or TrainerSettings(), gamma=gamma, method=method, project_uri=project_uri,
+                     psi_method=psi_method, progress=progress)
+
+
+def _tune(store, registry, *, offline, kappa, policy, target, trainer, gamma, method, project_uri, psi_method,
+          progress) -> dict:
     start, stop = offline
-    if not 0 <= start < stop - 1:
-        raise ValueError(f"offline: expected START:STOP with 0 <= START and at least 2 batches, got {start}:{stop}")
-    trainer = trainer or TrainerSettings()
     infos = {b.id: b for b in store.list()}
     missing = [i for i in range(start, stop) if i not in infos]
     if missing:
-        raise ValueError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are not in "
+        raise InputError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are not in "
                          f"{store.batches_dir}; expected every batch of {start}:{stop}")
     first = store.read(start, target=target)
     features = list(first.features)
@@ -358,31 +323,28 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
                    "strategy": [start + s for s in tuned.best_strategy_],
                    "interval": tuned.result_.interval},
     }
-    run_id = registry.start_run("tune", run_name=f"tune-{policy}-kappa{kappa:g}")
+    run_id = registry.runs.start("tune", run_name=f"tune-{policy}-kappa{kappa:g}")
     try:
-        registry.client.log_batch(run_id, params=_params(doc))
+        registry.runs.log_params(run_id, _params(doc))
         metrics = {"offline_cost": tuned.best_cost_, "oracle_cost": best.cost, "kappa": kappa, "gamma": g,
                    "offline_retrains": tuned.result_.n_retrains, "oracle_retrains": best.n_retrains}
-        registry.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v})
+        registry.runs.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v})
         _log_tuning_artifacts(registry, run_id, C, doc, tuned.best_strategy_, best.strategy, start)
-        registry.log_dict(run_id, doc, reg.POLICY_FILE)
+        registry.runs.log_dict(run_id, doc, reg.POLICY_FILE)
         doc["policy_version"] = registry.register_policy(doc, run_id)
-        registry.end_run(run_id, "FINISHED")
+        registry.runs.end(run_id, "FINISHED")
     except BaseException:
-        registry.end_run(run_id, "FAILED")
+        registry.runs.end(run_id, "FAILED")
         raise
     doc["tune_run_id"] = run_id
     return doc
 
 
-def _params(doc: dict):
-    from mlflow.entities import Param
-
-    flat = {"policy": doc["policy"], "kappa": doc["kappa"], "gamma": doc["psi"]["gamma"],
+def _params(doc: dict) -> dict:
+    return {"policy": doc["policy"], "kappa": doc["kappa"], "gamma": doc["psi"]["gamma"],
             "offline": f"{doc['offline']['start']}:{doc['offline']['stop']}", "target": doc["target"],
             **{f"theta.{k}": v for k, v in doc["params"].items()},
             **{f"trainer.{k}": v for k, v in doc["trainer"].items()}}
-    return [Param(k, str(v)[:500]) for k, v in flat.items()]
 
 
 def _log_tuning_artifacts(registry, run_id, C, doc, strategy, oracle_strategy, start) -> None:
@@ -396,62 +358,32 @@ def _log_tuning_artifacts(registry, run_id, C, doc, strategy, oracle_strategy, s
                                  start=start, title=f"offline cost matrix, κ={doc['kappa']:g}")
         fig.savefig(os.path.join(tmp, "cost_matrix.png"), dpi=110)
         plt.close(fig)
-        registry.client.log_artifacts(run_id, tmp, "tuning")
+        registry.runs.log_directory(run_id, tmp, "tuning")
 
 
 def _train_through_project(store, registry, batch, project_uri, trainer, target, features):
-    run_id = _run_retrain_project(store, registry, batch.id, project_uri, trainer, target, features,
-                                  run_type="tune-train")
-    uri = registry.model_of_run(run_id)
-    import mlflow.sklearn
-
-    with registry.scope():
-        return mlflow.sklearn.load_model(uri)
-
-
-def _run_retrain_project(store, registry, batch_id, project_uri, trainer, target, features,
-                         run_type="retrain") -> str:
-    """Run the project's ``train`` entry point on one batch in a fresh run; return the run id."""
-    import mlflow.projects
-    from mlflow.exceptions import ExecutionException
-
-    run_id = registry.start_run(run_type, run_name=f"{run_type}-{batch_id}", tags={reg.TAG_BATCH: batch_id})
-    params = project_parameters(trainer, data=store.info(batch_id).path, target=target, features=features)
-    if os.environ.get(FAULT_ENV) == "during-retrain" and run_type == "retrain":
-        _kill_when_a_child_runs()
-    # MLflow's project runner makes a temp directory per run and never removes it; so may the
-    # child. Both go into a scratch directory of ours, removed afterwards (a soak leaks nothing).
-    scratch = tempfile.mkdtemp(prefix="cara-retrain-")
-    saved_tempdir, tempfile.tempdir = tempfile.tempdir, scratch
-    try:
-        # the child stops if this process dies (STEP_PID_ENV)
-        with registry.scope(), reg.child_environment(**{STEP_PID_ENV: str(os.getpid()), "TMPDIR": scratch}):
-            mlflow.projects.run(uri=project_uri, entry_point="train", parameters=params, env_manager="local",
-                                experiment_id=registry.experiment_id(), run_id=run_id, synchronous=True)
-    except ExecutionException as exc:
-        registry.end_run(run_id, "FAILED")
-        raise StepFailed(f"the retrain project failed on batch {batch_id} (run {run_id}): "
-                         f"{str(exc).splitlines()[0]}; see the run's logs, fix, and rerun") from None
-    finally:
-        tempfile.tempdir = saved_tempdir
-        shutil.rmtree(scratch, ignore_errors=True)
-    if not registry.client.get_run(run_id).data.tags.get(reg.TAG_MODEL_URI):
-        registry.end_run(run_id, "FAILED")
-        raise StepFailed(f"the retrain project logged no model on batch {batch_id} (run {run_id}): "
-                         f"it must set the run tag {reg.TAG_MODEL_URI} as cara_mlflow.train does")
-    return run_id
+    params = project_parameters(trainer, data=store.info(batch.id).path, target=target, features=features)
+    run_id = run_training_project(registry, project_uri, params, batch_id=batch.id, run_type="tune-train")
+    with tempfile.TemporaryDirectory() as tmp:
+        return registry.load_model_uri(registry.model_of_run(run_id), tmp)
 
 
 # ---------------------------------------------------------------------------- init
 
 
 def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_version: int | None = None,
-         project_uri: str | None = None) -> StepResult:
+         project_uri: str | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+         on_phase: Phase = no_phase) -> StepResult:
     """Put the first production model in place (trained on ``batch_id`` or adopted) and commit the batch."""
-    doc = registry.active_policy()
+    with managed(store, registry, lock_timeout):
+        return _init(store, registry, batch_id, adopt_version, project_uri, on_phase)
+
+
+def _init(store, registry, batch_id, adopt_version, project_uri, on_phase) -> StepResult:
+    doc = active_policy(registry)
     last = registry.last_batch()
     if last is not None:
-        raise ValueError(f"batch: {registry.name!r} is already initialised (last batch {last}); "
+        raise InputError(f"batch: {registry.name!r} is already initialised (last batch {last}); "
                          "use `cara-mlflow step`, or `rollback` to change production")
     batch = _batch_for(store, batch_id, doc)
     _recover(registry, None, batch_id)
@@ -461,15 +393,15 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
             version = _adopt(registry, batch, adopt_version, run_id, doc)
         else:
             version = _train_and_register(store, registry, batch_id, doc, trainer, project_uri, trigger="init",
-                                          gate="off")
+                                          gate="off", on_phase=on_phase)
         registry.set_production(version.version)
         state = _fresh_state(doc, version.version)
         state["cumulative_cost"] = doc["kappa"]
         state["last_retrain"] = {"batch": batch_id, "version": version.version, "gate": "off"}
-        registry.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
-        registry.log_metrics(run_id, {"decision": 1.0, "kappa": doc["kappa"], "cumulative_cost": doc["kappa"],
+        registry.runs.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
+        registry.runs.log_metrics(run_id, {"decision": 1.0, "kappa": doc["kappa"], "cumulative_cost": doc["kappa"],
                                       "n_data": batch.n_rows, "n_queries": len(batch.queries)})
-        _commit(registry, run_id, batch_id, state)
+        _commit(registry, run_id, batch_id, state, on_phase)
     return StepResult("processed", batch_id, None, "init", "first production model", version.version, "off",
                       doc["kappa"])
 
@@ -490,56 +422,94 @@ def _adopt(registry, batch, version_number, run_id, doc) -> reg.VersionInfo:
         rows.to_parquet(os.path.join(tmp, "misclassified.parquet"), index=False)
         with open(os.path.join(tmp, "training.json"), "w") as fh:
             json.dump(info, fh)
-        registry.client.log_artifacts(run_id, tmp, "cara")
+        registry.runs.log_directory(run_id, tmp, "cara")
     for key, value in {reg.TAG_TRAINED_ON: batch.id, reg.TAG_TRIGGER: "adopt", reg.TAG_GATE: "off",
                        reg.TAG_TRAINING_RUN: run_id}.items():
         registry.tag_version(version.version, key, value)
     return registry.version(version.version)
 
 
-def _train_and_register(store, registry, batch_id, doc, trainer, project_uri, *, trigger, gate=None):
+def _train_and_register(store, registry, batch_id, doc, trainer, project_uri, *, trigger, gate=None,
+                        on_phase: Phase = no_phase):
     """A registered version trained on ``batch_id``: reuse what a killed step left, else train."""
     existing = registry.versions(trained_on=batch_id)
     if existing:
         return existing[0]
-    finished = [r for r in registry.find_runs("retrain", batch=batch_id, statuses=("FINISHED",))
-                if r.data.tags.get(reg.TAG_MODEL_URI)]
-    for stale in registry.find_runs("retrain", batch=batch_id, statuses=("RUNNING",)):
-        registry.end_run(stale.info.run_id, "FAILED")  # killed half-way: redone below
+    finished = [r for r in registry.runs.find("retrain", batch=batch_id, statuses=("FINISHED",))
+                if r.tags.get(reg.TAG_MODEL_URI)]
+    for stale in registry.runs.find("retrain", batch=batch_id, statuses=("RUNNING",)):
+        registry.runs.end(stale.run_id, "FAILED")  # killed half-way: redone below
     if finished:
-        run_id = finished[0].info.run_id
+        run_id = finished[0].run_id
     else:
         uri = project_uri or doc.get("project_uri") or default_project_uri()
-        run_id = _run_retrain_project(store, registry, batch_id, uri, trainer, doc["target"], doc["features"])
-    _phase("after-retrain")
+        params = project_parameters(trainer, data=store.info(batch_id).path, target=doc["target"],
+                                    features=doc["features"])
+        run_id = run_training_project(registry, uri, params, batch_id=batch_id,
+                                      before_start=lambda: on_phase("during-retrain"))
+    on_phase("after-retrain")
     model_uri = registry.model_of_run(run_id)
     tags = {reg.TAG_TRAINED_ON: batch_id, reg.TAG_TRIGGER: trigger, reg.TAG_TRAINING_RUN: run_id}
     if gate:
         tags[reg.TAG_GATE] = gate
     version = registry.register(model_uri, run_id=run_id, tags=tags)
-    _phase("after-register")
+    on_phase("after-register")
     return version
 
 
 # ---------------------------------------------------------------------------- step
 
 
-def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, force_retrain: bool = False,
-         gate: bool = True, cooldown: int = DEFAULT_COOLDOWN, project_uri: str | None = None,
-         psi_method: str | None = None) -> StepResult:
-    """Process the next batch after ``cara.last_batch`` (DESIGN.md "Batch store" order).
+@dataclass(frozen=True)
+class StepOptions:
+    """How a step runs (the ``step`` command's options).
 
-    ``psi_method`` overrides the policy document's ``psi.method`` (tune's choice) for this step.
+    ``psi_method`` overrides the policy document's ``psi.method`` (tune's choice); ``gate`` off
+    promotes a retrained model without comparing it with production; ``cooldown`` is the number
+    of batches without a retrain attempt after a rejected challenger.
     """
-    if cooldown < 0:
-        raise ValueError(f"cooldown: expected a number of batches >= 0, got {cooldown}")
-    if psi_method is not None:
-        check_psi_method(psi_method)
-    doc = registry.active_policy()
+
+    dry_run: bool = False
+    force_retrain: bool = False
+    gate: bool = True
+    cooldown: int = DEFAULT_COOLDOWN
+    project_uri: str | None = None
+    psi_method: str | None = None
+
+    def __post_init__(self):
+        validate.count(self.cooldown, "cooldown")
+        if self.psi_method is not None:
+            check_psi_method(self.psi_method)
+
+
+def step(store: BatchStore, registry: reg.Registry, options: StepOptions = StepOptions(), *,
+         lock_timeout: float = DEFAULT_LOCK_TIMEOUT, on_phase: Phase = no_phase) -> StepResult:
+    """Process the next batch after ``cara.last_batch`` (DESIGN.md "Batch store" order)."""
+    with managed(store, registry, lock_timeout):
+        return _step(store, registry, options, on_phase)
+
+
+def steps(store: BatchStore, registry: reg.Registry, options: StepOptions = StepOptions(), *,
+          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, on_phase: Phase = no_phase) -> Iterator[StepResult]:
+    """Every pending batch in order, under one lock: each result as soon as its batch is done.
+
+    Ends after the first result that is not a processed batch (waiting, nothing to do, dry run).
+    """
+    with managed(store, registry, lock_timeout):
+        while True:
+            result = _step(store, registry, options, on_phase)
+            yield result
+            if result.status != "processed":
+                return
+
+
+def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_phase: Phase) -> StepResult:
+    dry_run, force_retrain, cooldown = options.dry_run, options.force_retrain, options.cooldown
+    doc = active_policy(registry)
     last = registry.last_batch()
     if last is None:
-        raise reg.RegistryError(f"model {registry.name!r} is not initialised in "
-                                f"{reg.mask_uri(registry.tracking_uri)}: run `cara-mlflow init --batch ID` first")
+        raise SetupError(f"model {registry.name!r} is not initialised in "
+                                f"{registry.where}: run `cara-mlflow init --batch ID` first")
     info = store.next_after(last)
     if info is None:
         if not dry_run:
@@ -549,7 +519,7 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
     if not info.complete:
         return StepResult("waiting", info.id, message=f"waiting for batch {info.id} (no _SUCCESS yet)")
     batch = _batch_for(store, info.id, doc)               # malformed: fails here, nothing written
-    _phase("after-read")
+    on_phase("after-read")
     if not dry_run:
         _recover(registry, last, info.id)
         _write_timeline(registry, store, last)
@@ -567,10 +537,10 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
         model = registry.load_model(in_use, tmp)
         training, rows = registry.training_info(in_use, tmp)
     gamma = float(doc["psi"]["gamma"])
-    method = psi_method or doc["psi"].get("method", "exact")
+    method = options.psi_method or doc["psi"].get("method", "exact")
     now, then, errors = _psi_terms(model, batch, training, rows, gamma, method)
     psi_bar = now - then
-    _phase("after-psi")
+    on_phase("after-psi")
     trained_on = in_use.trained_on if in_use.trained_on is not None and in_use.trained_on < info.id else info.id - 1
     decision = policy.decide(Observation(t=info.id, trained_on=trained_on, psi_bar=psi_bar,
                                          errors=errors.astype(np.int8), kappa=kappa))
@@ -581,29 +551,29 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
               f"{decision.reason}; cooling down until batch {state['cooldown_until']}" if decision.retrain and cooling
               else decision.reason)
     if retrain and not resumed and np.unique(batch.y).size < 2:
-        raise ValueError(f"batch {info.id}: column {batch.target!r} holds one class ({batch.y[0]!r}) only: a "
+        raise InputError(f"batch {info.id}: column {batch.target!r} holds one class ({batch.y[0]!r}) only: a "
                          "model retrained on it would predict that label for everything; fix the batch, "
                          f"or skip it with `cara-mlflow skip --batch {info.id}`")
     if dry_run:
         return StepResult("dry-run", info.id, psi_bar, "retrain" if retrain else "keep", reason,
                           production.version, None, state["cumulative_cost"])
     with _batch_run(registry, store, info.id, {}, previous=last) as run_id:
-        registry.log_metrics(run_id, {"psi_bar": psi_bar, "psi_now": now, "psi_then": then, "kappa": kappa,
+        registry.runs.log_metrics(run_id, {"psi_bar": psi_bar, "psi_now": now, "psi_then": then, "kappa": kappa,
                                       "n_data": batch.n_rows, "n_queries": len(batch.queries)})
-        _phase("after-batch-run")
+        on_phase("after-batch-run")
         gate_outcome = None
         version = production.version
         if retrain:
             trigger = "manual" if force_retrain else doc["policy"]
             challenger = _train_and_register(store, registry, info.id, doc, TrainerSettings(**doc["trainer"]),
-                                             project_uri, trigger=trigger)
+                                             options.project_uri, trigger=trigger, on_phase=on_phase)
             gate_outcome = challenger.tags.get(reg.TAG_GATE) or _gate(registry, challenger, in_use, batch,
-                                                                      gamma, enabled=gate, method=method)
+                                                                      gamma, enabled=options.gate, method=method)
             registry.tag_version(challenger.version, reg.TAG_GATE, gate_outcome)
-            _phase("after-gate")
+            on_phase("after-gate")
             if gate_outcome in ("passed", "off"):
                 registry.set_production(challenger.version)
-                _phase("after-alias")
+                on_phase("after-alias")
                 policy.reset(info.id)
                 version = challenger.version
                 state["cooldown_until"] = None
@@ -616,11 +586,12 @@ def step(store: BatchStore, registry: reg.Registry, *, dry_run: bool = False, fo
         state["policy"] = policy.to_dict()
         state["model_version"] = version
         action = "retrain" if retrain else "keep"
-        registry.set_tags(run_id, {reg.TAG_DECISION: action, reg.TAG_MODEL_VERSION: version,
-                                   "cara.reason": reason[:500], **({reg.TAG_GATE: gate_outcome} if gate_outcome else {})})
-        registry.log_metrics(run_id, {"decision": float(retrain), "cumulative_cost": state["cumulative_cost"],
+        gate_tag = {reg.TAG_GATE: gate_outcome} if gate_outcome else {}
+        registry.runs.set_tags(run_id, {reg.TAG_DECISION: action, reg.TAG_MODEL_VERSION: version,
+                                        "cara.reason": reason[:500], **gate_tag})
+        registry.runs.log_metrics(run_id, {"decision": float(retrain), "cumulative_cost": state["cumulative_cost"],
                                       "score": decision.score})
-        _commit(registry, run_id, info.id, state)
+        _commit(registry, run_id, info.id, state, on_phase)
     return StepResult("processed", info.id, psi_bar, action, reason, version, gate_outcome, state["cumulative_cost"])
 
 
@@ -649,37 +620,47 @@ def _gate(registry, challenger, in_use, batch, gamma, *, enabled: bool, method: 
 # ---------------------------------------------------------------------------- skip, rollback
 
 
-def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: str) -> StepResult:
+def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: str,
+         lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> StepResult:
     """Record the next pending batch as skipped (decision ``skip``) and commit past it."""
-    if not reason or not reason.strip():
-        raise ValueError("reason: expected a short text saying why the batch is skipped")
+    validate.reason(reason, "the batch is skipped")
+    with managed(store, registry, lock_timeout):
+        return _skip(store, registry, batch_id, reason)
+
+
+def _skip(store, registry, batch_id: int, reason: str) -> StepResult:
     last = registry.last_batch()
     if last is None:
-        raise reg.RegistryError(f"model {registry.name!r} is not initialised: run `cara-mlflow init` first")
+        raise SetupError(f"model {registry.name!r} is not initialised: run `cara-mlflow init` first")
     info = store.next_after(last)
     if info is None or info.id != batch_id:
         expected = "none is pending" if info is None else f"the next pending batch is {info.id}"
-        raise ValueError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
+        raise InputError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
     _recover(registry, last, batch_id)
     state = _committed_state(registry, last)
     tags = {reg.TAG_DECISION: "skip", reg.TAG_MODEL_VERSION: state["model_version"], "cara.reason": reason[:500]}
     with _batch_run(registry, store, batch_id, tags, previous=last) as run_id:
-        registry.log_metrics(run_id, {"cumulative_cost": state["cumulative_cost"], "decision": 0.0})
+        registry.runs.log_metrics(run_id, {"cumulative_cost": state["cumulative_cost"], "decision": 0.0})
         _commit(registry, run_id, batch_id, state)
     return StepResult("processed", batch_id, None, "skip", reason, state["model_version"], None,
                       state["cumulative_cost"])
 
 
-def rollback(registry: reg.Registry, *, reason: str, to_version: int | None = None) -> tuple[int | None, int]:
+def rollback(store: BatchStore, registry: reg.Registry, *, reason: str, to_version: int | None = None,
+             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> tuple[int | None, int]:
     """Move production back (default: the previous version that passed its gate); returns (from, to).
 
     With ``to_version`` it also puts back a production alias that was deleted by hand (from = None).
     """
-    if not reason or not reason.strip():
-        raise ValueError("reason: expected a short text saying why production is rolled back")
+    validate.reason(reason, "production is rolled back")
+    with managed(store, registry, lock_timeout):
+        return _rollback(registry, reason, to_version)
+
+
+def _rollback(registry, reason: str, to_version: int | None) -> tuple[int | None, int]:
     try:
         current = registry.production()
-    except reg.RegistryError:
+    except SetupError:
         if to_version is None:
             raise
         current = None
@@ -689,15 +670,15 @@ def rollback(registry: reg.Registry, *, reason: str, to_version: int | None = No
         candidates = [v for v in registry.versions() if v.version < current.version
                       and v.tags.get(reg.TAG_GATE) in ("passed", "off") and v.trained_on is not None]
         if not candidates:
-            raise ValueError(f"to: no version before v{current.version} to roll back to; pass --to VERSION")
+            raise InputError(f"to: no version before v{current.version} to roll back to; pass --to VERSION")
         target = candidates[0]
     else:
         target = registry.version(to_version)
         if target.trained_on is None:
-            raise ValueError(f"to: version {to_version} was not trained or adopted by cara-mlflow "
+            raise InputError(f"to: version {to_version} was not trained or adopted by cara-mlflow "
                              f"(no {reg.TAG_TRAINED_ON} tag); adopt it with `init --adopt-version`")
     if current is not None and target.version == current.version:
-        raise ValueError(f"to: version {target.version} is already in production")
+        raise InputError(f"to: version {target.version} is already in production")
     registry.set_production(target.version)
     before = f"v{current.version}" if current is not None else "no alias"
     registry.set_model_tag(reg.TAG_ROLLBACK, f"{before} -> v{target.version}: {reason}"[:5000])
@@ -711,20 +692,22 @@ def rollback(registry: reg.Registry, *, reason: str, to_version: int | None = No
 
 def history(registry: reg.Registry) -> list[dict]:
     """The decision table: one row per committed batch, in batch order."""
+    registry.check_reachable()
     rows = []
-    for run in registry.find_runs("batch", statuses=("FINISHED",), max_results=50000):
-        tags, metrics = run.data.tags, run.data.metrics
+    for run in registry.runs.find("batch", statuses=("FINISHED",), max_results=50000):
+        tags, metrics = run.tags, run.metrics
         rows.append({"batch": int(tags[reg.TAG_BATCH]), "decision": tags.get(reg.TAG_DECISION),
                      "psi_bar": metrics.get("psi_bar"), "cumulative_cost": metrics.get("cumulative_cost"),
                      "version": int(tags[reg.TAG_MODEL_VERSION]) if tags.get(reg.TAG_MODEL_VERSION) else None,
                      "gate": tags.get(reg.TAG_GATE), "reason": tags.get("cara.reason", ""),
-                     "run_id": run.info.run_id})
+                     "run_id": run.run_id})
     return sorted(rows, key=lambda r: r["batch"])
 
 
 def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://127.0.0.1:5000") -> dict:
     """Where the managed model stands: production, batches, policy, costs and UI links."""
-    out: dict = {"name": registry.name, "tracking_uri": reg.mask_uri(registry.tracking_uri),
+    registry.check_reachable()
+    out: dict = {"name": registry.name, "tracking_uri": registry.where,
                  "store": str(store.root)}
     production = registry.production()
     last = registry.last_batch()
@@ -741,12 +724,12 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
             out["next_state"] = "waiting"
         else:
             try:
-                doc = registry.active_policy()
+                doc = active_policy(registry)
                 _batch_for(store, nxt.id, doc)
                 out["next_state"] = "ready"
-            except ValueError as exc:
+            except InputError as exc:
                 out["next_state"] = f"malformed: {exc}"
-    doc = registry.active_policy()
+    doc = active_policy(registry)
     out["policy"] = {"name": doc["policy"], "params": doc["params"], "kappa": doc["kappa"],
                      "version": doc.get("_version")}
     if last is not None:

@@ -41,12 +41,14 @@ def parse_policy_document(text: str | bytes, source: str = "policy.json") -> dic
     >>> parse_policy_document("{not json")
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: policy.json: not valid JSON (line 1, column 2: Expecting property name enclosed in double quotes); re-run `cara-mlflow tune` to register a valid policy
+    cara_mlflow.errors.InputError: policy.json: not valid JSON (line 1, column 2: Expecting property name
+    enclosed in double quotes); re-run `cara-mlflow tune` to register a valid policy
     """
     try:
         doc = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f"line {exc.lineno}, column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+        where = (f"line {exc.lineno}, column {exc.colno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError)
+                 else str(exc))
         raise InputError(f"{source}: not valid JSON ({where}); {_FIX}") from None
     return check_policy_document(doc, source)
 
@@ -57,7 +59,8 @@ def check_policy_document(doc: Any, source: str = "policy.json") -> dict:
     >>> check_policy_document({"format": 1})
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: policy.json: missing field 'name'; re-run `cara-mlflow tune` to register a valid policy
+    cara_mlflow.errors.InputError: policy.json: missing field 'name'; re-run `cara-mlflow tune` to register a
+    valid policy
     """
     if not isinstance(doc, dict):
         raise InputError(f"{source}: expected a JSON object, got {type(doc).__name__}; {_FIX}")

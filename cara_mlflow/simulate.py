@@ -20,12 +20,20 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .costs import (StalenessTerms, check_kappa, predict_later, retrains_from_strategy, scpe,
-                    staleness_terms, strategy_cost)
+from . import validate
+from .costs import (
+    StalenessTerms,
+    check_kappa,
+    predict_later,
+    retrains_from_strategy,
+    scpe,
+    staleness_terms,
+    strategy_cost,
+)
 from .errors import InputError
 from .names import MODEL_NAMES
 from .oracle import solve
-from .policies import POLICIES, Observation, make_policy
+from .policies import Observation, make_policy
 from .staleness import DEFAULT_GAMMA, resolve_gamma, stack_rows
 from .tuning import PolicyTuner
 
@@ -274,10 +282,7 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
     >>> [round(evaluate(p, kappa=k, policies=["nr"])["nr"].strategy_cost, 3) > 0 for k in (1, 50)]
     [True, True]
     """
-    policies = list(POLICIES) if policies is None else list(policies)
-    for name in policies:
-        if name not in POLICIES:
-            raise InputError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
+    policies = validate.policy_names(policies)
     kappa_value = float(check_kappa(kappa, 1)[0])
     note = progress or (lambda message: None)
     p = prepared
@@ -337,9 +342,7 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     >>> all(r.strategy_cost >= report["oracle"].strategy_cost for r in report.results)
     True
     """
-    for name in policies or ():
-        if name not in POLICIES:
-            raise InputError(f"policies: unknown policy {name!r}: expected one of {', '.join(POLICIES)}")
+    validate.policy_names(policies)
     check_kappa(kappa, 1)
     prepared = prepare(stream, n_offline=n_offline, model=model, seed=seed, gamma=gamma, loss=loss,
                        n_batches=n_batches, batch_size=batch_size, psi_method=psi_method, progress=progress)

@@ -624,7 +624,7 @@ def _checked_id(batch_id: Any) -> int:
 def _checked_features(features: Sequence[str] | None, target: str) -> tuple[str, ...] | None:
     """``features`` as a tuple of str, checked for duplicates and the target."""
     if not isinstance(target, str) or not target:
-        raise TypeError(f"target must be a non-empty column name, got {target!r}")
+        raise InputError(f"target: expected a non-empty column name, got {target!r}")
     if features is None:
         return None
     if isinstance(features, str):

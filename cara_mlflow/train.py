@@ -2,10 +2,11 @@
 
 Two layers. The pure one — :class:`TrainerSettings`, :func:`split_holdout`,
 :func:`build_estimator`, :func:`fit_batch` — trains one model on one batch and says which rows
-of the batch it gets wrong; ``tune`` uses it in-process for its offline models, and it never
-imports mlflow. The logging one — :func:`log_training`, :func:`main` — runs inside the MLflow
-Project run started by the lifecycle (``env_manager="local"``) and records, with the model,
-everything the lifecycle reads back:
+of the batch it gets wrong; ``tune`` uses it in-process for its offline models. The command
+line — :func:`main`, ``python -m cara_mlflow.train`` — runs inside the MLflow Project run started
+by the lifecycle (``env_manager="local"``) and logs through
+:func:`cara_mlflow.tracking.training.log_training` (this module never imports mlflow), recording,
+with the model, everything the lifecycle reads back:
 
 ========================================  ===================================================
 run tag ``cara.model_uri``                 the logged model's URI (``models:/m-...``)
@@ -40,13 +41,14 @@ import numbers
 import os
 import re
 import sys
-import tempfile
-import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .errors import CaraError, InputError
+from .names import MODEL_NAMES, STEP_PID_ENV
 
 __all__ = [
     "MODEL_NAMES",
@@ -60,16 +62,7 @@ __all__ = [
     "main",
 ]
 
-#: Model names users type (DESIGN.md): ``rf`` RandomForestClassifier, ``lr`` SGDClassifier
-#: with log loss.
-MODEL_NAMES: tuple[str, ...] = ("rf", "lr")
 
-#: Where the lifecycle finds the trainer's outputs (names are part of the contract).
-MODEL_NAME = "model"
-MISCLASSIFIED_ARTIFACT = "cara/misclassified.parquet"
-TRAINING_ARTIFACT = "cara/training.json"
-TAG_MODEL_URI = "cara.model_uri"
-TAG_TRAINED_ON = "cara.trained_on"
 
 
 def _is_int(value: object) -> bool:
@@ -109,7 +102,7 @@ class TrainerSettings:
     >>> TrainerSettings(holdout=1.0)
     Traceback (most recent call last):
     ...
-    ValueError: holdout: expected a number with 0 <= holdout < 1, got 1.0
+    cara_mlflow.errors.InputError: holdout: expected a number with 0 <= holdout < 1, got 1.0
     """
 
     model: str = "rf"
@@ -121,19 +114,19 @@ class TrainerSettings:
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
-            raise ValueError(f"model: expected one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
+            raise InputError(f"model: expected one of {', '.join(MODEL_NAMES)}, got {self.model!r}")
         if not (_is_int(self.seed) and 0 <= self.seed < 2**32):
-            raise ValueError(f"seed: expected an integer with 0 <= seed < 2**32, got {self.seed!r}")
+            raise InputError(f"seed: expected an integer with 0 <= seed < 2**32, got {self.seed!r}")
         if not (_is_real(self.holdout) and 0 <= self.holdout < 1):
-            raise ValueError(f"holdout: expected a number with 0 <= holdout < 1, got {self.holdout!r}")
+            raise InputError(f"holdout: expected a number with 0 <= holdout < 1, got {self.holdout!r}")
         if not (_is_int(self.n_estimators) and self.n_estimators >= 1):
-            raise ValueError(f"n_estimators: expected an integer >= 1, got {self.n_estimators!r}")
+            raise InputError(f"n_estimators: expected an integer >= 1, got {self.n_estimators!r}")
         if self.max_depth is not None and not (_is_int(self.max_depth) and self.max_depth >= 1):
-            raise ValueError(
+            raise InputError(
                 f"max_depth: expected None (unlimited) or an integer >= 1, got {self.max_depth!r}"
             )
         if not (_is_real(self.alpha) and np.isfinite(self.alpha) and self.alpha > 0):
-            raise ValueError(f"alpha: expected a finite number > 0, got {self.alpha!r}")
+            raise InputError(f"alpha: expected a finite number > 0, got {self.alpha!r}")
 
 
 def split_holdout(n_rows: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,9 +145,9 @@ def split_holdout(n_rows: int, holdout: float, seed: int) -> tuple[np.ndarray, n
     [[0], []]
     """
     if not (_is_int(n_rows) and n_rows >= 1):
-        raise ValueError(f"n_rows: expected an integer >= 1, got {n_rows!r}")
+        raise InputError(f"n_rows: expected an integer >= 1, got {n_rows!r}")
     if not (_is_real(holdout) and 0 <= holdout < 1):
-        raise ValueError(f"holdout: expected a number with 0 <= holdout < 1, got {holdout!r}")
+        raise InputError(f"holdout: expected a number with 0 <= holdout < 1, got {holdout!r}")
     n_held = min(int(round(holdout * n_rows)), n_rows - 1)
     order = np.random.default_rng(seed).permutation(n_rows)
     return np.sort(order[n_held:]), np.sort(order[:n_held])
@@ -223,17 +216,17 @@ def fit_batch(X, y, settings: TrainerSettings) -> FitResult:
     >>> fit_batch(np.zeros((3, 2)), np.zeros(2), TrainerSettings())
     Traceback (most recent call last):
     ...
-    ValueError: y: expected shape (3,) to match X, got (2,)
+    cara_mlflow.errors.InputError: y: expected shape (3,) to match X, got (2,)
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X: expected a non-empty 2-D array (n, d), got shape {X.shape}")
+        raise InputError(f"X: expected a non-empty 2-D array (n, d), got shape {X.shape}")
     n_rows = X.shape[0]
     if y.shape != (n_rows,):
-        raise ValueError(f"y: expected shape ({n_rows},) to match X, got {y.shape}")
+        raise InputError(f"y: expected shape ({n_rows},) to match X, got {y.shape}")
     if not np.isfinite(X).all():
-        raise ValueError("X: expected finite values, found NaN or infinity")
+        raise InputError("X: expected finite values, found NaN or infinity")
     train_index, holdout_index = split_holdout(n_rows, settings.holdout, settings.seed)
     X_train, y_train = X[train_index], y[train_index]
     classes = np.unique(y_train)
@@ -263,108 +256,13 @@ def project_parameters(settings: TrainerSettings, *, data, target: str,
     return params
 
 
-# --------------------------------------------------------------------------------------------
-# MLflow logging (mlflow is imported here only)
-# --------------------------------------------------------------------------------------------
-
-
-def _pip_requirements() -> list[str]:
-    """Pinned versions of what loading and running the model needs, from this interpreter."""
-    import scipy
-    import skops
-    import sklearn
-
-    return [f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}",
-            f"scipy=={scipy.__version__}", f"skops=={skops.__version__}"]
-
-
-#: The types skops must trust to load our own models (``skops.io.get_untrusted_types``): only
-#: the forest's tree storage. Listed per estimator rather than "trust what is found".
-_SKOPS_TRUSTED_TYPES: dict[str, list[str]] = {"RandomForestClassifier": ["sklearn.tree._tree.Tree"]}
-
-#: Warnings MLflow 3.17 raises on every retrain that say nothing about this run: the local
-#: dataset source is registered twice (schemes "" and "file"), labels are integers, and the
-#: dataset digest calls a pandas API in a way pandas 4 will change.
-_MLFLOW_NOISE = (r"The specified dataset source can be interpreted in multiple ways",
-                 r"Hint: Inferred schema contains integer column",
-                 r"Starting with pandas version 4\.0 all arguments of all")
-
-
-def _batch_frame(batch):
-    import pandas as pd
-
-    frame = pd.DataFrame(batch.X, columns=list(batch.features))
-    frame[batch.target] = batch.y
-    return frame
-
-
 def log_training(fit: FitResult, batch, settings: TrainerSettings) -> str:
-    """Log ``fit`` (trained on ``batch`` with ``settings``) to the active MLflow run.
+    """Log ``fit`` (trained on ``batch`` with ``settings``) to the active MLflow run; return the
+    logged model's URI. The MLflow side lives in :func:`cara_mlflow.tracking.training.log_training`
+    (the one package that imports mlflow); this name stays for projects that copy this trainer."""
+    from .tracking.training import log_training as log
 
-    Logs the model (``name="model"``), the batch as dataset input ``batch-<id>``, the artifacts
-    ``cara/misclassified.parquet`` and ``cara/training.json``, the params, the metrics and the
-    tags ``cara.model_uri`` / ``cara.trained_on`` (see the module docstring). Params the run
-    already holds are left as they are: in a project run those are the entry point's parameters,
-    logged by ``mlflow.projects.run`` as they went into the shell command (``max_depth`` ``0``,
-    an empty ``features`` as ``''``), and MLflow refuses to change a param. The settings exactly
-    are in ``cara/training.json``. Returns the logged model's URI.
-    """
-    import mlflow
-
-    run = mlflow.active_run()
-    if run is None:
-        raise RuntimeError("log_training needs an active MLflow run (mlflow.start_run())")
-    if fit.n_rows != batch.n_rows:
-        raise ValueError(f"fit has {fit.n_rows} rows but batch {batch.id} has {batch.n_rows}")
-    with warnings.catch_warnings():
-        for message in _MLFLOW_NOISE:
-            warnings.filterwarnings("ignore", message=message)
-        return _log_training(run.info.run_id, fit, batch, settings)
-
-
-def _log_training(run_id: str, fit: FitResult, batch, settings: TrainerSettings) -> str:
-    import mlflow
-    from mlflow.models import infer_signature
-
-    frame = _batch_frame(batch)
-
-    mlflow.log_input(
-        mlflow.data.from_pandas(frame, source=str(batch.data_path), targets=batch.target,
-                                name=f"batch-{batch.id}"),
-        context="training",
-    )
-    existing = mlflow.tracking.MlflowClient().get_run(run_id).data.params
-    params = {**asdict(settings), "batch": batch.id}
-    mlflow.log_params({k: v for k, v in params.items() if k not in existing})
-
-    n_wrong = int(fit.misclassified_index.size)
-    metrics = {"n_rows": fit.n_rows, "n_misclassified": n_wrong, "train_error_rate": n_wrong / fit.n_rows}
-    accuracy = fit.holdout_accuracy()
-    if accuracy is not None:
-        metrics["holdout_accuracy"] = accuracy
-    mlflow.log_metrics(metrics)
-
-    wrong = frame.iloc[fit.misclassified_index]
-    wrong.insert(0, "row", fit.misclassified_index.astype(np.int64))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, Path(MISCLASSIFIED_ARTIFACT).name)
-        wrong.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path=str(Path(MISCLASSIFIED_ARTIFACT).parent))
-    mlflow.log_dict(
-        {"batch": batch.id, "n_rows": fit.n_rows, "features": list(batch.features), "target": batch.target,
-         "holdout_index": fit.holdout_index.tolist(), "n_misclassified": n_wrong,
-         "settings": asdict(settings)},
-        TRAINING_ARTIFACT,
-    )
-
-    info = mlflow.sklearn.log_model(
-        fit.model, name=MODEL_NAME,
-        signature=infer_signature(batch.X, fit.model.predict(batch.X)),
-        pip_requirements=_pip_requirements(),
-        skops_trusted_types=_SKOPS_TRUSTED_TYPES.get(type(fit.model).__name__),
-    )
-    mlflow.set_tags({TAG_MODEL_URI: info.model_uri, TAG_TRAINED_ON: str(batch.id)})
-    return info.model_uri
+    return log(fit, batch, settings)
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,36 +322,28 @@ def _run(argv: list[str] | None) -> None:
         settings = TrainerSettings(model=args.model, seed=args.seed, holdout=args.holdout,
                                    n_estimators=args.n_estimators, max_depth=args.max_depth or None,
                                    alpha=args.alpha)
-    except ValueError as exc:  # "field: ..." -> "--field: ..."
+    except InputError as exc:  # "field: ..." -> "--field: ..."
         raise _UsageError("--" + str(exc).replace("_", "-", 1)) from None
     root, batch_id = _batch_location(args.data)
     features = _features(args.features)
 
-    from .store import BatchStore, BatchStoreError
+    from .store import BatchStore
 
     try:
         batch = BatchStore(root).read(batch_id, target=args.target, features=features)
         fit = fit_batch(batch.X, batch.y, settings)
-    except (BatchStoreError, ValueError) as exc:
+    except InputError as exc:
         raise _UsageError(f"batch {batch_id} in {root}: {exc}") from None
 
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from .tracking.training import log_project_run
 
     try:
-        with mlflow.start_run():  # attaches to the project run (MLFLOW_RUN_ID)
-            model_uri = log_training(fit, batch, settings)
-    except MlflowException as exc:
-        raise _UsageError(f"MLflow: {exc.message}") from None
+        model_uri = log_project_run(fit, batch, settings)   # attaches to the project run (MLFLOW_RUN_ID)
+    except CaraError as exc:
+        raise _UsageError(exc.line()) from None
     # stderr: the parent step's stdout is one line per batch, for cron logs and --json.
     print(f"cara_mlflow.train: batch {batch_id}: {fit.n_rows} rows, {fit.misclassified_index.size} "
           f"misclassified, model {model_uri}", file=sys.stderr)
-
-
-#: Set by the step for its retrain child: the step's pid. A retrain whose step died (``kill -9``,
-#: a reboot) stops at once, its run left RUNNING for the next step's recovery to mark FAILED and
-#: redo, rather than finishing unobserved and racing the redo.
-STEP_PID_ENV = "CARA_STEP_PID"
 
 
 def _die_with_the_step() -> None:

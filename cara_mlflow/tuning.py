@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import validate
 from .costs import check_cost_matrix, strategy_from_retrains
 from .errors import InputError
 from .names import TUNING_METHODS
@@ -132,12 +133,10 @@ class PolicyTuner:
         self.seed = seed
 
     def fit(self, C) -> "PolicyTuner":
-        from .policies import POLICIES  # local: policies and tuning are peers
-
-        if self.policy not in POLICIES:
-            raise InputError(f"policy: unknown policy {self.policy!r}: expected one of {', '.join(POLICIES)}")
+        validate.policy_name(self.policy)
         if self.method not in TUNING_METHODS:
-            raise InputError(f"method: unknown tuning method {self.method!r}: expected one of {', '.join(TUNING_METHODS)}")
+            raise InputError(f"method: unknown tuning method {self.method!r}: "
+                             f"expected one of {', '.join(TUNING_METHODS)}")
         C = check_cost_matrix(C)
         if C.shape[0] < 2:
             raise InputError("C: the offline window needs at least 2 batches to tune a policy")

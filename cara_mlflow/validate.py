@@ -20,11 +20,12 @@ import numbers
 from .errors import InputError
 from .names import UNTUNABLE_POLICIES
 
-__all__ = ["is_positive", "kappa", "policy_name", "policy_list", "offline_window", "count", "reason"]
+__all__ = ["is_positive", "kappa", "policy_name", "policy_names", "tunable_policies", "policy_list",
+           "offline_window", "count", "reason"]
 
 
 def _policies() -> tuple[str, ...]:
-    from .policies import POLICIES   # the registry of names; numpy only, no scikit-learn
+    from .policies import POLICIES  # the registry of names; numpy only, no scikit-learn
 
     return tuple(POLICIES)
 
@@ -52,7 +53,8 @@ def policy_name(name, *, tunable: bool = False) -> str:
     >>> policy_name("oracle", tunable=True)
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: policy: 'oracle' cannot be tuned for production (it needs the future); expected one of cara-t, cara-ct, cara-p, markov, nr, adwin, ddm
+    cara_mlflow.errors.InputError: policy: 'oracle' cannot be tuned for production (it needs the future);
+    expected one of cara-t, cara-ct, cara-p, markov, nr, adwin, ddm
     """
     known = _policies()
     choices = tunable_policies() if tunable else known
@@ -67,6 +69,20 @@ def policy_name(name, *, tunable: bool = False) -> str:
 def tunable_policies() -> tuple[str, ...]:
     """The policies ``tune`` accepts: every registered one but the ORACLE."""
     return tuple(p for p in _policies() if p not in UNTUNABLE_POLICIES)
+
+
+def policy_names(names=None) -> list[str]:
+    """A list of registered policy names (None: every policy), in the order given.
+
+    >>> policy_names(["nr", "oracle"]), len(policy_names())
+    (['nr', 'oracle'], 8)
+    """
+    known = _policies()
+    names = list(known) if names is None else list(names)
+    for name in names:
+        if not isinstance(name, str) or name not in known:
+            raise InputError(f"policies: unknown policy {name!r}: expected one of {', '.join(known)}")
+    return names
 
 
 def policy_list(text: str) -> list[str]:

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from cara_mlflow import simulate as simulate_module
 from cara_mlflow.cli import cli
-from cara_mlflow.compare import compare, log_comparison, parse_kappas
+from cara_mlflow.compare import compare, parse_kappas
+from cara_mlflow.tracking.comparison import log_comparison
 
 SMALL = {"n_batches": 12, "batch_size": 150}
 

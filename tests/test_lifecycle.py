@@ -20,240 +20,52 @@ original is never stepped itself, so no test sees another's state.
 from __future__ import annotations
 
 import json
-import logging
-import os
-import shutil
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
 
 from cara_mlflow import lifecycle
 from cara_mlflow.cli import cli
-from cara_mlflow.registry import Registry, default_tracking_uri, tracking_uri_scope
+from cara_mlflow.lock import store_lock
 from cara_mlflow.store import SUCCESS_MARKER, BatchStore, write_stream
 from cara_mlflow.streams import make_stream
+from cara_mlflow.tracking import default_tracking_uri
 from cara_mlflow.train import split_holdout
 
-NAME = "demo"
-KAPPA = 5.0
-POLICY = "cara-ct"           # stateful (ΣΨ̄, n): a reset of the policy is visible in its state
-N_BATCHES, BATCH_SIZE = 14, 250
-OFFLINE = (0, 5)
-INIT_BATCH = 5
-ONLINE = list(range(INIT_BATCH + 1, N_BATCHES))          # 6..13
-TIMEOUT = 240                                            # seconds, per CLI subprocess
+from .crash_harness import KILL_ENV
+from .helpers import (
+    BATCH_SIZE,
+    INIT_BATCH,
+    KAPPA,
+    NAME,
+    OFFLINE,
+    ONLINE,
+    POLICY,
+    TIMEOUT,
+    client,
+    closed_port,
+    copy_store,
+    drop_batches_from,
+    error_lines,
+    load_production,
+    model_tags,
+    ok,
+    one_line_error,
+    popen_cron,
+    read_data,
+    registry,
+    rewrite_batch,
+    run_cli,
+    runs_of,
+    snapshot,
+    the_batch_run,
+    timeline_points,
+)
 
-# ---------------------------------------------------------------------------------- helpers
-
-
-def cli_env(store: Path, **extra: str) -> dict[str, str]:
-    """What cron gives the step: CARA_NAME/CARA_STORE, no MLflow URI (the store's sqlite default)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.pop(lifecycle.FAULT_ENV, None)
-    env.update(CARA_NAME=NAME, CARA_STORE=str(store), MLFLOW_DISABLE_TELEMETRY="true")
-    env.update(extra)
-    return env
-
-
-def run_cli(store: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
-    """``python -m cara_mlflow.cli ARGS`` in a subprocess, from a directory next to the store."""
-    return subprocess.run([sys.executable, "-m", "cara_mlflow.cli", *args], env=cli_env(store, **extra_env),
-                          cwd=store.parent, capture_output=True, text=True, timeout=TIMEOUT)
-
-
-def popen_cron(store: Path, home: Path, *args: str) -> subprocess.Popen:
-    """The console script as examples/crontab runs it: PATH=/usr/bin:/bin (no venv), cwd $HOME."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "CARA_NAME": NAME, "CARA_STORE": str(store),
-           "MLFLOW_DISABLE_TELEMETRY": "true"}
-    script = Path(sys.executable).parent / "cara-mlflow"
-    return subprocess.Popen([str(script), *args], env=env, cwd=home, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def error_lines(result: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.strip()]
-
-
-def one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
-    """The contract for bad input or environment: exit ``code``, exactly one line on stderr."""
-    assert result.returncode == code, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    lines = error_lines(result)
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{result.stderr}"
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
-def registry(store: Path) -> Registry:
-    return Registry(default_tracking_uri(store), NAME)
-
-
-def copy_store(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
-def drop_batches_from(store: Path, first: int) -> None:
-    """Remove batches ``first..``: keeps a copy's pending work (and its retrains) small."""
-    for info in BatchStore(store).list():
-        if info.id >= first:
-            shutil.rmtree(info.path)
-
-
-def all_runs(reg: Registry) -> list:
-    from mlflow.entities import ViewType
-
-    exp = reg.experiment_id(create=False)
-    return reg.client.search_runs([exp], run_view_type=ViewType.ALL, max_results=5000)
-
-
-def runs_of(reg: Registry, run_type: str, batch: int | None = None, status: str | None = None) -> list:
-    runs = reg.find_runs(run_type, batch=batch)
-    return [r for r in runs if status is None or r.info.status == status]
-
-
-def the_batch_run(reg: Registry, batch: int):
-    finished = runs_of(reg, "batch", batch, "FINISHED")
-    assert len(finished) == 1, f"batch {batch}: {len(finished)} FINISHED batch runs"
-    return finished[0]
-
-
-def timeline_points(reg: Registry, metric: str = "decision") -> list[tuple[int, float]]:
-    timelines = reg.find_runs("timeline")
-    assert len(timelines) == 1, f"{len(timelines)} timeline runs"
-    history = reg.client.get_metric_history(timelines[0].info.run_id, metric)
-    return sorted((m.step, m.value) for m in history)
-
-
-def snapshot(store: Path) -> dict:
-    """Everything a step may write: registry (versions, tags, aliases, policy), runs, timeline."""
-    reg = registry(store)
-    model = reg.registered_model()
-    policy_versions = reg.client.search_model_versions(f"name='{reg.policy_name}'")
-    runs = all_runs(reg)
-    timeline = reg.find_runs("timeline")
-    return {
-        "model_tags": dict(model.tags) if model else None,
-        "aliases": dict(model.aliases) if model else None,
-        "versions": sorted((v.version, tuple(sorted(v.tags.items()))) for v in reg.versions()),
-        "policy_versions": sorted(int(v.version) for v in policy_versions),
-        "runs": sorted((r.info.run_id, r.info.status, tuple(sorted(r.data.tags.items())),
-                        tuple(sorted(r.data.metrics.items()))) for r in runs),
-        "timeline": timeline_points(reg) if timeline else [],
-    }
-
-
-def load_production(store: Path, dst: Path):
-    """``mlflow.sklearn.load_model("models:/NAME@production")``, the way a server loads it."""
-    import mlflow.sklearn
-
-    dst.mkdir(parents=True, exist_ok=True)
-    with tracking_uri_scope(default_tracking_uri(store)):
-        return mlflow.sklearn.load_model(f"models:/{NAME}@production", dst_path=str(dst))
-
-
-def rewrite_batch(store: Path, batch_id: int, data: pd.DataFrame, *, complete: bool = True) -> None:
-    """Replace a batch's data (keeping its queries), as a producer would write it afresh."""
-    bs = BatchStore(store)
-    path = bs.info(batch_id).path
-    queries = pd.read_parquet(path / "queries.parquet")
-    shutil.rmtree(path)
-    bs.write(batch_id, data, queries=queries)
-    if not complete:
-        (path / SUCCESS_MARKER).unlink()
-
-
-def read_data(store: Path, batch_id: int) -> pd.DataFrame:
-    return pd.read_parquet(BatchStore(store).info(batch_id).path / "data.parquet")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# ---------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True)
-def _global_mlflow_state_is_left_alone():
-    """Nothing here (nor the library, in-process) may leave MLflow's global URIs changed."""
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    def state():
-        return (tracking_utils._tracking_uri, registry_utils._registry_uri,
-                os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI"), os.environ.get("PATH"))
-
-    before = state()
-    yield
-    assert state() == before
-
-
-@pytest.fixture
-def cara(monkeypatch, capsys):
-    """``cara_mlflow.cli.main(ARGS)`` in-process, with the env of :func:`cli_env`.
-
-    Returns a ``CompletedProcess`` (exit code of ``SystemExit``, captured stdout/stderr). What
-    ``_open`` sets in the environment and on the loggers is restored afterwards.
-    """
-    from cara_mlflow.cli import main
-
-    levels = {n: logging.getLogger(n).level for n in ("mlflow", "alembic")}
-
-    def run(store: Path, *args: str) -> subprocess.CompletedProcess:
-        for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
-            monkeypatch.delenv(key)
-        monkeypatch.delenv(lifecycle.FAULT_ENV, raising=False)
-        for key, value in dict(CARA_NAME=NAME, CARA_STORE=str(store), MLFLOW_DISABLE_TELEMETRY="true",
-                               MLFLOW_LOGGING_LEVEL="WARNING").items():
-            monkeypatch.setenv(key, value)
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, out, err)
-
-    yield run
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
-
-
-@pytest.fixture(scope="module")
-def base_store(tmp_path_factory) -> Path:
-    """A CovCon-D store of 14 batches of 250, tuned on 0:5 (CARA-CT, κ=5, lr) and initialised on 5."""
-    root = tmp_path_factory.mktemp("base") / "store"
-    made = CliRunner().invoke(cli, ["make-stream", "covcon-d", "--out", str(root), "--n-batches", str(N_BATCHES),
-                                    "--batch-size", str(BATCH_SIZE)])
-    assert made.exit_code == 0, made.output
-    assert [i.id for i in BatchStore(root).list() if i.complete] == list(range(N_BATCHES))
-    ok(run_cli(root, "tune", "--offline", f"{OFFLINE[0]}:{OFFLINE[1]}", "--kappa", str(KAPPA),
-               "--policy", POLICY, "--model", "lr", "--n-estimators", "10"))
-    ok(run_cli(root, "init", "--batch", str(INIT_BATCH)))
-    for stray in ("mlruns", "mlflow.db"):          # the default store is the store's own sqlite
-        assert not (root.parent / stray).exists()
-    return root
-
-
-@pytest.fixture
-def fresh(base_store, tmp_path) -> Path:
-    """A private copy of the tuned and initialised store: last_batch 5, batches 6..13 pending."""
-    return copy_store(base_store, tmp_path / "store")
+pytestmark = pytest.mark.usefixtures("mlflow_globals_untouched")
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +90,7 @@ def test_step_all_processes_every_batch_in_order_and_says_so(ran_store):
 def test_registry_has_one_version_per_retrain_with_its_tags(ran_store):
     root, _ = ran_store
     reg = registry(root)
-    decisions = {b: the_batch_run(reg, b).data.tags["cara.decision"] for b in ONLINE}
+    decisions = {b: the_batch_run(reg, b).tags["cara.decision"] for b in ONLINE}
     retrains = [b for b, d in decisions.items() if d == "retrain"]
     assert retrains and "keep" in decisions.values(), f"want a mix of decisions for a meaningful test: {decisions}"
     versions = sorted(reg.versions(), key=lambda v: v.version)
@@ -291,11 +103,11 @@ def test_registry_has_one_version_per_retrain_with_its_tags(ran_store):
         assert v.tags["cara.trigger"] == POLICY
         assert v.tags["cara.gate"] in ("passed", "rejected")
     for v in versions:
-        run = reg.client.get_run(v.tags["cara.training_run"])
-        assert run.data.tags["cara.run_type"] == "retrain"
-        assert run.data.tags["cara.batch"] == str(v.trained_on)
-        assert run.info.status == "FINISHED"
-        assert run.data.tags["cara.model_uri"] == v.source
+        run = reg.runs.get(v.tags["cara.training_run"])
+        assert run.tags["cara.run_type"] == "retrain"
+        assert run.tags["cara.batch"] == str(v.trained_on)
+        assert run.status == "FINISHED"
+        assert run.tags["cara.model_uri"] == v.source
         assert len(runs_of(reg, "retrain", v.trained_on)) == 1         # one retrain per version
 
     # production: the version trained on the last retrain whose gate passed
@@ -307,19 +119,19 @@ def test_registry_has_one_version_per_retrain_with_its_tags(ran_store):
 def test_one_finished_batch_run_per_committed_batch_with_metrics_and_state(ran_store):
     root, _ = ran_store
     reg = registry(root)
-    assert {r.info.status for r in runs_of(reg, "batch")} == {"FINISHED"}
+    assert {r.status for r in runs_of(reg, "batch")} == {"FINISHED"}
     assert len(runs_of(reg, "batch")) == len(ONLINE) + 1
 
     init = the_batch_run(reg, INIT_BATCH)
-    assert init.data.tags["cara.decision"] == "init"
-    assert init.data.tags["cara.model_version"] == "1"
-    assert init.data.metrics["cumulative_cost"] == KAPPA
+    assert init.tags["cara.decision"] == "init"
+    assert init.tags["cara.model_version"] == "1"
+    assert init.metrics["cumulative_cost"] == KAPPA
     cost = KAPPA
     in_use = 1
     for b in ONLINE:
         run = the_batch_run(reg, b)
-        tags, metrics = run.data.tags, run.data.metrics
-        assert run.info.run_name == f"batch-{b}"
+        tags, metrics = run.tags, run.metrics
+        assert run.name == f"batch-{b}"
         assert tags["cara.batch"] == str(b)
         assert tags["cara.decision"] in ("keep", "retrain")
         assert set(metrics) >= {"psi_bar", "decision", "kappa", "cumulative_cost", "n_data", "n_queries",
@@ -334,7 +146,7 @@ def test_one_finished_batch_run_per_committed_batch_with_metrics_and_state(ran_s
         if retrain and tags.get("cara.gate") == "passed":
             in_use = reg.versions(trained_on=b)[0].version
         assert tags["cara.model_version"] == str(in_use)
-        state = reg.load_run_json(run.info.run_id, "policy_state.json")
+        state = reg.runs.load_json(run.run_id, "policy_state.json")
         assert state["model_version"] == in_use
         assert state["cumulative_cost"] == pytest.approx(cost)
         assert state["policy"]["policy"] == POLICY
@@ -351,7 +163,7 @@ def test_timeline_has_exactly_one_point_per_committed_batch(ran_store):
     points = timeline_points(reg, "decision")
     assert [step for step, _ in points] == committed
     for step, value in points:
-        assert value == the_batch_run(reg, step).data.metrics["decision"]
+        assert value == the_batch_run(reg, step).metrics["decision"]
     assert [s for s, _ in timeline_points(reg, "psi_bar")] == ONLINE
     assert [s for s, _ in timeline_points(reg, "cumulative_cost")] == committed
     versions = dict(timeline_points(reg, "production_version"))
@@ -366,13 +178,13 @@ def test_history_json_matches_the_batch_runs(ran_store, cara):
     assert [r["batch"] for r in rows] == [INIT_BATCH, *ONLINE]
     for row in rows:
         run = the_batch_run(reg, row["batch"])
-        assert row["run_id"] == run.info.run_id
-        assert row["decision"] == run.data.tags["cara.decision"]
-        assert row["version"] == int(run.data.tags["cara.model_version"])
-        assert row["psi_bar"] == run.data.metrics.get("psi_bar")
-        assert row["cumulative_cost"] == run.data.metrics["cumulative_cost"]
-        assert row["gate"] == run.data.tags.get("cara.gate")
-        assert row["reason"] == run.data.tags.get("cara.reason", "")
+        assert row["run_id"] == run.run_id
+        assert row["decision"] == run.tags["cara.decision"]
+        assert row["version"] == int(run.tags["cara.model_version"])
+        assert row["psi_bar"] == run.metrics.get("psi_bar")
+        assert row["cumulative_cost"] == run.metrics["cumulative_cost"]
+        assert row["gate"] == run.tags.get("cara.gate")
+        assert row["reason"] == run.tags.get("cara.reason", "")
     table = ok(cara(root, "history"))
     assert len(table.stdout.strip().splitlines()) == len(rows) + 1
 
@@ -389,13 +201,13 @@ def test_status_json_says_where_production_stands(ran_store, cara):
                                "alias": "production"}
     assert s["last_batch"] == ONLINE[-1]
     assert (s["next_batch"], s["next_state"]) == (None, "none pending")
-    doc = reg.active_policy()
+    doc = lifecycle.active_policy(reg)
     assert s["policy"] == {"name": POLICY, "params": doc["params"], "kappa": KAPPA, "version": 1}
     last = the_batch_run(reg, ONLINE[-1])
-    assert s["cumulative_cost"] == pytest.approx(last.data.metrics["cumulative_cost"])
+    assert s["cumulative_cost"] == pytest.approx(last.metrics["cumulative_cost"])
     assert s["cooldown_until"] is None and s["last_retrain"]["version"] == production.version
-    exp = reg.experiment_id(create=False)
-    timeline = reg.find_runs("timeline")[0].info.run_id
+    exp = reg.runs.experiment_id(create=False)
+    timeline = reg.runs.find("timeline")[0].run_id
     base = "http://mlflow.example:5000/#"
     assert s["ui"] == {"model": f"{base}/models/{NAME}", "runs": f"{base}/experiments/{exp}/runs",
                        "timeline": f"{base}/experiments/{exp}/runs/{timeline}/model-metrics"}
@@ -406,25 +218,25 @@ def test_status_json_says_where_production_stands(ran_store, cara):
 def test_tuning_run_and_active_policy_document(ran_store, tmp_path):
     root, _ = ran_store
     reg = registry(root)
-    (tune_run,) = reg.find_runs("tune")
-    assert tune_run.info.status == "FINISHED"
-    names = {a.path for a in reg.client.list_artifacts(tune_run.info.run_id, "tuning")}
+    (tune_run,) = reg.runs.find("tune")
+    assert tune_run.status == "FINISHED"
+    names = set(reg.runs.artifact_paths(tune_run.run_id, "tuning"))
     assert names == {"tuning/cost_matrix.npy", "tuning/cost_matrix.png"}
-    C = np.load(reg.client.download_artifacts(tune_run.info.run_id, "tuning/cost_matrix.npy", str(tmp_path)))
+    C = np.load(reg.runs.download(tune_run.run_id, "tuning/cost_matrix.npy", str(tmp_path)))
     T = OFFLINE[1] - OFFLINE[0]
     assert C.shape == (T, T)
     assert np.all(np.diag(C) == KAPPA) and np.all(np.isinf(C[np.tril_indices(T, -1)]))
     assert np.all(np.isfinite(C[np.triu_indices(T, 1)]))
 
-    mv = reg.client.get_model_version_by_alias(f"{NAME}.policy", "active")
-    assert mv.run_id == tune_run.info.run_id
-    doc = reg.active_policy()                            # policy.json of NAME.policy@active
+    mv = client(ran_store[0]).get_model_version_by_alias(f"{NAME}.policy", "active")
+    assert mv.run_id == tune_run.run_id
+    doc = lifecycle.active_policy(reg)                            # policy.json of NAME.policy@active
     assert doc["policy"] == POLICY and doc["kappa"] == KAPPA
     assert set(doc["params"]) == {"tau_cum"}
-    assert doc["params"]["tau_cum"] == pytest.approx(float(tune_run.data.params["theta.tau_cum"]))
+    assert doc["params"]["tau_cum"] == pytest.approx(float(tune_run.params["theta.tau_cum"]))
     assert isinstance(doc["psi"]["gamma"], float) and doc["psi"]["gamma"] > 0
     assert doc["psi"]["method"] == "auto"   # tune's default, every step's default
-    assert doc["psi"]["gamma"] == pytest.approx(tune_run.data.metrics["gamma"])
+    assert doc["psi"]["gamma"] == pytest.approx(tune_run.metrics["gamma"])
     assert doc["features"] == ["x1", "x2"] and doc["target"] == "label"
     assert doc["trainer"]["model"] == "lr" and doc["trainer"]["holdout"] == 0.2
     assert doc["offline"] == {"start": OFFLINE[0], "stop": OFFLINE[1]}
@@ -496,18 +308,18 @@ def test_malformed_batch_fails_every_run_until_skipped(fresh, cara):
     reg = registry(fresh)
     assert reg.last_batch() == 6
     skipped = the_batch_run(reg, 6)
-    assert skipped.data.tags["cara.decision"] == "skip"
-    assert skipped.data.tags["cara.reason"] == "NaN in x2 from the exporter"
-    assert skipped.data.tags["cara.model_version"] == "1"
-    assert skipped.data.metrics["decision"] == 0.0
-    assert skipped.data.metrics["cumulative_cost"] == KAPPA          # a skip costs nothing
+    assert skipped.tags["cara.decision"] == "skip"
+    assert skipped.tags["cara.reason"] == "NaN in x2 from the exporter"
+    assert skipped.tags["cara.model_version"] == "1"
+    assert skipped.metrics["decision"] == 0.0
+    assert skipped.metrics["cumulative_cost"] == KAPPA          # a skip costs nothing
     assert snapshot(fresh)["versions"] == before["versions"]
     assert reg.production().version == 1
 
     result = ok(cara(fresh, "step"))
     assert result.stdout.startswith("batch 7:") and " keep (" in result.stdout
     assert reg.last_batch() == 7
-    assert the_batch_run(reg, 7).data.tags["cara.decision"] == "keep"
+    assert the_batch_run(reg, 7).tags["cara.decision"] == "keep"
     assert [s for s, _ in timeline_points(reg)] == [INIT_BATCH, 6, 7]
 
 
@@ -521,22 +333,22 @@ def _assert_batch_6_done_once(store: Path, tmp_path: Path) -> list:
     assert reg.last_batch() == 6
     (version,) = reg.versions(trained_on=6)                          # registered exactly once
     (retrain,) = runs_of(reg, "retrain", 6)                          # trained exactly once
-    assert retrain.info.status == "FINISHED"
-    assert version.tags["cara.training_run"] == retrain.info.run_id
+    assert retrain.status == "FINISHED"
+    assert version.tags["cara.training_run"] == retrain.run_id
     assert version.tags["cara.trigger"] == "manual"
     assert len(reg.versions()) == 2
 
     runs = runs_of(reg, "batch", 6)
-    finished = [r for r in runs if r.info.status == "FINISHED"]
+    finished = [r for r in runs if r.status == "FINISHED"]
     assert len(finished) == 1
-    assert {r.info.status for r in runs} <= {"FINISHED", "KILLED", "FAILED"}    # nothing left RUNNING
+    assert {r.status for r in runs} <= {"FINISHED", "KILLED", "FAILED"}    # nothing left RUNNING
     run = finished[0]
-    assert run.data.tags["cara.decision"] == "retrain"
+    assert run.tags["cara.decision"] == "retrain"
     gate = version.tags["cara.gate"]
-    assert run.data.tags["cara.gate"] == gate and gate in ("passed", "rejected")
+    assert run.tags["cara.gate"] == gate and gate in ("passed", "rejected")
     expected = version.version if gate == "passed" else 1
-    assert reg.production().version == expected == int(run.data.tags["cara.model_version"])
-    assert run.data.metrics["cumulative_cost"] == pytest.approx(2 * KAPPA)     # κ paid once
+    assert reg.production().version == expected == int(run.tags["cara.model_version"])
+    assert run.metrics["cumulative_cost"] == pytest.approx(2 * KAPPA)     # κ paid once
     assert timeline_points(reg) == [(INIT_BATCH, 1.0), (6, 1.0)]              # one point, never two
     model = load_production(store, tmp_path / "model")
     assert model.predict(np.zeros((1, 2))).shape == (1,)
@@ -547,7 +359,7 @@ def test_step_killed_again_and_again_at_every_phase_then_rerun(fresh, tmp_path):
     drop_batches_from(fresh, 7)
     reg = registry(fresh)
     for phase in lifecycle.PHASES:
-        killed = run_cli(fresh, "step", "--force-retrain", **{lifecycle.FAULT_ENV: phase})
+        killed = run_cli(fresh, "step", "--force-retrain", **{KILL_ENV: phase})
         assert killed.returncode in (-9, 137), (phase, killed.returncode, killed.stderr)
         assert reg.last_batch() == (6 if phase == "after-commit" else INIT_BATCH), phase
         assert len(reg.versions(trained_on=6)) <= 1 and len(runs_of(reg, "retrain", 6)) <= 1, phase
@@ -556,7 +368,7 @@ def test_step_killed_again_and_again_at_every_phase_then_rerun(fresh, tmp_path):
     runs = _assert_batch_6_done_once(fresh, tmp_path)
     # a batch run for every attempt from after-batch-run on: all but the committed one KILLED
     assert len(runs) == len(lifecycle.PHASES) - 2
-    assert sorted(r.info.status for r in runs).count("FINISHED") == 1
+    assert sorted(r.status for r in runs).count("FINISHED") == 1
 
 
 def test_committed_run_is_found_by_id_and_a_stale_hint_is_ignored(fresh):
@@ -565,25 +377,25 @@ def test_committed_run_is_found_by_id_and_a_stale_hint_is_ignored(fresh):
     commit point), for a run that does not exist or for another batch's run is not trusted."""
     drop_batches_from(fresh, 9)                                       # pending: 6, 7, 8
     reg = registry(fresh)
-    assert reg.committed_run(INIT_BATCH).info.run_id == the_batch_run(reg, INIT_BATCH).info.run_id
-    init_run = the_batch_run(reg, INIT_BATCH).info.run_id
-    reg.client.set_registered_model_tag(NAME, "cara.last_run", "6:0123456789abcdef0123456789abcdef")
+    assert reg.committed_run(INIT_BATCH).run_id == the_batch_run(reg, INIT_BATCH).run_id
+    init_run = the_batch_run(reg, INIT_BATCH).run_id
+    client(fresh).set_registered_model_tag(NAME, "cara.last_run", "6:0123456789abcdef0123456789abcdef")
     assert registry(fresh).committed_run(INIT_BATCH) is None          # names batch 6, last is 5
     ok(run_cli(fresh, "step"))
     reg = registry(fresh)
     assert reg.last_batch() == 6
-    run6 = the_batch_run(reg, 6).info.run_id
-    assert reg.registered_model().tags["cara.last_run"] == f"6:{run6}"
-    assert reg.committed_run(6).info.run_id == run6
+    run6 = the_batch_run(reg, 6).run_id
+    assert model_tags(fresh)["cara.last_run"] == f"6:{run6}"
+    assert reg.committed_run(6).run_id == run6
     for hint in ("6:0123456789abcdef0123456789abcdef", f"6:{init_run}", "garbage"):
-        reg.client.set_registered_model_tag(NAME, "cara.last_run", hint)
+        client(fresh).set_registered_model_tag(NAME, "cara.last_run", hint)
         assert registry(fresh).committed_run(6) is None, hint
-    reg.client.set_registered_model_tag(NAME, "cara.last_run", f"6:{init_run}")
+    client(fresh).set_registered_model_tag(NAME, "cara.last_run", f"6:{init_run}")
     ok(run_cli(fresh, "step"))                                        # falls back to the search
     reg = registry(fresh)
     assert reg.last_batch() == 7
-    assert reg.committed_run(7).info.run_id == the_batch_run(reg, 7).info.run_id
-    assert {r.info.status for r in runs_of(reg, "batch")} == {"FINISHED"}
+    assert reg.committed_run(7).run_id == the_batch_run(reg, 7).run_id
+    assert {r.status for r in runs_of(reg, "batch")} == {"FINISHED"}
     assert [s for s, _ in timeline_points(reg)] == [INIT_BATCH, 6, 7]
 
 
@@ -610,7 +422,7 @@ def test_two_concurrent_step_all_never_process_a_batch_twice(fresh, tmp_path):
     assert reg.last_batch() == 7
     for b in (6, 7):
         run = the_batch_run(reg, b)
-        assert run.data.tags["cara.decision"] == "retrain"
+        assert run.tags["cara.decision"] == "retrain"
         assert len(runs_of(reg, "batch", b)) == 1
         assert len(reg.versions(trained_on=b)) == 1
         assert len(runs_of(reg, "retrain", b)) == 1
@@ -624,7 +436,7 @@ def test_two_concurrent_step_all_never_process_a_batch_twice(fresh, tmp_path):
 
 def test_lock_timeout_zero_while_the_lock_is_held_exits_75(fresh):
     before = snapshot(fresh)
-    with lifecycle.store_lock(BatchStore(fresh), 5):
+    with store_lock(fresh, 5):
         result = run_cli(fresh, "step", "--lock-timeout", "0")
     assert result.returncode == 75, result.stderr
     (line,) = error_lines(result)
@@ -637,7 +449,7 @@ def test_lock_timeout_zero_while_the_lock_is_held_exits_75(fresh):
 
 
 def test_missing_production_alias_fails_with_one_line_and_changes_nothing(fresh):
-    registry(fresh).client.delete_registered_model_alias(NAME, "production")
+    client(fresh).delete_registered_model_alias(NAME, "production")
     before = snapshot(fresh)
     line = one_line_error(run_cli(fresh, "step"))
     assert "'production' alias" in line and f"'{NAME}'" in line
@@ -645,7 +457,7 @@ def test_missing_production_alias_fails_with_one_line_and_changes_nothing(fresh)
 
 
 def test_missing_production_alias_can_be_put_back_with_rollback_to(fresh, cara):
-    registry(fresh).client.delete_registered_model_alias(NAME, "production")
+    client(fresh).delete_registered_model_alias(NAME, "production")
     ok(cara(fresh, "rollback", "--to", "1", "--reason", "alias deleted by hand"))
     assert registry(fresh).production().version == 1
 
@@ -658,7 +470,7 @@ def _unreachable(store: Path, uri: str, *args: str) -> subprocess.CompletedProce
 def test_unreachable_tracking_server_fails_with_one_line_naming_it(fresh):
     uri = f"http://127.0.0.1:{closed_port()}"
     before = snapshot(fresh)
-    line = one_line_error(_unreachable(fresh, uri, "step"))
+    line = one_line_error(_unreachable(fresh, uri, "step"), code=75)     # EX_TEMPFAIL: cron retries
     assert f"cannot reach the MLflow tracking store at {uri}" in line
     assert snapshot(fresh) == before
 
@@ -667,7 +479,7 @@ def test_unreachable_tracking_server_fails_with_one_line_naming_it(fresh):
 def test_credentials_in_the_tracking_uri_are_never_shown(fresh, command):
     uri = f"http://user:secret@127.0.0.1:{closed_port()}"
     result = _unreachable(fresh, uri, command)
-    line = one_line_error(result)
+    line = one_line_error(result, code=75)
     assert "user:***@127.0.0.1" in line
     assert "secret" not in result.stderr + result.stdout
 
@@ -677,7 +489,7 @@ def test_credentials_in_the_tracking_uri_are_never_shown(fresh, command):
 
 def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, cara):
     reg = registry(fresh)
-    doc = reg.active_policy()
+    doc = lifecycle.active_policy(reg)
     production = reg.production()
     (tmp_path / "v1").mkdir()
     model = reg.load_model(production, str(tmp_path / "v1"))
@@ -703,10 +515,10 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
     assert challenger.tags["cara.gate"] == "rejected"
     assert reg.production().version == production.version == 1
     run = the_batch_run(reg, 6)
-    assert run.data.tags["cara.decision"] == "retrain" and run.data.tags["cara.gate"] == "rejected"
-    assert run.data.tags["cara.model_version"] == "1"
-    assert run.data.metrics["cumulative_cost"] == pytest.approx(2 * KAPPA)     # the attempt pays κ
-    state = reg.load_run_json(run.info.run_id, "policy_state.json")
+    assert run.tags["cara.decision"] == "retrain" and run.tags["cara.gate"] == "rejected"
+    assert run.tags["cara.model_version"] == "1"
+    assert run.metrics["cumulative_cost"] == pytest.approx(2 * KAPPA)     # the attempt pays κ
+    state = reg.runs.load_json(run.run_id, "policy_state.json")
     assert state["cooldown_until"] == 8
     assert state["last_retrain"] == {"batch": 6, "version": challenger.version, "gate": "rejected"}
     assert state["policy"]["state"]["n"] == 1                  # not reset: production did not change
@@ -714,11 +526,11 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
     for b in (7, 8):
         result = ok(cara(fresh, "step", "--cooldown", "2"))
         run = the_batch_run(reg, b)
-        assert run.data.tags["cara.decision"] == "keep"
-        reason = run.data.tags["cara.reason"]
+        assert run.tags["cara.decision"] == "keep"
+        reason = run.tags["cara.reason"]
         assert "≥ τ_cum" in reason and "cooling down until batch 8" in reason     # the policy said retrain
         assert "cooling down" in result.stdout
-        assert run.data.metrics["score"] >= doc["params"]["tau_cum"]
+        assert run.metrics["score"] >= doc["params"]["tau_cum"]
         assert len(reg.versions()) == 2 and not runs_of(reg, "retrain", b)
         assert reg.production().version == 1
     status = json.loads(ok(cara(fresh, "status", "--json")).stdout)
@@ -748,8 +560,8 @@ def test_rollback_moves_production_back_and_the_policy_restarts(ran_store, tmp_p
     add_batch(14, like=current.trained_on)
     ok(cara(root, "step"))
     run14 = the_batch_run(reg, 14)
-    assert run14.data.tags["cara.decision"] == "keep"
-    assert reg.load_run_json(run14.info.run_id, "policy_state.json")["policy"]["state"]["n"] == 1
+    assert run14.tags["cara.decision"] == "keep"
+    assert reg.runs.load_json(run14.run_id, "policy_state.json")["policy"]["state"]["n"] == 1
 
     missing = cara(root, "rollback", "--to", "999", "--reason", "bad")
     assert missing.returncode == 1 and "999" in missing.stderr
@@ -758,7 +570,7 @@ def test_rollback_moves_production_back_and_the_policy_restarts(ran_store, tmp_p
     result = ok(cara(root, "rollback", "--reason", "bad"))
     assert result.stdout.strip() == f"production of {NAME}: v{current.version} -> v{previous.version} (bad)"
     assert reg.production().version == previous.version
-    reason = reg.registered_model().tags["cara.rollback_reason"]
+    reason = model_tags(root)["cara.rollback_reason"]
     assert reason == f"v{current.version} -> v{previous.version}: bad"
     assert reg.version(current.version).tags["cara.rolled_back"] == "bad"
     assert reg.last_batch() == 14                                    # a rollback commits no batch
@@ -767,11 +579,11 @@ def test_rollback_moves_production_back_and_the_policy_restarts(ran_store, tmp_p
     add_batch(15, like=previous.trained_on)
     ok(cara(root, "step"))
     run15 = the_batch_run(reg, 15)
-    assert run15.data.tags["cara.decision"] == "keep"
-    assert run15.data.tags["cara.model_version"] == str(previous.version)    # Ψ̄ of the rolled-back model
-    assert "over 1 batch " in run15.data.tags["cara.reason"]        # restarted: not "over 2 batches"
-    state = reg.load_run_json(run15.info.run_id, "policy_state.json")
-    assert state["policy"]["state"] == {"cum": pytest.approx(run15.data.metrics["psi_bar"]), "n": 1}
+    assert run15.tags["cara.decision"] == "keep"
+    assert run15.tags["cara.model_version"] == str(previous.version)    # Ψ̄ of the rolled-back model
+    assert "over 1 batch " in run15.tags["cara.reason"]        # restarted: not "over 2 batches"
+    state = reg.runs.load_json(run15.run_id, "policy_state.json")
+    assert state["policy"]["state"] == {"cum": pytest.approx(run15.metrics["psi_bar"]), "n": 1}
     assert state["model_version"] == previous.version
     assert len(reg.versions()) == len(landed)                        # no retrain happened
 
@@ -780,7 +592,7 @@ def test_rollback_default_skips_a_version_that_never_passed_a_gate(fresh, cara):
     reg = registry(fresh)
     # batch 6 repeats batch 5's data: the policy keeps; a forced retrain is killed once registered
     rewrite_batch(fresh, 6, read_data(fresh, INIT_BATCH))
-    killed = run_cli(fresh, "step", "--force-retrain", **{lifecycle.FAULT_ENV: "after-register"})
+    killed = run_cli(fresh, "step", "--force-retrain", **{KILL_ENV: "after-register"})
     assert killed.returncode in (-9, 137)
     assert "keep (" in ok(cara(fresh, "step")).stdout               # cron's rerun: the policy keeps
     (orphan,) = reg.versions(trained_on=6)
@@ -897,4 +709,4 @@ def test_tune_library_refuses_bad_kappa_and_window_before_writing(tmp_path):
             lifecycle.tune(BatchStore(root), reg, offline=(0, 3), kappa=kappa)
     with pytest.raises(ValueError, match=r"^offline: batches \[3, 4\]"):
         lifecycle.tune(BatchStore(root), reg, offline=(0, 5), kappa=1.0)
-    assert reg.client.search_registered_models() == []
+    assert client(root).search_registered_models() == []

@@ -6,8 +6,7 @@ Derandomised, so CI is deterministic; the example counts are large enough to mat
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from cara_mlflow.costs import strategy_cost, strategy_from_retrains, with_kappa
 from cara_mlflow.oracle import solve

@@ -1,7 +1,7 @@
 """Reliability and security of the cron path: kill -9 at every phase, eight steps at once, hostile
 input, secrets, file modes, and a short soak — real processes, real MLflow (sqlite), no mocks.
 
-The store, helpers and conventions are those of ``test_lifecycle.py`` (a CovCon-D store tuned on
+The store, helpers and conventions are those of ``tests/helpers.py`` (a CovCon-D store tuned on
 0:5 with CARA-CT, κ=5, lr, initialised on batch 5; copied per test).
 """
 
@@ -26,10 +26,29 @@ from cara_mlflow.cli import cli
 from cara_mlflow.policy_doc import check_policy_document, parse_policy_document
 from cara_mlflow.store import SUCCESS_MARKER, BatchStore, BatchStoreError
 
-from .test_lifecycle import (INIT_BATCH, KAPPA, NAME, TIMEOUT, all_runs, base_store, cara, cli_env,  # noqa: F401
-                             copy_store, drop_batches_from, fresh, load_production, ok, one_line_error,
-                             read_data, registry, rewrite_batch, run_cli, runs_of, snapshot, timeline_points,
-                             _global_mlflow_state_is_left_alone)
+from .crash_harness import KILL_ENV
+from .helpers import (
+    INIT_BATCH,
+    NAME,
+    TIMEOUT,
+    all_runs,
+    cli_env,
+    client,
+    copy_store,
+    drop_batches_from,
+    load_production,
+    ok,
+    one_line_error,
+    read_data,
+    registry,
+    rewrite_batch,
+    run_cli,
+    runs_of,
+    snapshot,
+    timeline_points,
+)
+
+pytestmark = pytest.mark.usefixtures("mlflow_globals_untouched")
 
 # ---------------------------------------------------------------------------------- 1. kill -9 matrix
 
@@ -41,8 +60,8 @@ def _batch_invariants(store: Path, batches: list[int], tmp_path: Path) -> dict:
     assert reg.last_batch() == batches[-1]
     for b in batches:
         runs = runs_of(reg, "batch", b)
-        assert [r.info.status for r in runs].count("FINISHED") == 1, (b, [r.info.status for r in runs])
-        assert {r.info.status for r in runs} <= {"FINISHED", "KILLED", "FAILED"}, b
+        assert [r.status for r in runs].count("FINISHED") == 1, (b, [r.status for r in runs])
+        assert {r.status for r in runs} <= {"FINISHED", "KILLED", "FAILED"}, b
         assert len(reg.versions(trained_on=b)) <= 1, b
         assert len(runs_of(reg, "retrain", b, "FINISHED")) <= 1, b
     steps = [s for s, _ in timeline_points(reg)]
@@ -50,19 +69,19 @@ def _batch_invariants(store: Path, batches: list[int], tmp_path: Path) -> dict:
     model = load_production(store, tmp_path / "production")
     assert model.predict(np.zeros((2, 2))).shape == (2,)
     return {"versions": len(reg.versions()), "production": reg.production().version,
-            "batch_runs": {b: sorted(r.info.status for r in runs_of(reg, "batch", b)) for b in batches}}
+            "batch_runs": {b: sorted(r.status for r in runs_of(reg, "batch", b)) for b in batches}}
 
 
 @pytest.mark.parametrize("phase", lifecycle.PHASES)
 def test_kill_9_at_each_phase_then_rerun_processes_every_batch_exactly_once(fresh, tmp_path, phase):
     drop_batches_from(fresh, 9)                          # pending 6, 7, 8
-    killed = run_cli(fresh, "step", "--force-retrain", **{lifecycle.FAULT_ENV: phase})
+    killed = run_cli(fresh, "step", "--force-retrain", **{KILL_ENV: phase})
     assert killed.returncode in (-9, 137), (phase, killed.returncode, killed.stderr)
     reg = registry(fresh)
     assert reg.last_batch() == (6 if phase == "after-commit" else INIT_BATCH)
     assert len(reg.versions(trained_on=6)) <= 1
     attempts = runs_of(reg, "batch", 6)
-    before_rerun = {r.info.run_id: r.info.status for r in attempts}
+    before_rerun = {r.run_id: r.status for r in attempts}
 
     rerun = ok(run_cli(fresh, "step", "--all"))
     assert "Traceback" not in rerun.stderr
@@ -71,7 +90,7 @@ def test_kill_9_at_each_phase_then_rerun_processes_every_batch_exactly_once(fres
         assert reg.production().trained_on == 6 and "resuming a promotion" in rerun.stdout
     summary = _batch_invariants(fresh, [6, 7, 8], tmp_path)
     for run_id, status in before_rerun.items():           # the killed attempt's run is closed
-        after = reg.client.get_run(run_id).info.status
+        after = reg.runs.get(run_id).status
         assert after in ("FINISHED", "KILLED", "FAILED")
         if phase != "after-commit" and status == "RUNNING":
             assert after in ("KILLED", "FAILED"), (phase, run_id)
@@ -79,7 +98,7 @@ def test_kill_9_at_each_phase_then_rerun_processes_every_batch_exactly_once(fres
     assert len(reg.versions(trained_on=6)) == 1
     assert summary["versions"] == 1 + sum(len(reg.versions(trained_on=b)) for b in (6, 7, 8))
     # a retrain child whose step was killed stops with it: no retrain run left RUNNING
-    assert not [r for r in runs_of(reg, "retrain", 6) if r.info.status == "RUNNING"]
+    assert not [r for r in runs_of(reg, "retrain", 6) if r.status == "RUNNING"]
     ok(run_cli(fresh, "step", "--all"))                    # and a further step has nothing to redo
     assert _batch_invariants(fresh, [6, 7, 8], tmp_path) == summary
 
@@ -114,7 +133,7 @@ def test_eight_concurrent_step_all_over_twenty_batches(long_store, tmp_path):
     assert processed == list(range(6, 26))                 # each batch once, over all 8 processes
     summary = _batch_invariants(store, list(range(6, 26)), tmp_path)
     reg = registry(store)
-    retrains = [b for b in range(6, 26) if runs_of(reg, "batch", b, "FINISHED")[0].data.tags["cara.decision"]
+    retrains = [b for b in range(6, 26) if runs_of(reg, "batch", b, "FINISHED")[0].tags["cara.decision"]
                 == "retrain"]
     assert summary["versions"] == len(retrains) + 1        # versions = retrains + 1
 
@@ -235,9 +254,9 @@ def test_hostile_batch_is_one_line_changes_nothing_and_is_not_committed(fresh, t
 
 
 def _policy_file(store: Path) -> Path:
-    reg = registry(store)
-    mv = reg.client.get_model_version_by_alias(reg.policy_name, "active")
-    location = reg.client.get_logged_model(mv.source.removeprefix("models:/")).artifact_location
+    raw = client(store)
+    mv = raw.get_model_version_by_alias(f"{NAME}.policy", "active")
+    location = raw.get_logged_model(mv.source.removeprefix("models:/")).artifact_location
     return Path(location.removeprefix("file://")) / "policy.json"
 
 
@@ -275,7 +294,8 @@ def test_unknown_registered_model_is_one_line(fresh):
 @pytest.mark.parametrize("args, fragment", [
     (["tune", "--kappa", "0"], "kappa"), (["tune", "--kappa", "nan"], "kappa"),
     (["tune", "--kappa", "-3"], "kappa"), (["tune", "--kappa", "5", "--policy", "genius"], "policy"),
-    (["skip", "--batch", "../x", "--reason", "r"], "batch"), (["skip", "--batch", "/etc/passwd", "--reason", "r"], "batch"),
+    (["skip", "--batch", "../x", "--reason", "r"], "batch"),
+    (["skip", "--batch", "/etc/passwd", "--reason", "r"], "batch"),
 ])
 def test_bad_arguments_exit_1_with_one_line(fresh, args, fragment):
     before = snapshot(fresh)
@@ -401,7 +421,7 @@ def test_credentials_never_reach_logs_params_tags_or_files(fresh, base_store, tm
                ok(run_cli(fresh, "status", "--json", **env)), ok(run_cli(fresh, "history", "--json", **env))]
     printed = "".join(r.stdout + r.stderr for r in outputs)
     reg = registry(fresh)
-    logged = json.dumps([(r.data.params, r.data.tags) for r in all_runs(reg)])
+    logged = json.dumps([(dict(r.params), dict(r.tags)) for r in all_runs(reg)])
     logged += json.dumps([(v.tags, v.source) for v in reg.versions()])
     for secret in [*SECRETS.values(), *USER.values()]:
         assert secret not in printed
@@ -435,10 +455,10 @@ def test_a_model_uri_tag_pointing_elsewhere_is_never_registered(fresh, cara):
     """Models come from the registry's own runs only: a retrain run whose cara.model_uri names a
     model it did not log (here production's, logged by another run) is refused, nothing registered."""
     reg = registry(fresh)
-    foreign = reg.client.get_model_version(NAME, "1").source            # models:/m-... of the init run
-    run_id = reg.start_run("retrain", run_name="retrain-6", tags={"cara.batch": 6})
-    reg.set_tags(run_id, {"cara.model_uri": foreign})
-    reg.end_run(run_id, "FINISHED")
+    foreign = reg.version(1).source                                     # models:/m-... of the init run
+    run_id = reg.runs.start("retrain", run_name="retrain-6", tags={"cara.batch": 6})
+    reg.runs.set_tags(run_id, {"cara.model_uri": foreign})
+    reg.runs.end(run_id, "FINISHED")
     before = snapshot(fresh)
     result = cara(fresh, "step", "--force-retrain")
     assert result.returncode == 1
@@ -454,7 +474,7 @@ def test_stray_files_in_a_batch_are_never_loaded(fresh, cara):
     (path / "policy.json").write_text('{"policy": "nr"}')
     result = ok(cara(fresh, "step"))
     assert result.stdout.startswith("batch 6:")
-    assert registry(fresh).active_policy()["policy"] == "cara-ct"
+    assert lifecycle.active_policy(registry(fresh))["policy"] == "cara-ct"
 
 
 # ---------------------------------------------------------------------------------- 6. soak (short)
@@ -466,7 +486,7 @@ def _open_fds() -> int:
 
 def test_short_soak_in_one_process_leaks_no_fds_or_temp_dirs(long_store, tmp_path, monkeypatch):
     """20 steps in one process (the library, as `step --all` runs them): fds and temp dirs stay put."""
-    from cara_mlflow.registry import Registry, default_tracking_uri
+    from cara_mlflow.tracking import Registry, default_tracking_uri
 
     store = copy_store(long_store, tmp_path / "store")
     tmp_root = tmp_path / "tmp"
@@ -475,11 +495,10 @@ def test_short_soak_in_one_process_leaks_no_fds_or_temp_dirs(long_store, tmp_pat
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_root))
     reg = Registry(default_tracking_uri(store), NAME)
     bs = BatchStore(store)
-    with lifecycle.store_lock(bs, 5):
-        lifecycle.step(bs, reg)                           # warm-up: imports, connections, caches
-        fds, leftovers = _open_fds(), sorted(p.name for p in tmp_root.iterdir())
-        for _ in range(19):
-            lifecycle.step(bs, reg)
+    lifecycle.step(bs, reg)                               # warm-up: imports, connections, caches
+    fds, leftovers = _open_fds(), sorted(p.name for p in tmp_root.iterdir())
+    for _ in range(19):
+        lifecycle.step(bs, reg)                           # takes and releases the store lock each time
     assert reg.last_batch() == 25
     assert _open_fds() <= fds + 2
     assert sorted(p.name for p in tmp_root.iterdir()) == leftovers

@@ -2,9 +2,10 @@
 backend store (tests/pgserver.py), reached over HTTP exactly as production would reach it.
 
 Outages are real: the server process is killed in the middle of a step (the step paused at a
-named phase through ``CARA_TEST_PAUSE_AT``) and started again. MLflow's own HTTP retry settings
-are lowered so an outage test takes seconds. Skipped, with the reason, only when PostgreSQL or
-the server cannot start; under ``CARA_REQUIRE_SERVER=1`` (``.ci/run``) that is a failure.
+named phase through ``CARA_TEST_PAUSE_AT``, read by ``tests/crash_harness.py``) and started
+again. MLflow's own HTTP retry settings are lowered so an outage test takes seconds. Skipped,
+with the reason, only when PostgreSQL or the server cannot start; under
+``CARA_REQUIRE_SERVER=1`` (``.ci/run``) that is a failure.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cara_mlflow import lifecycle
 from cara_mlflow.cli import cli
-from cara_mlflow.registry import Registry
+from cara_mlflow.tracking import Registry
+from cara_mlflow.tracking.connection import mlflow_scope
 
+from .crash_harness import PAUSE_ENV
+from .helpers import TIMEOUT, cli_command, cli_env, ok, one_line_error
 from .pgserver import PgMlflowServer
-from .test_lifecycle import TIMEOUT, cli_env, ok, one_line_error
 
 QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
@@ -51,15 +53,15 @@ def _env(server, name: str, **extra) -> dict:
 
 
 def _run(store: Path, server, name: str, *args: str, **extra) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cara_mlflow.cli", *args],
-                          env=cli_env(store, **_env(server, name, **extra)), cwd=store.parent,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+    env = cli_env(store, **_env(server, name, **extra))
+    return subprocess.run([*cli_command(env), *args], env=env, cwd=store.parent, capture_output=True, text=True,
+                          timeout=TIMEOUT)
 
 
 def _popen(store: Path, server, name: str, *args: str, **extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cara_mlflow.cli", *args],
-                            env=cli_env(store, **_env(server, name, **extra)), cwd=store.parent,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = cli_env(store, **_env(server, name, **extra))
+    return subprocess.Popen([*cli_command(env), *args], env=env, cwd=store.parent, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _ready_store(tmp_path: Path, server, name: str, n_batches: int = 10) -> Path:
@@ -79,14 +81,16 @@ def _registry(server, name: str) -> Registry:
 
 
 def _finished_batch_runs(reg: Registry, batch: int) -> list:
-    return [r for r in reg.find_runs("batch", batch=batch) if r.info.status == "FINISHED"]
+    return [r for r in reg.runs.find("batch", batch=batch) if r.status == "FINISHED"]
 
 
 def test_lifecycle_end_to_end_against_a_postgresql_backed_server(server, tmp_path):
     name = "srv-e2e"
     store = _ready_store(tmp_path, server, name)
     out = ok(_run(store, server, name, "step", "--all")).stdout
-    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("batch")] == [f"batch {b}" for b in range(5, 10)]
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("batch")] == [
+        f"batch {b}" for b in range(5, 10)
+    ]
     reg = _registry(server, name)
     assert reg.last_batch() == 9
     for b in range(5, 10):
@@ -95,10 +99,9 @@ def test_lifecycle_end_to_end_against_a_postgresql_backed_server(server, tmp_pat
     history = json.loads(ok(_run(store, server, name, "history", "--json")).stdout)
     assert [h["batch"] for h in history][-5:] == list(range(5, 10))
     import mlflow.sklearn
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     (tmp_path / "m").mkdir()
-    with _use_tracking_uri(server.uri):
+    with mlflow_scope(server.uri):
         model = mlflow.sklearn.load_model(f"models:/{name}@production", dst_path=str(tmp_path / "m"))
     assert model.predict([[0.5, 0.5]]).shape == (1,)
     assert any(server.artifacts.rglob("MLmodel"))             # artifacts proxied to the server's destination
@@ -108,7 +111,7 @@ def _pause_then(store, server, name, tmp_path, phase: str, during_pause, **extra
     """Run one step, paused at ``phase``; call ``during_pause()``; let the step go on; return it."""
     gate = tmp_path / f"pause-{phase}"
     gate.mkdir()
-    proc = _popen(store, server, name, "step", **{lifecycle.PAUSE_ENV: f"{phase}:{gate}"}, **extra)
+    proc = _popen(store, server, name, "step", **{PAUSE_ENV: f"{phase}:{gate}"}, **extra)
     deadline = time.monotonic() + 120
     while not (gate / "paused").exists():
         assert proc.poll() is None, proc.communicate()
@@ -126,7 +129,7 @@ def test_server_stopped_mid_step_fails_cleanly_and_the_next_step_completes_the_b
     store = _ready_store(tmp_path, server, name, n_batches=7)
     try:
         failed = _pause_then(store, server, name, tmp_path, phase, server.stop_server)
-        line = one_line_error(failed)
+        line = one_line_error(failed, code=75)              # EX_TEMPFAIL: cron retries it
         assert server.uri in line, line                     # names the tracking URI
     finally:
         assert server.start_server() is None
@@ -137,7 +140,7 @@ def test_server_stopped_mid_step_fails_cleanly_and_the_next_step_completes_the_b
     rerun = ok(_run(store, server, name, "step"))
     assert rerun.stdout.startswith("batch 5:")
     assert reg.last_batch() == 5 and len(_finished_batch_runs(reg, 5)) == 1
-    assert {r.info.status for r in reg.find_runs("batch", batch=5)} <= {"FINISHED", "KILLED", "FAILED"}
+    assert {r.status for r in reg.runs.find("batch", batch=5)} <= {"FINISHED", "KILLED", "FAILED"}
 
 
 def test_a_short_outage_is_ridden_out_by_retries_with_backoff(server, tmp_path):
@@ -191,6 +194,6 @@ def test_eight_concurrent_steps_against_the_server(server, tmp_path):
     retrains = 0
     for b in range(5, 12):
         (run,) = _finished_batch_runs(reg, b)
-        retrains += run.data.tags["cara.decision"] == "retrain"
+        retrains += run.tags["cara.decision"] == "retrain"
         assert len(reg.versions(trained_on=b)) <= 1
     assert len(reg.versions()) == retrains + 1

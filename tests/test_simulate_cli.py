@@ -123,12 +123,26 @@ def test_cli_help_explains_kappa():
 
 
 def test_cli_names_come_from_the_registries():
-    from cara_mlflow import cli as cli_module
+    """Model, policy, Ψ-method and tuning-method names are defined once and feed every command's choices."""
+    import click
+
+    from cara_mlflow import names, staleness, train, tuning
+    from cara_mlflow.cli import cli
     from cara_mlflow.simulate import MODELS
     from cara_mlflow.streams import STREAM_NAMES
+    from cara_mlflow.validate import tunable_policies
 
-    assert cli_module.MODEL_NAMES == tuple(MODELS)
-    assert cli_module.POLICY_NAMES == tuple(POLICIES)
+    assert tuple(MODELS) == names.MODEL_NAMES and train.MODEL_NAMES is names.MODEL_NAMES
+    assert staleness.PSI_METHODS is names.PSI_METHODS and tuning.TUNING_METHODS is names.TUNING_METHODS
+    assert tunable_policies() == tuple(p for p in POLICIES if p != "oracle")
+    choices = {(command, p.name): tuple(p.type.choices) for command, c in cli.commands.items()
+               for p in c.params if isinstance(p.type, click.Choice)}
+    expected = {"model": names.MODEL_NAMES, "psi_method": names.PSI_METHODS, "tuning_method": names.TUNING_METHODS}
+    for (command, option), values in choices.items():
+        if option in expected:
+            assert values == expected[option], (command, option)
+    assert choices[("tune", "policy")] == tunable_policies()
+    assert {option for _, option in choices} >= set(expected)
     assert set(STREAM_NAMES) >= {"covcon-d", "gauss-s", "electricity"}
 
 

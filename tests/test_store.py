@@ -21,7 +21,6 @@ from cara_mlflow.store import (
 )
 from cara_mlflow.streams import make_stream
 
-
 # --------------------------------------------------------------------------------------------
 # Helpers: batches written by hand, as a foreign producer would
 # --------------------------------------------------------------------------------------------

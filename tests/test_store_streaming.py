@@ -18,12 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cara_mlflow import store as store_module
 from cara_mlflow.store import BatchStore, BatchStoreError
-
 
 # --------------------------------------------------------------------------------------------
 # The slow reference: a whole-file read

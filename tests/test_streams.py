@@ -14,8 +14,8 @@ from cara_mlflow.streams import (
     covcon,
     gauss,
     make_stream,
+    synthetic,
 )
-from cara_mlflow.streams import synthetic
 
 N_BATCHES = 12  # enough for a CovCon flip (batch 10); CIRCLE tests ask for more
 

@@ -255,7 +255,9 @@ def test_project_run_artifacts_agree_with_the_logged_model(project_run, tracking
     run, _ = project_run
     client, _ = tracking
     wrong = pd.read_parquet(client.download_artifacts(run.info.run_id, "cara/misclassified.parquet", str(tmp_path)))
-    training = json.loads(Path(client.download_artifacts(run.info.run_id, "cara/training.json", str(tmp_path))).read_text())
+    training = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "cara/training.json", str(tmp_path))).read_text()
+    )
 
     model = mlflow.sklearn.load_model(run.data.tags["cara.model_uri"])
     assert wrong["row"].tolist() == slow_misclassified(model, batch.X, batch.y)

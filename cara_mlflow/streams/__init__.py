@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import InputError
 from cara_mlflow.streams.real import (
     AIRLINES_SUBSTITUTE_NOTE,
     DATA_SOURCES,
@@ -34,6 +33,8 @@ from cara_mlflow.streams.real import (
     is_substitute,
 )
 from cara_mlflow.streams.synthetic import Batch, Stream, _fixed_queries, circle, covcon, gauss
+
+from ..errors import InputError
 
 __all__ = [
     "Batch",
@@ -100,7 +101,8 @@ def make_stream(
     >>> make_stream("electricity")
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: stream 'electricity' needs a data file: not available yet in this version of the package, which ships none; get 'Elec2 / OpenML 151 (elecNormNew)' and pass its path with --data
+    cara_mlflow.errors.InputError: stream 'electricity' needs a data file: not available yet in this version of
+    the package, which ships none; get 'Elec2 / OpenML 151 (elecNormNew)' and pass its path with --data
     """
     if name in SYNTHETIC_STREAMS:
         if data is not None:

@@ -69,8 +69,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InputError
 from cara_mlflow.streams.synthetic import Batch, Stream, _is_int
+
+from ..errors import InputError
 
 __all__ = [
     "electricity",
@@ -188,7 +189,8 @@ def electricity(path, *, n_batches: int = 100, query_fraction: float = 0.1, seed
     >>> electricity("/no/such/elec2.csv.gz")
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: stream 'electricity': no data file at /no/such/elec2.csv.gz; get 'Elec2 / OpenML 151 (elecNormNew)' and pass its path with --data
+    cara_mlflow.errors.InputError: stream 'electricity': no data file at /no/such/elec2.csv.gz; get 'Elec2 /
+    OpenML 151 (elecNormNew)' and pass its path with --data
     """
     n_batches, query_fraction, seed = _checked(n_batches, query_fraction, seed)
     name = "electricity"

@@ -1,0 +1,105 @@
+"""The options several ``cara-mlflow`` commands share, each defined once (name, type, help, env).
+
+Callbacks run the checks of :mod:`cara_mlflow.validate`, so a bad value is refused by click with
+the same words the library would use. Nothing here imports numpy, scikit-learn or mlflow.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from . import validate
+from .errors import InputError
+from .names import (
+    DEFAULT_LOCK_TIMEOUT,
+    DEFAULT_PSI_METHOD,
+    DEFAULT_TUNING_METHOD,
+    MODEL_HELP,
+    MODEL_NAMES,
+    PSI_METHODS,
+    TUNING_METHODS,
+)
+
+__all__ = ["managed", "kappa_option", "policies_option", "model_option", "tuning_method_option", "psi_method_option",
+           "lock_timeout_option", "project_uri_option", "json_option", "checked"]
+
+
+def checked(check, **kwargs):
+    """A click callback that runs ``check(value, **kwargs)``; an :class:`InputError` becomes click's
+    "Invalid value for '--option'" with the check's message (without its leading field name)."""
+
+    def callback(ctx, param, value):
+        if value is None:
+            return value
+        try:
+            return check(value, **kwargs)
+        except InputError as exc:
+            raise click.BadParameter(str(exc).split(": ", 1)[-1]) from None
+
+    return callback
+
+
+def managed(fn):
+    """``--name`` and ``--store`` (env ``CARA_NAME`` / ``CARA_STORE``): the model and its batch store."""
+
+    @click.option("--name", envvar="CARA_NAME", required=True, metavar="NAME",
+                  help="Registered model managed (env CARA_NAME).")
+    @click.option("--store", envvar="CARA_STORE", required=True, metavar="DIR",
+                  type=click.Path(file_okay=False), help="Batch store directory (env CARA_STORE).")
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def kappa_option(help_text: str):
+    return click.option("--kappa", required=True, type=float, callback=checked(validate.kappa), help=help_text)
+
+
+def policies_option():
+    from .policies import POLICIES
+
+    return click.option("--policies", default="all", show_default=True, callback=checked(validate.policy_list),
+                        help=f"'all' or a comma-separated list of: {', '.join(POLICIES)}.")
+
+
+def model_option(help_text: str = MODEL_HELP):
+    return click.option("--model", default=MODEL_NAMES[0], show_default=True, type=click.Choice(MODEL_NAMES),
+                        help=help_text)
+
+
+def tuning_method_option():
+    return click.option("--tuning-method", default=DEFAULT_TUNING_METHOD, show_default=True,
+                        type=click.Choice(TUNING_METHODS),
+                        help="exact: global optimum over all thresholds; dual_annealing: SciPy's, as the paper.")
+
+
+def psi_method_option(default: str | None = DEFAULT_PSI_METHOD, *, stored: bool = False):
+    """``--psi-method``, the same on every command that computes Ψ̄ (None: the policy's)."""
+    text = ("How Ψ sums are computed. exact: every (query, misclassified point) pair; sample: exact "
+            "sums over random blocks of pairs until a 99% interval is within 1%; rff: the same with "
+            "random Fourier features as control variate; auto: exact up to 2^25 pairs per sum, "
+            "sample above (identical to exact on small batches).")
+    if stored:
+        text += " Stored in the policy as every step's default."
+    if default is None:
+        text += " Default: the method the policy was tuned with."
+    return click.option("--psi-method", default=default, show_default=default is not None,
+                        type=click.Choice(PSI_METHODS), help=text)
+
+
+def lock_timeout_option():
+    return click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
+                        type=click.FloatRange(min=0),
+                        help="Seconds to wait for another cara-mlflow process's lock on the store before exiting 75.")
+
+
+def project_uri_option(help_text: str = "MLflow project with a `train` entry point (default: the tuned one)."):
+    return click.option("--project-uri", default=None, help=help_text)
+
+
+def json_option(help_text: str = "Machine-readable output."):
+    return click.option("--json", "as_json", is_flag=True, help=help_text)

@@ -1,0 +1,57 @@
+"""The store lock: one lifecycle command at a time per batch store (POSIX ``flock``).
+
+>>> import tempfile
+>>> root = tempfile.mkdtemp()
+>>> with store_lock(root, timeout=1):
+...     try:
+...         with store_lock(root, timeout=0):
+...             pass
+...     except LockBusy as exc:
+...         print(exc.exit_code)
+75
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .errors import LockBusy
+
+__all__ = ["LOCK_FILE", "store_lock"]
+
+LOCK_FILE = ".cara.lock"
+
+
+@contextlib.contextmanager
+def store_lock(root: str | os.PathLike, timeout: float) -> Iterator[None]:
+    """Exclusive lock on ``ROOT/.cara.lock``, waiting up to ``timeout`` seconds, else :class:`LockBusy`.
+
+    The lock belongs to the open file, so it is released when the block ends or the process
+    dies (``kill -9`` included). It also covers MLflow's first initialisation of an empty sqlite
+    file in the store, which is not safe to run twice at once.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise LockBusy(f"another cara-mlflow process holds the lock on {root} "
+                                   f"(waited {timeout:g} s); cron may retry later") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
