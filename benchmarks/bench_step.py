@@ -9,7 +9,8 @@ decision is Keep), then alternates, on the same store and sqlite tracking DB:
       metrics — the floor of any step that records its decision in MLflow.
 
 Both are fresh interpreters that exit normally (neither skips interpreter shutdown). Prints the
-medians and their ratio (target ≤ 1.15×, issue 11; ≤ 1.3× before), and the wall time of `cara-mlflow --help` (target < 0.5 s).
+medians and their ratio (target ≤ 1.15×, issue 11; ≤ 1.3× before), and the wall time of
+`cara-mlflow --help` (target < 0.5 s).
 
 With ``--history N`` it measures instead whether a step's cost grows with the history already
 processed (issue 6 §2): stores of one long synthetic stream (GAUSS-D, tiny batches, SGD
