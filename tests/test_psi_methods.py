@@ -186,6 +186,9 @@ def test_bad_method_and_error_are_refused_in_one_line():
 
 
 def test_cli_lists_the_same_methods_as_the_core():
-    from cara_mlflow import cli
+    from cara_mlflow import names
+    from cara_mlflow.cli import cli
 
-    assert cli.PSI_METHODS == staleness.PSI_METHODS
+    assert staleness.PSI_METHODS is names.PSI_METHODS
+    (option,) = [p for p in cli.commands["step"].params if p.name == "psi_method"]
+    assert tuple(option.type.choices) == staleness.PSI_METHODS
