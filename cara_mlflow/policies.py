@@ -6,6 +6,11 @@ A policy is shown one :class:`Observation` per arriving batch and answers with a
 rejected keeps the staleness accumulated so far. Parameters and state are plain JSON, so a
 policy tuned offline can be stored, and resumed exactly by a step on another machine.
 
+A policy whose decisions depend on the cost matrix alone (:meth:`Policy.from_costs`) also
+evaluates itself offline, for many parameters at once (:meth:`Policy.offline_costs`): the
+tuner searches that, and never repeats a decision rule. The drift detectors
+(:attr:`Policy.needs_errors`) and the ORACLE follower (:attr:`Policy.follows_oracle`) have none.
+
 >>> p = make_policy("cara-ct", tau_cum=2.5)
 >>> [p.decide(Observation(t=t, trained_on=0, psi_bar=1.0)).action for t in (1, 2, 3)]
 ['keep', 'keep', 'retrain']
@@ -201,6 +206,12 @@ class Policy(abc.ABC):
     """Registry name, as users type it (``"cara-t"``)."""
     tunable: ClassVar[tuple[str, ...]] = ()
     """Names of the parameters that are tuned offline."""
+    needs_errors: ClassVar[bool] = False
+    """True if :meth:`decide` needs the model's per-sample errors (``Observation.errors``): the
+    drift detectors. A cost matrix does not hold them, so such a policy has no offline evaluation."""
+    follows_oracle: ClassVar[bool] = False
+    """True if the parameters are the ORACLE's retrain batches of the very window the policy runs
+    on, given by the caller: nothing to tune, nothing to evaluate offline."""
 
     @abc.abstractmethod
     def decide(self, obs: Observation) -> Decision:
@@ -269,6 +280,147 @@ class Policy(abc.ABC):
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{self.name}({params})"
 
+    # -- offline evaluation: Algorithm 1 on a whole cost matrix, for many θ at once -------------
+
+    @classmethod
+    def from_costs(cls) -> bool:
+        """True if the decisions depend on the cost matrix alone: :meth:`offline_costs` applies.
+
+        Run on a window with cost matrix ``C``, such a policy sees at batch ``t`` only
+        Ψ̄ = ``C[s_{t-1}, t]`` of the model in use, κ_t = ``C[t, t]`` and ``t`` itself.
+
+        >>> [name for name, cls in POLICIES.items() if cls.from_costs()]
+        ['cara-t', 'cara-ct', 'cara-p', 'markov', 'nr']
+        """
+        return not (cls.needs_errors or cls.follows_oracle)
+
+    @classmethod
+    def offline_costs(cls, C, *, start: int = 0, **theta) -> tuple[np.ndarray, np.ndarray]:
+        """Offline strategy cost and strategy of the policy with each θ on ``C``, side by side.
+
+        Exactly what running :meth:`decide` batch by batch over the window gives (as
+        :func:`cara_mlflow.simulate.run_policy` does, every retrain landing): the first batch
+        trains the initial model, each later batch ``t`` shows Ψ̄ = ``C[s_{t-1}, t]`` and
+        κ_t = ``C[t, t]``. Vectorised over θ; the only loop is over batches, where a decision
+        depends on the previous one.
+
+        Parameters
+        ----------
+        C
+            Offline cost matrix ``(T, T)`` (:func:`cara_mlflow.costs.check_cost_matrix`).
+        start
+            Absolute index of the window's first batch (CARA-P's ``t`` is absolute).
+        **theta
+            The :attr:`tunable` parameters, each a number or a 1-D sequence of ``m`` values
+            (broadcast together); one left out takes its constructor default. Each θ is checked
+            as the constructor checks it. A policy with nothing tuned takes none: ``m = 1``.
+
+        Returns
+        -------
+        ``(costs, strategies)`` with shapes ``(m,)`` and ``(m, T)`` (local model indices).
+
+        Examples
+        --------
+        >>> C = np.array([[1.0, 0.5, 2.0], [np.inf, 1.0, 0.1], [np.inf, np.inf, 1.0]])
+        >>> costs, strategies = CaraT.offline_costs(C, tau=[0.4, 0.6, 9.0])
+        >>> costs.tolist(), strategies.tolist()
+        ([2.1, 2.5, 3.5], [[0, 1, 1], [0, 0, 2], [0, 0, 0]])
+        >>> CaraP.offline_costs(C, phi=2, offset=[0, 1], start=10)[1].tolist()
+        [[0, 0, 2], [0, 1, 1]]
+        >>> Markov.offline_costs(C)[1].tolist()
+        [[0, 0, 2]]
+        >>> AdwinPolicy.offline_costs(C)
+        Traceback (most recent call last):
+        ...
+        cara_mlflow.errors.InputError: the adwin policy needs the model's per-sample errors:
+        it has no offline evaluation from a cost matrix
+
+        """
+        if cls.needs_errors:
+            raise InputError(f"the {cls.name} policy needs the model's per-sample errors: "
+                             "it has no offline evaluation from a cost matrix")
+        if cls.follows_oracle:
+            raise InputError(f"the {cls.name} policy follows the ORACLE's retrain batches: "
+                             "it has no offline evaluation of its own")
+        from .costs import check_cost_matrix  # scipy comes with costs: only when evaluating
+
+        C = check_cost_matrix(C)
+        start = _check_int("start", start, low=0)
+        return cls._offline_costs(C, cls._check_theta(theta), start)
+
+    @classmethod
+    def _check_theta(cls, theta: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """θ as 1-D arrays of one length, every parameter given, each θ accepted by the constructor."""
+        for n in theta:
+            if n not in cls.tunable:
+                raise InputError(f"{n}: not a tuned parameter of the {cls.name} policy: expected "
+                                 f"{', '.join(cls.tunable) or 'none'}")
+        signature = inspect.signature(cls.__init__).parameters
+        values = []
+        for n in cls.tunable:
+            if n not in theta and signature[n].default is inspect.Parameter.empty:
+                raise InputError(f"{n}: the {cls.name} policy needs this parameter")
+            v = np.asarray(theta.get(n, signature[n].default))
+            if v.ndim > 1 or v.dtype.kind not in "iuf":
+                raise InputError(f"{n}: expected a number or a 1-D sequence of numbers, got {v!r:.60}")
+            values.append(np.atleast_1d(v))
+        try:
+            values = np.broadcast_arrays(*values)
+        except ValueError:
+            lengths = ", ".join(f"{n}: {v.size}" for n, v in zip(cls.tunable, values))
+            raise InputError(f"theta: expected values of one length (or single numbers), got {lengths}") from None
+        grid = dict(zip(cls.tunable, values))
+        for k in range(values[0].size if values else 0):
+            cls(**{n: v[k] for n, v in grid.items()})  # the constructor's checks, said once
+        return grid
+
+    @classmethod
+    def _offline_costs(cls, C: np.ndarray, theta: dict[str, np.ndarray], start: int) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel of :meth:`offline_costs`: ``C`` and θ already checked (θ may hold ±inf)."""
+        raise NotImplementedError(f"the {cls.name} policy has no offline evaluation")
+
+    @classmethod
+    def offline_grid(cls, C) -> dict[str, np.ndarray]:
+        """The finitely many θ an exhaustive offline search evaluates on ``C``, in order of preference.
+
+        ``{}`` for a policy with nothing tuned. A tuner breaks ties in cost by fewer offline
+        retrains, then by this order. Threshold policies search an interval instead
+        (:meth:`offline_thresholds`).
+
+        >>> C = np.full((3, 3), np.inf); C[np.triu_indices(3)] = 1.0
+        >>> {k: v.tolist() for k, v in CaraP.offline_grid(C).items()}
+        {'phi': [3, 3, 3, 2, 2, 1], 'offset': [0, 1, 2, 0, 1, 0]}
+        >>> NeverRetrain.offline_grid(C)
+        {}
+        """
+        return {}
+
+    @classmethod
+    def offline_thresholds(cls, C) -> np.ndarray | None:
+        """The sorted distinct scores a threshold policy compares its θ with when run on ``C``.
+
+        For a policy whose one tunable parameter is a threshold (Retrain iff a score ≥ θ), the
+        offline strategy is constant for θ in each interval ``(v_k, v_{k+1}]`` between two
+        consecutive values; None for the other policies.
+
+        >>> C = np.array([[1.0, 0.5, 2.0], [np.inf, 1.0, 0.1], [np.inf, np.inf, 1.0]])
+        >>> CaraT.offline_thresholds(C).tolist(), CaraCT.offline_thresholds(C).tolist()
+        ([0.1, 0.5, 2.0], [0.1, 0.5, 2.5])
+        >>> CaraP.offline_thresholds(C) is None
+        True
+        """
+        return None
+
+    @classmethod
+    def offline_params(cls, C) -> dict[str, Any]:
+        """Parameters read off the cost matrix rather than searched (MARKOV's κ when constant).
+
+        >>> C = np.array([[2.0, 0.5], [np.inf, 2.0]])
+        >>> Markov.offline_params(C), CaraT.offline_params(C)
+        ({'kappa': 2.0}, {})
+        """
+        return {}
+
 
 def _psi_bar(obs: Observation) -> float:
     return _check_real("psi_bar", obs.psi_bar)
@@ -282,10 +434,65 @@ def _at_least(psi: float, symbol: str, threshold: float) -> Decision:
     )
 
 
+def _threshold_run(C: np.ndarray, taus: np.ndarray | None, *, cumulative: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1 on ``C`` for ``m`` thresholds side by side: ``(costs, strategies)``.
+
+    Retrain iff Ψ̄ (``cumulative``: its sum since the model was trained, added left to right as
+    :class:`CaraCT` does) ≥ τ; ``taus=None`` compares Ψ̄ with κ_t = ``C[t, t]`` (MARKOV). A loop
+    over batches, vectorised over thresholds; the cost is summed left to right.
+    """
+    T = C.shape[0]
+    m = 1 if taus is None else taus.shape[0]
+    tp = np.zeros(m, dtype=np.int64)
+    cost = np.full(m, C[0, 0])
+    cum = np.zeros(m)
+    strategies = np.zeros((m, T), dtype=np.int64)
+    for t in range(1, T):
+        psi = C[tp, t]
+        if cumulative:
+            cum = cum + psi
+            retrain = cum >= taus
+            cum = np.where(retrain, 0.0, cum)  # offline, every retrain lands: reset
+        else:
+            retrain = psi >= (C[t, t] if taus is None else taus)
+        cost += np.where(retrain, C[t, t], psi)
+        tp = np.where(retrain, t, tp)
+        strategies[:, t] = tp
+    return cost, strategies
+
+
+def _path_costs(C: np.ndarray, strategies: np.ndarray) -> np.ndarray:
+    """Σ_t C[s_t, t] per strategy (a row of ``strategies``), summed by numpy (pairwise)."""
+    return C[strategies, np.arange(C.shape[0])].sum(axis=1)
+
+
+class _Threshold(Policy):
+    """A policy whose one tunable parameter is a threshold θ: Retrain iff a score ≥ θ."""
+
+    _cumulative: ClassVar[bool]
+    """The score is the sum of Ψ̄ since the model was trained (CARA-CT), not Ψ̄ itself (CARA-T)."""
+
+    @classmethod
+    def offline_thresholds(cls, C) -> np.ndarray:
+        C = np.asarray(C, dtype=np.float64)
+        T = C.shape[0]
+        above = np.triu_indices(T, 1)
+        if not cls._cumulative:
+            return np.unique(C[above])
+        # Row t' summed left to right from t'+1, exactly as the policy adds (0 + x is x).
+        return np.unique(np.cumsum(np.where(np.triu(np.ones((T, T), bool), 1), C, 0.0), axis=1)[above])
+
+    @classmethod
+    def _offline_costs(cls, C, theta, start):
+        taus = np.asarray(theta[cls.tunable[0]], dtype=np.float64)
+        return _threshold_run(C, taus, cumulative=cls._cumulative)
+
+
 # --------------------------------------------------------------------------- CARA variants
 
 
-class CaraT(Policy):
+class CaraT(_Threshold):
     """CARA-T, the threshold variant (Eq. 8): Retrain iff ``Ψ̄_{t,t'} >= τ``.
 
     Parameters
@@ -307,6 +514,7 @@ class CaraT(Policy):
 
     name = "cara-t"
     tunable = ("tau",)
+    _cumulative = False
 
     def __init__(self, tau: float):
         self.tau = _check_real("tau", tau)
@@ -316,7 +524,7 @@ class CaraT(Policy):
         return _at_least(_psi_bar(obs), "τ", self.tau)
 
 
-class CaraCT(Policy):
+class CaraCT(_Threshold):
     """CARA-CT, the cumulative threshold variant (Eq. 9): Retrain iff ``Σ_{j=t'+1..t} Ψ̄_{j,t'} >= τ_cum``.
 
     The sum runs over the batches seen since the last :meth:`reset`, the current one included.
@@ -344,6 +552,7 @@ class CaraCT(Policy):
 
     name = "cara-ct"
     tunable = ("tau_cum",)
+    _cumulative = True
 
     def __init__(self, tau_cum: float):
         self.tau_cum = _check_real("tau_cum", tau_cum)
@@ -414,6 +623,24 @@ class CaraP(Policy):
             float(r),
         )
 
+    @classmethod
+    def offline_grid(cls, C) -> dict[str, np.ndarray]:
+        # Every φ in [1, T] and a in [0, φ): the longer period first, then the smaller offset.
+        periods = np.arange(np.shape(C)[0], 0, -1)
+        phi = np.repeat(periods, periods)
+        first = np.cumsum(periods) - periods  # where each period's offsets start in the grid
+        return {"phi": phi, "offset": np.arange(phi.size) - np.repeat(first, periods)}
+
+    @classmethod
+    def _offline_costs(cls, C, theta, start):
+        phi = np.asarray(theta["phi"], dtype=np.int64)[:, None]
+        offset = np.asarray(theta["offset"], dtype=np.int64)[:, None]
+        local = np.arange(C.shape[0])
+        mark = (start + local - offset) % phi == 0  # numpy's % has Python's sign, as decide's
+        mark[:, 0] = True  # the initial model, not a decision
+        strategies = np.maximum.accumulate(np.where(mark, local, 0), axis=1)
+        return _path_costs(C, strategies), strategies
+
 
 # --------------------------------------------------------------------------- baselines
 
@@ -455,6 +682,17 @@ class Markov(Policy):
             )
         return _at_least(_psi_bar(obs), "κ", kappa)
 
+    @classmethod
+    def offline_params(cls, C) -> dict[str, Any]:
+        kappa = np.diag(np.asarray(C, dtype=np.float64))
+        return {"kappa": float(kappa[0])} if np.all(kappa == kappa[0]) else {}
+
+    @classmethod
+    def _offline_costs(cls, C, theta, start):
+        # Offline every observation carries κ_t = C[t, t], which wins over the parameter.
+        strategies = _threshold_run(C, None)[1]
+        return _path_costs(C, strategies), strategies
+
 
 class NeverRetrain(Policy):
     """NR: always Keep; the oldest model serves the whole stream.
@@ -473,6 +711,11 @@ class NeverRetrain(Policy):
 
     def decide(self, obs: Observation) -> Decision:
         return Decision(False, "never retrain", 0.0)
+
+    @classmethod
+    def _offline_costs(cls, C, theta, start):
+        strategies = np.zeros((1, C.shape[0]), dtype=np.int64)
+        return _path_costs(C, strategies), strategies
 
 
 class OracleFollower(Policy):
@@ -495,6 +738,7 @@ class OracleFollower(Policy):
     """
 
     name = "oracle"
+    follows_oracle = True
 
     def __init__(self, retrain_at: Iterable[int]):
         if isinstance(retrain_at, (str, bytes, Mapping)) or not isinstance(retrain_at, Iterable):
@@ -525,6 +769,7 @@ class _DetectorPolicy(Policy):
     """
 
     _label: ClassVar[str]
+    needs_errors = True
 
     @abc.abstractmethod
     def _new_detector(self): ...

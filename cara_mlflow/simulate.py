@@ -33,7 +33,7 @@ from .costs import (
 from .errors import InputError
 from .names import MODEL_NAMES
 from .oracle import solve
-from .policies import Observation, make_policy
+from .policies import POLICIES, Observation, make_policy
 from .staleness import DEFAULT_GAMMA, resolve_gamma, stack_rows
 from .tuning import PolicyTuner
 
@@ -293,14 +293,14 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
     clock = time.perf_counter()
     for policy_name in policies:
         note(f"tuning and running {policy_name}")
-        if policy_name == "oracle":
+        if POLICIES[policy_name].follows_oracle:  # the ORACLE of the online window, not tuned offline
             params = {"retrain_at": [p.n_offline + t for t in oracle.retrain_at[1:]]}
             offline_cost = None
         else:
             tuned = PolicyTuner(policy_name, method=tuning_method, seed=p.seed).fit(C_off)
-            params, offline_cost = tuned.best_params_, tuned.best_cost_
-            if offline_cost is not None and np.isnan(offline_cost):
-                offline_cost = None
+            # A drift detector has no offline cost: a cost matrix has no per-sample errors.
+            params = tuned.best_params_
+            offline_cost = tuned.best_cost_ if POLICIES[policy_name].from_costs() else None
         strategy, decisions = run_policy(make_policy(policy_name, **params), C_on, start=p.n_offline,
                                          errors=lambda tp, t: p.errors[tp][t - tp])
         cost = strategy_cost(C_on, strategy)

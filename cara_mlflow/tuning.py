@@ -1,27 +1,33 @@
 """Offline tuning of a policy's parameters θ* on an offline cost matrix (Eq. 7).
 
 θ* minimises the offline strategy cost of Algorithm 1 run from the first batch of
-the window (its model is the initial one) to the last.
+the window (its model is the initial one) to the last. The decision rules and their
+vectorised offline evaluation live with the policy classes
+(:meth:`~cara_mlflow.policies.Policy.offline_costs`); this module holds the searches,
+chosen by what the class says, never by its name:
 
-* CARA-T and CARA-CT (``method="exact"``, the default): the strategy, and so its
-  cost, is piecewise constant in the threshold and changes only where the
-  threshold crosses one of the finitely many values the policy compares it with
-  (the Ψ̄ entries for CARA-T, the running sums of Ψ̄ along each row for CARA-CT).
-  Evaluating one threshold per interval finds the global optimum; the paper's
-  dual annealing does not guarantee it (``method="dual_annealing"`` reproduces the
-  paper). Inside the optimal intervals we return the **midpoint of the widest one**
-  (ties: the lowest), the point farthest from a change of strategy. The two
-  outer intervals are unbounded; like a bounded optimiser we close them at
+* A threshold (CARA-T, CARA-CT: ``offline_thresholds`` is not None), ``method="exact"``,
+  the default: the strategy, and so its cost, is piecewise constant in the threshold
+  and changes only where the threshold crosses one of the finitely many values the
+  policy compares it with (the Ψ̄ entries for CARA-T, the running sums of Ψ̄ along
+  each row for CARA-CT). Evaluating one threshold per interval finds the global
+  optimum; the paper's dual annealing does not guarantee it (``method="dual_annealing"``
+  reproduces the paper). Inside the optimal intervals we return the **midpoint of the
+  widest one** (ties: the lowest), the point farthest from a change of strategy. The
+  two outer intervals are unbounded; like a bounded optimiser we close them at
   ``pad = 10%`` of the range of the candidate values (10% of the mean κ if they
   are all equal) beyond the extreme values, and the top one at least at the largest
   κ, so a "never retrain" optimum still gives a finite threshold (between the largest
   offline value and κ) and the policy can react online to staleness beyond anything
   seen offline without retraining for trifles when κ is large.
-* CARA-P: every period φ ∈ [1, T_offline] and offset a ∈ [0, φ) with the absolute
-  batch index ``t``; ties broken by fewer offline retrains, then the longer period,
-  then the smaller offset.
-* MARKOV uses κ, NR and the drift detectors have nothing tuned (defaults), and the
-  ORACLE follower is given its retrain set by the caller.
+* A finite grid (``offline_grid``), searched exhaustively: CARA-P's every period
+  φ ∈ [1, T_offline] and offset a ∈ [0, φ) with the absolute batch index ``t``; ties
+  broken by fewer offline retrains, then the grid's order (the longer period, then the
+  smaller offset). An empty grid is one evaluation with nothing tuned: NR, and MARKOV,
+  whose κ is read off the diagonal when it is constant (``offline_params``).
+* Their own paths, said once in :meth:`PolicyTuner.fit`: the drift detectors
+  (``needs_errors``) keep their defaults and have no offline cost; the ORACLE
+  follower (``follows_oracle``) gets the ORACLE's retrain set of the window.
 """
 
 from __future__ import annotations
@@ -31,11 +37,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import validate
-from .costs import check_cost_matrix, strategy_from_retrains
+from .costs import check_cost_matrix
 from .errors import InputError
 from .names import TUNING_METHODS
+from .policies import POLICIES, Policy
 
-__all__ = ["TUNING_METHODS", "TuningResult", "PolicyTuner", "threshold_costs"]
+__all__ = ["TUNING_METHODS", "TuningResult", "PolicyTuner"]
 
 _PAD_FRACTION = 0.1
 
@@ -59,51 +66,14 @@ class TuningResult:
         return int((s[1:] == np.arange(1, s.size)).sum())
 
 
-def threshold_costs(C: np.ndarray, taus: np.ndarray, *, cumulative: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Offline strategy cost and strategy of CARA-T (or CARA-CT) for many thresholds at once.
-
-    Runs Algorithm 1 from batch 0 with every threshold in ``taus`` side by side
-    (a loop over batches, vectorised over thresholds). Decisions are exactly the
-    policies': Retrain iff Ψ̄ (or the running sum, accumulated left to right) ≥ τ.
-    Returns ``(costs, strategies)`` with shapes ``(m,)`` and ``(m, T)``.
-
-    >>> C = np.array([[1.0, 0.5, 2.0], [np.inf, 1.0, 0.1], [np.inf, np.inf, 1.0]])
-    >>> costs, strategies = threshold_costs(C, np.array([0.4, 0.6, 9.0]))
-    >>> costs.tolist(), strategies.tolist()
-    ([2.1, 2.5, 3.5], [[0, 1, 1], [0, 0, 2], [0, 0, 0]])
-    """
-    T = C.shape[0]
-    taus = np.asarray(taus, dtype=np.float64)
-    tp = np.zeros(taus.shape[0], dtype=np.int64)
-    cost = np.full(taus.shape[0], C[0, 0])
-    cum = np.zeros(taus.shape[0])
-    strategies = np.zeros((taus.shape[0], T), dtype=np.int64)
-    for t in range(1, T):
-        psi = C[tp, t]
-        if cumulative:
-            cum = cum + psi
-            retrain = cum >= taus
-            cum = np.where(retrain, 0.0, cum)
-        else:
-            retrain = psi >= taus
-        cost += np.where(retrain, C[t, t], psi)
-        tp = np.where(retrain, t, tp)
-        strategies[:, t] = tp
-    return cost, strategies
-
-
-def _threshold_candidates(C: np.ndarray, cumulative: bool) -> np.ndarray:
-    T = C.shape[0]
-    if cumulative:
-        values = [np.cumsum(C[tp, tp + 1:]) for tp in range(T - 1)]
-        values = np.concatenate(values)
-    else:
-        values = C[np.triu_indices(T, 1)]
-    return np.unique(values)
-
-
 class PolicyTuner:
     """Find θ* for a policy on an offline cost matrix (scikit-learn style: ``fit`` then ``best_params_``).
+
+    The tuner knows search methods, not policies: it asks the policy's class
+    (:data:`~cara_mlflow.policies.POLICIES`) for its offline evaluation
+    (:meth:`~cara_mlflow.policies.Policy.offline_costs`) and for what to search
+    (:meth:`~cara_mlflow.policies.Policy.offline_thresholds`,
+    :meth:`~cara_mlflow.policies.Policy.offline_grid`).
 
     Parameters
     ----------
@@ -133,29 +103,36 @@ class PolicyTuner:
         self.seed = seed
 
     def fit(self, C) -> "PolicyTuner":
-        validate.policy_name(self.policy)
+        cls = POLICIES[validate.policy_name(self.policy)]
         if self.method not in TUNING_METHODS:
             raise InputError(f"method: unknown tuning method {self.method!r}: "
                              f"expected one of {', '.join(TUNING_METHODS)}")
         C = check_cost_matrix(C)
         if C.shape[0] < 2:
             raise InputError("C: the offline window needs at least 2 batches to tune a policy")
-        if self.policy in ("cara-t", "cara-ct"):
-            result = self._fit_threshold(C, cumulative=self.policy == "cara-ct")
-        elif self.policy == "cara-p":
-            result = self._fit_periodic(C)
+        if cls.follows_oracle:
+            result = self._fit_oracle(C)
+        elif cls.needs_errors:
+            # Nothing tuned (river's defaults), and the offline strategy needs per-sample errors
+            # that a cost matrix does not hold.
+            result = TuningResult(self.policy, {}, float("nan"), [], "none",
+                                  details={"note": "drift detector: default parameters, nothing tuned"})
         else:
-            result = self._fit_untuned(C)
+            values = cls.offline_thresholds(C)
+            result = self._fit_grid(cls, C) if values is None else self._fit_threshold(cls, C, values)
         self.result_ = result
         self.best_params_ = result.params
         self.best_cost_ = result.cost
         self.best_strategy_ = result.strategy
         return self
 
-    # -- CARA-T / CARA-CT --------------------------------------------------
-    def _fit_threshold(self, C: np.ndarray, cumulative: bool) -> TuningResult:
-        name = "tau_cum" if cumulative else "tau"
-        values = _threshold_candidates(C, cumulative)
+    # -- a threshold: one representative per interval, or dual annealing ----
+    def _fit_threshold(self, cls: type[Policy], C: np.ndarray, values: np.ndarray) -> TuningResult:
+        name = cls.tunable[0]
+
+        def evaluate(taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return cls._offline_costs(C, {name: taus}, self.start)
+
         spread = float(values[-1] - values[0])
         pad = _PAD_FRACTION * (spread if spread > 0 else float(np.mean(np.diag(C))))
         # The top interval ("never retrain offline") reaches at least κ: a batch whose staleness
@@ -164,17 +141,13 @@ class PolicyTuner:
         if self.method == "dual_annealing":
             from scipy.optimize import dual_annealing
 
-            def objective(x):
-                return float(threshold_costs(C, x, cumulative=cumulative)[0][0])
-
-            found = dual_annealing(objective, bounds=[(lo, hi)], seed=self.seed)
+            found = dual_annealing(lambda x: float(evaluate(x)[0][0]), bounds=[(lo, hi)], seed=self.seed)
             tau = float(found.x[0])
-            cost, strategies = threshold_costs(C, np.array([tau]), cumulative=cumulative)
+            cost, strategies = evaluate(np.array([tau]))
             return TuningResult(self.policy, {name: tau}, float(cost[0]), strategies[0].tolist(),
                                 self.method, details={"bounds": [lo, hi], "evaluations": int(found.nfev)})
         # One representative per interval (v_k, v_{k+1}]: its right end (see the module doc).
-        reps = np.concatenate([values, [np.inf]])
-        costs, strategies = threshold_costs(C, reps, cumulative=cumulative)
+        costs, strategies = evaluate(np.concatenate([values, [np.inf]]))
         best = costs.min()
         left = np.concatenate([[lo], values])
         right = np.concatenate([values, [hi]])
@@ -187,48 +160,22 @@ class PolicyTuner:
                             details={"n_candidates": int(values.size), "n_optimal_intervals": int(optimal.size),
                                      "bounds": [float(lo), float(hi)]})
 
-    # -- CARA-P -------------------------------------------------------------
-    def _fit_periodic(self, C: np.ndarray) -> TuningResult:
-        T = C.shape[0]
-        pairs = np.array([(phi, a) for phi in range(1, T + 1) for a in range(phi)], dtype=np.int64)
-        t_abs = self.start + np.arange(T)
-        mark = (t_abs[None, :] - pairs[:, 1:2]) % pairs[:, 0:1] == 0
-        mark[:, 0] = True  # the initial model, not a decision
-        local = np.arange(T)
-        strategies = np.maximum.accumulate(np.where(mark, local, 0), axis=1)
-        costs = C[strategies, local].sum(axis=1)
-        n_retrains = mark[:, 1:].sum(axis=1)
-        order = np.lexsort((pairs[:, 1], -pairs[:, 0], n_retrains, costs))
-        k = int(order[0])
-        phi, a = int(pairs[k, 0]), int(pairs[k, 1])
-        return TuningResult(self.policy, {"phi": phi, "offset": a}, float(costs[k]),
-                            strategies[k].tolist(), "exact", details={"n_candidates": int(len(pairs))})
+    # -- a finite grid (CARA-P), or nothing to tune (MARKOV, NR) -------------
+    def _fit_grid(self, cls: type[Policy], C: np.ndarray) -> TuningResult:
+        grid = cls.offline_grid(C)
+        costs, strategies = cls._offline_costs(C, grid, self.start)
+        n_retrains = (strategies[:, 1:] == np.arange(1, C.shape[0])).sum(axis=1)
+        k = int(np.lexsort((n_retrains, costs))[0])  # a stable sort: ties keep the grid's order
+        params = {**cls.offline_params(C), **{n: v[k].item() for n, v in grid.items()}}
+        return TuningResult(self.policy, params, float(costs[k]), strategies[k].tolist(),
+                            "exact" if grid else "none", details={"n_candidates": int(costs.size)} if grid else {})
 
-    # -- nothing to tune ----------------------------------------------------
-    def _fit_untuned(self, C: np.ndarray) -> TuningResult:
-        T = C.shape[0]
-        params: dict = {}
-        if self.policy == "markov":
-            kappa = np.diag(C)
-            params = {"kappa": float(kappa[0])} if np.all(kappa == kappa[0]) else {}
-            retrain = np.zeros(T, dtype=bool)
-            tp = 0
-            for t in range(1, T):
-                if C[tp, t] >= C[t, t]:
-                    retrain[t], tp = True, t
-            strategy = strategy_from_retrains(np.flatnonzero(retrain), T)
-        elif self.policy == "oracle":
-            from .oracle import solve
+    # -- the ORACLE follower: its retrain batches are the ORACLE's ------------
+    def _fit_oracle(self, C: np.ndarray) -> TuningResult:
+        from .oracle import solve
 
-            sol = solve(C)
-            params = {"retrain_at": [self.start + t for t in sol.retrain_at[1:]]}
-            strategy = np.asarray(sol.strategy)
-        elif self.policy == "nr":
-            strategy = np.zeros(T, dtype=np.int64)
-        else:
-            # ADWIN / DDM: nothing tuned (river's defaults), and their offline strategy
-            # needs per-sample errors that a cost matrix does not hold.
-            return TuningResult(self.policy, params, float("nan"), [], "none",
-                                details={"note": "drift detector: default parameters, nothing tuned"})
-        cost = float(C[strategy, np.arange(T)].sum())
-        return TuningResult(self.policy, params, cost, [int(s) for s in strategy], "none")
+        sol = solve(C)
+        strategy = np.asarray(sol.strategy)
+        cost = float(C[strategy, np.arange(C.shape[0])].sum())
+        return TuningResult(self.policy, {"retrain_at": [self.start + t for t in sol.retrain_at[1:]]}, cost,
+                            [int(s) for s in strategy], "none")
