@@ -64,7 +64,8 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
     up to ``until`` (exclusive) if given; it ends at the first missing or incomplete batch, so
     the history compared is the one ``step`` would have processed. The queries are the batch's
     queries file when it has one (query accuracy needs its target column, else it is NaN), else
-    the data itself. Returns ``(stream, batch_ids)``; the stream is named after the store.
+    the data itself. Returns ``(stream, batch_ids)``; the stream is named after the store and
+    holds the store's batches as read (:class:`cara_mlflow.batch.Batch`, each with its ``id``).
 
     >>> import tempfile, pandas as pd
     >>> from cara_mlflow.store import BatchStore
@@ -73,8 +74,8 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
     >>> for t in range(6):
     ...     _ = store.write(t, pd.DataFrame({"x": [0.0, 1.0, 2.0], "label": [0, 1, t % 2]}))
     >>> stream, ids = store_stream(store, offline=(0, 3))
-    >>> len(stream), ids
-    (6, [0, 1, 2, 3, 4, 5])
+    >>> len(stream), ids, stream[4].id
+    (6, [0, 1, 2, 3, 4, 5], 4)
     >>> store_stream(store, offline=(0, 5))
     Traceback (most recent call last):
     ...
@@ -83,7 +84,7 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
     """
     from pathlib import Path
 
-    from .streams import Batch as StreamBatch, Stream
+    from .streams import Stream
 
     start, stop = validate.offline_window(offline)
     infos = {info.id: info for info in store.list()}
@@ -102,10 +103,7 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
                          "choose an earlier offline window")
     first = store.read(start, target=target, features=features)
     features = list(first.features)
-    read = [first] + [store.read(i, target=target, features=features) for i in ids[1:]]
-    batches = tuple(StreamBatch(X=b.X, y=b.y, queries=b.queries, query_labels=b.query_labels,
-                                query_index=None if b.has_query_file else np.arange(b.n_rows))
-                    for b in read)
+    batches = (first, *(store.read(i, target=target, features=features) for i in ids[1:]))
     return Stream(name=Path(store.root).name, batches=batches, seed=0), ids
 
 

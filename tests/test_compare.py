@@ -117,6 +117,7 @@ def test_store_stream_matches_the_store(tmp_path):
     np.testing.assert_array_equal(stream[2].queries, raw.queries)   # the queries file, in feature order
     np.testing.assert_array_equal(stream[2].query_labels, raw.y[:15])
     assert stream[2].query_index is None and stream.name == tmp_path.name
+    assert [b.id for b in stream] == ids and stream[2].features == raw.features  # the store's batches
     _, until = store_stream(store, offline=(0, 4), until=7)
     assert until == list(range(7))
     with pytest.raises(ValueError, match="offline: batches \\[10, 11"):

@@ -1,4 +1,4 @@
-"""Tests of the batch store (cara_mlflow/store.py): listing, reading, validating, writing."""
+"""Tests of the batch store (cara_mlflow/store/): listing, reading, validating, writing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cara_mlflow import store as store_module
 from cara_mlflow.store import (
     Batch,
     BatchInfo,
@@ -18,6 +17,7 @@ from cara_mlflow.store import (
     BatchStoreError,
     BatchStoreWarning,
     write_stream,
+    writing as writing_module,
 )
 from cara_mlflow.streams import make_stream
 
@@ -184,6 +184,29 @@ def test_read_queries_file(tmp_path, fmt):
     assert batch.queries.dtype == np.float64
     np.testing.assert_array_equal(batch.y, [0, 1, 1])
     assert batch.y.dtype == np.int64
+
+
+def test_a_store_batch_is_a_stream_batch(tmp_path):
+    """One Batch type: a store's batch goes into a Stream as read, its queries located in X."""
+    from cara_mlflow.streams import Batch as StreamBatch, Stream
+
+    _put(tmp_path, "4", {"data.parquet": GOOD})
+    _put(tmp_path, "5", {"data.parquet": GOOD, "queries.csv": GOOD[["x2", "x1"]].iloc[:2]})
+    store = BatchStore(tmp_path)
+    own, filed = store.read(4, target="label"), store.read(5, target="label")
+    assert StreamBatch is Batch and isinstance(own, StreamBatch)
+    np.testing.assert_array_equal(own.query_index, np.arange(3))
+    assert not own.query_index.flags.writeable
+    np.testing.assert_array_equal(own.queries, own.X[own.query_index])
+    assert filed.query_index is None and filed.has_query_file
+    stream = Stream(name="s", batches=(own, filed), seed=0)
+    assert [b.id for b in stream] == [4, 5]
+
+
+def test_every_format_has_a_writer_and_a_reader():
+    from cara_mlflow.store import FORMATS, tables
+
+    assert tuple(writing_module._WRITERS) == FORMATS == tuple(tables.TABLES)
 
 
 def test_features_fix_the_column_order_and_extra_columns_are_ignored(tmp_path):
@@ -417,7 +440,7 @@ def test_write_renames_success_last(tmp_path, monkeypatch):
         replaced.append((Path(src).name, Path(dst).name, listing))
         real_replace(src, dst)
 
-    monkeypatch.setattr(store_module.os, "replace", recording_replace)
+    monkeypatch.setattr(writing_module.os, "replace", recording_replace)
     BatchStore(tmp_path).write(0, GOOD, queries=GOOD[["x1", "x2"]])
     assert [dst for _, dst, _ in replaced] == ["data.parquet", "queries.parquet", "_SUCCESS"]
     # every file came from a hidden temporary file in the same directory
@@ -427,7 +450,7 @@ def test_write_renames_success_last(tmp_path, monkeypatch):
 
 
 def test_killed_write_leaves_an_incomplete_batch_that_can_be_rewritten(tmp_path, monkeypatch):
-    real_writer = store_module._WRITERS["parquet"]
+    real_writer = writing_module._WRITERS["parquet"]
 
     def dies_on_queries(frame, path):  # a producer killed while writing the queries file
         if Path(path).name.startswith(".queries."):
@@ -435,7 +458,7 @@ def test_killed_write_leaves_an_incomplete_batch_that_can_be_rewritten(tmp_path,
             raise KeyboardInterrupt
         real_writer(frame, path)
 
-    monkeypatch.setitem(store_module._WRITERS, "parquet", dies_on_queries)
+    monkeypatch.setitem(writing_module._WRITERS, "parquet", dies_on_queries)
     store = BatchStore(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         store.write(5, GOOD, queries=GOOD[["x1", "x2"]])

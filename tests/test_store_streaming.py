@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cara_mlflow import store as store_module
-from cara_mlflow.store import BatchStore, BatchStoreError
+from cara_mlflow.store import BatchStore, BatchStoreError, tables
 
 # --------------------------------------------------------------------------------------------
 # The slow reference: a whole-file read
@@ -41,7 +41,7 @@ def whole_file_read(path: Path, target: str | None, features: list[str] | None):
     for name in features:
         if name not in frame.columns:
             return f"{batch}: {path.name} has no column {name!r} (a feature)"
-        if not store_module._is_number_dtype(frame[name].dtype):
+        if not tables.is_number_dtype(frame[name].dtype):
             return f"{batch}: column {name!r} has type {frame[name].dtype}; expected numbers (in {path.name})"
     X = frame.loc[:, features].to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.count_nonzero(~np.isfinite(X), axis=0)
@@ -57,7 +57,7 @@ def whole_file_read(path: Path, target: str | None, features: list[str] | None):
     if missing:
         return f"{batch}: column {target!r} (the target) has {missing} NaN/inf/missing values in {path.name}"
     dtype = column.dtype
-    if store_module._is_number_dtype(dtype):
+    if tables.is_number_dtype(dtype):
         return X, column.to_numpy(dtype=getattr(dtype, "numpy_dtype", dtype))
     return X, column.to_numpy()
 
@@ -103,7 +103,7 @@ def put(root: Path, files: dict[str, pd.DataFrame | bytes], row_group_size: int 
 def small_chunks(monkeypatch):
     """Chunks of 1000 rows and parquet passes of 2 columns: a batch of 10 500 rows is many."""
     monkeypatch.setattr(store_module, "CHUNK_ROWS", 1000)
-    monkeypatch.setattr(store_module, "_PARQUET_COLUMNS_PER_PASS", 2)
+    monkeypatch.setattr(tables, "PARQUET_COLUMNS_PER_PASS", 2)
 
 
 N = 10_500  # ten full chunks of 1000 rows and a partial one
@@ -169,7 +169,7 @@ def test_only_the_needed_columns_are_read(tmp_path, small_chunks, monkeypatch):
     data = mixed_frame()
     put(tmp_path, {"data.parquet": data, "queries.csv": data.drop(columns=["label"])})
     asked: list[tuple[str, list[str]]] = []
-    for table in (store_module._ParquetTable, store_module._CsvTable):
+    for table in (tables.ParquetTable, tables.CsvTable):
         real = table.chunks
 
         def spy(self, names, chunk_rows, real=real):

@@ -317,3 +317,11 @@ def test_batch_and_stream_check_their_shapes():
                query_index=None)
     with pytest.raises(ValueError, match="same number of features"):
         Stream(name="x", batches=(b2, b3), seed=0)
+    with pytest.raises(ValueError, match="features must name the 2 columns of X"):
+        Batch(X=X, y=y, queries=Q, features=("x1",))
+
+
+def test_a_generated_batch_has_no_store_provenance():
+    b = make_stream("gauss-s", n_batches=1, batch_size=30, seed=0)[0]
+    assert (b.id, b.features, b.target, b.data_path, b.has_query_file) == (None, None, None, None, False)
+    assert (b.n_rows, b.n_queries) == (30, len(b.queries))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from cara_mlflow.batch import Batch
 from cara_mlflow.streams.real import (
     AIRLINES_SUBSTITUTE_NOTE,
     DATA_SOURCES,
@@ -32,7 +33,7 @@ from cara_mlflow.streams.real import (
     electricity,
     is_substitute,
 )
-from cara_mlflow.streams.synthetic import Batch, Stream, _fixed_queries, circle, covcon, gauss
+from cara_mlflow.streams.synthetic import Stream, _fixed_queries, circle, covcon, gauss
 
 from ..errors import InputError
 

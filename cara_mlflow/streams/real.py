@@ -69,7 +69,8 @@ from typing import Callable
 
 import numpy as np
 
-from cara_mlflow.streams.synthetic import Batch, Stream, _is_int
+from cara_mlflow.batch import Batch
+from cara_mlflow.streams.synthetic import Stream, _is_int
 
 from ..errors import InputError
 

@@ -68,6 +68,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..batch import Batch
 from ..errors import InputError
 
 __all__ = ["Batch", "Stream", "gauss", "circle", "covcon"]
@@ -93,77 +94,6 @@ _KIND_CODES = {"gauss": 1, "circle": 2, "covcon": 3}
 # --------------------------------------------------------------------------------------------
 # Containers
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False, repr=False)
-class Batch:
-    """One batch of a stream: its data and the queries the model answered during it.
-
-    Attributes
-    ----------
-    X : ndarray of shape (n, d), float64
-        The batch's data points.
-    y : ndarray of shape (n,), int64
-        Their labels, in {0, 1}.
-    queries : ndarray of shape (m, d), float64
-        The query points ``Q_t``.
-    query_labels : ndarray of shape (m,), int64, or None
-        The true labels of the queries: for evaluation (query accuracy) only, never for the
-        staleness cost. ``None`` when they are unknown (a user's queries file without the
-        target): the query accuracy is then NaN.
-    query_index : ndarray of shape (m,), int64, or None
-        For queries drawn from the data (``-D`` streams): their sorted row indices into ``X``,
-        so ``queries == X[query_index]``. ``None`` when the queries are not rows of ``X``.
-
-    Only shapes are checked here; the stream factories guarantee the dtypes.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> b = Batch(X=np.zeros((4, 2)), y=np.array([0, 1, 1, 0]),
-    ...           queries=np.zeros((2, 2)), query_labels=np.array([0, 1]), query_index=None)
-    >>> b
-    Batch(n=4, d=2, m=2, query_index=None)
-    >>> Batch(X=np.zeros((4, 2)), y=np.zeros(3), queries=np.zeros((2, 2)),
-    ...       query_labels=np.zeros(2), query_index=None)
-    Traceback (most recent call last):
-    ...
-    cara_mlflow.errors.InputError: y must have shape (4,) to match X, got (3,)
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    queries: np.ndarray
-    query_labels: np.ndarray
-    query_index: np.ndarray | None
-
-    def __post_init__(self) -> None:
-        X, queries = self.X, self.queries
-        if getattr(X, "ndim", None) != 2:
-            raise InputError(f"X must be a 2-D array (n, d), got shape {np.shape(X)}")
-        n, d = X.shape
-        if np.shape(self.y) != (n,):
-            raise InputError(f"y must have shape ({n},) to match X, got {np.shape(self.y)}")
-        if getattr(queries, "ndim", None) != 2 or queries.shape[1] != d:
-            raise InputError(
-                f"queries must be a 2-D array (m, {d}) to match X, got shape {np.shape(queries)}"
-            )
-        m = queries.shape[0]
-        if self.query_labels is not None and np.shape(self.query_labels) != (m,):
-            raise InputError(
-                f"query_labels must have shape ({m},) to match queries, "
-                f"got {np.shape(self.query_labels)}"
-            )
-        if self.query_index is not None and np.shape(self.query_index) != (m,):
-            raise InputError(
-                f"query_index must be None or have shape ({m},) to match queries, "
-                f"got {np.shape(self.query_index)}"
-            )
-
-    def __repr__(self) -> str:
-        n, d = self.X.shape
-        index = "None" if self.query_index is None else "rows of X"
-        return f"Batch(n={n}, d={d}, m={self.queries.shape[0]}, query_index={index})"
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -1,0 +1,133 @@
+"""One batch of data and the queries the model answered during it: the unit of a stream and a store.
+
+A :class:`Batch` is what :func:`cara_mlflow.streams.make_stream` generates and what
+:meth:`cara_mlflow.store.BatchStore.read` reads; :class:`cara_mlflow.streams.Stream` holds either
+kind, so a store's batches are compared (``compare --store``) as they are read. The arrays and
+``query_labels`` / ``query_index`` mean the same on both sides; a batch read from a store also
+knows where it came from (``id``, ``features``, ``target``, ``data_path``, ``has_query_file``),
+which a generated batch leaves at ``None`` / ``False``.
+
+This module is pure numpy: the store and the streams both import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["Batch"]
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Batch:
+    """One batch: its data and the queries the model answered during it.
+
+    Attributes
+    ----------
+    X : ndarray of shape (n, d), float64
+        The batch's data points; finite for a batch read from a store, in ``features`` order.
+    y : ndarray of shape (n,)
+        Their labels: in {0, 1} for a generated stream; the target column as read (integers,
+        strings, bools, ...) and without missing value for a store's batch.
+    queries : ndarray of shape (m, d), float64
+        The query points ``Q_t``. A store's batch without a queries file: ``X`` itself.
+    query_labels : ndarray of shape (m,), or None
+        The true labels of the queries: for evaluation (query accuracy) only, never for the
+        staleness cost. ``None`` when they are unknown (a store's queries file without the
+        target column): the query accuracy is then NaN.
+    query_index : ndarray of shape (m,), int64, or None
+        For queries drawn from the data (``-D`` streams, a store's batch without a queries
+        file): their sorted row indices into ``X``, so ``queries == X[query_index]``. ``None``
+        when the queries are not rows of ``X``.
+    id : int or None
+        The batch id in its store; ``None`` for a generated batch.
+    features : tuple of str, or None
+        The feature column names, in the order of the columns of ``X`` and ``queries``.
+    target : str or None
+        The target column name.
+    data_path : Path or None
+        The data file read (for MLflow dataset lineage).
+    has_query_file : bool
+        Whether the queries came from a store's queries file.
+
+    Only shapes are checked here; the stream factories and the store's reader guarantee the
+    dtypes. A batch read from a store shows its id and columns, a generated one its shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> b = Batch(X=np.zeros((4, 2)), y=np.array([0, 1, 1, 0]),
+    ...           queries=np.zeros((2, 2)), query_labels=np.array([0, 1]), query_index=None)
+    >>> b, b.n_rows, b.n_queries, b.id
+    (Batch(n=4, d=2, m=2, query_index=None), 4, 2, None)
+    >>> X = np.zeros((3, 2))
+    >>> Batch(X=X, y=np.array(["a", "b", "a"]), queries=X, query_labels=None, query_index=np.arange(3),
+    ...       id=7, features=("x1", "x2"), target="label")
+    Batch(id=7, n_rows=3, n_queries=3, features=('x1', 'x2'), target='label', has_query_file=False)
+    >>> Batch(X=np.zeros((4, 2)), y=np.zeros(3), queries=np.zeros((2, 2)),
+    ...       query_labels=np.zeros(2), query_index=None)
+    Traceback (most recent call last):
+    ...
+    cara_mlflow.errors.InputError: y must have shape (4,) to match X, got (3,)
+    """
+
+    X: np.ndarray
+    y: np.ndarray
+    queries: np.ndarray
+    query_labels: np.ndarray | None = None
+    query_index: np.ndarray | None = None
+    id: int | None = None
+    features: tuple[str, ...] | None = None
+    target: str | None = None
+    data_path: Path | None = None
+    has_query_file: bool = False
+
+    def __post_init__(self) -> None:
+        X, queries = self.X, self.queries
+        if getattr(X, "ndim", None) != 2:
+            raise InputError(f"X must be a 2-D array (n, d), got shape {np.shape(X)}")
+        n, d = X.shape
+        if np.shape(self.y) != (n,):
+            raise InputError(f"y must have shape ({n},) to match X, got {np.shape(self.y)}")
+        if getattr(queries, "ndim", None) != 2 or queries.shape[1] != d:
+            raise InputError(
+                f"queries must be a 2-D array (m, {d}) to match X, got shape {np.shape(queries)}"
+            )
+        m = queries.shape[0]
+        if self.query_labels is not None and np.shape(self.query_labels) != (m,):
+            raise InputError(
+                f"query_labels must have shape ({m},) to match queries, "
+                f"got {np.shape(self.query_labels)}"
+            )
+        if self.query_index is not None and np.shape(self.query_index) != (m,):
+            raise InputError(
+                f"query_index must be None or have shape ({m},) to match queries, "
+                f"got {np.shape(self.query_index)}"
+            )
+        if self.features is not None and len(self.features) != d:
+            raise InputError(f"features must name the {d} columns of X, got {self.features!r}")
+
+    @property
+    def n_rows(self) -> int:
+        """The number of data points ``n``."""
+        return int(self.X.shape[0])
+
+    @property
+    def n_queries(self) -> int:
+        """The number of queries ``m``."""
+        return int(self.queries.shape[0])
+
+    def __repr__(self) -> str:
+        if self.id is not None:
+            return (
+                f"Batch(id={self.id}, n_rows={self.n_rows}, n_queries={self.n_queries}, "
+                f"features={self.features!r}, target={self.target!r}, "
+                f"has_query_file={self.has_query_file})"
+            )
+        n, d = self.X.shape
+        index = "None" if self.query_index is None else "rows of X"
+        return f"Batch(n={n}, d={d}, m={self.queries.shape[0]}, query_index={index})"
