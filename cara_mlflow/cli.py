@@ -179,9 +179,9 @@ def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_es
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout,
                        progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
-    click.echo(f"tuned {policy}: {_theta(doc['params'])}  (κ={kappa:g}, γ={doc['psi']['gamma']:.4g}; offline cost "
-               f"{doc['tuning']['offline_cost']:.3f}, ORACLE {doc['tuning']['oracle_cost']:.3f}); "
-               f"registered {name}.policy v{doc['policy_version']} @active")
+    click.echo(f"tuned {policy}: {_theta(doc.params)}  (κ={kappa:g}, γ={doc.psi.gamma:.4g}; offline cost "
+               f"{doc.tuning['offline_cost']:.3f}, ORACLE {doc.tuning['oracle_cost']:.3f}); "
+               f"registered {name}.policy v{doc.version} @active")
 
 
 @cli.command()

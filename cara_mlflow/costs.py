@@ -190,24 +190,31 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
         raise InputError(f"predictions: expected {T} rows (one per model), got {len(predictions)}")
     g = resolve_gamma(gamma, stack_rows([X for X, _ in data])) if isinstance(gamma, str) \
         else resolve_gamma(gamma, data[0][0])
-    loss_fn = resolve_loss(loss)
+    losses = _loss_table(data, predictions, resolve_loss(loss))
+    approx = ("sample" if method == "auto" else method, rel_error, seed, max_block_bytes)
+    psi_now = _first_terms(data, Qs, losses, g, method, approx)
+    psi_then = _second_terms(data, Qs, losses, g, method, approx)
+    return StalenessTerms(psi_now=psi_now, psi_then=psi_then, gamma=g)
 
-    approximate = "sample" if method == "auto" else method
 
-    # losses[t'][t] = ℓ(M_t' on D_t) for t >= t'
-    losses: list[list[np.ndarray]] = []
-    for tp in range(T):
-        preds = predictions[tp]
+def _loss_table(data, predictions, loss_fn) -> list[list[np.ndarray | None]]:
+    """``losses[t'][t]`` = ℓ(M_t' on D_t) per sample, for t >= t' (None below)."""
+    losses: list[list[np.ndarray | None]] = []
+    for tp, preds in enumerate(predictions):
         y_later = np.concatenate([y for _, y in data[tp:]])
         values = np.asarray(loss_fn(y_later, np.concatenate(preds)), dtype=np.float64).reshape(-1)
         if values.shape[0] != y_later.shape[0] or not np.isfinite(values).all() or (values < 0).any():
             raise InputError("loss: expected one finite loss >= 0 per sample")
         losses.append([None] * tp + np.split(values, np.cumsum([p.shape[0] for p in preds])[:-1]))
+    return losses
 
+
+def _first_terms(data, Qs, losses, g, method, approx) -> np.ndarray:
+    """Ψ(Q_t, D_t, M_t') for every older t' at once: Σ_x ℓ_t'(x) w_t(x) with the kernel weights
+    w_t(x) = Σ_{q ∈ Q_t} K(q, x), computed once per batch."""
+    approximate, rel_error, seed, max_block_bytes = approx
+    T = len(data)
     psi_now = np.full((T, T), np.nan)
-    psi_then = np.full((T, T), np.nan)
-    # First term Ψ(Q_t, D_t, M_t') for every older t' at once: Σ_x ℓ_t'(x) w_t(x) with the
-    # kernel weights w_t(x) = Σ_{q ∈ Q_t} K(q, x), computed once per batch.
     for t in range(1, T):
         (X, _), Q = data[t], Qs[t]
         L = np.column_stack([losses[tp][t] for tp in range(t)])
@@ -218,26 +225,31 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
             sums = _pair_sums(Q, X[keep], L[keep], g, approximate, rel_error, DEFAULT_CONFIDENCE,
                               _child_seed(seed, 0, t), None, max_block_bytes).value
         psi_now[:t, t] = sums / X.shape[0]
-    # Second term Ψ(Q_t, D_t', M_t'): kernels only at the training points the model gets wrong.
+    return psi_now
+
+
+def _second_terms(data, Qs, losses, g, method, approx) -> np.ndarray:
+    """Ψ(Q_t, D_t', M_t'): kernels only at the training points the model gets wrong."""
+    approximate, rel_error, seed, max_block_bytes = approx
+    T = len(data)
+    psi_then = np.full((T, T), np.nan)
     for tp in range(T - 1):
         X, own = data[tp][0], losses[tp][tp]
         wrong = np.flatnonzero(own)
+        later = range(tp + 1, T)
         if wrong.size == 0:
             psi_then[tp, tp + 1:] = 0.0
-            continue
-        later = range(tp + 1, T)
-        if all(_computes_exactly(method, Qs[t].shape[0], wrong.size) for t in later):   # all later queries at once
-            per_query = _weighted_kernel_sums(stack_rows(Qs[tp + 1:]), X[wrong], own[wrong], g,
-                                              max_block_bytes)
+        elif all(_computes_exactly(method, Qs[t].shape[0], wrong.size) for t in later):   # all later queries at once
+            per_query = _weighted_kernel_sums(stack_rows(Qs[tp + 1:]), X[wrong], own[wrong], g, max_block_bytes)
             starts = np.concatenate([[0], np.cumsum([Qs[t].shape[0] for t in later])[:-1]])
             psi_then[tp, tp + 1:] = np.add.reduceat(per_query, starts) / X.shape[0]
-            continue
-        for t in later:
-            how = "exact" if _computes_exactly(method, Qs[t].shape[0], wrong.size) else approximate
-            psi_then[tp, t] = _pair_sums(Qs[t], X[wrong], own[wrong].reshape(-1, 1), g, how, rel_error,
-                                         DEFAULT_CONFIDENCE, _child_seed(seed, 1, tp, t), None,
-                                         max_block_bytes).value[0] / X.shape[0]
-    return StalenessTerms(psi_now=psi_now, psi_then=psi_then, gamma=g)
+        else:
+            for t in later:
+                how = "exact" if _computes_exactly(method, Qs[t].shape[0], wrong.size) else approximate
+                psi_then[tp, t] = _pair_sums(Qs[t], X[wrong], own[wrong].reshape(-1, 1), g, how, rel_error,
+                                             DEFAULT_CONFIDENCE, _child_seed(seed, 1, tp, t), None,
+                                             max_block_bytes).value[0] / X.shape[0]
+    return psi_then
 
 
 def cost_matrix(batches: Sequence, models: Sequence | None, kappa, *, queries=None,

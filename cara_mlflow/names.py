@@ -25,8 +25,6 @@ DEFAULT_TUNING_METHOD = "exact"
 
 #: The policy ``tune`` uses when none is named.
 DEFAULT_POLICY = "cara-t"
-#: Policies that cannot be tuned for production: the ORACLE needs the future.
-UNTUNABLE_POLICIES: tuple[str, ...] = ("oracle",)
 
 #: Batches without a retrain attempt after a rejected challenger (DESIGN.md).
 DEFAULT_COOLDOWN = 3

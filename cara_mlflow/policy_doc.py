@@ -1,23 +1,25 @@
-"""The tuned policy document (``policy.json``, registered as ``NAME.policy@active``), checked.
+"""The tuned policy document (``policy.json``, registered as ``NAME.policy@active``), typed and checked.
 
-``tune`` writes it; every ``step`` reads it back from the registry. Anything that is not exactly
-what ``tune`` writes — invalid JSON, a missing or unknown field, a wrong type, a parameter the
-policy does not take — is refused with one line naming the field and the fix, before the step
-touches anything. The document is JSON and only JSON: nothing in it is ever unpickled or
+``tune`` writes it; every ``step`` reads it back from the registry as a :class:`PolicyDocument`.
+Anything that is not exactly what ``tune`` writes — invalid JSON, a missing or unknown field, a
+wrong type, a parameter the policy does not take — is refused with one line naming the field and
+the fix, before the step touches anything. The document is JSON and only JSON: nothing in it is ever unpickled or
 evaluated, and it names no model to load (models come from the registry alone).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
 
 from .errors import InputError
 from .names import PSI_METHODS
 from .policies import make_policy
 from .validate import is_positive, tunable_policies
 
-__all__ = ["POLICY_FORMAT", "FIELDS", "parse_policy_document", "check_policy_document"]
+__all__ = ["POLICY_FORMAT", "FIELDS", "PsiSettings", "PolicyDocument", "parse_policy_document",
+           "check_policy_document"]
 
 POLICY_FORMAT = 1
 
@@ -70,6 +72,12 @@ def check_policy_document(doc: Any, source: str = "policy.json") -> dict:
     for key, required in FIELDS.items():
         if required and key not in doc:
             raise InputError(f"{source}: missing field {key!r}; {_FIX}")
+    _check_values(doc, source)
+    return doc
+
+
+def _check_values(doc: dict, source: str) -> None:
+    """Each field's type and value (the fields are known to be there)."""
 
     def bad(field: str, expected: str):
         value = repr(doc_get(field))
@@ -119,4 +127,86 @@ def check_policy_document(doc: Any, source: str = "policy.json") -> dict:
         raise InputError(f"{source}: field 'trainer' is not valid ({detail}); {_FIX}") from None
     if doc.get("project_uri") is not None and not isinstance(doc["project_uri"], str):
         raise bad("project_uri", "a string or null")
-    return doc
+    offline = doc.get("offline")
+    if offline is not None and not (isinstance(offline, dict) and set(offline) == {"start", "stop"}
+                                    and all(type(v) is int for v in offline.values())):
+        raise bad("offline", "an object {start, stop} of batch ids, or null")
+    if doc.get("tuning") is not None and not isinstance(doc["tuning"], dict):
+        raise bad("tuning", "an object of tuning figures, or null")
+
+
+@dataclass(frozen=True)
+class PsiSettings:
+    """Everything that fixes the scale of Ψ̄, decided at ``tune`` (DESIGN.md "Units")."""
+
+    gamma: float
+    loss: str = "zero_one"
+    method: str = "exact"
+    queries: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"gamma": self.gamma, "loss": self.loss, "method": self.method}
+        return out if self.queries is None else {**out, "queries": self.queries}
+
+
+@dataclass(frozen=True)
+class PolicyDocument:
+    """The tuned policy: what ``tune`` decided and every ``step`` uses (DESIGN.md "MLflow naming").
+
+    Built only through :meth:`from_dict` / :meth:`from_json` (which check every field) or by
+    ``tune``; :meth:`to_dict` writes the JSON ``tune`` has always written. ``version`` is the
+    registered version of ``NAME.policy`` the document was read from (not part of the JSON).
+
+    >>> doc = PolicyDocument.from_dict({"format": 1, "name": "m", "policy": "cara-t", "params": {"tau": 2.0},
+    ...     "kappa": 5.0, "psi": {"gamma": 1.5, "loss": "zero_one", "method": "auto"}, "target": "label",
+    ...     "features": ["x"], "trainer": {"model": "lr"}})
+    >>> doc.policy, doc.kappa, doc.psi.gamma, doc.features, doc.trainer.model
+    ('cara-t', 5.0, 1.5, ('x',), 'lr')
+    >>> PolicyDocument.from_dict(doc.to_dict()) == doc
+    True
+    """
+
+    name: str
+    policy: str
+    params: Mapping[str, Any]
+    kappa: float
+    psi: PsiSettings
+    target: str
+    features: tuple[str, ...]
+    trainer: Any                                # cara_mlflow.train.TrainerSettings
+    project_uri: str | None = None
+    offline: tuple[int, int] | None = None
+    tuning: Mapping[str, Any] | None = None
+    version: int | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str = "policy.json", *, version: int | None = None):
+        """Parse and check ``policy.json`` (:class:`InputError`, one line, if it is not valid)."""
+        return cls.from_dict(parse_policy_document(text, source), source, version=version)
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any], source: str = "policy.json", *, version: int | None = None):
+        """A checked document from its decoded JSON."""
+        from .train import TrainerSettings
+
+        doc = check_policy_document(dict(doc), source)
+        psi = doc["psi"]
+        offline = doc.get("offline")
+        return cls(name=doc["name"], policy=doc["policy"], params=dict(doc["params"]), kappa=float(doc["kappa"]),
+                   psi=PsiSettings(gamma=float(psi["gamma"]), loss=psi.get("loss", "zero_one"),
+                                   method=psi.get("method", "exact"), queries=psi.get("queries")),
+                   target=doc["target"], features=tuple(doc["features"]), trainer=TrainerSettings(**doc["trainer"]),
+                   project_uri=doc.get("project_uri"),
+                   offline=None if offline is None else (offline["start"], offline["stop"]),
+                   tuning=doc.get("tuning"), version=version)
+
+    def to_dict(self) -> dict:
+        """The JSON document (``policy.json``), as ``tune`` writes it."""
+        return {"format": POLICY_FORMAT, "name": self.name, "policy": self.policy, "params": dict(self.params),
+                "kappa": self.kappa, "psi": self.psi.to_dict(), "target": self.target,
+                "features": list(self.features), "trainer": asdict(self.trainer), "project_uri": self.project_uri,
+                "offline": None if self.offline is None else {"start": self.offline[0], "stop": self.offline[1]},
+                "tuning": None if self.tuning is None else dict(self.tuning)}
+
+    def with_version(self, version: int) -> "PolicyDocument":
+        return replace(self, version=version)

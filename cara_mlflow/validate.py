@@ -18,7 +18,6 @@ import math
 import numbers
 
 from .errors import InputError
-from .names import UNTUNABLE_POLICIES
 
 __all__ = ["is_positive", "kappa", "policy_name", "policy_names", "tunable_policies", "policy_list",
            "offline_window", "count", "reason"]
@@ -67,8 +66,11 @@ def policy_name(name, *, tunable: bool = False) -> str:
 
 
 def tunable_policies() -> tuple[str, ...]:
-    """The policies ``tune`` accepts: every registered one but the ORACLE."""
-    return tuple(p for p in _policies() if p not in UNTUNABLE_POLICIES)
+    """The policies ``tune`` accepts: every registered one but those that follow the ORACLE,
+    which needs the future (``Policy.follows_oracle``)."""
+    from .policies import POLICIES
+
+    return tuple(name for name, cls in POLICIES.items() if not cls.follows_oracle)
 
 
 def policy_names(names=None) -> list[str]:

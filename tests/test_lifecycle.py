@@ -202,7 +202,7 @@ def test_status_json_says_where_production_stands(ran_store, cara):
     assert s["last_batch"] == ONLINE[-1]
     assert (s["next_batch"], s["next_state"]) == (None, "none pending")
     doc = lifecycle.active_policy(reg)
-    assert s["policy"] == {"name": POLICY, "params": doc["params"], "kappa": KAPPA, "version": 1}
+    assert s["policy"] == {"name": POLICY, "params": dict(doc.params), "kappa": KAPPA, "version": 1}
     last = the_batch_run(reg, ONLINE[-1])
     assert s["cumulative_cost"] == pytest.approx(last.metrics["cumulative_cost"])
     assert s["cooldown_until"] is None and s["last_retrain"]["version"] == production.version
@@ -230,7 +230,9 @@ def test_tuning_run_and_active_policy_document(ran_store, tmp_path):
 
     mv = client(ran_store[0]).get_model_version_by_alias(f"{NAME}.policy", "active")
     assert mv.run_id == tune_run.run_id
-    doc = lifecycle.active_policy(reg)                            # policy.json of NAME.policy@active
+    text, version = reg.active_policy_text()                         # policy.json of NAME.policy@active
+    doc = json.loads(text)
+    assert version == 1 and lifecycle.active_policy(reg).to_dict() == doc   # the typed document writes it back
     assert doc["policy"] == POLICY and doc["kappa"] == KAPPA
     assert set(doc["params"]) == {"tau_cum"}
     assert doc["params"]["tau_cum"] == pytest.approx(float(tune_run.params["theta.tau_cum"]))
@@ -493,12 +495,12 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
     production = reg.production()
     (tmp_path / "v1").mkdir()
     model = reg.load_model(production, str(tmp_path / "v1"))
-    features = doc["features"]
+    features = list(doc.features)
 
     # batch 6: constant 0 on the rows the trainer trains on, production's own answers on the rows it
     # holds out → the challenger is "always 0" and loses on held-out rows that production gets right
     data = read_data(fresh, 6)
-    _, held = split_holdout(len(data), doc["trainer"]["holdout"], doc["trainer"]["seed"])
+    _, held = split_holdout(len(data), doc.trainer.holdout, doc.trainer.seed)
     predicted = model.predict(data[features].to_numpy())
     assert predicted[held].sum() > 0, "production must answer 1 on some held-out row"
     label = np.zeros(len(data), dtype=np.int64)
@@ -530,7 +532,7 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
         reason = run.tags["cara.reason"]
         assert "≥ τ_cum" in reason and "cooling down until batch 8" in reason     # the policy said retrain
         assert "cooling down" in result.stdout
-        assert run.metrics["score"] >= doc["params"]["tau_cum"]
+        assert run.metrics["score"] >= doc.params["tau_cum"]
         assert len(reg.versions()) == 2 and not runs_of(reg, "retrain", b)
         assert reg.production().version == 1
     status = json.loads(ok(cara(fresh, "status", "--json")).stdout)

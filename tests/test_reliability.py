@@ -474,7 +474,7 @@ def test_stray_files_in_a_batch_are_never_loaded(fresh, cara):
     (path / "policy.json").write_text('{"policy": "nr"}')
     result = ok(cara(fresh, "step"))
     assert result.stdout.startswith("batch 6:")
-    assert lifecycle.active_policy(registry(fresh))["policy"] == "cara-ct"
+    assert lifecycle.active_policy(registry(fresh)).policy == "cara-ct"
 
 
 # ---------------------------------------------------------------------------------- 6. soak (short)

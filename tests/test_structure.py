@@ -114,3 +114,18 @@ def test_the_library_takes_the_lock_and_checks_the_server_for_a_python_caller(fr
     results = list(lifecycle.steps(store, reg))            # step --all, as a library call
     assert [r.batch for r in results[:-1]] == [6, 7, 8]
     assert results[-1].status == "nothing"
+
+
+def test_no_function_in_the_package_is_over_60_lines():
+    """Small functions: the body of every function (its docstring aside) fits on a screen."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body
+                documented = (len(body) > 1 and isinstance(body[0], ast.Expr)
+                              and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str))
+                first = body[1] if documented else body[0]
+                if node.end_lineno - first.lineno + 1 > 60:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
+    assert long == []

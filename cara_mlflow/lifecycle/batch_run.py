@@ -1,0 +1,42 @@
+"""A batch's run and the commit point: ``cara.last_batch`` moves past the batch only after its
+state is stored on the run."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Mapping
+
+from ..manager_state import STATE_FILE, ManagerState
+from ..store import BatchStore
+from ..tracking import registry as reg
+from .frame import Phase, no_phase
+from .timeline import write_timeline
+
+__all__ = ["batch_run", "commit"]
+
+
+@contextlib.contextmanager
+def batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: Mapping[str, object],
+              previous: int | None = None) -> Iterator[str]:
+    """The batch run of one batch: FAILED (with the error) if the block raises; else, once the
+    block has committed, FINISHED and drawn on the timeline. ``previous``: the batch committed
+    before this one (``batch_id`` is the next after it in the store)."""
+    run_id = registry.runs.start("batch", run_name=f"batch-{batch_id}", tags={reg.TAG_BATCH: batch_id, **tags})
+    try:
+        yield run_id
+    except BaseException as exc:
+        message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        with contextlib.suppress(Exception):      # the tracking server may be what failed:
+            registry.runs.set_tags(run_id, {"cara.error": message})
+            registry.runs.end(run_id, "FAILED")   # else the next step's recovery closes the run
+        raise
+    registry.runs.end(run_id, "FINISHED")
+    write_timeline(registry, store, batch_id, previous=previous)
+
+
+def commit(registry: reg.Registry, run_id: str, batch_id: int, state: ManagerState,
+           on_phase: Phase = no_phase) -> None:
+    """Store the manager state on the batch run, then move the commit point past the batch."""
+    registry.runs.log_dict(run_id, state.to_dict(), STATE_FILE)
+    registry.commit(batch_id, run_id)
+    on_phase("after-commit")

@@ -1,0 +1,117 @@
+"""The commands a person runs by hand: ``init`` (the first production model), ``skip`` (commit
+past a batch) and ``rollback`` (production back to an earlier version)."""
+
+from __future__ import annotations
+
+from .. import validate
+from ..errors import InputError, SetupError
+from ..manager_state import ManagerState
+from ..names import DEFAULT_LOCK_TIMEOUT
+from ..planner import PROMOTED
+from ..policies import make_policy
+from ..store import BatchStore
+from ..tracking import registry as reg
+from .batch_run import batch_run, commit
+from .frame import Phase, StepResult, active_policy, managed, no_phase
+from .models import adopt, train_and_register
+from .records import committed_state, recover
+
+__all__ = ["init", "skip", "rollback"]
+
+
+def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_version: int | None = None,
+         project_uri: str | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+         on_phase: Phase = no_phase) -> StepResult:
+    """Put the first production model in place (trained on ``batch_id`` or adopted) and commit the batch."""
+    with managed(store, registry, lock_timeout):
+        doc = active_policy(registry)
+        last = registry.last_batch()
+        if last is not None:
+            raise InputError(f"batch: {registry.name!r} is already initialised (last batch {last}); "
+                             "use `cara-mlflow step`, or `rollback` to change production")
+        batch = store.read(batch_id, target=doc.target, features=list(doc.features))
+        recover(registry, None, batch_id)
+        with batch_run(registry, store, batch_id, {reg.TAG_DECISION: "init"}) as run_id:
+            if adopt_version is not None:
+                version = adopt(registry, batch, adopt_version, run_id)
+            else:
+                version = train_and_register(store, registry, batch_id, doc, project_uri, trigger="init",
+                                             gate_tag="off", on_phase=on_phase)
+            registry.set_production(version.version)
+            state = ManagerState.fresh(make_policy(doc.policy, **doc.params), version=version.version,
+                                       kappa=doc.kappa, batch=batch_id)
+            registry.runs.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
+            registry.runs.log_metrics(run_id, {"decision": 1.0, "kappa": doc.kappa, "cumulative_cost": doc.kappa,
+                                               "n_data": batch.n_rows, "n_queries": len(batch.queries)})
+            commit(registry, run_id, batch_id, state, on_phase)
+    return StepResult("processed", batch_id, None, "init", "first production model", version.version, "off",
+                      doc.kappa)
+
+
+def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: str,
+         lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> StepResult:
+    """Record the next pending batch as skipped (decision ``skip``) and commit past it."""
+    validate.reason(reason, "the batch is skipped")
+    with managed(store, registry, lock_timeout):
+        last = registry.last_batch()
+        if last is None:
+            raise SetupError(f"model {registry.name!r} is not initialised: run `cara-mlflow init` first")
+        info = store.next_after(last)
+        if info is None or info.id != batch_id:
+            expected = "none is pending" if info is None else f"the next pending batch is {info.id}"
+            raise InputError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
+        recover(registry, last, batch_id)
+        state = committed_state(registry, last)
+        tags = {reg.TAG_DECISION: "skip", reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": reason[:500]}
+        with batch_run(registry, store, batch_id, tags, previous=last) as run_id:
+            registry.runs.log_metrics(run_id, {"cumulative_cost": state.cumulative_cost, "decision": 0.0})
+            commit(registry, run_id, batch_id, state)
+    return StepResult("processed", batch_id, None, "skip", reason, state.model_version, None, state.cumulative_cost)
+
+
+def rollback(store: BatchStore, registry: reg.Registry, *, reason: str, to_version: int | None = None,
+             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> tuple[int | None, int]:
+    """Move production back (default: the previous version that passed its gate); returns (from, to).
+
+    With ``to_version`` it also puts back a production alias that was deleted by hand (from = None).
+    The policy restarts at the next step, as for any change of production.
+    """
+    validate.reason(reason, "production is rolled back")
+    with managed(store, registry, lock_timeout):
+        current = _current_production(registry, required=to_version is None)
+        target = _rollback_target(registry, current, to_version)
+        registry.set_production(target.version)
+        before = f"v{current.version}" if current is not None else "no alias"
+        registry.set_model_tag(reg.TAG_ROLLBACK, f"{before} -> v{target.version}: {reason}"[:5000])
+        if current is not None:
+            registry.tag_version(current.version, "cara.rolled_back", reason[:500])
+    return (current.version if current is not None else None), target.version
+
+
+def _current_production(registry: reg.Registry, *, required: bool) -> reg.VersionInfo | None:
+    try:
+        return registry.production()
+    except SetupError:
+        if required:
+            raise
+        return None
+
+
+def _rollback_target(registry: reg.Registry, current: reg.VersionInfo | None,
+                     to_version: int | None) -> reg.VersionInfo:
+    if to_version is None:
+        # Only versions that were fit to serve: gated and passed, or promoted without a gate
+        # (init, adopt, --no-gate). A version a killed step registered but never gated is not one.
+        candidates = [v for v in registry.versions() if v.version < current.version
+                      and v.tags.get(reg.TAG_GATE) in PROMOTED and v.trained_on is not None]
+        if not candidates:
+            raise InputError(f"to: no version before v{current.version} to roll back to; pass --to VERSION")
+        target = candidates[0]
+    else:
+        target = registry.version(to_version)
+        if target.trained_on is None:
+            raise InputError(f"to: version {to_version} was not trained or adopted by cara-mlflow "
+                             f"(no {reg.TAG_TRAINED_ON} tag); adopt it with `init --adopt-version`")
+    if current is not None and target.version == current.version:
+        raise InputError(f"to: version {target.version} is already in production")
+    return target
