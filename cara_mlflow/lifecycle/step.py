@@ -6,9 +6,12 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .. import validate
+from ..batch import Batch
 from ..errors import SetupError
+from ..manager_state import ManagerState
 from ..names import DEFAULT_COOLDOWN, DEFAULT_LOCK_TIMEOUT
 from ..planner import Plan, Production, model_in_use, plan_step, settle
+from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
 from ..store import BatchStore
 from ..tracking import registry as reg
@@ -96,23 +99,34 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     if options.dry_run:
         return StepResult("dry-run", info.id, plan.psi_bar, plan.action, plan.reason, serving.version, None,
                           state.cumulative_cost)
-    context = dict(store=store, registry=registry, doc=doc, batch=batch, in_use=version, method=method)
-    return _apply(plan, state, terms, context, options, previous=last, on_phase=on_phase)
+    where = _Where(store, registry, doc, batch, version, method)
+    return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
 
 
-def _apply(plan: Plan, state, terms: PsiTerms, context: dict, options: StepOptions, *, previous: int,
-           on_phase: Phase) -> StepResult:
+@dataclass(frozen=True)
+class _Where:
+    """What a plan is applied to: the store and registry, the policy, the batch, the model in use."""
+
+    store: BatchStore
+    registry: reg.Registry
+    doc: PolicyDocument
+    batch: Batch
+    in_use: reg.VersionInfo
+    psi_method: str
+
+
+def _apply(plan: Plan, state: ManagerState, terms: PsiTerms, where: _Where, options: StepOptions, *,
+           previous: int, on_phase: Phase) -> StepResult:
     """The plan applied on the batch's run, then the new state committed."""
-    registry, store, batch = context["registry"], context["store"], context["batch"]
+    registry, store, batch = where.registry, where.store, where.batch
     with batch_run(registry, store, plan.batch, {}, previous=previous) as run_id:
         log_observation(registry, run_id, terms, batch, plan.kappa)
         on_phase("after-batch-run")
         outcome = None
         if plan.retrain:
-            outcome = apply_retrain(plan, store=store, registry=registry, doc=context["doc"], batch=batch,
-                                    in_use=context["in_use"], gate_enabled=options.gate,
-                                    psi_method=context["method"], project_uri=options.project_uri,
-                                    on_phase=on_phase)
+            outcome = apply_retrain(plan, store=store, registry=registry, doc=where.doc, batch=batch,
+                                    in_use=where.in_use, gate_enabled=options.gate, psi_method=where.psi_method,
+                                    project_uri=options.project_uri, on_phase=on_phase)
         after = settle(plan, state, outcome, cooldown=options.cooldown)
         log_decision(registry, run_id, plan, after, outcome)
         commit(registry, run_id, plan.batch, after, on_phase)
