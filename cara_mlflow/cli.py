@@ -28,7 +28,7 @@ from .cli_options import (
     psi_method_option,
     tuning_method_option,
 )
-from .errors import EXIT_ERROR, CaraError, RetryLater
+from .errors import EXIT_ERROR, CaraError, InputError, RetryLater
 from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY
 from .streams import STREAM_NAMES
 from .validate import offline_window, tunable_policies
@@ -88,14 +88,21 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", module="mlflow")
 
 
-def _open(name: str, store_dir: str):
-    """The batch store and the registry: MLFLOW_TRACKING_URI, else sqlite:///STORE/mlflow.db."""
+def _open(name: str, store_dir: str, *, read_only: bool = False):
+    """The batch store and the registry: MLFLOW_TRACKING_URI, else sqlite:///STORE/mlflow.db.
+
+    ``read_only`` (status, history): with the embedded default, a store that has no ``mlflow.db``
+    yet is refused rather than created (a mistyped --store must not leave a database behind).
+    """
     _quiet_mlflow()
     from .store import BatchStore
     from .tracking import Registry, default_artifact_root, default_tracking_uri
 
     store = BatchStore(store_dir)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store.root)
+    if read_only and not os.environ.get("MLFLOW_TRACKING_URI") and not (store.root / "mlflow.db").exists():
+        raise InputError(f"store: no cara-mlflow store at {store.root} (no mlflow.db there); check --store "
+                         "(env CARA_STORE), or set MLFLOW_TRACKING_URI to your tracking server")
     return store, Registry(uri, name, artifact_root=default_artifact_root(store.root))
 
 
@@ -274,7 +281,7 @@ def status(name, store, ui_base, as_json):
     """Production version, batches, policy, costs and MLflow UI links."""
     from .lifecycle import status as run_status
 
-    batch_store, registry = _open(name, store)
+    batch_store, registry = _open(name, store, read_only=True)
     s = run_status(batch_store, registry, ui_base=ui_base)
     if as_json:
         click.echo(json.dumps(s, indent=2))
@@ -303,7 +310,7 @@ def history(name, store, as_json):
     """The decision table: one row per committed batch."""
     from .lifecycle import history as run_history
 
-    _, registry = _open(name, store)
+    _, registry = _open(name, store, read_only=True)
     rows = run_history(registry)
     if as_json:
         click.echo(json.dumps(rows, indent=2))

@@ -129,3 +129,17 @@ def test_no_function_in_the_package_is_over_60_lines():
                 if node.end_lineno - first.lineno + 1 > 60:
                     long.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}")
     assert long == []
+
+
+@pytest.mark.parametrize("command", ["status", "history"])
+def test_a_mistyped_store_is_refused_and_no_database_is_left_behind(tmp_path, command):
+    missing = tmp_path / "no-such-store"
+    result = run_cli(missing, command)
+    line = one_line_error(result)
+    assert f"no cara-mlflow store at {missing}" in line and "--store" in line
+    assert not missing.exists()
+
+
+def test_history_of_a_model_that_is_not_managed_says_so(fresh):
+    result = run_cli(fresh, "history", CARA_NAME="not-this-one")
+    assert "model 'not-this-one' is not managed" in one_line_error(result)

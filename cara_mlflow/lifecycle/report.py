@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import InputError
+from ..errors import InputError, SetupError
 from ..store import BatchStore
 from ..tracking import registry as reg
 from .frame import active_policy
@@ -14,6 +14,9 @@ __all__ = ["status", "history"]
 def history(registry: reg.Registry) -> list[dict]:
     """The decision table: one row per committed batch, in batch order."""
     registry.check_reachable()
+    if not registry.exists():
+        raise SetupError(f"model {registry.name!r} is not managed in {registry.where}: check --name, "
+                         "or run `cara-mlflow tune` and `cara-mlflow init` first")
     rows = []
     for run in registry.runs.find("batch", statuses=("FINISHED",), max_results=50000):
         tags, metrics = run.tags, run.metrics
