@@ -302,7 +302,8 @@ class Policy(abc.ABC):
         :func:`cara_mlflow.simulate.run_policy` does, every retrain landing): the first batch
         trains the initial model, each later batch ``t`` shows Ψ̄ = ``C[s_{t-1}, t]`` and
         κ_t = ``C[t, t]``. Vectorised over θ; the only loop is over batches, where a decision
-        depends on the previous one.
+        depends on the previous one. A policy evaluated from the cost matrix (:meth:`from_costs`)
+        implements the kernel ``_offline_costs(C, theta, start)``, which gets C and θ checked.
 
         Parameters
         ----------
@@ -373,11 +374,6 @@ class Policy(abc.ABC):
         for k in range(values[0].size if values else 0):
             cls(**{n: v[k] for n, v in grid.items()})  # the constructor's checks, said once
         return grid
-
-    @classmethod
-    def _offline_costs(cls, C: np.ndarray, theta: dict[str, np.ndarray], start: int) -> tuple[np.ndarray, np.ndarray]:
-        """The kernel of :meth:`offline_costs`: ``C`` and θ already checked (θ may hold ±inf)."""
-        raise NotImplementedError(f"the {cls.name} policy has no offline evaluation")
 
     @classmethod
     def offline_grid(cls, C) -> dict[str, np.ndarray]:
