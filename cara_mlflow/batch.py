@@ -12,8 +12,9 @@ This module is pure numpy: the store and the streams both import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,6 +54,11 @@ class Batch:
         The data file read (for MLflow dataset lineage).
     has_query_file : bool
         Whether the queries came from a store's queries file.
+    frame, query_frame : pandas.DataFrame or None
+        A store's batch: the feature columns of the data and of the queries as read, original
+        dtypes (what models are called with); ``X`` and ``queries`` are their coordinates in
+        ``space`` (a :class:`~cara_mlflow.features.FeatureSpace`), the kernel's space.
+        ``None`` for a generated batch, whose models take ``X``.
 
     Only shapes are checked here; the stream factories and the store's reader guarantee the
     dtypes. A batch read from a store shows its id and columns, a generated one its shape.
@@ -85,6 +91,9 @@ class Batch:
     target: str | None = None
     data_path: Path | None = None
     has_query_file: bool = False
+    frame: Any = None
+    query_frame: Any = None
+    space: Any = None
 
     def __post_init__(self) -> None:
         X, queries = self.X, self.queries
@@ -108,8 +117,34 @@ class Batch:
                 f"query_index must be None or have shape ({m},) to match queries, "
                 f"got {np.shape(self.query_index)}"
             )
-        if self.features is not None and len(self.features) != d:
+        if self.features is not None and self.frame is None and len(self.features) != d:
             raise InputError(f"features must name the {d} columns of X, got {self.features!r}")
+
+    @property
+    def model_input(self):
+        """What a model is called with: the feature frame of a store's batch, else ``X``."""
+        return self.X if self.frame is None else self.frame
+
+    @property
+    def query_input(self):
+        """What a model answers the queries from: the queries' frame, else ``queries``."""
+        return self.queries if self.query_frame is None else self.query_frame
+
+    def in_space(self, space) -> "Batch":
+        """The same batch with ``X`` and ``queries`` in ``space`` (a store's batch only).
+
+        >>> import pandas as pd
+        >>> from cara_mlflow.features import FeatureSpace
+        >>> f = pd.DataFrame({"a": [0.0, 2.0]})
+        >>> b = Batch(X=f.to_numpy(), y=np.array([0, 1]), queries=f.to_numpy(), frame=f, query_frame=f)
+        >>> b.in_space(FeatureSpace.fit(f, {"a": "numeric"})).X.ravel().tolist()
+        [-1.0, 1.0]
+        """
+        X = space.transform(self.frame)
+        queries = X if self.query_frame is self.frame else space.transform(self.query_frame)
+        for array in (X, queries):
+            array.setflags(write=False)
+        return replace(self, X=X, queries=queries, space=space)
 
     @property
     def n_rows(self) -> int:

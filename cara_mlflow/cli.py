@@ -29,7 +29,7 @@ from .cli_options import (
     tuning_method_option,
 )
 from .errors import EXIT_ERROR, CaraError, InputError, RetryLater
-from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY
+from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY, TASKS
 from .streams import STREAM_NAMES
 from .validate import offline_window, tunable_policies
 
@@ -106,6 +106,16 @@ def _open(name: str, store_dir: str, *, read_only: bool = False):
     return store, Registry(uri, name, artifact_root=default_artifact_root(store.root))
 
 
+def _names(ctx, param, value: str | None) -> list[str] | None:
+    """A comma-separated list of column names (None when the option is not given)."""
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",")]
+    if not all(names):
+        raise click.BadParameter(f"empty column name in {value!r}; expected A,B,C")
+    return names
+
+
 def _theta(params: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
@@ -156,18 +166,33 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
 @click.option("--policy", default=DEFAULT_POLICY, show_default=True, type=click.Choice(tunable_policies()),
               help="Decision policy to tune.")
 @click.option("--target", default="label", show_default=True, help="Target column of the batches.")
-@model_option("Model of the default trainer (rf: random forest, lr: SGD logistic regression).")
+@click.option("--features", default=None, callback=_names, metavar="A,B,C",
+              help="Feature columns (numbers, booleans or text), comma-separated. Default: every column but the "
+                   "target. Fixed here, with each feature's kind, for every later step.")
+@click.option("--exclude", default=None, callback=_names, metavar="ID,TS",
+              help="Columns left out of the features (identifiers, timestamps).")
+@click.option("--task", type=click.Choice(TASKS), default=None,
+              help="classification or regression. Default: inferred from the target (text, booleans and integers "
+                   "with at most 20 values are labels), and said.")
+@click.option("--loss", default=None, metavar="NAME",
+              help="Per-sample loss of Ψ̄, the gate and the cost matrix: zero_one, squared, absolute, or a vectorised "
+                   "module:function(y_true, y_pred) of yours (its import path is stored, never its code). Default: "
+                   "zero_one for classification, squared for regression.")
+@model_option()
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Trainer seed.")
 @click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of each retrain batch held out for the promotion gate.")
-@click.option("--n-estimators", default=100, show_default=True, type=click.IntRange(min=1), help="rf: trees.")
+@click.option("--n-estimators", default=100, show_default=True, type=click.IntRange(min=1),
+              help="rf: trees; hgb: boosting iterations.")
+@click.option("--max-depth", default=0, show_default=True, type=click.IntRange(min=0),
+              help="rf and hgb: depth limit of the trees; 0 = unlimited.")
 @project_uri_option("Your MLflow project with a `train` entry point (default: cara-mlflow's own MLproject; "
                     "offline models are then trained in-process).")
 @tuning_method_option()
 @psi_method_option(stored=True)
 @lock_timeout_option()
-def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_estimators, project_uri, tuning_method,
-         psi_method, lock_timeout):
+def tune(name, store, offline, kappa, policy, target, features, exclude, task, loss, model, seed, holdout, n_estimators,
+         max_depth, project_uri, tuning_method, psi_method, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
@@ -177,15 +202,18 @@ def tune(name, store, offline, kappa, policy, target, model, seed, holdout, n_es
     from .train import TrainerSettings
 
     batch_store, registry = _open(name, store)
-    trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators)
+    trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators,
+                              max_depth=max_depth or None)
     # A bar only on a terminal: cron logs and input errors stay one line.
     bar = (click.progressbar(length=offline[1] - offline[0], label="training offline models", file=sys.stderr)
            if sys.stderr.isatty() else contextlib.nullcontext())
     with bar:
         doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
-                       lock_timeout=lock_timeout,
+                       lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
                        progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
+    for note in doc.tuning.get("notes", []):
+        click.echo(note, err=note.startswith("warning"))
     click.echo(f"tuned {policy}: {_theta(doc.params)}  (κ={kappa:g}, γ={doc.psi.gamma:.4g}; offline cost "
                f"{doc.tuning['offline_cost']:.3f}, ORACLE {doc.tuning['oracle_cost']:.3f}); "
                f"registered {name}.policy v{doc.version} @active")

@@ -134,7 +134,14 @@ def predict_later(models: Sequence, Xs: Sequence[np.ndarray]) -> list[list[np.nd
     sizes = np.array([X.shape[0] for X in Xs])
     out = []
     for tp, model in enumerate(models):
-        pred = np.asarray(model.predict(stack_rows(Xs[tp:])))
+        later = Xs[tp:]
+        if hasattr(later[0], "iloc"):   # DataFrames of features (a store's batches)
+            import pandas as pd
+
+            stacked = pd.concat(later, ignore_index=True)
+        else:
+            stacked = stack_rows(later)
+        pred = np.asarray(model.predict(stacked))
         out.append(np.split(pred, np.cumsum(sizes[tp:])[:-1]))
     return out
 

@@ -5,15 +5,21 @@ it without importing numpy, scikit-learn or mlflow, so ``cara-mlflow --help`` st
 modules that implement a name check their own tables against these (tests do).
 
 >>> MODEL_NAMES, PSI_METHODS, TUNING_METHODS
-(('rf', 'lr'), ('exact', 'sample', 'rff', 'auto'), ('exact', 'dual_annealing'))
+(('rf', 'lr', 'hgb'), ('exact', 'sample', 'rff', 'auto'), ('exact', 'dual_annealing'))
 """
 
 from __future__ import annotations
 
-#: Models of the default trainer and of ``simulate``/``compare``: ``rf`` random forest,
-#: ``lr`` SGD logistic regression (the paper's Appendix D).
-MODEL_NAMES: tuple[str, ...] = ("rf", "lr")
-MODEL_HELP = "rf: random forest; lr: SGD logistic regression (log loss, the paper's Appendix D)."
+#: Models of the default trainer and of ``simulate``/``compare``: ``rf`` random forest, ``lr`` the
+#: task's SGD linear model (logistic for classification, the paper's Appendix D), ``hgb``
+#: histogram gradient boosting.
+MODEL_NAMES: tuple[str, ...] = ("rf", "lr", "hgb")
+
+#: The tasks a policy is tuned for (fixed at ``tune``; inferred from the target by default).
+TASKS: tuple[str, ...] = ("classification", "regression")
+MODEL_HELP = ("rf: random forest; lr: the task's SGD linear model (logistic for classification, the paper's "
+              "Appendix D; linear for regression); hgb: histogram gradient boosting (fast on large batches, "
+              "native categoricals).")
 
 #: How Ψ sums are computed (:mod:`cara_mlflow.staleness`).
 PSI_METHODS: tuple[str, ...] = ("exact", "sample", "rff", "auto")

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 from .errors import InputError
+from .features import FeatureSpace
+from .losses import TASKS, check_loss_name
 from .names import PSI_METHODS
 from .policies import make_policy
 from .validate import is_positive, tunable_policies
@@ -21,12 +23,14 @@ from .validate import is_positive, tunable_policies
 __all__ = ["POLICY_FORMAT", "FIELDS", "PsiSettings", "PolicyDocument", "parse_policy_document",
            "check_policy_document"]
 
-POLICY_FORMAT = 1
+POLICY_FORMAT = 2
+#: Formats this version reads: 1 (0.1: numeric features in raw units, 0-1 loss, classification).
+READ_FORMATS = (1, 2)
 
 #: Top-level fields ``tune`` writes, and whether each is required.
 FIELDS = {"format": True, "name": True, "policy": True, "params": True, "kappa": True, "psi": True,
           "target": True, "features": True, "trainer": True, "project_uri": False, "offline": False,
-          "tuning": False}
+          "tuning": False, "task": False, "feature_kinds": False}
 
 _FIX = "re-run `cara-mlflow tune` to register a valid policy"
 
@@ -89,8 +93,8 @@ def _check_values(doc: dict, source: str) -> None:
             value = value.get(part) if isinstance(value, dict) else None
         return value
 
-    if doc["format"] != POLICY_FORMAT or isinstance(doc["format"], bool):
-        raise bad("format", f"{POLICY_FORMAT} (this version of cara-mlflow)")
+    if doc["format"] not in READ_FORMATS or isinstance(doc["format"], bool):
+        raise bad("format", f"{' or '.join(map(str, READ_FORMATS))} (this version of cara-mlflow)")
     if not isinstance(doc["name"], str) or not doc["name"]:
         raise bad("name", "the registered model's name")
     if not isinstance(doc["policy"], str) or doc["policy"] not in tunable_policies():
@@ -106,8 +110,12 @@ def _check_values(doc: dict, source: str) -> None:
         raise bad("kappa", "a finite number > 0")
     if not isinstance(doc["psi"], dict) or not is_positive(doc["psi"].get("gamma")):
         raise bad("psi.gamma", "a finite number > 0 (the RBF kernel's γ)")
-    if doc["psi"].get("loss", "zero_one") != "zero_one":
-        raise bad("psi.loss", "'zero_one'")
+    try:
+        check_loss_name(doc["psi"].get("loss", "zero_one"))
+    except InputError:
+        raise bad("psi.loss", "zero_one, squared, absolute or module:function") from None
+    if doc.get("task", "classification") not in TASKS:
+        raise bad("task", " or ".join(TASKS))
     if doc["psi"].get("method", "exact") not in PSI_METHODS:
         raise bad("psi.method", " or ".join(repr(m) for m in PSI_METHODS))
     if not isinstance(doc["target"], str) or not doc["target"]:
@@ -133,20 +141,37 @@ def _check_values(doc: dict, source: str) -> None:
         raise bad("offline", "an object {start, stop} of batch ids, or null")
     if doc.get("tuning") is not None and not isinstance(doc["tuning"], dict):
         raise bad("tuning", "an object of tuning figures, or null")
+    _check_space(doc, source, bad)
+
+
+def _check_space(doc: dict, source: str, bad) -> None:
+    """Format 2: the kernel space, over exactly the features, their kinds as ``feature_kinds``."""
+    if doc["format"] == 1:
+        return
+    try:
+        space = FeatureSpace.from_dict(doc["psi"].get("space"))
+    except (InputError, AttributeError):
+        raise bad("psi.space", "the kernel space tune fitted") from None
+    if list(space.features) != doc["features"] or doc.get("feature_kinds") != space.kind_of:
+        raise bad("feature_kinds", "the kind of each feature, as in psi.space")
 
 
 @dataclass(frozen=True)
 class PsiSettings:
-    """Everything that fixes the scale of Ψ̄, decided at ``tune`` (DESIGN.md "Units")."""
+    """Everything that fixes the scale of Ψ̄, decided at ``tune`` (DESIGN.md "Units"): γ, the
+    loss, the method, the query rule and the kernel space (``None``: raw numeric features, as 0.1)."""
 
     gamma: float
     loss: str = "zero_one"
     method: str = "exact"
     queries: str | None = None
+    space: FeatureSpace | None = None
 
     def to_dict(self) -> dict:
         out = {"gamma": self.gamma, "loss": self.loss, "method": self.method}
-        return out if self.queries is None else {**out, "queries": self.queries}
+        if self.queries is not None:
+            out["queries"] = self.queries
+        return out if self.space is None else {**out, "space": self.space.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -177,7 +202,17 @@ class PolicyDocument:
     project_uri: str | None = None
     offline: tuple[int, int] | None = None
     tuning: Mapping[str, Any] | None = None
+    task: str = "classification"
     version: int | None = field(default=None, compare=False)
+
+    @property
+    def space(self) -> FeatureSpace:
+        """The kernel space of Ψ̄ (0.1's policies: the numeric features in raw units)."""
+        return self.psi.space or FeatureSpace.numeric(self.features)
+
+    @property
+    def feature_kinds(self) -> dict[str, str]:
+        return self.space.kind_of
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "policy.json", *, version: int | None = None):
@@ -194,7 +229,9 @@ class PolicyDocument:
         offline = doc.get("offline")
         return cls(name=doc["name"], policy=doc["policy"], params=dict(doc["params"]), kappa=float(doc["kappa"]),
                    psi=PsiSettings(gamma=float(psi["gamma"]), loss=psi.get("loss", "zero_one"),
-                                   method=psi.get("method", "exact"), queries=psi.get("queries")),
+                                   method=psi.get("method", "exact"), queries=psi.get("queries"),
+                                   space=FeatureSpace.from_dict(psi["space"]) if "space" in psi else None),
+                   task=doc.get("task", "classification"),
                    target=doc["target"], features=tuple(doc["features"]), trainer=TrainerSettings(**doc["trainer"]),
                    project_uri=doc.get("project_uri"),
                    offline=None if offline is None else (offline["start"], offline["stop"]),
@@ -202,11 +239,15 @@ class PolicyDocument:
 
     def to_dict(self) -> dict:
         """The JSON document (``policy.json``), as ``tune`` writes it."""
-        return {"format": POLICY_FORMAT, "name": self.name, "policy": self.policy, "params": dict(self.params),
-                "kappa": self.kappa, "psi": self.psi.to_dict(), "target": self.target,
-                "features": list(self.features), "trainer": asdict(self.trainer), "project_uri": self.project_uri,
+        return {"format": POLICY_FORMAT if self.psi.space else 1, "name": self.name, "policy": self.policy,
+                "params": dict(self.params), "kappa": self.kappa, "psi": self.psi.to_dict(), "target": self.target,
+                "features": list(self.features), **self._kinds(), "trainer": asdict(self.trainer),
+                "project_uri": self.project_uri,
                 "offline": None if self.offline is None else {"start": self.offline[0], "stop": self.offline[1]},
                 "tuning": None if self.tuning is None else dict(self.tuning)}
+
+    def _kinds(self) -> dict:
+        return {} if self.psi.space is None else {"task": self.task, "feature_kinds": self.feature_kinds}
 
     def with_version(self, version: int) -> "PolicyDocument":
         return replace(self, version=version)

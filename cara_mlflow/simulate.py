@@ -53,8 +53,15 @@ def _sgd_logistic(seed: int):
     return SGDClassifier(loss="log_loss", random_state=seed)
 
 
+def _gradient_boosting(seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(random_state=seed)
+
+
 #: Model names users type (DESIGN.md): a factory ``seed -> unfitted estimator``.
-MODELS: dict[str, Callable[[int], object]] = {"rf": _random_forest, "lr": _sgd_logistic}
+MODELS: dict[str, Callable[[int], object]] = {"rf": _random_forest, "lr": _sgd_logistic,
+                                              "hgb": _gradient_boosting}
 assert tuple(MODELS) == MODEL_NAMES, "simulate.MODELS must define exactly names.MODEL_NAMES, in order"
 
 

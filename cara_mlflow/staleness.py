@@ -52,12 +52,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Callable, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 from scipy import sparse
 
 from .errors import InputError
+from .losses import LOSSES, LossFn, per_sample_losses, resolve_loss, squared_loss, zero_one_loss
 from .names import PSI_METHODS
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "DEFAULT_CONFIDENCE",
     "PairSums",
     "check_psi_method",
+    "similarity_spread",
     "rff_feature_count",
     "pair_sums",
     "psi_from_losses",
@@ -83,7 +85,6 @@ __all__ = [
     "relative_staleness",
 ]
 
-LossFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Gamma = Union[float, str]
 
 #: ``"scale"``: γ = 1 / (d · Var(X)), as scikit-learn's SVC — "the inverse of the
@@ -111,46 +112,6 @@ DEFAULT_CONFIDENCE = 0.99
 BLOCK_QUERIES = 512
 BLOCK_POINTS = 2048
 MIN_BLOCKS = 16
-
-
-def zero_one_loss(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Per-sample 0-1 loss ``I(y_pred != y_true)`` (Eq. 16), as float64.
-
-    >>> zero_one_loss(np.array([0, 1, 1]), np.array([0, 0, 1]))
-    array([0., 1., 0.])
-    """
-    return (np.asarray(y_true) != np.asarray(y_pred)).astype(np.float64)
-
-
-def squared_loss(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Per-sample squared error ``(y_true - y_pred)²``, for regressors.
-
-    >>> squared_loss(np.array([1.0, 2.0]), np.array([1.5, 2.0]))
-    array([0.25, 0.  ])
-    """
-    diff = np.asarray(y_true, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
-    return diff * diff
-
-
-#: Loss names users may type; any callable ``(y_true, y_pred) -> per-sample losses`` works too.
-LOSSES: dict[str, LossFn] = {"zero_one": zero_one_loss, "squared": squared_loss}
-
-
-def resolve_loss(loss: str | LossFn) -> LossFn:
-    """Return the loss function for a name in :data:`LOSSES` or a callable.
-
-    >>> resolve_loss("zero_one") is zero_one_loss
-    True
-    """
-    if callable(loss):
-        return loss
-    try:
-        return LOSSES[loss]
-    except (KeyError, TypeError):
-        raise InputError(
-            f"loss: unknown loss {loss!r}: expected one of {', '.join(LOSSES)} "
-            "or a callable (y_true, y_pred) -> per-sample losses"
-        ) from None
 
 
 def stack_rows(arrays: Sequence) -> "np.ndarray | sparse.csr_matrix":
@@ -299,6 +260,24 @@ def kernel_sums(queries, points, gamma: Gamma = DEFAULT_GAMMA, *,
     P = _check_points("points", points)
     Q = _check_points("queries", queries, P.shape[1])
     return _weighted_kernel_sums(P, Q, None, resolve_gamma(gamma, P), max_block_bytes)
+
+
+def similarity_spread(queries: np.ndarray, points: np.ndarray, gamma: float, *, sample: int = 1000,
+                      seed=0) -> tuple[float, float]:
+    """Fractions of (query, point) similarities K that are ≈ 0 (< 1e-3) and ≈ 1 (> 0.999), on up to
+    ``sample`` queries × ``sample`` points drawn without replacement: a kernel where almost all
+    are ≈ 0 sees only exact matches, and one where almost all are ≈ 1 makes Ψ a plain loss count.
+
+    >>> X = np.arange(10.0).reshape(-1, 1)
+    >>> similarity_spread(X, X, 1e-6)[1], similarity_spread(X, X, 1e3)[0]
+    (1.0, 0.9)
+    """
+    rng = np.random.default_rng(seed)
+    Q = queries[rng.choice(len(queries), min(sample, len(queries)), replace=False)]
+    P = points[rng.choice(len(points), min(sample, len(points)), replace=False)]
+    sq = _row_sq_norms(Q)[:, None] + _row_sq_norms(P)[None, :] - 2.0 * (Q @ P.T)
+    K = np.exp(-gamma * np.maximum(sq, 0.0))
+    return float((K < 1e-3).mean()), float((K > 0.999).mean())
 
 
 def check_psi_method(method: str) -> str:
@@ -514,13 +493,7 @@ def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamm
 
 
 def _losses(model, X: np.ndarray, y: np.ndarray, loss_fn: LossFn, name: str) -> np.ndarray:
-    losses = np.asarray(loss_fn(y, model.predict(X)), dtype=np.float64).reshape(-1)
-    if losses.shape[0] != X.shape[0]:
-        raise InputError(f"loss: returned {losses.shape[0]} values for {name} of {X.shape[0]} rows; "
-                         "expected one loss per sample")
-    if not np.isfinite(losses).all() or (losses < 0).any():
-        raise InputError(f"loss: returned negative or non-finite values on {name}; expected losses >= 0")
-    return losses
+    return per_sample_losses(loss_fn, y, model.predict(X), name)
 
 
 def absolute_staleness(queries, data, model, *, gamma: Gamma = DEFAULT_GAMMA,

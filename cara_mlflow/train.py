@@ -1,28 +1,29 @@
 """The default trainer behind the MLproject ``train`` entry point.
 
 Two layers. The pure one — :class:`TrainerSettings`, :func:`split_holdout`,
-:func:`build_estimator`, :func:`fit_batch` — trains one model on one batch and says which rows
-of the batch it gets wrong; ``tune`` uses it in-process for its offline models. The command
-line — :func:`main`, ``python -m cara_mlflow.train`` — runs inside the MLflow Project run started
-by the lifecycle (``env_manager="local"``) and logs through
-:func:`cara_mlflow.tracking.training.log_training` (this module never imports mlflow), recording,
-with the model, everything the lifecycle reads back:
+:func:`build_estimator`, :func:`build_pipeline`, :func:`fit_batch` — trains one model on one
+batch; ``tune`` uses it in-process for its offline models. The command line — :func:`main`,
+``python -m cara_mlflow.train`` — runs inside the MLflow Project run started by the lifecycle
+(``env_manager="local"``) and follows the custom-trainer contract (README, "Your own trainer"):
+it reads ``DATA/data.parquet`` (the training rows, held-out rows already withheld by the
+lifecycle), fits a scikit-learn ``Pipeline`` on a DataFrame of the named features (its own
+encoding of categoricals) and logs that one model, with a signature, through
+:func:`cara_mlflow.tracking.training.log_model_run` (this module never imports mlflow). The
+lifecycle finds the model, computes its training losses and keeps them with the version.
 
-========================================  ===================================================
-run tag ``cara.model_uri``                 the logged model's URI (``models:/m-...``)
-run tag ``cara.trained_on``                the batch id, without zero padding
-dataset input ``batch-<id>``               the training batch (context ``training``)
-artifact ``cara/misclassified.parquet``    rows of the batch the model gets wrong: ``row``,
-                                           the features in order, the target
-artifact ``cara/training.json``            batch, n_rows, features, target, holdout_index,
-                                           n_misclassified, settings
-params                                     the settings fields and ``batch``
-metrics                                    ``n_rows``, ``n_misclassified``,
-                                           ``train_error_rate``, ``holdout_accuracy``
-========================================  ===================================================
+Models (``--model``), for both tasks (``--task``, inferred from the target when not given):
 
-The misclassified rows and ``n_rows`` are what the staleness cost's second term needs from the
-model's own batch, so old batches may be deleted once their model is logged.
+======  =====================================  ========================================
+name    classification                          regression
+======  =====================================  ========================================
+``rf``  ``RandomForestClassifier``              ``RandomForestRegressor``
+``lr``  ``SGDClassifier(loss="log_loss")``      ``SGDRegressor`` (squared error)
+``hgb`` ``HistGradientBoostingClassifier``      ``HistGradientBoostingRegressor``
+======  =====================================  ========================================
+
+Numeric and boolean features are standardised; string features are one-hot encoded (``rf``,
+``lr``) or ordinal-encoded as native categoricals (``hgb``); a category unseen in training
+is ignored.
 
 Examples
 --------
@@ -39,15 +40,16 @@ from __future__ import annotations
 import argparse
 import numbers
 import os
-import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from .errors import CaraError, InputError
+from .features import infer_kinds, infer_task, select_features
+from .losses import TASKS
 from .names import MODEL_NAMES, STEP_PID_ENV
 
 __all__ = [
@@ -57,8 +59,9 @@ __all__ = [
     "build_estimator",
     "FitResult",
     "fit_batch",
+    "build_pipeline",
     "project_parameters",
-    "log_training",
+    "REQUIRED_PARAMETERS",
     "main",
 ]
 
@@ -80,14 +83,16 @@ class TrainerSettings:
     Attributes
     ----------
     model : str
-        ``"rf"``: ``RandomForestClassifier(n_estimators, max_depth, random_state=seed)``;
-        ``"lr"``: ``SGDClassifier(loss="log_loss", alpha, random_state=seed)``.
+        ``"rf"``: a random forest (``n_estimators`` trees, ``max_depth``); ``"lr"``: the task's SGD
+        linear model (``alpha``); ``"hgb"``: histogram gradient boosting (``n_estimators``
+        boosting iterations, ``max_depth``). Seeded by ``seed``; see the module's table.
     seed : int
         Seeds the estimator and the holdout split; ``>= 0``.
     holdout : float
         Fraction of the batch held out of training (for the promotion gate); ``0 <= holdout < 1``.
+        The lifecycle withholds these rows from what the project sees.
     n_estimators : int
-        Trees of the random forest; ``>= 1``.
+        Trees of the random forest, boosting iterations of ``hgb``; ``>= 1``.
     max_depth : int or None
         Depth limit of the trees; ``None`` is unlimited (the MLproject writes it as 0).
     alpha : float
@@ -153,23 +158,54 @@ def split_holdout(n_rows: int, holdout: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_held:]), np.sort(order[:n_held])
 
 
-def build_estimator(settings: TrainerSettings):
-    """The unfitted scikit-learn estimator ``settings`` describes.
+def build_estimator(settings: TrainerSettings, task: str = "classification"):
+    """The unfitted scikit-learn estimator ``settings`` describe, for ``task``.
 
     >>> build_estimator(TrainerSettings(n_estimators=5, max_depth=3))
     RandomForestClassifier(max_depth=3, n_estimators=5, random_state=0)
     >>> build_estimator(TrainerSettings(model="lr", seed=1))
     SGDClassifier(loss='log_loss', random_state=1)
+    >>> build_estimator(TrainerSettings(model="hgb", n_estimators=50), task="regression")
+    HistGradientBoostingRegressor(max_iter=50, random_state=0)
     """
-    if settings.model == "rf":
-        from sklearn.ensemble import RandomForestClassifier
+    from sklearn import ensemble, linear_model
 
-        return RandomForestClassifier(
-            n_estimators=settings.n_estimators, max_depth=settings.max_depth, random_state=settings.seed
-        )
-    from sklearn.linear_model import SGDClassifier
+    s = settings
+    regression = task == "regression"
+    if s.model == "rf":
+        cls = ensemble.RandomForestRegressor if regression else ensemble.RandomForestClassifier
+        return cls(n_estimators=s.n_estimators, max_depth=s.max_depth, random_state=s.seed)
+    if s.model == "hgb":
+        cls = ensemble.HistGradientBoostingRegressor if regression else ensemble.HistGradientBoostingClassifier
+        return cls(max_iter=s.n_estimators, max_depth=s.max_depth, random_state=s.seed)
+    if regression:
+        return linear_model.SGDRegressor(alpha=s.alpha, random_state=s.seed)
+    return linear_model.SGDClassifier(loss="log_loss", alpha=s.alpha, random_state=s.seed)
 
-    return SGDClassifier(loss="log_loss", alpha=settings.alpha, random_state=settings.seed)
+
+def build_pipeline(settings: TrainerSettings, task: str, kinds: Mapping[str, str]):
+    """A ``Pipeline`` over a DataFrame of the features ``kinds`` names (selected by name).
+
+    >>> p = build_pipeline(TrainerSettings(model="hgb"), "classification", {"t": "numeric", "day": "categorical"})
+    >>> [name for name, _ in p.steps]
+    ['features', 'model']
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+    numeric = [name for name, kind in kinds.items() if kind != "categorical"]
+    categorical = [name for name, kind in kinds.items() if kind == "categorical"]
+    estimator = build_estimator(settings, task)
+    if settings.model == "hgb":   # native categoricals: codes, unseen and missing as NaN
+        encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
+                                 encoded_missing_value=np.nan, max_categories=255)
+        estimator.set_params(categorical_features=[False] * len(numeric) + [True] * len(categorical))
+    else:
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    parts = [("numeric", StandardScaler(), numeric)] if numeric else []
+    parts += [("categorical", encoder, categorical)] if categorical else []
+    return Pipeline([("features", ColumnTransformer(parts, sparse_threshold=0)), ("model", estimator)])
 
 
 @dataclass(frozen=True)
@@ -179,12 +215,13 @@ class FitResult:
     Attributes
     ----------
     model : estimator
-        The fitted estimator; a ``DummyClassifier(strategy="constant")`` when the training rows
-        hold a single class (scikit-learn classifiers refuse one class).
+        The fitted estimator (a ``Pipeline`` on a DataFrame); a ``DummyClassifier(strategy=
+        "constant")`` when the training rows hold a single class (classifiers refuse one class).
     train_index, holdout_index : ndarray of int
         The sorted rows of the batch trained on and held out (:func:`split_holdout`).
     misclassified_index : ndarray of int
-        The sorted rows of the whole batch (trained on and held out) the model gets wrong.
+        The sorted rows of the whole batch (trained on and held out) the model does not predict
+        exactly (its wrong labels, for a classifier).
     n_rows : int
         The batch's row count.
     """
@@ -203,8 +240,12 @@ class FitResult:
         return 1.0 - wrong / self.holdout_index.size
 
 
-def fit_batch(X, y, settings: TrainerSettings) -> FitResult:
+def fit_batch(X, y, settings: TrainerSettings, *, task: str = "classification",
+              kinds: Mapping[str, str] | None = None) -> FitResult:
     """Fit the model ``settings`` describe on the training rows of one batch ``(X, y)``.
+
+    ``X`` is a 2-D array, or a DataFrame of the features ``kinds`` names (then the model is a
+    :func:`build_pipeline`).
 
     Examples
     --------
@@ -218,55 +259,71 @@ def fit_batch(X, y, settings: TrainerSettings) -> FitResult:
     ...
     cara_mlflow.errors.InputError: y: expected shape (3,) to match X, got (2,)
     """
-    X = np.asarray(X, dtype=np.float64)
+    X = _checked_input(X, kinds)
     y = np.asarray(y)
-    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise InputError(f"X: expected a non-empty 2-D array (n, d), got shape {X.shape}")
     n_rows = X.shape[0]
     if y.shape != (n_rows,):
         raise InputError(f"y: expected shape ({n_rows},) to match X, got {y.shape}")
-    if not np.isfinite(X).all():
-        raise InputError("X: expected finite values, found NaN or infinity")
     train_index, holdout_index = split_holdout(n_rows, settings.holdout, settings.seed)
-    X_train, y_train = X[train_index], y[train_index]
+    X_train = X.iloc[train_index] if kinds is not None else X[train_index]
+    y_train = y[train_index]
     classes = np.unique(y_train)
-    if classes.size < 2:
+    if task == "classification" and classes.size < 2:
         from sklearn.dummy import DummyClassifier
 
         label = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]  # np.bool_ is refused
         model = DummyClassifier(strategy="constant", constant=label)
     else:
-        model = build_estimator(settings)
+        model = build_estimator(settings, task) if kinds is None else build_pipeline(settings, task, kinds)
     model.fit(X_train, y_train)
-    misclassified_index = np.flatnonzero(model.predict(X) != y)
+    misclassified_index = np.flatnonzero(np.asarray(model.predict(X)) != y)
     return FitResult(model, train_index, holdout_index, misclassified_index, n_rows)
 
 
-def project_parameters(settings: TrainerSettings, *, data, target: str,
-                       features: Sequence[str] | None = None) -> dict[str, str]:
+def _checked_input(X, kinds: Mapping[str, str] | None):
+    """A finite 2-D float array, or (with ``kinds``) the DataFrame of those features."""
+    if kinds is not None:
+        missing = [name for name in kinds if name not in X.columns]
+        if missing or len(X) == 0:
+            raise InputError(f"X: expected a non-empty DataFrame with the features {', '.join(kinds)}")
+        return X.loc[:, list(kinds)].reset_index(drop=True)
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise InputError(f"X: expected a non-empty 2-D array (n, d), got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise InputError("X: expected finite values, found NaN or infinity")
+    return X
+
+
+#: The parameters every training project's ``train`` entry point takes (the custom-trainer contract).
+REQUIRED_PARAMETERS = ("data", "target", "features")
+
+
+def project_parameters(settings: TrainerSettings, *, data, target: str, features: Sequence[str],
+                       task: str = "classification", declared: Sequence[str] | None = None) -> dict[str, str]:
     """The MLproject ``train`` parameters that make the project fit ``settings`` on ``data``.
 
-    >>> p = project_parameters(TrainerSettings(), data="/s/batches/7", target="label", features=["a", "b"])
-    >>> p["max_depth"], p["features"], p["alpha"]
-    ('0', 'a,b', '0.0001')
+    ``data`` is the directory holding the training rows as ``data.parquet``. ``declared``: the
+    parameters the project's entry point declares (MLflow appends any other one to the command
+    as ``--name value``, which a strict trainer refuses); ``None`` passes everything.
+
+    >>> p = project_parameters(TrainerSettings(), data="/tmp/x", target="label", features=["a", "b"])
+    >>> p["max_depth"], p["features"], p["alpha"], p["task"]
+    ('0', 'a,b', '0.0001', 'classification')
+    >>> sorted(project_parameters(TrainerSettings(), data="/d", target="y", features=["a"], declared=["seed"]))
+    ['data', 'features', 'seed', 'target']
     """
-    params = {"data": str(data), "target": target, "features": ",".join(features or ())}
+    params = {"data": str(data), "target": target, "features": ",".join(features), "task": task}
     for key, value in asdict(settings).items():
-        params[key] = "0" if key == "max_depth" and value is None else str(value)
+        if key != "holdout":   # the lifecycle withholds the held-out rows itself
+            params[key] = "0" if key == "max_depth" and value is None else str(value)
+    if declared is not None:
+        params = {k: v for k, v in params.items() if k in REQUIRED_PARAMETERS or k in declared}
     return params
 
 
-def log_training(fit: FitResult, batch, settings: TrainerSettings) -> str:
-    """Log ``fit`` (trained on ``batch`` with ``settings``) to the active MLflow run; return the
-    logged model's URI. The MLflow side lives in :func:`cara_mlflow.tracking.training.log_training`
-    (the one package that imports mlflow); this name stays for projects that copy this trainer."""
-    from .tracking.training import log_training as log
-
-    return log(fit, batch, settings)
-
-
 # --------------------------------------------------------------------------------------------
-# Command line: python -m cara_mlflow.train --data STORE/batches/<id> ...
+# Command line: python -m cara_mlflow.train --data DIR ... (DIR holds data.parquet)
 # --------------------------------------------------------------------------------------------
 
 
@@ -282,36 +339,39 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m cara_mlflow.train",
                 description="Train the default model on one batch and log it to the active MLflow run.")
-    p.add_argument("--data", required=True, help="the batch directory STORE/batches/<id>")
+    p.add_argument("--data", required=True, help="a directory holding the training rows as data.parquet "
+                   "(or data.csv, as a batch directory STORE/batches/<id>)")
     p.add_argument("--target", default="label", help="the label column")
+    p.add_argument("--features", default="", help="comma-separated; empty = every column but the target")
+    p.add_argument("--task", default="auto", choices=("auto", *TASKS), help="auto: inferred from the target")
     p.add_argument("--model", default="rf", help=f"one of {', '.join(MODEL_NAMES)}")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--holdout", type=float, default=0.2, help="fraction held out of training")
     p.add_argument("--n-estimators", type=int, default=100)
     p.add_argument("--max-depth", type=int, default=0, help="0 = unlimited")
     p.add_argument("--alpha", type=float, default=1e-4)
-    p.add_argument("--features", default="", help="comma-separated; empty = every column but the target")
     return p
 
 
-def _batch_location(data: str) -> tuple[Path, int]:
-    """``STORE/batches/<id>`` -> (STORE, id)."""
+def _training_rows(data: str, target: str, features_text: str):
+    """(frame of the features, y) from ``DATA/data.parquet`` (or ``data.csv``)."""
+    import pandas as pd
+
     directory = Path(data)
-    if not directory.is_dir():
-        raise _UsageError(f"--data: no batch directory at {data!r} (expected STORE/batches/<id>)")
-    directory = Path(os.path.abspath(directory))  # not resolve(): a symlinked batch stays in its store
-    if not re.fullmatch(r"[0-9]+", directory.name) or directory.parent.name != "batches":
-        raise _UsageError(f"--data: {str(directory)!r} is not a batch directory (expected STORE/batches/<id>)")
-    return directory.parent.parent, int(directory.name)
-
-
-def _features(text: str) -> list[str] | None:
-    if not text.strip():
-        return None
-    names = [name.strip() for name in text.split(",")]
-    if not all(names):
-        raise _UsageError(f"--features: empty column name in {text!r} (expected a,b,c)")
-    return names
+    found = [directory / f"data.{fmt}" for fmt in ("parquet", "csv") if (directory / f"data.{fmt}").is_file()]
+    if not found:
+        raise _UsageError(f"--data: no data.parquet or data.csv in {data!r}")
+    frame = pd.read_parquet(found[0]) if found[0].suffix == ".parquet" else pd.read_csv(found[0])
+    if target not in frame.columns:
+        raise _UsageError(f"--target: {found[0]} has no column {target!r}")
+    names = [n.strip() for n in features_text.split(",")] if features_text.strip() else None
+    if names is not None and not all(names):
+        raise _UsageError(f"--features: empty column name in {features_text!r} (expected a,b,c)")
+    try:
+        features = select_features(list(frame.columns), target, names)
+        kinds = infer_kinds(frame, features)
+    except InputError as exc:
+        raise _UsageError(str(exc)) from None
+    return frame.loc[:, list(features)], frame[target].to_numpy(), kinds
 
 
 def _run(argv: list[str] | None) -> None:
@@ -319,31 +379,26 @@ def _run(argv: list[str] | None) -> None:
     if args.max_depth < 0:
         raise _UsageError(f"--max-depth: expected 0 (unlimited) or an integer >= 1, got {args.max_depth}")
     try:
-        settings = TrainerSettings(model=args.model, seed=args.seed, holdout=args.holdout,
+        settings = TrainerSettings(model=args.model, seed=args.seed, holdout=0.0,
                                    n_estimators=args.n_estimators, max_depth=args.max_depth or None,
                                    alpha=args.alpha)
     except InputError as exc:  # "field: ..." -> "--field: ..."
         raise _UsageError("--" + str(exc).replace("_", "-", 1)) from None
-    root, batch_id = _batch_location(args.data)
-    features = _features(args.features)
+    frame, y, kinds = _training_rows(args.data, args.target, args.features)
+    task = infer_task(y)[0] if args.task == "auto" else args.task
+    try:
+        fit = fit_batch(frame, y, settings, task=task, kinds=kinds)
+    except (InputError, ValueError) as exc:
+        raise _UsageError(f"{args.data}: {' '.join(str(exc).split())}") from None
 
-    from .store import BatchStore
+    from .tracking.training import log_model_run
 
     try:
-        batch = BatchStore(root).read(batch_id, target=args.target, features=features)
-        fit = fit_batch(batch.X, batch.y, settings)
-    except InputError as exc:
-        raise _UsageError(f"batch {batch_id} in {root}: {exc}") from None
-
-    from .tracking.training import log_project_run
-
-    try:
-        model_uri = log_project_run(fit, batch, settings)   # attaches to the project run (MLFLOW_RUN_ID)
+        model_uri = log_model_run(fit.model, frame, settings, task)   # attaches to the project run
     except CaraError as exc:
         raise _UsageError(exc.line()) from None
     # stderr: the parent step's stdout is one line per batch, for cron logs and --json.
-    print(f"cara_mlflow.train: batch {batch_id}: {fit.n_rows} rows, {fit.misclassified_index.size} "
-          f"misclassified, model {model_uri}", file=sys.stderr)
+    print(f"cara_mlflow.train: {fit.n_rows} rows, {task}, model {model_uri}", file=sys.stderr)
 
 
 def _die_with_the_step() -> None:
@@ -370,9 +425,9 @@ def _die_with_the_step() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m cara_mlflow.train`` (the MLproject ``train`` command).
 
-    Reads batch ``<id>`` of the store ``STORE`` from ``--data STORE/batches/<id>``, fits it with
-    the settings given and logs it with :func:`log_training` inside ``mlflow.start_run()``, which
-    attaches to the project run. A bad argument or batch prints one line on stderr and exits 1.
+    Reads the training rows from ``--data DIR`` (``DIR/data.parquet``), fits them with the
+    settings given and logs the model inside ``mlflow.start_run()``, which attaches to the
+    project run. A bad argument or file prints one line on stderr and exits 1.
     """
     _die_with_the_step()
     try:

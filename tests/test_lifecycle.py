@@ -202,7 +202,9 @@ def test_status_json_says_where_production_stands(ran_store, cara):
     assert s["last_batch"] == ONLINE[-1]
     assert (s["next_batch"], s["next_state"]) == (None, "none pending")
     doc = lifecycle.active_policy(reg)
-    assert s["policy"] == {"name": POLICY, "params": dict(doc.params), "kappa": KAPPA, "version": 1}
+    assert s["policy"] == {"name": POLICY, "params": dict(doc.params), "kappa": KAPPA, "version": 1,
+                           "task": "classification", "loss": "zero_one", "features": ["x1", "x2"],
+                           "feature_kinds": {"x1": "numeric", "x2": "numeric"}}
     last = the_batch_run(reg, ONLINE[-1])
     assert s["cumulative_cost"] == pytest.approx(last.metrics["cumulative_cost"])
     assert s["cooldown_until"] is None and s["last_retrain"]["version"] == production.version
@@ -248,7 +250,10 @@ def test_production_alias_loads_as_a_sklearn_model(ran_store, tmp_path):
     root, _ = ran_store
     model = load_production(root, tmp_path / "model")
     batch = BatchStore(root).read(ONLINE[-1], target="label", features=["x1", "x2"])
-    assert np.mean(model.predict(batch.X) == batch.y) > 0.8
+    assert np.mean(model.predict(batch.frame) == batch.y) > 0.8
+    # a DataFrame in any column order, with extra columns: the Pipeline selects by name
+    shuffled = batch.frame[["x2", "x1"]].assign(extra="ignored")
+    assert np.array_equal(model.predict(shuffled), model.predict(batch.frame))
 
 
 # ---------------------------------------------------------------------------------- 2. nothing to do
@@ -353,7 +358,7 @@ def _assert_batch_6_done_once(store: Path, tmp_path: Path) -> list:
     assert run.metrics["cumulative_cost"] == pytest.approx(2 * KAPPA)     # κ paid once
     assert timeline_points(reg) == [(INIT_BATCH, 1.0), (6, 1.0)]              # one point, never two
     model = load_production(store, tmp_path / "model")
-    assert model.predict(np.zeros((1, 2))).shape == (1,)
+    assert model.predict(pd.DataFrame({"x1": [0.0], "x2": [0.0]})).shape == (1,)
     return runs
 
 
@@ -501,7 +506,7 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
     # holds out → the challenger is "always 0" and loses on held-out rows that production gets right
     data = read_data(fresh, 6)
     _, held = split_holdout(len(data), doc.trainer.holdout, doc.trainer.seed)
-    predicted = model.predict(data[features].to_numpy())
+    predicted = model.predict(data[features])
     assert predicted[held].sum() > 0, "production must answer 1 on some held-out row"
     label = np.zeros(len(data), dtype=np.int64)
     label[held] = predicted[held]
@@ -509,7 +514,7 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
     # batches 7, 8: the opposite of production's answers → Ψ̄ is large, the policy says retrain
     for b in (7, 8):
         data = read_data(fresh, b)
-        rewrite_batch(fresh, b, data.assign(label=1 - model.predict(data[features].to_numpy())))
+        rewrite_batch(fresh, b, data.assign(label=1 - model.predict(data[features])))
 
     result = ok(run_cli(fresh, "step", "--force-retrain", "--cooldown", "2"))
     assert "gate=rejected" in result.stdout and "production=v1" in result.stdout

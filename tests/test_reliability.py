@@ -67,7 +67,8 @@ def _batch_invariants(store: Path, batches: list[int], tmp_path: Path) -> dict:
     steps = [s for s, _ in timeline_points(reg)]
     assert steps == [INIT_BATCH, *batches]
     model = load_production(store, tmp_path / "production")
-    assert model.predict(np.zeros((2, 2))).shape == (2,)
+    assert type(model).__name__ == "Pipeline"               # the default trainer's DataFrame model
+    assert model.predict(pd.DataFrame({"x2": [0.0, 1.0], "x1": [0.0, 1.0]})).shape == (2,)
     return {"versions": len(reg.versions()), "production": reg.production().version,
             "batch_runs": {b: sorted(r.status for r in runs_of(reg, "batch", b)) for b in batches}}
 

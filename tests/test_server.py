@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -103,7 +104,7 @@ def test_lifecycle_end_to_end_against_a_postgresql_backed_server(server, tmp_pat
     (tmp_path / "m").mkdir()
     with mlflow_scope(server.uri):
         model = mlflow.sklearn.load_model(f"models:/{name}@production", dst_path=str(tmp_path / "m"))
-    assert model.predict([[0.5, 0.5]]).shape == (1,)
+    assert model.predict(pd.DataFrame({"x1": [0.5], "x2": [0.5]})).shape == (1,)
     assert any(server.artifacts.rglob("MLmodel"))             # artifacts proxied to the server's destination
 
 

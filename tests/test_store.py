@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cara_mlflow.features import FeatureSpace, kind_of
 from cara_mlflow.store import (
     Batch,
     BatchInfo,
@@ -47,6 +48,10 @@ def _frame(**columns) -> pd.DataFrame:
 
 
 GOOD = _frame(x1=[0.5, 1.5, 2.5], x2=[1, 2, 3], label=[0, 1, 1])
+# GOOD's features as fixed at tune: both numbers
+NUMERIC_SPACE = FeatureSpace.fit(GOOD, {"x1": "numeric", "x2": "numeric"})
+# x1 numbers, x2 booleans at tune
+BOOLEAN_SPACE = FeatureSpace.fit(_frame(x1=[0.5, 1.5], x2=[True, False]), {"x1": "numeric", "x2": "boolean"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,6 +177,12 @@ def test_read_data_file_without_queries(tmp_path, fmt):
     assert batch.queries is batch.X and not batch.has_query_file
     assert batch.data_path == tmp_path / "batches" / "27" / f"data.{fmt}"
     assert not batch.X.flags.writeable and not batch.y.flags.writeable
+    # the frame: the feature columns as read, their own dtypes; X is its raw space
+    assert list(batch.frame.columns) == ["x1", "flag", "x2"]
+    assert list(batch.frame.dtypes) == [np.float64, np.bool_, np.int64]
+    assert batch.query_frame is batch.frame
+    assert batch.space.kind_of == {"x1": "numeric", "flag": "boolean", "x2": "numeric"}
+    assert batch.space.scaling == "raw" and batch.space.columns == ("x1", "flag", "x2")
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
@@ -216,6 +227,75 @@ def test_features_fix_the_column_order_and_extra_columns_are_ignored(tmp_path):
     assert batch.features == ("x2", "x1")
     np.testing.assert_array_equal(batch.X, [[10.0, 1.0], [20.0, 2.0]])
     np.testing.assert_array_equal(batch.queries, [[30.0, 3.0]])
+    assert list(batch.frame.columns) == ["x2", "x1"] == list(batch.query_frame.columns)
+
+
+def _whole(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("parquet", pd.Categorical),
+        ("parquet", lambda values: pd.array(values, dtype="string")),
+        ("parquet", lambda values: pd.Series(values, dtype=object)),
+        ("csv", list),
+    ],
+    ids=["category", "string", "object", "csv text"],
+)
+def test_text_features_are_read_as_categories(tmp_path, fmt, text):
+    data = GOOD.assign(x2=text(["b", "a", "b"]))
+    queries = _frame(x1=[9.0, 8.0], x2=text(["a", "z"]))
+    path = _put(tmp_path, "6", {f"data.{fmt}": data, f"queries.{fmt}": queries})
+    batch = BatchStore(tmp_path).read(6, target="label")
+    assert batch.features == ("x1", "x2") and batch.space.kind_of["x2"] == "categorical"
+    # the frames keep the dtypes of a whole-file read (a category stays a category)
+    pd.testing.assert_frame_equal(batch.frame, _whole(path / f"data.{fmt}")[["x1", "x2"]])
+    pd.testing.assert_frame_equal(batch.query_frame, _whole(path / f"queries.{fmt}"))
+    if text is pd.Categorical:
+        assert isinstance(batch.frame["x2"].dtype, pd.CategoricalDtype)
+    # X: x1 as it is, x2 one-hot over this batch's sorted categories at 1
+    assert batch.space.columns == ("x1", "x2=a", "x2=b")
+    np.testing.assert_array_equal(batch.X, [[0.5, 0, 1], [1.5, 1, 0], [2.5, 0, 1]])
+    assert batch.X.dtype == np.float64 and not batch.X.flags.writeable
+    # queries in the data's space: a category the data never had is the zero vector
+    np.testing.assert_array_equal(batch.queries, [[9.0, 1, 0], [8.0, 0, 0]])
+
+
+def test_missing_text_is_read_and_is_the_zero_vector(tmp_path):
+    _put(tmp_path, "0", {"data.csv": b"x1,day,label\n1,Mon,0\n2,,1\n3,Tue,0\n"})
+    batch = BatchStore(tmp_path).read(0, target="label")
+    assert batch.frame["day"].isna().tolist() == [False, True, False]
+    assert batch.space.columns == ("x1", "day=Mon", "day=Tue")
+    np.testing.assert_array_equal(batch.X, [[1, 1, 0], [2, 0, 0], [3, 0, 1]])
+
+
+def test_complex_numbers_have_no_kind_and_a_csv_reads_them_as_text(tmp_path):
+    assert kind_of(np.dtype(complex)) is None   # in a frame: refused (parquet cannot store it)
+    _put(tmp_path, "0", {"data.csv": _frame(x1=[1 + 2j, 3 + 0j], label=[0, 1])})
+    store = BatchStore(tmp_path)
+    batch = store.read(0, target="label")
+    assert kind_of(batch.frame["x1"].dtype) == "categorical"
+    assert batch.space.columns == ("x1=(1+2j)", "x1=(3+0j)")
+    with pytest.raises(BatchStoreError, match=r"column 'x1' has type .*; expected numbers \(its kind at tune\)"):
+        store.read(0, target="label", space=FeatureSpace.numeric(["x1"]))
+
+
+def test_a_space_fixes_features_kinds_and_coordinates(tmp_path):
+    data = _frame(x2=[True, False, True], noise=["u", "v", "w"], x1=[1.0, 2.0, 3.0], label=[0, 1, 1])
+    queries = _frame(x1=[2.0], x2=[1])  # numbers where booleans were at tune: numbers alike
+    _put(tmp_path, "0", {"data.parquet": data, "queries.csv": queries})
+    batch = BatchStore(tmp_path).read(0, target="label", features=["noise"], space=BOOLEAN_SPACE)
+    assert batch.space is BOOLEAN_SPACE and batch.features == ("x1", "x2")  # features: the space's
+    assert list(batch.frame.dtypes) == [np.float64, np.bool_]
+    np.testing.assert_array_equal(batch.X, BOOLEAN_SPACE.transform(data), strict=True)
+    np.testing.assert_array_equal(batch.queries, BOOLEAN_SPACE.transform(queries), strict=True)
+    assert batch.query_frame["x2"].dtype == np.int64
+    # and the reverse: booleans where numbers were
+    _put(tmp_path, "1", {"data.parquet": data})
+    batch = BatchStore(tmp_path).read(1, target="label", space=NUMERIC_SPACE)
+    np.testing.assert_array_equal(batch.X, NUMERIC_SPACE.transform(data), strict=True)
 
 
 @pytest.mark.parametrize(
@@ -312,30 +392,48 @@ MALFORMED = {
         {"features": ["x1", "x3"]},
         ["batch 27: data.parquet has no column 'x3' (a feature)", "expected every feature: x1, x3"],
     ),
-    "object feature": (
+    # text is a kind of feature: only where numbers or booleans were at tune is it wrong
+    "object feature where numbers were at tune": (
         {"data.parquet": _frame(x1=[1.0], x2=[b"ab"], label=[0])},
-        {},
-        "batch 27: column 'x2' has type object; expected numbers (in data.parquet)",
+        {"space": NUMERIC_SPACE},
+        "batch 27: column 'x2' has type object; expected numbers (its kind at tune) (in data.parquet)",
     ),
-    "string feature": (
+    "string feature where numbers were at tune": (
         {"data.csv": b"x1,x2,label\n1.0,2.0,0\n1.5,oops,1\n"},
-        {},
-        ["batch 27: column 'x2' has type ", "; expected numbers (in data.csv)"],
+        {"space": NUMERIC_SPACE},
+        ["batch 27: column 'x2' has type ", "; expected numbers (its kind at tune) (in data.csv)"],
     ),
-    "categorical feature": (
+    "categorical feature where numbers were at tune": (
         {"data.parquet": _frame(x1=pd.Categorical(["a", "b"]), x2=[1.0, 2.0], label=[0, 1])},
-        {},
-        "batch 27: column 'x1' has type category; expected numbers (in data.parquet)",
+        {"space": NUMERIC_SPACE},
+        "batch 27: column 'x1' has type category; expected numbers (its kind at tune) (in data.parquet)",
     ),
+    "text where booleans were at tune": (
+        {"data.csv": b"x1,x2,label\n1.0,yes,0\n1.5,no,1\n"},
+        {"space": BOOLEAN_SPACE},
+        ["batch 27: column 'x2' has type ", "; expected booleans (its kind at tune) (in data.csv)"],
+    ),
+    # a column of no kind is refused, with or without a space
     "datetime feature": (
         {"data.parquet": _frame(x1=[1.0], x2=pd.to_datetime(["2024-05-01"]), label=[0])},
         {},
-        ["batch 27: column 'x2' has type datetime64", "expected numbers"],
+        ["batch 27: column 'x2' has type datetime64",
+         " in data.parquet; expected numbers, booleans or text: convert it, or leave it out with "
+         "--exclude x2 at tune"],
     ),
-    "complex feature": (
-        {"data.csv": _frame(x1=[1 + 2j], label=[0])},
+    "datetime feature where numbers were at tune": (
+        {"data.parquet": _frame(x1=[1.0], x2=pd.to_datetime(["2024-05-01"]), label=[0])},
+        {"space": NUMERIC_SPACE},
+        ["batch 27: column 'x2' has type datetime64",
+         " in data.parquet; expected numbers, booleans or text: convert it, or leave it out with "
+         "--exclude x2 at tune"],
+    ),
+    "timedelta feature": (
+        {"data.parquet": _frame(x1=pd.to_timedelta([1.0], unit="s"), x2=[1.0], label=[0])},
         {},
-        ["batch 27: column 'x1' has type ", "expected numbers"],
+        ["batch 27: column 'x1' has type timedelta64",
+         " in data.parquet; expected numbers, booleans or text: convert it, or leave it out with "
+         "--exclude x1 at tune"],
     ),
     "NaN and inf in a feature": (
         {"data.parquet": _NAN_INF},
@@ -349,6 +447,12 @@ MALFORMED = {
     ),
     "NA in a nullable integer feature": (
         {"data.parquet": _frame(x1=[1.0, 2.0], x2=pd.array([1, None], dtype="Int64"),
+                                label=[0, 1])},
+        {},
+        "batch 27: column 'x2' has 1 NaN/inf values in data.parquet; expected finite numbers",
+    ),
+    "NA in a nullable boolean feature": (
+        {"data.parquet": _frame(x1=[1.0, 2.0], x2=pd.array([True, None], dtype="boolean"),
                                 label=[0, 1])},
         {},
         "batch 27: column 'x2' has 1 NaN/inf values in data.parquet; expected finite numbers",
@@ -389,10 +493,16 @@ MALFORMED = {
         {},
         "batch 27: column 'x2' has 1 NaN/inf values in queries.csv; expected finite numbers",
     ),
-    "non-numeric query file": (
+    # the queries' kinds are the data's (or those at tune)
+    "text in the query file where the data have numbers": (
         {"data.parquet": GOOD, "queries.parquet": _frame(x1=[b"a"], x2=[1.0])},
         {},
-        "batch 27: column 'x1' has type object; expected numbers (in queries.parquet)",
+        ["batch 27: column 'x1' has type object; expected numbers", "(in queries.parquet)"],
+    ),
+    "text in the query file where numbers were at tune": (
+        {"data.parquet": GOOD, "queries.csv": b"x2,x1\n1,0.5\n2,high\n"},
+        {"space": NUMERIC_SPACE},
+        ["batch 27: column 'x1' has type ", "; expected numbers (its kind at tune) (in queries.csv)"],
     ),
 }
 

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,7 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cara_mlflow.store import write_stream
+from cara_mlflow import lifecycle
+from cara_mlflow.lifecycle.training import complete_record
+from cara_mlflow.losses import zero_one_loss
+from cara_mlflow.store import BatchStore, write_stream
 from cara_mlflow.streams import make_stream
 from cara_mlflow.train import (
     MODEL_NAMES,
@@ -26,24 +30,37 @@ from cara_mlflow.train import (
     split_holdout,
 )
 
+from .helpers import ok, registry, run_cli
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(n_estimators=5, max_depth=4)  # keeps the forests quick
 
 
 @pytest.fixture(scope="module")
 def store_root(tmp_path_factory) -> Path:
-    """Two CovCon-D batches of 200; batch 1 lives in a zero-padded directory ``0001``."""
+    """Two CovCon-D batches of 200."""
     root = tmp_path_factory.mktemp("store")
     write_stream(make_stream("covcon-d", n_batches=2, batch_size=200, seed=0), root)
-    (root / "batches" / "1").rename(root / "batches" / "0001")
     return root
 
 
 @pytest.fixture(scope="module")
 def batch(store_root):
-    from cara_mlflow.store import BatchStore
-
     return BatchStore(store_root).read(1, target="label")
+
+
+def mixed_frame(n: int, task: str, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Numbers, booleans and text; string labels (classification) or a float target."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"temp": rng.normal(20, 5, n), "day": rng.choice(["Mon", "Sat", "Sun"], n),
+                          "holiday": rng.random(n) < 0.2})
+    signal = frame["temp"].to_numpy() - 20 + 6 * frame["day"].isin(["Sat", "Sun"]).to_numpy()
+    if task == "classification":
+        return frame, np.where(signal + rng.normal(0, 1, n) > 2, "busy", "quiet")
+    return frame, 50 + 3 * signal + rng.normal(0, 1, n)
+
+
+KINDS = {"temp": "numeric", "day": "categorical", "holiday": "boolean"}
 
 
 def slow_misclassified(model, X, y) -> list[int]:
@@ -98,6 +115,8 @@ def test_settings_round_trip_through_json():
 # fit_batch
 # --------------------------------------------------------------------------------------------
 
+ESTIMATORS = {"rf": "RandomForestClassifier", "lr": "SGDClassifier", "hgb": "HistGradientBoostingClassifier"}
+
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 @pytest.mark.parametrize("holdout", [0.0, 0.25])
@@ -109,10 +128,33 @@ def test_fit_batch_misclassified_matches_a_slow_recomputation(batch, model, hold
     assert np.array_equal(fit.holdout_index, expected_held)
     assert fit.n_rows == batch.n_rows == 200
     assert fit.misclassified_index.tolist() == slow_misclassified(fit.model, batch.X, batch.y)
-    assert type(fit.model).__name__ == ("RandomForestClassifier" if model == "rf" else "SGDClassifier")
+    assert type(fit.model).__name__ == ESTIMATORS[model]
     # The model learnt something, and fitting again gives the same model.
     assert fit.misclassified_index.size < 0.5 * batch.n_rows
     assert np.array_equal(fit_batch(batch.X, batch.y, settings).misclassified_index, fit.misclassified_index)
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_fit_batch_on_a_frame_is_a_pipeline_that_selects_columns_by_name(model, task):
+    frame, y = mixed_frame(300, task)
+    fit = fit_batch(frame, y, TrainerSettings(model=model, holdout=0.2, **SMALL), task=task, kinds=KINDS)
+    assert type(fit.model).__name__ == "Pipeline"
+    shuffled = frame[["holiday", "day", "temp"]].assign(extra=1)       # any order, extra columns ignored
+    predicted = fit.model.predict(shuffled)
+    assert np.array_equal(predicted, fit.model.predict(frame))
+    slow = [fit.model.predict(frame.iloc[i : i + 1])[0] for i in range(len(frame))]
+    if task == "classification":
+        assert np.array_equal(predicted, slow)
+    else:               # one row at a time sums in another order: equal to rounding
+        np.testing.assert_allclose(predicted, slow, rtol=1e-12)
+    if task == "classification":
+        assert set(predicted) <= {"busy", "quiet"} and np.mean(predicted == y) > 0.7
+        assert fit.misclassified_index.tolist() == np.flatnonzero(predicted != y).tolist()
+    else:
+        assert np.corrcoef(predicted, y)[0, 1] > 0.8
+    unseen = frame.iloc[:3].assign(day="Holiday!")                     # an unseen category is ignored
+    assert len(fit.model.predict(unseen)) == 3
 
 
 def test_fit_batch_holdout_accuracy_counts_the_held_out_rows(batch):
@@ -141,6 +183,8 @@ def test_fit_batch_rejects_mismatched_or_non_finite_input():
         fit_batch(np.zeros((3, 2)), np.zeros(4), TrainerSettings())
     with pytest.raises(ValueError, match="^X: expected finite"):
         fit_batch(np.array([[0.0], [np.nan]]), np.array([0, 1]), TrainerSettings())
+    with pytest.raises(ValueError, match="^X: expected a non-empty DataFrame with the features temp, day"):
+        fit_batch(pd.DataFrame({"temp": [1.0]}), np.array([0]), TrainerSettings(), kinds=KINDS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,26 +192,36 @@ def test_fit_batch_rejects_mismatched_or_non_finite_input():
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """A directory holding training rows as data.parquet, as the lifecycle writes it."""
+    directory = tmp_path_factory.mktemp("training-rows")
+    frame, y = mixed_frame(60, "classification")
+    frame.assign(label=y, when=pd.Timestamp("2026-01-01")).to_parquet(directory / "data.parquet", index=False)
+    return directory
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--data", "{root}/batches/7"], "--data: no batch directory at"),
-        (["--data", "{root}/batches"], "is not a batch directory"),
-        (["--data", "{root}/batches/0001", "--model", "svm"], "--model: expected one of rf, lr"),
-        (["--data", "{root}/batches/0001", "--holdout", "1"], "--holdout: expected"),
-        (["--data", "{root}/batches/0001", "--n-estimators", "0"], "--n-estimators: expected"),
-        (["--data", "{root}/batches/0001", "--max-depth", "-1"], "--max-depth: expected 0 (unlimited)"),
-        (["--data", "{root}/batches/0001", "--seed", "abc"], "argument --seed: invalid int value"),
-        (["--data", "{root}/batches/0001", "--colour", "red"], "unrecognized arguments: --colour"),
-        (["--data", "{root}/batches/0001", "--features", "x1,,x2"], "--features: empty column name"),
-        (["--data", "{root}/batches/0001", "--features", "x1,x9"], "batch 1 in "),
-        (["--data", "{root}/batches/0001", "--target", "y"], "batch 1 in "),
+        (["--data", "{root}/nowhere"], "--data: no data.parquet or data.csv in"),
+        (["--data", "{root}", "--model", "svm"], "--model: expected one of rf, lr, hgb"),
+        (["--data", "{root}", "--holdout", "0.2"], "unrecognized arguments: --holdout"),
+        (["--data", "{root}", "--n-estimators", "0"], "--n-estimators: expected"),
+        (["--data", "{root}", "--max-depth", "-1"], "--max-depth: expected 0 (unlimited)"),
+        (["--data", "{root}", "--seed", "abc"], "argument --seed: invalid int value"),
+        (["--data", "{root}", "--task", "ranking"], "argument --task: invalid choice"),
+        (["--data", "{root}", "--colour", "red"], "unrecognized arguments: --colour"),
+        (["--data", "{root}", "--features", "temp,,day"], "--features: empty column name"),
+        (["--data", "{root}", "--features", "temp,x9"], "--features: column 'x9' is not in the batch"),
+        (["--data", "{root}", "--target", "y"], "--target: "),
+        (["--data", "{root}"], "feature 'when' has type datetime64"),           # every column but the target
         ([], "the following arguments are required: --data"),
     ],
 )
-def test_main_reports_a_bad_argument_or_batch_in_one_line(store_root, capsys, args, message):
+def test_main_reports_a_bad_argument_or_batch_in_one_line(data_dir, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
-        main([a.format(root=store_root) for a in args])
+        main([a.format(root=data_dir) for a in args])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("cara_mlflow.train: error: ")
@@ -179,17 +233,23 @@ def test_mlproject_command_passes_every_features_value_as_one_argument(features,
     from mlflow.projects._project_spec import load_project
 
     entry_point = load_project(str(REPO_ROOT)).get_entry_point("train")
-    params = project_parameters(TrainerSettings(**SMALL), data="/s t/batches/3", target="label",
-                                features=features.split(",") if features else None)
+    params = project_parameters(TrainerSettings(**SMALL), data="/s t/rows", target="label",
+                                features=features.split(",") if features else [])
     command = entry_point.compute_command(params, None)
     argv = shlex.split(command)
     assert argv[:3] == ["python", "-m", "cara_mlflow.train"]
     args = _parser().parse_args(argv[3:])
-    assert (args.data, args.features, args.max_depth, args.n_estimators) == ("/s t/batches/3", parsed, 4, 5)
+    assert (args.data, args.features, args.max_depth, args.n_estimators) == ("/s t/rows", parsed, 4, 5)
+
+
+def test_project_parameters_pass_only_what_the_project_declares():
+    params = project_parameters(TrainerSettings(), data="/d", target="y", features=["a", "b"], declared=["seed"])
+    assert params == {"data": "/d", "target": "y", "features": "a,b", "seed": "0"}
+    assert "holdout" not in project_parameters(TrainerSettings(), data="/d", target="y", features=["a"])
 
 
 # --------------------------------------------------------------------------------------------
-# The MLproject run, end to end
+# Logging a model: a pyfunc that takes a frame in any column order and returns the labels
 # --------------------------------------------------------------------------------------------
 
 
@@ -209,121 +269,106 @@ def tracking(tmp_path_factory):
         yield client, experiment_id
 
 
-SETTINGS = TrainerSettings(model="rf", seed=2, holdout=0.25, **SMALL)
-
-
-@pytest.fixture(scope="module")
-def project_run(tracking, store_root):
+@pytest.mark.parametrize("model", MODEL_NAMES)
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_a_logged_model_loads_as_pyfunc_with_a_signature(tracking, tmp_path, monkeypatch, model, task):
     import mlflow
+
+    from cara_mlflow.tracking.training import log_model_run
 
     client, experiment_id = tracking
-    params = project_parameters(SETTINGS, data=store_root / "batches" / "0001", target="label")
-    submitted = mlflow.projects.run(uri=str(REPO_ROOT), entry_point="train", parameters=params,
-                                    experiment_id=experiment_id, env_manager="local", synchronous=True)
-    return client.get_run(submitted.run_id), params
+    frame, y = mixed_frame(200, task, seed=1)
+    settings = TrainerSettings(model=model, holdout=0.0, **SMALL)
+    fit = fit_batch(frame, y, settings, task=task, kinds=KINDS)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)     # the store comes from the fixture's env
+    model_uri = log_model_run(fit.model, frame, settings, task)
+    loaded = mlflow.pyfunc.load_model(model_uri, dst_path=str(tmp_path))
+    assert loaded.metadata.get_input_schema().input_names() == ["temp", "day", "holiday"]
+    got = np.asarray(loaded.predict(frame[["day", "holiday", "temp"]]))
+    assert np.array_equal(got, fit.model.predict(frame))
 
 
-def test_project_run_finishes_with_the_tags_params_and_metrics(project_run, batch):
-    run, params = project_run
-    assert run.info.status == "FINISHED"
-    assert run.data.tags["cara.trained_on"] == "1"
-    assert run.data.tags["cara.model_uri"].startswith("models:/m-")
-    # projects.run logs its parameters shell-quoted, as they went into the command ("" -> "''");
-    # the trainer adds only what the project does not have.
-    assert run.data.params == {**{k: shlex.quote(v) for k, v in params.items()}, "batch": "1"}
-    assert run.data.params["features"] == "''"
-    fit = fit_batch(batch.X, batch.y, SETTINGS)  # the same seed gives the same model in-process
-    n_wrong = fit.misclassified_index.size
-    assert run.data.metrics == pytest.approx(
-        {"n_rows": 200, "n_misclassified": n_wrong, "train_error_rate": n_wrong / 200,
-         "holdout_accuracy": fit.holdout_accuracy()}
-    )
-
-
-def test_project_run_records_the_batch_as_its_training_dataset(project_run, store_root):
-    run, _ = project_run
-    (dataset_input,) = run.inputs.dataset_inputs
-    assert dataset_input.dataset.name == "batch-1"
-    assert dataset_input.dataset.source_type == "local"
-    assert "0001" in dataset_input.dataset.source
-    assert {t.key: t.value for t in dataset_input.tags}["mlflow.data.context"] == "training"
-
-
-def test_project_run_artifacts_agree_with_the_logged_model(project_run, tracking, batch, tmp_path):
-    import mlflow
-
-    run, _ = project_run
-    client, _ = tracking
-    wrong = pd.read_parquet(client.download_artifacts(run.info.run_id, "cara/misclassified.parquet", str(tmp_path)))
-    training = json.loads(
-        Path(client.download_artifacts(run.info.run_id, "cara/training.json", str(tmp_path))).read_text()
-    )
-
-    model = mlflow.sklearn.load_model(run.data.tags["cara.model_uri"])
-    assert wrong["row"].tolist() == slow_misclassified(model, batch.X, batch.y)
-    assert list(wrong.columns) == ["row", "x1", "x2", "label"]
-    assert np.array_equal(wrong[["x1", "x2"]].to_numpy(), batch.X[wrong["row"]])
-    assert np.array_equal(wrong["label"].to_numpy(), batch.y[wrong["row"]])
-    assert training == {
-        "batch": 1, "n_rows": 200, "features": ["x1", "x2"], "target": "label",
-        "holdout_index": split_holdout(200, SETTINGS.holdout, SETTINGS.seed)[1].tolist(),
-        "n_misclassified": len(wrong), "settings": asdict(SETTINGS),
-    }
-
-
-@pytest.mark.parametrize("case", ["one class, features reordered", "no holdout"])
-def test_log_training_in_process(tracking, tmp_path, case):
-    """log_training in a plain run: a constant model round-trips, an empty holdout logs no accuracy."""
-    import mlflow
-
-    from cara_mlflow.store import BatchStore
-    from cara_mlflow.train import log_training
-
-    client, experiment_id = tracking
-    store = BatchStore(tmp_path / "store")
-    held = split_holdout(50, 0.2, 0)[1]
-    data = pd.DataFrame({"x1": np.linspace(0, 1, 50), "x2": np.linspace(5, 6, 50), "label": 1})
-    if case == "no holdout":
-        data["label"] = (data["x1"] > 0.5).astype(int)
-        settings = TrainerSettings(model="lr", holdout=0.0)
-        features = None
-    else:
-        data.loc[held, "label"] = 0
-        settings = TrainerSettings(holdout=0.2, **SMALL)
-        features = ["x2", "x1"]
-    store.write(12, data)
-    batch = store.read(12, target="label", features=features)
-    fit = fit_batch(batch.X, batch.y, settings)
-    with mlflow.start_run(experiment_id=experiment_id) as active:
-        model_uri = log_training(fit, batch, settings)
-    run = client.get_run(active.info.run_id)
-    assert run.data.tags["cara.model_uri"] == model_uri
-    assert run.data.params == {**{k: str(v) for k, v in asdict(settings).items()}, "batch": "12"}
-    assert ("holdout_accuracy" in run.data.metrics) == (case != "no holdout")
-    wrong = pd.read_parquet(client.download_artifacts(run.info.run_id, "cara/misclassified.parquet", str(tmp_path)))
-    model = mlflow.sklearn.load_model(model_uri)
-    assert wrong["row"].tolist() == slow_misclassified(model, batch.X, batch.y) == fit.misclassified_index.tolist()
-    assert list(wrong.columns) == ["row", *batch.features, "label"]
-    if case != "no holdout":
-        assert type(model).__name__ == "DummyClassifier"
-        assert wrong["row"].tolist() == held.tolist() and list(batch.features) == ["x2", "x1"]
-        assert np.array_equal(wrong[["x2", "x1"]].to_numpy(), data.loc[held, ["x2", "x1"]].to_numpy())
-
-
-def test_project_run_on_a_bad_batch_fails_with_the_childs_one_line_error(tracking, store_root, capfd):
+def test_project_run_on_a_bad_directory_fails_with_the_childs_one_line_error(tracking, tmp_path, capfd):
     import mlflow
     from mlflow.exceptions import ExecutionException
 
     client, experiment_id = tracking
-    params = project_parameters(SETTINGS, data=store_root / "batches" / "9", target="label")
+    params = project_parameters(TrainerSettings(**SMALL), data=tmp_path / "nowhere", target="label", features=[])
     with pytest.raises(ExecutionException, match="failed"):
         mlflow.projects.run(uri=str(REPO_ROOT), entry_point="train", parameters=params,
                             experiment_id=experiment_id, env_manager="local", synchronous=True)
     err = capfd.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("cara_mlflow.train: error: ")]
-    assert errors == [f"cara_mlflow.train: error: --data: no batch directory at '{params['data']}' "
-                      "(expected STORE/batches/<id>)"]
+    assert errors == [f"cara_mlflow.train: error: --data: no data.parquet or data.csv in {params['data']!r}"]
     assert "Traceback" not in err
     runs = client.search_runs([experiment_id])
     (failed,) = [r for r in runs if r.data.params.get("data") == shlex.quote(params["data"])]
-    assert failed.info.status == "FAILED" and "cara.model_uri" not in failed.data.tags
+    assert failed.info.status == "FAILED"
+
+
+# --------------------------------------------------------------------------------------------
+# The lifecycle's half of the contract, end to end: tune, then init runs the project
+# --------------------------------------------------------------------------------------------
+
+TUNED = TrainerSettings(model="rf", seed=2, holdout=0.25, **SMALL)
+
+
+@pytest.fixture(scope="module")
+def initialised(tmp_path_factory):
+    """A store of 5 CovCon-D batches, tuned on 0..2 and initialised on batch 3 by the project."""
+    root = tmp_path_factory.mktemp("lifecycle")
+    write_stream(make_stream("covcon-d", n_batches=5, batch_size=200, seed=0), root)
+    ok(run_cli(root, "tune", "--offline", "0:3", "--kappa", "1", "--model", "rf", "--seed", "2", "--holdout", "0.25",
+               "--n-estimators", "5", "--max-depth", "4"))
+    ok(run_cli(root, "init", "--batch", "3"))
+    reg = registry(root)
+    doc = lifecycle.active_policy(reg)
+    version = reg.version(1)
+    return root, reg, doc, version, BatchStore(root).read(3, target="label", space=doc.space)
+
+
+def test_the_project_run_holds_one_model_and_the_parameters_it_got(initialised):
+    root, reg, doc, version, batch = initialised
+    run = reg.runs.get(version.tags["cara.training_run"])
+    assert run.status == "FINISHED" and run.tags["cara.trained_on"] == "3"
+    assert reg.logged_model_of_run(run.run_id) == run.tags["cara.model_uri"]
+    expected = project_parameters(TUNED, data="DIR", target="label", features=["x1", "x2"])
+    assert {k: v for k, v in run.params.items() if k != "data"} == {k: v for k, v in expected.items() if k != "data"}
+    assert doc.trainer == TUNED
+
+
+def test_the_project_saw_the_training_rows_only(initialised):
+    """The project's model equals the same seeded model fitted in-process on the training rows:
+    the held-out rows never reached the project."""
+    root, reg, doc, version, batch = initialised
+    train, held = split_holdout(batch.n_rows, TUNED.holdout, TUNED.seed)
+    no_holdout = TrainerSettings(**{**asdict(TUNED), "holdout": 0.0})
+    in_process = fit_batch(batch.frame.iloc[train], batch.y[train], no_holdout,
+                           kinds=dict(zip(doc.space.features, doc.space.kinds)))
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = reg.load_model(version, tmp)
+        assert np.array_equal(logged.predict(batch.frame), in_process.model.predict(batch.frame))
+    info = reg.runs.load_json(version.tags["cara.training_run"], "cara/training.json")
+    assert info["holdout_index"] == held.tolist()
+
+
+def test_the_recorded_losses_match_a_per_row_reference(initialised, tmp_path):
+    root, reg, doc, version, batch = initialised
+    info, rows = reg.training_info(version, str(tmp_path))
+    logged = reg.load_model(version, str(tmp_path / "model"))
+    slow = np.array([zero_one_loss(batch.y[i : i + 1], logged.predict(batch.frame.iloc[i : i + 1]))[0]
+                     for i in range(batch.n_rows)])
+    assert rows["row"].tolist() == np.flatnonzero(slow).tolist()
+    assert rows["loss"].tolist() == [1.0] * int(slow.sum())
+    assert np.array_equal(rows[["x1", "x2"]].to_numpy(), batch.frame.iloc[rows["row"]].to_numpy())
+    assert np.array_equal(rows["label"].to_numpy(), batch.y[rows["row"]])
+    assert (info["n_nonzero_loss"], info["loss"], info["task"]) == (int(slow.sum()), "zero_one", "classification")
+
+
+def test_completing_the_record_again_changes_nothing(initialised, tmp_path):
+    root, reg, doc, version, batch = initialised
+    run_id = version.tags["cara.training_run"]
+    before = reg.training_info(version, str(tmp_path / "a"))
+    assert complete_record(reg, run_id, batch, doc) == version.tags.get("cara.model_uri", reg.model_of_run(run_id))
+    after = reg.training_info(version, str(tmp_path / "b"))
+    assert before[0] == after[0] and before[1].equals(after[1])

@@ -27,9 +27,8 @@ def apply_retrain(plan: Plan, *, store: BatchStore, registry: reg.Registry, doc:
                   on_phase: Phase = no_phase) -> RetrainOutcome:
     """Train (or reuse) the challenger of ``plan``, gate it against the model in use, promote it if
     it passed. A gate outcome already on the version (a killed step's) is kept, not re-judged."""
-    challenger = train_and_register(store, registry, plan.batch, doc, project_uri, trigger=plan.trigger,
-                                    on_phase=on_phase)
-    outcome = challenger.tags.get(reg.TAG_GATE) or gate(registry, challenger, in_use, batch, doc.psi.gamma,
+    challenger = train_and_register(registry, batch, doc, project_uri, trigger=plan.trigger, on_phase=on_phase)
+    outcome = challenger.tags.get(reg.TAG_GATE) or gate(registry, challenger, in_use, batch, doc,
                                                         enabled=gate_enabled, method=psi_method)
     registry.tag_version(challenger.version, reg.TAG_GATE, outcome)
     on_phase("after-gate")

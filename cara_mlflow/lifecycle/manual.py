@@ -29,14 +29,14 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
         if last is not None:
             raise InputError(f"batch: {registry.name!r} is already initialised (last batch {last}); "
                              "use `cara-mlflow step`, or `rollback` to change production")
-        batch = store.read(batch_id, target=doc.target, features=list(doc.features))
+        batch = store.read(batch_id, target=doc.target, space=doc.space)
         recover(registry, None, batch_id)
         with batch_run(registry, store, batch_id, {reg.TAG_DECISION: "init"}) as run_id:
             if adopt_version is not None:
-                version = adopt(registry, batch, adopt_version, run_id)
+                version = adopt(registry, batch, doc, adopt_version, run_id)
             else:
-                version = train_and_register(store, registry, batch_id, doc, project_uri, trigger="init",
-                                             gate_tag="off", on_phase=on_phase)
+                version = train_and_register(registry, batch, doc, project_uri, trigger="init", gate_tag="off",
+                                             on_phase=on_phase)
             registry.set_production(version.version)
             state = ManagerState.fresh(make_policy(doc.policy, **doc.params), version=version.version,
                                        kappa=doc.kappa, batch=batch_id)

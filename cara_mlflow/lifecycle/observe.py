@@ -1,5 +1,5 @@
-"""Ψ̄ of a batch under the model in use, from the model and the misclassified rows of its own
-training batch (stored with the version, so old batches may be deleted)."""
+"""Ψ̄ of a batch under the model in use, from the model and the rows of its own training batch
+with a non-zero loss (stored with the version, so old batches may be deleted)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..losses import per_sample_losses, resolve_loss
 from ..planner import BatchObservation
-from ..staleness import psi_from_losses, zero_one_loss
+from ..policy_doc import PolicyDocument
+from ..staleness import psi_from_losses
 from ..tracking import registry as reg
 
 __all__ = ["PsiTerms", "psi_terms", "observe"]
@@ -17,7 +19,7 @@ __all__ = ["PsiTerms", "psi_terms", "observe"]
 
 @dataclass(frozen=True)
 class PsiTerms:
-    """Ψ(Q_t, D_t, M) (``now``), Ψ(Q_t, D_t', M) (``then``) and M's 0/1 errors on D_t."""
+    """Ψ(Q_t, D_t, M) (``now``), Ψ(Q_t, D_t', M) (``then``) and M's per-sample losses on D_t."""
 
     now: float
     then: float
@@ -28,27 +30,30 @@ class PsiTerms:
         return self.now - self.then
 
 
-def psi_terms(model, batch, info: dict, rows, gamma: float, method: str) -> PsiTerms:
-    """The two Ψ terms from the model and its training batch's stored misclassified rows.
+def psi_terms(model, batch, doc: PolicyDocument, info: dict, rows, method: str) -> PsiTerms:
+    """The two Ψ terms from the model and its training batch's stored rows with a non-zero loss.
 
-    Estimates (``method`` other than exact) are seeded by the batch id, so a step rerun after
-    a crash computes the same Ψ̄.
+    Both terms are measured in the policy's kernel space (``batch.X`` is already there; the
+    stored rows are put there). Estimates (``method`` other than exact) are seeded by the
+    batch id, so a step rerun after a crash computes the same Ψ̄.
     """
-    errors = zero_one_loss(batch.y, model.predict(batch.X))
-    now = psi_from_losses(batch.queries, batch.X, errors, gamma, method=method, seed=(batch.id, 0))
-    X_wrong = rows[info["features"]].to_numpy(dtype=np.float64)
-    then = (psi_from_losses(batch.queries, X_wrong, np.ones(X_wrong.shape[0]), gamma, int(info["n_rows"]),
-                            method=method, seed=(batch.id, 1)) if len(X_wrong) else 0.0)
-    return PsiTerms(now, then, errors)
+    losses = per_sample_losses(resolve_loss(doc.psi.loss), batch.y, model.predict(batch.frame), f"batch {batch.id}")
+    now = psi_from_losses(batch.queries, batch.X, losses, doc.psi.gamma, method=method, seed=(batch.id, 0))
+    then = 0.0
+    if len(rows):
+        X_then = doc.space.transform(rows)
+        then = psi_from_losses(batch.queries, X_then, rows["loss"].to_numpy(dtype=np.float64), doc.psi.gamma,
+                               int(info["n_rows"]), method=method, seed=(batch.id, 1))
+    return PsiTerms(now, then, losses)
 
 
-def observe(registry: reg.Registry, version: reg.VersionInfo, batch, gamma: float,
+def observe(registry: reg.Registry, version: reg.VersionInfo, batch, doc: PolicyDocument,
             method: str) -> tuple[BatchObservation, PsiTerms]:
     """What the planner needs of the batch, measured with ``version`` (and the Ψ terms, for the run)."""
     with tempfile.TemporaryDirectory() as tmp:
         model = registry.load_model(version, tmp)
         training, rows = registry.training_info(version, tmp)
-    terms = psi_terms(model, batch, training, rows, gamma, method)
+    terms = psi_terms(model, batch, doc, training, rows, method)
     obs = BatchObservation(batch=batch.id, psi_bar=terms.psi_bar, n_classes=int(np.unique(batch.y).size),
                            trained_on=version.trained_on, errors=terms.errors)
     return obs, terms

@@ -36,7 +36,7 @@ def _next_batch(store: BatchStore, last: int | None, doc) -> tuple[int | None, s
     if not nxt.complete:
         return nxt.id, "waiting"
     try:
-        store.read(nxt.id, target=doc.target, features=list(doc.features))
+        store.read(nxt.id, target=doc.target, space=doc.space)
     except InputError as exc:
         return nxt.id, f"malformed: {exc}"
     return nxt.id, "ready"
@@ -53,7 +53,9 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
                                 "alias": registry.production_alias},
                  "last_batch": last}
     out["next_batch"], out["next_state"] = _next_batch(store, last, doc)
-    out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version}
+    out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version,
+                     "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
+                     "feature_kinds": doc.feature_kinds}
     if last is not None:
         state = committed_state(registry, last)
         out["cumulative_cost"] = state.cumulative_cost

@@ -82,7 +82,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         return StepResult("nothing", message=f"nothing to do: batch {last} is the last one in {store.batches_dir}")
     if not info.complete:
         return StepResult("waiting", info.id, message=f"waiting for batch {info.id} (no _SUCCESS yet)")
-    batch = store.read(info.id, target=doc.target, features=list(doc.features))   # malformed: fails here
+    batch = store.read(info.id, target=doc.target, space=doc.space)   # malformed: fails here
     on_phase("after-read")
     if not options.dry_run:
         recover(registry, last, info.id)
@@ -93,7 +93,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     in_use = model_in_use(state, production, info.id)
     version = registry.version(in_use.version) if in_use.resumed else serving
     method = options.psi_method or doc.psi.method
-    obs, terms = observe(registry, version, batch, doc.psi.gamma, method)
+    obs, terms = observe(registry, version, batch, doc, method)
     on_phase("after-psi")
     plan = plan_step(doc, state, production, in_use, obs, force_retrain=options.force_retrain)
     if options.dry_run:

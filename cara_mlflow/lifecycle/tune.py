@@ -5,23 +5,27 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from .. import validate
-from ..costs import staleness_terms
+from ..costs import predict_later, staleness_terms
 from ..errors import InputError
+from ..features import FeatureSpace, infer_kinds, infer_task, select_features
+from ..losses import TASKS, check_loss_name, default_loss, resolve_loss
 from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DEFAULT_TUNING_METHOD
 from ..oracle import solve
 from ..policy_doc import PolicyDocument, PsiSettings
-from ..staleness import check_psi_method, resolve_gamma
+from ..staleness import check_psi_method, resolve_gamma, similarity_spread
 from ..store import BatchStore
 from ..tracking import registry as reg
-from ..tracking.projects import run_training_project
-from ..train import TrainerSettings, fit_batch, project_parameters
+from ..tracking.projects import resolve_project_uri
+from ..train import TrainerSettings, fit_batch
 from ..tuning import PolicyTuner
 from .frame import managed
+from .training import train_on_batch
 
 __all__ = ["tune", "QUERY_RULE"]
 
@@ -32,69 +36,110 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          policy: str = DEFAULT_POLICY, target: str = "label", trainer: TrainerSettings | None = None,
          gamma="scale", method: str = DEFAULT_TUNING_METHOD, project_uri: str | None = None,
          psi_method: str = DEFAULT_PSI_METHOD, progress: Callable[[int, int], None] | None = None,
-         lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> PolicyDocument:
+         lock_timeout: float = DEFAULT_LOCK_TIMEOUT, features: Sequence[str] | None = None,
+         exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
+    The features (``features``, else every column but the target, minus ``exclude``), their
+    kinds, the task (inferred from the offline targets unless given), the loss (the task's
+    default unless given) and the kernel space are fixed here and stored in the document.
     ``psi_method`` (:data:`~cara_mlflow.names.PSI_METHODS`) computes the offline Ψ̄ and is stored
     in the document as the default of every later step. Returns the policy document (also stored
-    as ``NAME.policy@active``), with its registered version.
+    as ``NAME.policy@active``), with its registered version; ``doc.tuning["notes"]`` says what
+    was inferred and warns of a degenerate kernel.
     """
     check_psi_method(psi_method)
     validate.policy_name(policy, tunable=True)
     kappa = validate.kappa(kappa)
     offline = validate.offline_window(offline)
+    if loss is not None:
+        check_loss_name(loss)
+    project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
-        batches = _offline_batches(store, offline, target)
-        models = _offline_models(store, registry, batches, trainer or TrainerSettings(), project_uri, progress)
+        batches, kinds = _offline_batches(store, offline, target, features, exclude)
+        task, notes = _task(batches, target, task)
+        loss = loss or default_loss(task)
+        loss_fn = resolve_loss(loss)
+        space = FeatureSpace.fit(pd.concat([b.frame for b in batches], ignore_index=True), kinds)
+        batches = [b.in_space(space) for b in batches]
         g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
-        terms = staleness_terms([(b.X, b.y) for b in batches], models, queries=[b.queries for b in batches],
-                                gamma=g, method=psi_method, seed=offline[0])
+        notes += _kernel_notes(batches, g)
+        psi = PsiSettings(g, loss, psi_method, QUERY_RULE, space)
+        draft = PolicyDocument(name=registry.name, policy=policy, params={}, kappa=float(kappa), psi=psi,
+                               target=target, features=space.features, trainer=trainer or TrainerSettings(),
+                               project_uri=project_uri, offline=offline, task=task)
+        predictions = _offline_predictions(registry, batches, draft, progress)
+        terms = staleness_terms([(b.X, b.y) for b in batches], predictions=predictions,
+                                queries=[b.queries for b in batches], gamma=g, loss=loss_fn, method=psi_method,
+                                seed=offline[0])
         C = terms.cost_matrix(kappa)
         tuned, best = PolicyTuner(policy, method=method, start=offline[0]).fit(C), solve(C)
-        psi = PsiSettings(g, "zero_one", psi_method, QUERY_RULE)
-        doc = _document(registry.name, policy, tuned, best, kappa, psi, batches, trainer or TrainerSettings(),
-                        project_uri, offline, method)
+        doc = _document(draft, tuned, best, method, notes)
         return _register(registry, doc, C, tuned, best)
 
 
-def _offline_batches(store: BatchStore, offline: tuple[int, int], target: str) -> list:
-    """Every batch of the window, read with the first batch's features."""
+def _offline_batches(store: BatchStore, offline: tuple[int, int], target: str, features, exclude):
+    """Every batch of the window with the chosen features, and their kinds (from the first batch,
+    checked on the others)."""
     start, stop = offline
     infos = {b.id: b for b in store.list()}
     missing = [i for i in range(start, stop) if i not in infos]
     if missing:
         raise InputError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are not in "
                          f"{store.batches_dir}; expected every batch of {start}:{stop}")
-    first = store.read(start, target=target)
-    features = list(first.features)
-    return [first] + [store.read(i, target=target, features=features) for i in range(start + 1, stop)]
+    chosen = select_features(store.columns(start), target, features, exclude)
+    first = store.read(start, target=target, features=chosen)
+    kinds = infer_kinds(first.frame, chosen)
+    raw = FeatureSpace.fit(first.frame, kinds, scaling="raw")
+    return [first] + [store.read(i, target=target, space=raw) for i in range(start + 1, stop)], kinds
 
 
-def _offline_models(store, registry, batches, trainer, project_uri, progress) -> list:
-    """A model per offline batch: in-process, or through the user's project (as retrains will be)."""
+def _task(batches, target: str, task: str | None) -> tuple[str, list[str]]:
+    """The task, given or inferred from the offline targets, and the note that says which."""
+    if task is not None:
+        if task not in TASKS:
+            raise InputError(f"--task: expected {' or '.join(TASKS)}, got {task!r}")
+        return task, [f"task: {task} (given)"]
+    inferred, why = infer_task(np.concatenate([b.y for b in batches]))
+    return inferred, [f"task: {inferred}, inferred from the target {target!r} ({why}); --task overrides"]
+
+
+def _kernel_notes(batches, gamma: float) -> list[str]:
+    """A warning when the kernel is degenerate on the offline window."""
+    zero, one = similarity_spread(np.concatenate([b.queries for b in batches]),
+                                  np.concatenate([b.X for b in batches]), gamma)
+    if zero > 0.95:
+        return [f"warning: the kernel is degenerate on the offline window: {zero:.0%} of similarities are ≈ 0 "
+                "(γ too large for these features): Ψ̄ sees only near-duplicates of the queries"]
+    if one > 0.95:
+        return [f"warning: the kernel is degenerate on the offline window: {one:.0%} of similarities are ≈ 1 "
+                "(γ too small): Ψ̄ is a plain loss count, not weighted near the queries"]
+    return []
+
+
+def _offline_predictions(registry, batches, doc: PolicyDocument, progress) -> list:
+    """Each offline model's predictions on its batch and every later one: models trained
+    in-process, or through the user's project (as retrains will be)."""
     models = []
     for k, batch in enumerate(batches):
-        if project_uri:
-            params = project_parameters(trainer, data=store.info(batch.id).path, target=batch.target,
-                                        features=batch.features)
-            run_id = run_training_project(registry, project_uri, params, batch_id=batch.id, run_type="tune-train")
+        if doc.project_uri:
+            run_id = train_on_batch(registry, batch, doc, doc.project_uri, run_type="tune-train")
             with tempfile.TemporaryDirectory() as tmp:
                 models.append(registry.load_model_uri(registry.model_of_run(run_id), tmp))
         else:
-            models.append(fit_batch(batch.X, batch.y, trainer).model)
+            models.append(fit_batch(batch.frame, batch.y, doc.trainer, task=doc.task, kinds=doc.feature_kinds).model)
         if progress:
             progress(k + 1, len(batches))
-    return models
+    return predict_later(models, [b.frame for b in batches])
 
 
-def _document(name, policy, tuned, best, kappa, psi, batches, trainer, project_uri, offline, method):
-    start = offline[0]
+def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str]) -> PolicyDocument:
+    start = draft.offline[0]
     figures = {"method": method, "offline_cost": tuned.best_cost_, "oracle_cost": best.cost,
                "oracle_retrain_at": [start + t for t in best.retrain_at[1:]],
-               "strategy": [start + s for s in tuned.best_strategy_], "interval": tuned.result_.interval}
-    return PolicyDocument(name=name, policy=policy, params=dict(tuned.best_params_), kappa=float(kappa), psi=psi,
-                          target=batches[0].target, features=tuple(batches[0].features), trainer=trainer,
-                          project_uri=project_uri, offline=offline, tuning=figures)
+               "strategy": [start + s for s in tuned.best_strategy_], "interval": tuned.result_.interval,
+               "notes": notes}
+    return replace(draft, params=dict(tuned.best_params_), tuning=figures)
 
 
 def _register(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned, best) -> PolicyDocument:
@@ -118,7 +163,8 @@ def _register(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned,
 
 def _params(doc: PolicyDocument) -> dict:
     return {"policy": doc.policy, "kappa": doc.kappa, "gamma": doc.psi.gamma,
-            "offline": f"{doc.offline[0]}:{doc.offline[1]}", "target": doc.target,
+            "offline": f"{doc.offline[0]}:{doc.offline[1]}", "target": doc.target, "task": doc.task,
+            "loss": doc.psi.loss, "features": ",".join(doc.features),
             **{f"theta.{k}": v for k, v in doc.params.items()},
             **{f"trainer.{k}": v for k, v in doc.to_dict()["trainer"].items()}}
 

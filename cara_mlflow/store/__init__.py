@@ -23,7 +23,7 @@ streams generate, so a store's batches are a stream's batches.
 
 * :mod:`.layout`: the directory layout, batch ids, listing, completeness, links out of the store;
 * :mod:`.tables`: a parquet or csv file opened for streaming, chunk by chunk;
-* :mod:`.reading`: reading and validating a batch into one preallocated array per file;
+* :mod:`.reading`: reading and validating a batch: a frame of its features, their kernel coordinates;
 * :mod:`.writing`: the atomic writer (temporary file, fsync, rename, ``_SUCCESS`` last);
 * :mod:`.export`: :func:`write_stream`, a whole stream written as a store;
 * :mod:`.errors`: :class:`BatchStoreError` and :class:`BatchStoreWarning`.
@@ -38,15 +38,21 @@ Examples
 >>> store = BatchStore(tmp.name)
 >>> store.exists()
 False
->>> store.write(3, pd.DataFrame({"x1": [0.5, 1.5], "x2": [1, 2], "label": ["a", "b"]}))
+>>> store.write(3, pd.DataFrame({"x1": [0.5, 1.5], "x2": [1, 2], "day": ["Tue", "Mon"], "label": ["a", "b"]}))
 BatchInfo(id=3, path=PosixPath('.../batches/3'), complete=True)
 >>> [info.id for info in store.list()], store.next_after(None).id, store.next_after(3)
 ([3], 3, None)
 >>> batch = store.read(3, target="label")
 >>> batch
-Batch(id=3, n_rows=2, n_queries=2, features=('x1', 'x2'), target='label', has_query_file=False)
+Batch(id=3, n_rows=2, n_queries=2, features=('x1', 'x2', 'day'), target='label', has_query_file=False)
+>>> batch.frame            # the features as read, for the models
+    x1  x2  day
+0  0.5   1  Tue
+1  1.5   2  Mon
+>>> batch.space.columns    # the kernel's coordinates: text one-hot
+('x1', 'x2', 'day=Mon', 'day=Tue')
 >>> batch.X, batch.y
-(array([[0.5, 1. ], [1.5, 2. ]]), array(['a', 'b'], dtype=object))
+(array([[0.5, 1. , 0. , 1. ], [1.5, 2. , 1. , 0. ]]), array(['a', 'b'], dtype=object))
 >>> store.read(3, target="y")
 Traceback (most recent call last):
 ...
@@ -63,7 +69,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..batch import Batch
-from . import layout, reading, writing
+from ..features import FeatureSpace
+from . import layout, reading, tables, writing
 from .errors import BatchStoreError, BatchStoreWarning
 from .export import write_stream
 from .layout import BATCHES_DIR, FORMATS, SUCCESS_MARKER, BatchInfo
@@ -196,8 +203,16 @@ class BatchStore:
     # Reading
     # ----------------------------------------------------------------------------------------
 
+    def columns(self, batch_id: int) -> tuple[str, ...]:
+        """The columns of batch ``batch_id``'s data file, in file order (no row is read)."""
+        info = self.info(batch_id)
+        path = layout.batch_file(info, "data", required=True)
+        with tables.open_table(info.id, path) as table:
+            return tuple(str(c) for c in table.columns)
+
     def read(
-        self, batch_id: int, *, target: str, features: Sequence[str] | None = None
+        self, batch_id: int, *, target: str, features: Sequence[str] | None = None,
+        space: FeatureSpace | None = None,
     ) -> Batch:
         """Read and validate batch ``batch_id``.
 
@@ -211,6 +226,10 @@ class BatchStore:
             The feature columns, in the order of the columns of ``X`` (the list fixed at tune
             time); columns of the data beyond these and the target are ignored. By default,
             every column but the target, in file order.
+        space : FeatureSpace, optional
+            The kernel space fixed at tune: its features and their kinds are read (``features``
+            is then ignored), and ``X`` / ``queries`` are the rows' coordinates in it. Without
+            it, each column's kind is its own and ``X`` is this batch's ``raw`` space.
 
         Returns
         -------
@@ -230,7 +249,8 @@ class BatchStore:
             One line naming the batch, the file and column, and what is expected, when the
             batch does not exist, is incomplete, has no data file or two (``data.parquet`` and
             ``data.csv``), a file cannot be read or has no rows, the target or a feature is
-            missing, a feature is not numeric, a feature has NaN/inf values or the target
+            missing, a feature is not numbers, booleans or text (or not of its kind at tune),
+            a numeric feature has NaN/inf values or the target
             missing values.
 
         Examples
@@ -246,14 +266,17 @@ class BatchStore:
         array([[1., 1.], [0., 2.], [1., 3.]])
         >>> batch.y, batch.queries, batch.data_path.name
         (array([0, 1, 1]), array([[1. , 9.5]]), 'data.csv')
+        >>> dict(batch.frame.dtypes), dict(batch.query_frame.dtypes)   # the queries' b: numbers
+        ({'b': dtype('bool'), 'a': dtype('float64')}, {'b': dtype('int64'), 'a': dtype('float64')})
         >>> store.read(0, target="t", features=["a", "c"])
         Traceback (most recent call last):
         ...
         cara_mlflow.store.BatchStoreError: batch 0: data.csv has no column 'c' (a feature); ...
         >>> tmp.cleanup()
         """
-        checked = reading.checked_features(features, target)
-        return reading.read_batch(self.info(batch_id), target=target, features=checked, chunk_rows=CHUNK_ROWS)
+        checked = reading.checked_features(space.features if space else features, target)
+        return reading.read_batch(self.info(batch_id), target=target, features=checked, chunk_rows=CHUNK_ROWS,
+                                  space=space)
 
     # ----------------------------------------------------------------------------------------
     # Writing

@@ -1,15 +1,17 @@
 """Reading and validating a batch: its files, streamed chunk by chunk into one :class:`Batch`.
 
 Reading validates: the target column is present and has no missing value, every feature is
-present, numeric (bool and integers are converted to float64) and finite, and neither file is
-empty. Every problem raises a one-line :class:`~cara_mlflow.store.BatchStoreError` naming the
-batch, the file or column, and what is expected.
+present and of a kind (numbers, booleans or text: :func:`~cara_mlflow.features.kind_of`; the kind
+fixed at tune when one is given), numbers are finite, and neither file is empty. Every problem
+raises a one-line :class:`~cara_mlflow.store.BatchStoreError` naming the batch, the file or
+column, and what is expected.
 
 Reading streams: a file is read ``chunk_rows`` rows at a time (:mod:`.tables`), only the
-feature and target columns, and each chunk's features are checked and copied into one
-preallocated float64 array. The memory a read needs beyond the arrays it returns does not grow
-with the number of rows; the checks and their messages are those of a whole-file read (counts
-are totals over the file, a column's type is the type of the whole column).
+feature and target columns; each chunk's columns are kept with their own dtype and joined once
+per column, and the kernel coordinates are filled in place, so the memory a read needs beyond
+the frame and the coordinates it returns does not grow with the number of rows. The checks and
+their messages are those of a whole-file read (counts are totals over the file, a column's type
+is the type of the whole column).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 
 from ..batch import Batch
 from ..errors import InputError
+from ..features import FeatureSpace, infer_kinds, kind_of
 from .errors import BatchStoreError
 from .layout import SUCCESS_MARKER, BatchInfo, batch_file
 from .tables import Table, is_number_dtype, open_table
@@ -52,49 +55,57 @@ def checked_features(features: Sequence[str] | None, target: str) -> tuple[str, 
 
 
 def read_batch(
-    info: BatchInfo, *, target: str, features: tuple[str, ...] | None, chunk_rows: int
+    info: BatchInfo, *, target: str, features: tuple[str, ...] | None, chunk_rows: int,
+    space: FeatureSpace | None = None,
 ) -> Batch:
     """Read and validate the batch at ``info`` (``features`` checked by :func:`checked_features`).
 
-    ``queries`` is read from the queries file when there is one (it must hold every feature;
-    other columns are ignored; its target column, if any, gives ``query_labels``), else it is
-    ``X``, with ``query_labels = y`` and ``query_index`` every row.
+    ``space`` (the policy's, fixed at tune) gives the features, their kinds and the kernel
+    coordinates ``X``; without it the kinds are the columns' own and ``X`` is in the ``raw``
+    space of this batch. ``queries`` is read from the queries file when there is one (it must
+    hold every feature; other columns are ignored; its target column, if any, gives
+    ``query_labels``), else it is ``X``, with ``query_labels = y`` and ``query_index`` every row.
     """
     if not info.complete:
         raise BatchStoreError(
             f"batch {info.id} is incomplete (no {SUCCESS_MARKER}): "
             "wait for the producer to finish it"
         )
+    kinds, origin = (None, "") if space is None else (space.kind_of, "its kind at tune")
     data_path = batch_file(info, "data", required=True)
-    features, X, y = _read_data(info.id, data_path, target, features, chunk_rows)
+    frame, y = _read_data(info.id, data_path, target, features, (kinds, origin), chunk_rows)
+    if kinds is None:
+        kinds, origin = infer_kinds(frame, tuple(frame.columns)), f"its kind in {data_path.name}"
+    space = space or FeatureSpace.fit(frame, kinds, scaling="raw")
+    X = _coordinates(space, frame)
     query_path = batch_file(info, "queries", required=False)
     if query_path is None:
-        queries, query_labels, query_index = X, y, _every_row(X.shape[0])
+        query_frame, queries, query_labels, query_index = frame, X, y, _every_row(X.shape[0])
     else:
         with open_table(info.id, query_path) as query_table:
             labelled = target in query_table.columns
-            queries, query_labels = _read_table(
-                query_table, features, target if labelled else None, chunk_rows
+            query_frame, query_labels = _read_table(
+                query_table, tuple(frame.columns), target if labelled else None, (kinds, origin), chunk_rows
             )
-        query_index = None
+        queries, query_index = _coordinates(space, query_frame), None
     return Batch(
-        X=X,
-        y=y,
-        queries=queries,
-        query_labels=query_labels,
-        query_index=query_index,
-        id=info.id,
-        features=features,
-        target=target,
-        data_path=data_path,
-        has_query_file=query_path is not None,
+        X=X, y=y, queries=queries, query_labels=query_labels, query_index=query_index, id=info.id,
+        features=tuple(frame.columns), target=target, data_path=data_path,
+        has_query_file=query_path is not None, frame=frame, query_frame=query_frame, space=space,
     )
 
 
+def _coordinates(space: FeatureSpace, frame: pd.DataFrame) -> np.ndarray:
+    X = space.transform(frame)
+    X.setflags(write=False)
+    return X
+
+
 def _read_data(
-    batch_id: int, path: Path, target: str, features: tuple[str, ...] | None, chunk_rows: int
-) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
-    """The features (by default every column but the target), ``X`` and ``y`` of a data file."""
+    batch_id: int, path: Path, target: str, features: tuple[str, ...] | None,
+    kinds: tuple[dict[str, str] | None, str], chunk_rows: int,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The features (by default every column but the target) and ``y`` of a data file."""
     with open_table(batch_id, path) as data:
         if target not in data.columns:
             raise BatchStoreError(
@@ -108,8 +119,9 @@ def _read_data(
                     f"batch {batch_id}: {path.name} has only the target column {target!r}; "
                     "expected at least one feature column"
                 )
-        X, y = _read_table(data, features, target, chunk_rows)
-    return features, X, y
+        frame, y = _read_table(data, features, target, kinds, chunk_rows)
+    assert y is not None
+    return frame, y
 
 
 def _every_row(n: int) -> np.ndarray:
@@ -123,52 +135,41 @@ def _every_row(n: int) -> np.ndarray:
 class _Scan:
     """What a read gathers over the chunks of a table."""
 
-    X: np.ndarray | None  # the features copied so far; None once a chunk cannot be copied
-    bad: np.ndarray  # NaN/inf values per feature
+    pieces: dict[str, list[pd.Series]]  # each column's chunks, in order
+    bad: dict[str, int]  # NaN/inf values per column
     seen: dict[str, list[Any]]  # the distinct dtypes of each column's chunks
-    target_parts: list[pd.Series]  # the target's chunks, when it comes with the features
-    n: int = 0  # rows of the current pass
 
 
 def _read_table(
-    table: Table, features: tuple[str, ...], target: str | None, chunk_rows: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """``X`` (read-only, C-ordered float64, checked) and the checked target of ``table``.
+    table: Table, features: tuple[str, ...], target: str | None, kinds: tuple[dict[str, str] | None, str],
+    chunk_rows: int,
+) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The checked feature frame (original dtypes) and the checked target of ``table``.
 
-    The chunks' features go straight into one preallocated array; per column, the dtypes seen
-    and the count of NaN/inf values are kept over the whole file, and the checks run once the
-    file is read, in the order of a whole-file read. Columns known to be missing or not
-    numeric from the metadata alone fail before any row is read.
+    Per column, the chunks are kept with the dtypes seen and the count of NaN/inf values over
+    the whole file; the checks run once the file is read, in the order of a whole-file read.
+    Columns known to be missing or of the wrong kind from the metadata alone fail before any
+    row is read.
     """
-    _check_before_reading(table, features)
+    _check_before_reading(table, features, kinds)
     streamed_target = target if target is not None and table.streams_target else None
-    names = [f for f in features if f in table.columns] + ([target] if streamed_target else [])
-    d = len(features)
-    scan = _Scan(
-        X=np.empty((table.capacity(), d)) if len(names) - bool(streamed_target) == d else None,
-        bad=np.zeros(d, dtype=np.int64),
-        seen={name: [] for name in names},
-        target_parts=[],
-    )
-    index = {name: j for j, name in enumerate(features)}
+    present = [f for f in features if f in table.columns]
+    names = present + ([target] if streamed_target else [])
+    scan = _Scan(pieces={n: [] for n in names}, bad=dict.fromkeys(names, 0), seen={n: [] for n in names})
     for group in table.passes(names):
-        scan.n = 0
         for chunk in table.chunks(group, chunk_rows):
-            m = len(chunk)
-            columns = {name: chunk[name] for name in group}
+            for name in group:
+                _take_column(scan, name, chunk[name].copy())  # no view keeps the chunk
             del chunk
-            _take_chunk(scan, columns, m, index, streamed_target)
-            scan.n += m
-            del columns
-    X = _checked_X(table, features, scan)
+    frame = pd.DataFrame({name: _whole_column(table, name, scan) for name in present}, copy=False)
+    _check_frame(table, features, kinds, frame, scan)
     if target is None:
-        return X, None
-    column = _target_column(table, target, scan, streamed=streamed_target is not None)
-    scan.target_parts.clear()
-    return X, _target_vector(column, target, table.batch_id, table.path.name)
+        return frame, None
+    column = _whole_column(table, target, scan) if streamed_target else table.column(target)
+    return frame, _target_vector(column, target, table.batch_id, table.path.name)
 
 
-def _check_before_reading(table: Table, features: tuple[str, ...]) -> None:
+def _check_before_reading(table: Table, features: tuple[str, ...], kinds: tuple[dict | None, str]) -> None:
     """Fail on what is certain before reading, in the order of the checks of a whole read."""
     for name in features:
         if name not in table.columns:
@@ -176,59 +177,65 @@ def _check_before_reading(table: Table, features: tuple[str, ...]) -> None:
         dtype = table.known_dtype(name)
         if dtype is None:
             return
-        if not is_number_dtype(dtype):
-            raise _not_numeric(table, name, dtype)
+        _check_kind(table, name, dtype, kinds)
 
 
-def _take_chunk(
-    scan: _Scan, columns: dict[str, pd.Series], m: int, index: dict[str, int], target: str | None
-) -> None:
-    """Record the dtypes of a chunk of ``m`` rows, keep its target, copy its features into ``X``."""
-    for name, column in columns.items():
-        if column.dtype not in scan.seen[name]:
-            scan.seen[name].append(column.dtype)
-    if target is not None and target in columns:
-        scan.target_parts.append(columns.pop(target).copy())  # no view keeps the chunk
-    X, n = scan.X, scan.n
-    if X is None or not all(is_number_dtype(c.dtype) for c in columns.values()):
-        scan.X = None  # a feature is missing or not numeric: the read fails, types say how
-        return
-    if n + m > X.shape[0]:  # an estimated capacity was short: grow in place
-        X.resize((max(n + m, 2 * X.shape[0]), X.shape[1]), refcheck=False)
-    for name, column in columns.items():  # a loop over columns, never over rows
+def _take_column(scan: _Scan, name: str, column: pd.Series) -> None:
+    """Record a chunk of one column: its dtype, its NaN/inf count, the values."""
+    if column.dtype not in scan.seen[name]:
+        scan.seen[name].append(column.dtype)
+    if is_number_dtype(column.dtype):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        scan.bad[index[name]] += m - np.count_nonzero(np.isfinite(values))
-        X[n : n + m, index[name]] = values
+        scan.bad[name] += len(values) - int(np.count_nonzero(np.isfinite(values)))
+    scan.pieces[name].append(column)
 
 
-def _checked_X(table: Table, features: tuple[str, ...], scan: _Scan) -> np.ndarray:
-    """``X`` of a whole read, once every feature is known present, numeric and finite."""
-    for name in features:
+def _whole_column(table: Table, name: str, scan: _Scan) -> pd.Series:
+    """A column whole: its chunks joined when they agree on its type, else read from the file."""
+    parts = scan.pieces.pop(name)
+    if len(scan.seen[name]) > 1:
+        parts.clear()
+        whole = table.column(name)
+        scan.seen[name] = [table.whole_dtype(name, scan.seen[name])]
+        return whole.astype(scan.seen[name][0]) if whole.dtype != scan.seen[name][0] else whole
+    whole = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return whole.reset_index(drop=True)
+
+
+def _check_frame(table: Table, features: tuple[str, ...], kinds: tuple[dict | None, str],
+                 frame: pd.DataFrame, scan: _Scan) -> None:
+    """Every feature present, of its kind, and its numbers finite."""
+    for name in features:   # in order: the first feature missing or of no kind fails
         if name not in table.columns:
             raise _missing_feature(table, name, features)
-        dtype = table.whole_dtype(name, scan.seen[name])
-        if not is_number_dtype(dtype):
-            raise _not_numeric(table, name, dtype)
-    if scan.bad.any():
-        j = int(np.flatnonzero(scan.bad)[0])
+        _check_kind(table, name, frame[name].dtype, kinds)
+    for name in features:
+        if scan.bad[name] and is_number_dtype(frame[name].dtype):
+            raise BatchStoreError(
+                f"batch {table.batch_id}: column {name!r} has {scan.bad[name]} NaN/inf values in "
+                f"{table.path.name}; expected finite numbers"
+            )
+
+
+_EXPECTED = {"numeric": "numbers", "boolean": "booleans", "categorical": "text"}
+
+
+def _check_kind(table: Table, name: str, dtype: Any, kinds: tuple[dict | None, str]) -> None:
+    """``kinds``: the expected kind of each feature (or None: any kind) and where it comes from."""
+    expected, origin = kinds
+    kind = kind_of(dtype)
+    wanted = None if expected is None else expected.get(name)
+    if kind is None:
         raise BatchStoreError(
-            f"batch {table.batch_id}: column {features[j]!r} has {scan.bad[j]} NaN/inf values in "
-            f"{table.path.name}; expected finite numbers"
+            f"batch {table.batch_id}: column {name!r} has type {dtype} in {table.path.name}; expected "
+            f"numbers, booleans or text: convert it, or leave it out with --exclude {name} at tune"
         )
-    X, scan.X = scan.X, None
-    assert X is not None, "every feature is numeric, so every chunk was copied"
-    if X.shape[0] != scan.n:
-        X.resize((scan.n, len(features)), refcheck=False)
-    X.setflags(write=False)
-    return X
-
-
-def _target_column(table: Table, target: str, scan: _Scan, *, streamed: bool) -> pd.Series:
-    """The target column whole: from its chunks when they agree on its type, else from the file."""
-    if streamed and len(scan.seen[target]) == 1:
-        parts = scan.target_parts
-        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
-    return table.column(target)
+    # numbers and booleans are both numbers to the kernel: only text where numbers were is wrong
+    if wanted in ("numeric", "boolean") and kind == "categorical":
+        raise BatchStoreError(
+            f"batch {table.batch_id}: column {name!r} has type {dtype}; expected {_EXPECTED[wanted]} "
+            f"({origin}) (in {table.path.name})"
+        )
 
 
 def _missing_feature(table: Table, name: str, features: tuple[str, ...]) -> BatchStoreError:
@@ -236,13 +243,6 @@ def _missing_feature(table: Table, name: str, features: tuple[str, ...]) -> Batc
         f"batch {table.batch_id}: {table.path.name} has no column {name!r} (a feature); "
         f"columns are {', '.join(map(str, table.columns))}; expected every feature: "
         f"{', '.join(features)}"
-    )
-
-
-def _not_numeric(table: Table, name: str, dtype: Any) -> BatchStoreError:
-    return BatchStoreError(
-        f"batch {table.batch_id}: column {name!r} has type {dtype}; expected numbers "
-        f"(in {table.path.name})"
     )
 
 

@@ -11,14 +11,63 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from ..errors import SetupError
+from ..errors import InputError, SetupError
 from ..names import STEP_PID_ENV
-from .registry import TAG_MODEL_URI, Registry
+from .registry import Registry
 from .runs import TAG_BATCH
 
-__all__ = ["run_training_project", "child_environment", "STEP_PID_ENV"]
+__all__ = ["run_training_project", "child_environment", "STEP_PID_ENV", "resolve_project_uri", "declared_parameters"]
+
+_REMOTE = ("http://", "https://", "git@", "git://", "ssh://", "file://", "s3://", "gs://", "wasbs://")
+
+
+def _is_local(project_uri: str) -> bool:
+    return not project_uri.startswith(_REMOTE)
+
+
+def resolve_project_uri(project_uri: str) -> str:
+    """A project URI as ``tune`` stores it: a local path made absolute and checked (an
+    ``MLproject`` with a ``train`` entry point), so a cron step finds it from any directory; a
+    remote URI (git, http) as given.
+
+    >>> resolve_project_uri("https://github.com/o/r.git#sub")
+    'https://github.com/o/r.git#sub'
+    """
+    if not _is_local(project_uri):
+        return project_uri
+    path = Path(project_uri).expanduser().absolute()
+    if not (path / "MLproject").is_file():
+        raise InputError(f"--project-uri: no MLproject file in {str(path)!r}; expected a project directory "
+                         "with an MLproject declaring a `train` entry point")
+    if "train" not in _entry_points(path):
+        raise InputError(f"--project-uri: {str(path / 'MLproject')!r} has no `train` entry point; "
+                         "expected one with the parameters data, target and features")
+    return str(path)
+
+
+def _entry_points(path: Path) -> dict:
+    import yaml
+
+    try:
+        spec = yaml.safe_load((path / "MLproject").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"--project-uri: cannot read {str(path / 'MLproject')!r} ({exc})") from None
+    points = spec.get("entry_points") if isinstance(spec, dict) else None
+    return points if isinstance(points, dict) else {}
+
+
+def declared_parameters(project_uri: str) -> list[str] | None:
+    """The parameters the local project's ``train`` entry point declares; ``None`` when unknown
+    (a remote project): MLflow appends an undeclared parameter to the command, which a strict
+    trainer refuses, so only declared ones are passed."""
+    if not _is_local(project_uri) or not (Path(project_uri) / "MLproject").is_file():
+        return None
+    train = _entry_points(Path(project_uri)).get("train") or {}
+    params = train.get("parameters") if isinstance(train, dict) else None
+    return list(params) if isinstance(params, dict) else []
 
 
 
@@ -53,12 +102,15 @@ def run_training_project(registry: Registry, project_uri: str, parameters: Mappi
     the child keep their temporary files in a scratch directory of ours (``storage_dir`` and the
     child's ``TMPDIR``), removed afterwards, so a long series of retrains leaks nothing.
     ``before_start`` is called just before the child starts (a crash test's hook).
-    Raises :class:`SetupError` when the project fails or logs no model; the run is then FAILED.
+    Raises :class:`SetupError` when the project fails or logs no model (or several); the run is
+    then FAILED.
     """
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
 
     run_id = registry.runs.start(run_type, run_name=f"{run_type}-{batch_id}", tags={TAG_BATCH: batch_id})
+    # MLflow logs a project's parameters only on a run it creates itself: log what the entry point gets
+    registry.runs.log_params(run_id, parameters)
     scratch = tempfile.mkdtemp(prefix="cara-retrain-")
     try:
         before_start()
@@ -72,9 +124,13 @@ def run_training_project(registry: Registry, project_uri: str, parameters: Mappi
                          f"{str(exc).splitlines()[0]}; see the run's logs, fix, and rerun") from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    run = registry.runs.get(run_id)
-    if not (run and run.tags.get(TAG_MODEL_URI)):
+    try:
+        found = registry.logged_model_of_run(run_id)
+    except SetupError:
+        registry.runs.end(run_id, "FAILED")
+        raise
+    if found is None:
         registry.runs.end(run_id, "FAILED")
         raise SetupError(f"the {run_type} project logged no model on batch {batch_id} (run {run_id}): "
-                         f"it must set the run tag {TAG_MODEL_URI} as cara_mlflow.train does")
+                         "it must log one with mlflow.<flavor>.log_model inside mlflow.start_run()")
     return run_id

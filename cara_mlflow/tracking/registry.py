@@ -5,8 +5,9 @@ DESIGN.md "MLflow naming":
 * registered model ``NAME`` with the production alias (``production`` by default), the commit
   point ``cara.last_batch`` and the hint ``cara.last_run`` as registered-model tags;
 * model version tags ``cara.trained_on``, ``cara.trigger``, ``cara.gate`` and
-  ``cara.training_run`` (the run holding ``cara/training.json`` and ``cara/misclassified.parquet``,
-  so Ψ̄'s second term never needs the old batch);
+  ``cara.training_run`` (the run holding ``cara/training.json`` and ``cara/losses.parquet`` — the
+  training rows with a non-zero loss and their losses — so Ψ̄'s second term never needs the old
+  batch; versions of 0.1 have ``cara/misclassified.parquet``, each row a loss of 1);
 * experiment ``cara/NAME`` (:attr:`Registry.runs`) with runs told apart by ``cara.run_type``;
 * the tuned policy as registered model ``NAME.policy`` @ ``active``: an MLflow "external"
   logged model whose only artifact is ``policy.json`` (JSON, nothing executed at load).
@@ -15,6 +16,7 @@ DESIGN.md "MLflow naming":
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -24,9 +26,11 @@ from typing import Any, Mapping
 from ..errors import InputError, SetupError
 from ..names import POLICY_ALIAS, PRODUCTION_ALIAS
 from .connection import Connection, is_missing
+from .predictor import Predictor, load_predictor
 from .runs import TAG_BATCH, TAG_RUN_TYPE, RunRecord, Runs
 
 __all__ = ["Registry", "VersionInfo", "check_model_name", "POLICY_FILE", "TRAINING_INFO", "MISCLASSIFIED",
+           "LOSSES_FILE",
            "TAG_LAST_BATCH", "TAG_LAST_RUN", "TAG_ROLLBACK", "TAG_RUN_TYPE", "TAG_BATCH", "TAG_DECISION",
            "TAG_MODEL_VERSION", "TAG_TRAINED_ON", "TAG_TRIGGER", "TAG_GATE", "TAG_TRAINING_RUN", "TAG_MODEL_URI",
            "TAG_TIMELINE_THROUGH"]
@@ -34,7 +38,8 @@ __all__ = ["Registry", "VersionInfo", "check_model_name", "POLICY_FILE", "TRAINI
 POLICY_SUFFIX = ".policy"
 POLICY_FILE = "policy.json"
 TRAINING_INFO = "cara/training.json"
-MISCLASSIFIED = "cara/misclassified.parquet"
+MISCLASSIFIED = "cara/misclassified.parquet"     # 0.1: the rows a classifier got wrong
+LOSSES_FILE = "cara/losses.parquet"
 
 TAG_LAST_BATCH = "cara.last_batch"
 TAG_ROLLBACK = "cara.rollback_reason"
@@ -274,30 +279,41 @@ class Registry:
                              "run; a training run must log its model with mlflow.<flavor>.log_model")
         return uri
 
-    def load_model(self, version: VersionInfo, dst: str):
-        """Load a version's sklearn model (downloaded into ``dst``, which the caller cleans up)."""
+    def logged_model_of_run(self, run_id: str) -> str | None:
+        """The ``models:/<id>`` URI of the one model a training run logged; ``None`` if it logged
+        none. A custom project need not tag anything: its model is found by its source run."""
+        models = self._client.search_logged_models(experiment_ids=[self.runs.experiment_id()],
+                                                   filter_string=f"source_run_id = '{run_id}'")
+        if len(models) > 1:
+            raise SetupError(f"run {run_id} logged {len(models)} models; a training project must log exactly "
+                             "one (see the README, \"Your own trainer\")")
+        return f"models:/{models[0].model_id}" if models else None
+
+    def load_model(self, version: VersionInfo, dst: str) -> Predictor:
+        """A version's model through pyfunc (downloaded into ``dst``, which the caller cleans up)."""
         return self.load_model_uri(f"models:/{self.name}/{version.version}", dst)
 
-    def load_model_uri(self, model_uri: str, dst: str):
-        """Load the sklearn model at ``model_uri`` (downloaded into ``dst``)."""
-        import mlflow.sklearn
-
+    def load_model_uri(self, model_uri: str, dst: str) -> Predictor:
+        """The model at ``model_uri`` through pyfunc (downloaded into ``dst``, created if missing)."""
+        os.makedirs(dst, exist_ok=True)
         with self._conn.scope():
-            return mlflow.sklearn.load_model(model_uri, dst_path=dst)
+            return load_predictor(model_uri, dst)
 
     def training_info(self, version: VersionInfo, dst: str) -> tuple[dict, Any]:
-        """``training.json`` and the misclassified rows of a version's training batch."""
+        """``training.json`` and the rows of a version's training batch with a non-zero loss
+        (their features, target and ``loss``)."""
         import pandas as pd
 
         run_id = version.tags.get(TAG_TRAINING_RUN) or version.run_id
         if not run_id:
             raise SetupError(f"version {version.version} of {self.name!r} has no training run "
                              f"(tag {TAG_TRAINING_RUN}): adopt it with `cara-mlflow init --adopt-version`")
-        info_path = self.runs.download(run_id, TRAINING_INFO, dst)
-        rows_path = self.runs.download(run_id, MISCLASSIFIED, dst)
-        with open(info_path) as fh:
+        with open(self.runs.download(run_id, TRAINING_INFO, dst)) as fh:
             info = json.load(fh)
-        return info, pd.read_parquet(rows_path)
+        if "n_nonzero_loss" in info:
+            return info, pd.read_parquet(self.runs.download(run_id, LOSSES_FILE, dst))
+        rows = pd.read_parquet(self.runs.download(run_id, MISCLASSIFIED, dst))
+        return info, rows.assign(loss=1.0)
 
     # -- the tuned policy -----------------------------------------------------
     def register_policy(self, document: dict, tune_run_id: str) -> int:

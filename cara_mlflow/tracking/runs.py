@@ -200,6 +200,17 @@ class Runs:
                 Path(tmp, name).write_bytes(content)
             self._client.log_artifacts(run_id, tmp, artifact_path)
 
+    def log_training_dataset(self, run_id: str, frame, *, source: str, target: str, name: str) -> None:
+        """``frame`` as the run's dataset input ``name`` (context ``training``), unless it is there."""
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+
+        if any(d.dataset.name == name for d in self._client.get_run(run_id).inputs.dataset_inputs):
+            return
+        dataset = mlflow.data.from_pandas(frame, source=source, targets=target, name=name)
+        entity = dataset._to_mlflow_entity()   # the public path, mlflow.log_input, needs an active run
+        self._client.log_inputs(run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", "training")])])
+
     def log_directory(self, run_id: str, local_dir: str | os.PathLike, artifact_path: str | None = None) -> None:
         self._client.log_artifacts(run_id, str(local_dir), artifact_path)
 

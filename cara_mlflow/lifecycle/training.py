@@ -1,0 +1,75 @@
+"""Training a model on one batch through a project, whatever the project: the lifecycle's half of
+the custom-trainer contract.
+
+cara-mlflow writes the batch's training rows (held-out rows withheld) as ``data.parquet`` in a
+scratch directory, runs the project's ``train`` entry point on it (``data``, ``target``,
+``features``, and whichever of our other parameters the entry point declares), finds the one
+model the run logged, and computes what it needs itself: the model's loss on every row of the
+batch, kept with the run (:func:`cara_mlflow.tracking.training.record_training`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..losses import per_sample_losses, resolve_loss
+from ..policy_doc import PolicyDocument
+from ..tracking import registry as reg
+from ..tracking.projects import declared_parameters, run_training_project
+from ..tracking.training import record_training
+from ..train import project_parameters, split_holdout
+
+__all__ = ["train_on_batch", "complete_record", "holdout_of"]
+
+
+def holdout_of(batch, doc: PolicyDocument) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of ``batch``: the trainer settings' seeded split."""
+    return split_holdout(batch.n_rows, doc.trainer.holdout, doc.trainer.seed)
+
+
+def _write_training_rows(batch, rows: np.ndarray, directory: Path) -> None:
+    frame = batch.frame.iloc[rows].reset_index(drop=True)
+    frame[batch.target] = batch.y[rows]
+    frame.to_parquet(directory / "data.parquet", index=False)
+
+
+def train_on_batch(registry: reg.Registry, batch, doc: PolicyDocument, project_uri: str, *,
+                   run_type: str = "retrain", before_start: Callable[[], None] = lambda: None) -> str:
+    """Run the project on ``batch``'s training rows in a new run, record the model's losses on
+    the whole batch there, and return the run's id."""
+    train_rows, _ = holdout_of(batch, doc)
+    scratch = Path(tempfile.mkdtemp(prefix="cara-data-"))
+    try:
+        _write_training_rows(batch, train_rows, scratch)
+        params = project_parameters(doc.trainer, data=scratch, target=doc.target, features=doc.features,
+                                    task=doc.task, declared=declared_parameters(project_uri))
+        run_id = run_training_project(registry, project_uri, params, batch_id=batch.id, run_type=run_type,
+                                      before_start=before_start)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    complete_record(registry, run_id, batch, doc)
+    return run_id
+
+
+def complete_record(registry: reg.Registry, run_id: str, batch, doc: PolicyDocument) -> str:
+    """The training record of a finished run whose model exists (idempotent); its model's URI."""
+    run = registry.runs.get(run_id)
+    if run is not None and run.tags.get(reg.TAG_MODEL_URI):
+        return registry.model_of_run(run_id)
+    model_uri = registry.logged_model_of_run(run_id)
+    if model_uri is None:
+        raise ValueError(f"run {run_id} has no logged model")
+    with tempfile.TemporaryDirectory() as tmp:
+        model = registry.load_model_uri(model_uri, tmp)
+        losses = per_sample_losses(resolve_loss(doc.psi.loss), batch.y, model.predict(batch.frame),
+                                   f"batch {batch.id}")
+    _, held = holdout_of(batch, doc)
+    record_training(registry.runs, run_id, model_uri, batch, losses, held, loss=doc.psi.loss, task=doc.task,
+                    settings=asdict(doc.trainer))
+    return model_uri
