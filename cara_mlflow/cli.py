@@ -18,9 +18,11 @@ import click
 
 from .cli_options import (
     checked,
+    column_options,
     json_option,
     kappa_option,
     lock_timeout_option,
+    loss_option,
     managed,
     model_option,
     policies_option,
@@ -29,7 +31,7 @@ from .cli_options import (
     tuning_method_option,
 )
 from .errors import EXIT_ERROR, CaraError, InputError, RetryLater
-from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY, TASKS
+from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY
 from .streams import STREAM_NAMES
 from .validate import offline_window, tunable_policies
 
@@ -106,16 +108,6 @@ def _open(name: str, store_dir: str, *, read_only: bool = False):
     return store, Registry(uri, name, artifact_root=default_artifact_root(store.root))
 
 
-def _names(ctx, param, value: str | None) -> list[str] | None:
-    """A comma-separated list of column names (None when the option is not given)."""
-    if value is None:
-        return None
-    names = [n.strip() for n in value.split(",")]
-    if not all(names):
-        raise click.BadParameter(f"empty column name in {value!r}; expected A,B,C")
-    return names
-
-
 def _theta(params: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
@@ -139,19 +131,23 @@ def _theta(params: dict) -> str:
               help="Points per batch.")
 @tuning_method_option()
 @psi_method_option()
+@loss_option()
 @json_option("Print a JSON list, one object per policy.")
 def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_size, tuning_method, psi_method,
-             as_json):
+             loss, as_json):
     """Tune every policy on the offline batches of a stream, run it online, print the table.
 
     Example: cara-mlflow simulate --stream covcon-d --kappa 20 --seed 0
     """
+    from .losses import resolve_loss
     from .simulate import simulate as run
 
+    loss = loss or "zero_one"       # the streams are classification streams
+    resolve_loss(loss)              # a bad name or module: one line before any training
     progress = (lambda message: click.echo(f"… {message}", err=True)) if sys.stderr.isatty() and not as_json else None
     report = run(stream, kappa=kappa, policies=policies, n_offline=n_offline, model=model, seed=seed,
                  tuning_method=tuning_method, n_batches=n_batches, batch_size=batch_size,
-                 psi_method=psi_method, progress=progress)
+                 psi_method=psi_method, loss=loss, progress=progress)
     click.echo(report.to_json() if as_json else report.table())
 
 
@@ -166,18 +162,7 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
 @click.option("--policy", default=DEFAULT_POLICY, show_default=True, type=click.Choice(tunable_policies()),
               help="Decision policy to tune.")
 @click.option("--target", default="label", show_default=True, help="Target column of the batches.")
-@click.option("--features", default=None, callback=_names, metavar="A,B,C",
-              help="Feature columns (numbers, booleans or text), comma-separated. Default: every column but the "
-                   "target. Fixed here, with each feature's kind, for every later step.")
-@click.option("--exclude", default=None, callback=_names, metavar="ID,TS",
-              help="Columns left out of the features (identifiers, timestamps).")
-@click.option("--task", type=click.Choice(TASKS), default=None,
-              help="classification or regression. Default: inferred from the target (text, booleans and integers "
-                   "with at most 20 values are labels), and said.")
-@click.option("--loss", default=None, metavar="NAME",
-              help="Per-sample loss of Ψ̄, the gate and the cost matrix: zero_one, squared, absolute, or a vectorised "
-                   "module:function(y_true, y_pred) of yours (its import path is stored, never its code). Default: "
-                   "zero_one for classification, squared for regression.")
+@column_options("Fixed here, with each feature's kind, for every later step.")
 @model_option()
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Trainer seed.")
 @click.option("--holdout", default=0.2, show_default=True, type=click.FloatRange(0, 1, max_open=True),
@@ -385,6 +370,7 @@ def _kappa_list(value: str) -> list[float]:
                    "the consecutive complete batches after it (queries: each batch's queries file, "
                    "else its data).")
 @click.option("--target", default="label", show_default=True, help="--store: target column of the batches.")
+@column_options("--store only (a stream's features are its own), as tune fixes them.")
 @click.option("--kappa", "kappas", required=True, callback=checked(_kappa_list), metavar="LIST",
               help="Retraining costs: '5,10,20,50' or 'log:START:STOP:NUM'.")
 @policies_option()
@@ -402,8 +388,8 @@ def _kappa_list(value: str) -> list[float]:
 @psi_method_option()
 @click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream or store name>).")
 @json_option("Print one JSON object per (policy, κ, seed).")
-def compare(stream, data_path, store_dir, target, kappas, policies, seeds, model, offline, n_batches, batch_size,
-            tuning_method, psi_method, experiment, as_json):
+def compare(stream, data_path, store_dir, target, features, exclude, task, loss, kappas, policies, seeds, model,
+            offline, n_batches, batch_size, tuning_method, psi_method, experiment, as_json):
     """Compare policies over a κ sweep and seeds, logged as an MLflow experiment.
 
     On a named stream (--stream) or on your own history (--store DIR --offline 0:25). One parent
@@ -427,13 +413,18 @@ def compare(stream, data_path, store_dir, target, kappas, policies, seeds, model
     if not store_dir and start != 0:
         raise click.BadParameter(f"a stream starts at batch 0; expected 0:{stop} (or {stop - start}), "
                                  f"got {start}:{stop}", param_hint="'--offline'")
+    if not store_dir and (features or exclude or task):
+        raise click.UsageError("--features, --exclude and --task are for --store; a stream's columns are its own")
     _quiet_mlflow()
     source, label, batch_ids, local_uri = _comparison_source(stream, data_path, store_dir, target, (start, stop),
-                                                             n_batches, batch_size)
+                                                             n_batches, batch_size, features, exclude)
+    # the paper's streams are classification streams: only a store's task is inferred
+    task, loss = _comparison_task(source, stop - start, task or (None if store_dir else "classification"), loss)
     with click.progressbar(length=seeds * (1 + len(kappas)), label=f"comparing on {label}", file=sys.stderr) as bar:
         result = run_compare(source, kappas=kappas, policies=policies, seeds=range(seeds), model=model,
                              n_offline=stop - start, tuning_method=tuning_method, batch_ids=batch_ids,
-                             prepare_kwargs={"psi_method": psi_method}, progress=lambda message: bar.update(1))
+                             prepare_kwargs={"psi_method": psi_method, "task": task, "loss": loss},
+                             progress=lambda message: bar.update(1))
     from .tracking import mask_uri
     from .tracking.comparison import local_artifact_root, log_comparison
 
@@ -454,7 +445,21 @@ def compare(stream, data_path, store_dir, target, kappas, policies, seeds, model
                f"run {parent})")
 
 
-def _comparison_source(stream, data_path, store_dir, target, offline, n_batches, batch_size):
+def _comparison_task(source, n_offline: int, task: str | None, loss: str | None) -> tuple[str, str]:
+    """The task (given, else inferred from the offline targets and said on stderr) and the loss."""
+    from .compare import stream_task
+    from .losses import default_loss, resolve_loss
+
+    if task is None:
+        task, why = stream_task(source(0), n_offline)
+        click.echo(f"task: {task}, inferred from the target ({why}); --task overrides", err=True)
+    loss = loss or default_loss(task)
+    resolve_loss(loss)
+    return task, loss
+
+
+def _comparison_source(stream, data_path, store_dir, target, offline, n_batches, batch_size, features=None,
+                       exclude=None):
     """(stream of a seed, label, batch ids or None, the local sqlite URI) of a comparison."""
     from .tracking import default_tracking_uri
 
@@ -463,7 +468,8 @@ def _comparison_source(stream, data_path, store_dir, target, offline, n_batches,
         from .store import BatchStore
 
         store = BatchStore(store_dir)
-        fixed, batch_ids = store_stream(store, offline=offline, target=target)
+        fixed, batch_ids = store_stream(store, offline=offline, target=target, features=features,
+                                        exclude=exclude or ())
         return (lambda seed: fixed), fixed.name, batch_ids, default_tracking_uri(store.root)
     from .streams import make_stream
 

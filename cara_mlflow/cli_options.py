@@ -19,11 +19,12 @@ from .names import (
     MODEL_HELP,
     MODEL_NAMES,
     PSI_METHODS,
+    TASKS,
     TUNING_METHODS,
 )
 
 __all__ = ["managed", "kappa_option", "policies_option", "model_option", "tuning_method_option", "psi_method_option",
-           "lock_timeout_option", "project_uri_option", "json_option", "checked"]
+           "lock_timeout_option", "project_uri_option", "json_option", "checked", "column_options", "loss_option"]
 
 
 def checked(check, **kwargs):
@@ -103,3 +104,43 @@ def project_uri_option(help_text: str = "MLflow project with a `train` entry poi
 
 def json_option(help_text: str = "Machine-readable output."):
     return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def _names(ctx, param, value: str | None) -> list[str] | None:
+    """A comma-separated list of column names (None when the option is not given)."""
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",")]
+    if not all(names):
+        raise click.BadParameter(f"empty column name in {value!r}; expected A,B,C")
+    return names
+
+
+def loss_option():
+    return click.option(
+        "--loss", default=None, metavar="NAME",
+        help="Per-sample loss of Ψ̄, the gate and the cost matrix: zero_one, squared, absolute, or a vectorised "
+             "module:function(y_true, y_pred) of yours (its import path is stored, never its code). Default: "
+             "zero_one for classification, squared for regression.")
+
+
+def column_options(fixed_where: str):
+    """``--features``, ``--exclude``, ``--task`` and ``--loss``: what a batch store's columns mean."""
+    options = [
+        click.option("--features", default=None, callback=_names, metavar="A,B,C",
+                     help="Feature columns (numbers, booleans or text), comma-separated. Default: every column but "
+                          f"the target. {fixed_where}"),
+        click.option("--exclude", default=None, callback=_names, metavar="ID,TS",
+                     help="Columns left out of the features (identifiers, timestamps)."),
+        click.option("--task", type=click.Choice(TASKS), default=None,
+                     help="classification or regression. Default: inferred from the target (text, booleans and "
+                          "integers with at most 20 values are labels), and said."),
+        loss_option(),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate

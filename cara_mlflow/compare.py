@@ -25,10 +25,12 @@ import numpy as np
 from . import validate
 from .costs import cumulative_strategy_cost
 from .errors import InputError
+from .features import infer_task
 from .simulate import Prepared, Report, evaluate, prepare
+from .store import read_window
 
-__all__ = ["parse_kappas", "store_stream", "ComparisonResult", "compare", "summarise", "summary_markdown",
-           "comparison_figures"]
+__all__ = ["parse_kappas", "store_stream", "stream_task", "ComparisonResult", "compare", "summarise",
+           "summary_markdown", "comparison_figures"]
 
 METRICS = ("strategy_cost", "oracle_cost", "scpe", "query_accuracy", "n_retrains")
 
@@ -56,8 +58,12 @@ def parse_kappas(text: str) -> list[float]:
 
 
 def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "label",
-                 features: Sequence[str] | None = None, until: int | None = None):
+                 features: Sequence[str] | None = None, until: int | None = None, exclude: Sequence[str] = ()):
     """A user's batch store as a stream: the offline window, then the online batches after it.
+
+    The features (``features``, else every column but the target, minus ``exclude``) and the
+    kernel space are fixed on the offline window, as ``tune`` fixes them
+    (:func:`cara_mlflow.store.read_window`); every batch is in that space.
 
     ``offline`` is a half-open window of batch ids (``(0, 25)``: batches 0–24), every one of them
     required. The online part is the run of consecutive complete batches from ``offline[1]`` on,
@@ -101,10 +107,20 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
         raise InputError(f"store: expected at least 2 complete online batches after the offline window "
                          f"{start}:{stop} in {store.batches_dir}, found {len(ids) - (stop - start)}; "
                          "choose an earlier offline window")
-    first = store.read(start, target=target, features=features)
-    features = list(first.features)
-    batches = (first, *(store.read(i, target=target, features=features) for i in ids[1:]))
+    window, space = read_window(store, ids[: stop - start], target=target, features=features, exclude=exclude)
+    batches = (*window, *(store.read(i, target=target, space=space) for i in ids[stop - start:]))
     return Stream(name=Path(store.root).name, batches=batches, seed=0), ids
+
+
+def stream_task(stream, n_offline: int) -> tuple[str, str]:
+    """(task, why) inferred from the targets of the stream's first ``n_offline`` batches, as
+    ``tune`` infers it (:func:`cara_mlflow.features.infer_task`).
+
+    >>> from cara_mlflow.streams import make_stream
+    >>> stream_task(make_stream("gauss-d", n_batches=4, batch_size=50), 2)[0]
+    'classification'
+    """
+    return infer_task(np.concatenate([b.y for b in list(stream)[:n_offline]]))
 
 
 @dataclass

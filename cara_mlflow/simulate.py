@@ -79,12 +79,16 @@ class ConstantModel:
         return np.full(np.shape(X)[0], self.label)
 
 
-def make_model(model: str | Callable[[int], object], X: np.ndarray, y: np.ndarray, seed: int):
-    """Fit a model by name (``rf``, ``lr``) or factory ``seed -> estimator`` on one batch.
+def make_model(model: str | Callable[[int], object], X: np.ndarray, y: np.ndarray, seed: int,
+               task: str = "classification"):
+    """Fit a model by name (``rf``, ``lr``, ``hgb``) or factory ``seed -> estimator`` on one batch;
+    a name gives the task's estimator (regression: the default trainer's regressors).
 
     >>> m = make_model("lr", np.array([[0.0], [1.0], [0.1], [0.9]]), np.array([0, 1, 0, 1]), seed=0)
     >>> m.predict(np.array([[0.0], [1.0]])).tolist()
     [0, 1]
+    >>> type(make_model("hgb", np.zeros((4, 1)), np.arange(4.0), seed=0, task="regression")).__name__
+    'HistGradientBoostingRegressor'
     """
     if isinstance(model, str):
         if model not in MODELS:
@@ -92,6 +96,12 @@ def make_model(model: str | Callable[[int], object], X: np.ndarray, y: np.ndarra
         factory = MODELS[model]
     else:
         factory = model
+    if task == "regression":
+        if isinstance(model, str):
+            from .train import TrainerSettings, build_estimator
+
+            return build_estimator(TrainerSettings(model=model, seed=seed), "regression").fit(X, y)
+        return factory(seed).fit(X, y)
     classes = np.unique(y)
     if classes.size < 2:
         # Classifiers refuse a single class; the model that learnt it predicts it.
@@ -222,10 +232,12 @@ class Prepared:
 
 def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object] = "rf", seed: int = 0,
             gamma=DEFAULT_GAMMA, loss="zero_one", n_batches: int = 100, batch_size: int = 1000,
-            psi_method: str = "auto", progress: Callable[[str], None] | None = None) -> Prepared:
+            psi_method: str = "auto", progress: Callable[[str], None] | None = None,
+            task: str = "classification") -> Prepared:
     """Train one model per batch and compute everything a policy evaluation needs, once.
 
-    Arguments as :func:`simulate`.
+    Arguments as :func:`simulate`; ``task="regression"`` trains regressors (give a regression
+    ``loss``) and leaves the query accuracy undefined (NaN).
 
     >>> p = prepare("gauss-d", model="lr", n_batches=8, batch_size=100, n_offline=3)
     >>> p.offline_terms.psi_bar.shape, p.online_terms.psi_bar.shape
@@ -244,7 +256,7 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
 
     clock = time.perf_counter()
     note(f"training {T} models")
-    models = [make_model(model, b.X, b.y, seed) for b in batches]
+    models = [make_model(model, b.X, b.y, seed, task) for b in batches]
     timings["training"] = time.perf_counter() - clock
 
     g = resolve_gamma(gamma, stack_rows([b.X for b in batches[:n_offline]]))
@@ -269,7 +281,7 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
                                      seed=(seed, key == "online"))
         timings["kernels"] += time.perf_counter() - clock
         if online:
-            query_hits = [[None if b.query_labels is None else
+            query_hits = [[None if b.query_labels is None or task == "regression" else
                            (p[n[tp + k]:] if b.query_index is None else p[b.query_index]) == b.query_labels
                            for k, (p, b) in enumerate(zip(row, window[tp:]))]
                           for tp, row in enumerate(preds)]

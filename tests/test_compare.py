@@ -20,9 +20,9 @@ def test_kappa_sweep_trains_each_model_once_per_seed(monkeypatch):
     fits = []
     real = simulate_module.make_model
 
-    def counting(model, X, y, seed):
+    def counting(model, X, y, seed, task="classification"):
         fits.append(seed)
-        return real(model, X, y, seed)
+        return real(model, X, y, seed, task)
 
     monkeypatch.setattr(simulate_module, "make_model", counting)
     result = compare("gauss-d", kappas=[0.5, 5.0, 50.0, 500.0], policies=["cara-t", "nr", "oracle"], seeds=[0, 1],
@@ -113,8 +113,12 @@ def test_store_stream_matches_the_store(tmp_path):
     stream, ids = store_stream(store, offline=(2, 5))
     assert ids == list(range(2, 10)) and len(stream) == 8
     raw = store.read(4, target="label")
-    np.testing.assert_array_equal(stream[2].X, raw.X)
-    np.testing.assert_array_equal(stream[2].queries, raw.queries)   # the queries file, in feature order
+    # in the kernel space tune would fit on the offline window: standardised over batches 2-4
+    offline = np.concatenate([store.read(i, target="label").X for i in (2, 3, 4)])
+    mean, std = offline.mean(axis=0), offline.std(axis=0)
+    np.testing.assert_allclose(stream[2].X, (raw.X - mean) / std, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stream[2].queries, (raw.queries - mean) / std, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stream[6].X, (store.read(8, target="label").X - mean) / std, atol=1e-12)
     np.testing.assert_array_equal(stream[2].query_labels, raw.y[:15])
     assert stream[2].query_index is None and stream.name == tmp_path.name
     assert [b.id for b in stream] == ids and stream[2].features == raw.features  # the store's batches

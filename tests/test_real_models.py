@@ -24,8 +24,10 @@ from cara_mlflow.features import FeatureSpace
 from cara_mlflow.losses import squared_loss
 from cara_mlflow.staleness import relative_staleness
 from cara_mlflow.store import BatchStore
+from cara_mlflow.tracking import default_tracking_uri
+from cara_mlflow.tracking.connection import mlflow_scope
 
-from .helpers import cli_env, client, load_production, ok, one_line_error, registry, run_cli
+from .helpers import NAME, cli_env, client, load_production, ok, one_line_error, registry, run_cli
 
 pytestmark = pytest.mark.usefixtures("mlflow_globals_untouched")
 
@@ -44,8 +46,9 @@ def shop_batch(rng, n: int, *, task: str, changed: bool, temp_scale: float = 1.0
     signal = sign * (temp - 20.0) + 6.0 * weekend
     frame = pd.DataFrame({"id": np.arange(n), "ts": pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(n), "s"),
                           "day": day, "temp": temp * temp_scale, "holiday": holiday})
-    if task == "classification":
-        frame["label"] = np.where(signal + rng.normal(0, 1.0, n) > 3.0, "busy", "quiet")
+    if task == "classification":      # three classes
+        noisy = signal + rng.normal(0, 1.0, n)
+        frame["label"] = np.select([noisy > 3.0, noisy < -5.0], ["busy", "closed"], "quiet")
     else:
         frame["label"] = 50.0 + 3.0 * signal + rng.normal(0, 1.0, n)
     return frame
@@ -85,11 +88,15 @@ def test_string_categoricals_and_labels_end_to_end(tmp_path):
     assert (policy["task"], policy["loss"]) == ("classification", "zero_one")
     assert [b for b, _ in decisions(store)] == list(range(4, 10))
 
-    model = load_production(store, tmp_path / "model")
-    data = pd.read_parquet(store / "batches" / "9" / "data.parquet")
+    import mlflow.pyfunc
+
+    trained_on = status_json(store)["production"]["trained_on"]
+    data = pd.read_parquet(store / "batches" / str(trained_on) / "data.parquet")
     shuffled = data[["holiday", "temp", "day", "id"]]           # any order, extra columns ignored
-    predicted = model.predict(shuffled)
-    assert set(predicted) <= {"busy", "quiet"}
+    with mlflow_scope(default_tracking_uri(store)):             # as a serving process loads it
+        model = mlflow.pyfunc.load_model(f"models:/{NAME}@production", dst_path=str(tmp_path))
+    predicted = np.asarray(model.predict(shuffled))
+    assert set(predicted) == {"busy", "quiet", "closed"}        # the original labels, all three classes
     assert np.mean(predicted == data["label"].to_numpy()) > 0.7
 
 
@@ -283,7 +290,7 @@ def test_the_example_pipeline_project_from_a_relative_uri_and_another_directory(
     assert len(trained) >= 2                                          # init and at least one retrain
     model = load_production(store, tmp_path / "model")
     data = pd.read_parquet(store / "batches" / "8" / "data.parquet")
-    assert set(model.predict(data[["temp", "holiday", "day"]])) <= {"busy", "quiet"}
+    assert set(model.predict(data[["temp", "holiday", "day"]])) <= {"busy", "quiet", "closed"}
     # the project saw only data/target/features: it declares nothing else
     run = reg.runs.get(trained[0].tags["cara.training_run"])
     assert set(run.params) == {"data", "target", "features"}
@@ -295,3 +302,21 @@ def test_a_missing_project_is_refused_at_tune(tmp_path):
                                   "--project-uri", str(tmp_path / "nowhere")))
     assert "--project-uri: no MLproject file in" in line
     assert os.path.exists(store)
+
+
+# ------------------------------------------------------------------------ compare on a team's store
+
+
+def test_compare_on_a_store_with_text_features_and_a_float_target(tmp_path):
+    store = write_shop(tmp_path / "store", task="regression", n_batches=8, change_at=6)
+    args = ["compare", "--store", str(store), "--offline", "0:4", "--exclude", "id,ts", "--kappa", "200",
+            "--model", "lr", "--policies", "cara-t,nr,oracle", "--json"]
+    squared = ok(run_cli(store, *args))
+    assert "task: regression, inferred from the target" in squared.stderr
+    rows = {r["policy"]: r for r in json.loads(squared.stdout)}
+    assert rows["oracle"]["n_retrains"] >= 1 and rows["nr"]["n_retrains"] == 0   # the change at batch 6 pays
+    assert np.isnan(rows["nr"]["query_accuracy"])                                 # no accuracy for a regressor
+    absolute = {r["policy"]: r for r in json.loads(ok(run_cli(store, *args, "--loss", "absolute")).stdout)}
+    assert absolute["nr"]["strategy_cost"] < rows["nr"]["strategy_cost"]          # errors of several units
+    line = one_line_error(run_cli(store, *args[:-1], "--features", "temp,nope"))
+    assert "--features: column 'nope' is not in the batch" in line

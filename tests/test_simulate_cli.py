@@ -94,6 +94,19 @@ def test_cli_json_output():
     assert "tau" in rows[0]["params"] and rows[1]["n_retrains"] == 0
 
 
+def test_cli_loss_is_used_and_absolute_equals_zero_one_on_binary_labels():
+    """On 0/1 labels |y − ŷ| is I(y ≠ ŷ): the same table; the squared loss of a 0/1 label is too,
+    so a loss that differs (0-1 counted twice) must change the costs."""
+    base = ["simulate", "--stream", "gauss-d", "--kappa", "3", "--model", "lr", "--n-batches", "12",
+            "--batch-size", "120", "--offline", "4", "--policies", "cara-t,oracle", "--json"]
+    rows = {loss: json.loads(CliRunner().invoke(cli, [*base, "--loss", loss]).output)
+            for loss in ("zero_one", "absolute", "squared")}
+    assert rows["absolute"] == rows["zero_one"] == rows["squared"]
+    doubled = CliRunner().invoke(cli, [*base, "--loss", "tests.reference:doubled_zero_one"])
+    assert doubled.exit_code == 0, doubled.output
+    assert json.loads(doubled.output)[1]["oracle_cost"] != rows["zero_one"][1]["oracle_cost"]
+
+
 def test_cli_table_output():
     result = CliRunner().invoke(cli, ["simulate", "--kappa", "5", "--model", "lr", "--n-batches", "14",
                                       "--batch-size", "150", "--offline", "5"])
@@ -108,6 +121,7 @@ def test_cli_table_output():
     (["simulate", "--kappa", "1", "--policies", "cara-x"], "unknown policy cara-x"),
     (["simulate", "--kappa", "1", "--stream", "nope"], "--stream"),
     (["simulate", "--kappa", "1", "--offline", "99"], "n_offline"),
+    (["simulate", "--kappa", "1", "--loss", "no_such_module:f"], "loss: cannot import module 'no_such_module'"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_1(args, needle):
     proc = subprocess.run([sys.executable, "-m", "cara_mlflow.cli", *args], capture_output=True, text=True)

@@ -8,18 +8,17 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 
 from .. import validate
 from ..costs import predict_later, staleness_terms
 from ..errors import InputError
-from ..features import FeatureSpace, infer_kinds, infer_task, select_features
+from ..features import infer_task
 from ..losses import TASKS, check_loss_name, default_loss, resolve_loss
 from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DEFAULT_TUNING_METHOD
 from ..oracle import solve
 from ..policy_doc import PolicyDocument, PsiSettings
 from ..staleness import check_psi_method, resolve_gamma, similarity_spread
-from ..store import BatchStore
+from ..store import BatchStore, read_window
 from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
 from ..train import TrainerSettings, fit_batch
@@ -56,12 +55,10 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         check_loss_name(loss)
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
-        batches, kinds = _offline_batches(store, offline, target, features, exclude)
+        batches, space = _offline_batches(store, offline, target, features, exclude)
         task, notes = _task(batches, target, task)
         loss = loss or default_loss(task)
         loss_fn = resolve_loss(loss)
-        space = FeatureSpace.fit(pd.concat([b.frame for b in batches], ignore_index=True), kinds)
-        batches = [b.in_space(space) for b in batches]
         g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
         notes += _kernel_notes(batches, g)
         psi = PsiSettings(g, loss, psi_method, QUERY_RULE, space)
@@ -79,19 +76,14 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
 
 
 def _offline_batches(store: BatchStore, offline: tuple[int, int], target: str, features, exclude):
-    """Every batch of the window with the chosen features, and their kinds (from the first batch,
-    checked on the others)."""
+    """Every batch of the window with the chosen features, in the kernel space fitted on them."""
     start, stop = offline
     infos = {b.id: b for b in store.list()}
     missing = [i for i in range(start, stop) if i not in infos]
     if missing:
         raise InputError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are not in "
                          f"{store.batches_dir}; expected every batch of {start}:{stop}")
-    chosen = select_features(store.columns(start), target, features, exclude)
-    first = store.read(start, target=target, features=chosen)
-    kinds = infer_kinds(first.frame, chosen)
-    raw = FeatureSpace.fit(first.frame, kinds, scaling="raw")
-    return [first] + [store.read(i, target=target, space=raw) for i in range(start + 1, stop)], kinds
+    return read_window(store, range(start, stop), target=target, features=features, exclude=exclude)
 
 
 def _task(batches, target: str, task: str | None) -> tuple[str, list[str]]:

@@ -25,6 +25,7 @@ streams generate, so a store's batches are a stream's batches.
 * :mod:`.tables`: a parquet or csv file opened for streaming, chunk by chunk;
 * :mod:`.reading`: reading and validating a batch: a frame of its features, their kernel coordinates;
 * :mod:`.writing`: the atomic writer (temporary file, fsync, rename, ``_SUCCESS`` last);
+* :mod:`.window`: :func:`read_window`, a window of batches in the kernel space fitted on it;
 * :mod:`.export`: :func:`write_stream`, a whole stream written as a store;
 * :mod:`.errors`: :class:`BatchStoreError` and :class:`BatchStoreWarning`.
 
@@ -74,6 +75,7 @@ from . import layout, reading, tables, writing
 from .errors import BatchStoreError, BatchStoreWarning
 from .export import write_stream
 from .layout import BATCHES_DIR, FORMATS, SUCCESS_MARKER, BatchInfo
+from .window import read_window
 
 __all__ = [
     "BatchStoreError",
@@ -82,6 +84,7 @@ __all__ = [
     "Batch",
     "BatchStore",
     "write_stream",
+    "read_window",
     "FORMATS",
     "SUCCESS_MARKER",
     "CHUNK_ROWS",
