@@ -10,12 +10,12 @@ users, scikit-learn, mlflow) happen inside the commands so that ``--help`` is in
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 
 import click
 
+from . import jsonout
 from .cli_options import (
     checked,
     column_options,
@@ -90,17 +90,22 @@ def _quiet_mlflow() -> None:
     warnings.filterwarnings("ignore", module="mlflow")
 
 
-def _open(name: str, store_dir: str, *, read_only: bool = False):
+def _open(name: str, store_dir: str, *, read_only: bool = False, existing: bool = True):
     """The batch store and the registry: MLFLOW_TRACKING_URI, else sqlite:///STORE/mlflow.db.
 
+    ``existing``: a directory that is not a batch store is refused and nothing is created in it (a
+    mistyped --store must not leave a database or a lock behind).
     ``read_only`` (status, history): with the embedded default, a store that has no ``mlflow.db``
-    yet is refused rather than created (a mistyped --store must not leave a database behind).
+    yet is refused rather than created.
     """
     _quiet_mlflow()
     from .store import BatchStore
     from .tracking import Registry, default_artifact_root, default_tracking_uri
 
     store = BatchStore(store_dir)
+    if existing and not store.exists():
+        raise InputError(f"store: {store.root} is not a batch store (no {store.batches_dir.name}/ directory); "
+                         "check --store (env CARA_STORE)")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store.root)
     if read_only and not os.environ.get("MLFLOW_TRACKING_URI") and not (store.root / "mlflow.db").exists():
         raise InputError(f"store: no cara-mlflow store at {store.root} (no mlflow.db there); check --store "
@@ -253,7 +258,7 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, lo
     results = (run_steps(batch_store, registry, options, **kwargs) if process_all
                else [run_step(batch_store, registry, options, **kwargs)])
     for result in results:
-        click.echo(json.dumps(asdict(result)) if as_json else result.line())
+        click.echo(jsonout.dumps(asdict(result)) if as_json else result.line())
 
 
 @cli.command()
@@ -297,13 +302,14 @@ def status(name, store, ui_base, as_json):
     batch_store, registry = _open(name, store, read_only=True)
     s = run_status(batch_store, registry, ui_base=ui_base)
     if as_json:
-        click.echo(json.dumps(s, indent=2))
+        click.echo(jsonout.dumps(s, indent=2))
         return
     prod = s["production"]
     lines = [f"model        {s['name']}  ({s['tracking_uri']})",
              f"production   v{prod['version']} (@{prod['alias']}), trained on batch {prod['trained_on']}",
              f"last batch   {s['last_batch']}",
-             f"next batch   {s['next_batch']}: {s['next_state']}",
+             "next batch   " + (s["next_state"] if s["next_batch"] is None
+                                    else f"{s['next_batch']}: {s['next_state']}"),
              f"policy       {s['policy']['name']} ({_theta(s['policy']['params'])}), κ={s['policy']['kappa']:g}",
              f"cost so far  {s.get('cumulative_cost', 0.0):.3f}"]
     if s.get("last_retrain"):
@@ -326,7 +332,7 @@ def history(name, store, as_json):
     _, registry = _open(name, store, read_only=True)
     rows = run_history(registry)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(jsonout.dumps(rows, indent=2))
         return
     click.echo(f"{'batch':>6} {'decision':<8} {'Ψ̄':>10} {'cost':>10} {'version':>7} {'gate':<8} reason")
     for r in rows:
@@ -432,7 +438,7 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     root = None if os.environ.get("MLFLOW_TRACKING_URI") else local_artifact_root(local_uri)
     parent = log_comparison(result, uri, experiment=experiment, artifact_root=root)
     if as_json:
-        click.echo(json.dumps(result.rows(), indent=2))
+        click.echo(jsonout.dumps(result.rows(), indent=2))
         return
     _, overall = summarise(result)
     click.echo(f"{result.stream} ({model}), κ ∈ {{{', '.join(f'{k:g}' for k in kappas)}}}, "

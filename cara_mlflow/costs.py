@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import InputError
+from .losses import per_sample_losses
 from .staleness import (
     DEFAULT_CONFIDENCE,
     DEFAULT_GAMMA,
@@ -209,9 +210,7 @@ def _loss_table(data, predictions, loss_fn) -> list[list[np.ndarray | None]]:
     losses: list[list[np.ndarray | None]] = []
     for tp, preds in enumerate(predictions):
         y_later = np.concatenate([y for _, y in data[tp:]])
-        values = np.asarray(loss_fn(y_later, np.concatenate(preds)), dtype=np.float64).reshape(-1)
-        if values.shape[0] != y_later.shape[0] or not np.isfinite(values).all() or (values < 0).any():
-            raise InputError("loss: expected one finite loss >= 0 per sample")
+        values = per_sample_losses(loss_fn, y_later, np.concatenate(preds), f"the batches from {tp} on")
         losses.append([None] * tp + np.split(values, np.cumsum([p.shape[0] for p in preds])[:-1]))
     return losses
 

@@ -126,15 +126,27 @@ def per_sample_losses(loss_fn: LossFn, y_true, y_pred, where: str = "data") -> n
     >>> per_sample_losses(lambda t, p: t - p, np.array([0.0]), np.array([1.0]))
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: loss: returned negative or non-finite values on data; expected losses >= 0
+    cara_mlflow.errors.InputError: loss <lambda>: returned negative or non-finite values on data; expected losses >= 0
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_pred.ndim == 2 and y_pred.shape[1] == 1:   # pyfunc regressors may answer a column
         y_pred = y_pred[:, 0]
-    values = np.asarray(loss_fn(y_true, y_pred), dtype=np.float64).reshape(-1)
+    name = _name_of(loss_fn)
+    try:
+        values = np.asarray(loss_fn(y_true, y_pred), dtype=np.float64).reshape(-1)
+    except Exception as exc:        # a user's function: its failure is bad input, said in one line
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise InputError(f"loss {name}: failed on {where} ({type(exc).__name__}: {first}); expected a vectorised "
+                         "f(y_true, y_pred) returning one loss per sample") from None
     if values.shape[0] != y_true.shape[0]:
-        raise InputError(f"loss: returned {values.shape[0]} values for {where} of {y_true.shape[0]} rows; "
+        raise InputError(f"loss {name}: returned {values.shape[0]} values for {where} of {y_true.shape[0]} rows; "
                          "expected one loss per sample")
     if not np.isfinite(values).all() or (values < 0).any():
-        raise InputError(f"loss: returned negative or non-finite values on {where}; expected losses >= 0")
+        raise InputError(f"loss {name}: returned negative or non-finite values on {where}; expected losses >= 0")
     return values
+
+
+def _name_of(loss_fn: LossFn) -> str:
+    """``module:function`` of a loss, as ``--loss`` names it (a lambda's name is ``<lambda>``)."""
+    module, name = getattr(loss_fn, "__module__", None), getattr(loss_fn, "__qualname__", repr(loss_fn))
+    return f"{module}:{name}" if module and module != __name__ else name

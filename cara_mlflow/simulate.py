@@ -13,14 +13,13 @@ average runs over the online batches after the first (26–99 by default).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
-from . import validate
+from . import jsonout, validate
 from .costs import (
     StalenessTerms,
     check_kappa,
@@ -187,7 +186,7 @@ class Report:
 
     def to_json(self) -> str:
         """A JSON list with one object per policy."""
-        return json.dumps([r.to_dict() for r in self.results], indent=2)
+        return jsonout.dumps([r.to_dict() for r in self.results], indent=2)
 
     def table(self) -> str:
         """The policy table as fixed-width text."""

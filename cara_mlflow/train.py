@@ -397,8 +397,10 @@ def _run(argv: list[str] | None) -> None:
         model_uri = log_model_run(fit.model, frame, settings, task)   # attaches to the project run
     except CaraError as exc:
         raise _UsageError(exc.line()) from None
-    # stderr: the parent step's stdout is one line per batch, for cron logs and --json.
-    print(f"cara_mlflow.train: {fit.n_rows} rows, {task}, model {model_uri}", file=sys.stderr)
+    # Said only when run by hand: under a step (which sets STEP_PID_ENV) stdout is one line per
+    # batch and stderr stays empty unless something is wrong, so cron mails only failures.
+    if not os.environ.get(STEP_PID_ENV):
+        print(f"cara_mlflow.train: {fit.n_rows} rows, {task}, model {model_uri}", file=sys.stderr)
 
 
 def _die_with_the_step() -> None:

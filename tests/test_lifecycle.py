@@ -185,8 +185,25 @@ def test_history_json_matches_the_batch_runs(ran_store, cara):
         assert row["cumulative_cost"] == run.metrics["cumulative_cost"]
         assert row["gate"] == run.tags.get("cara.gate")
         assert row["reason"] == run.tags.get("cara.reason", "")
+        assert (row["kappa"], row["policy_version"]) == (5.0, 1)       # the base store's one tune
     table = ok(cara(root, "history"))
     assert len(table.stdout.strip().splitlines()) == len(rows) + 1
+
+
+def test_a_clean_retrain_step_prints_one_line_and_nothing_on_stderr(fresh):
+    result = ok(run_cli(fresh, "step", "--force-retrain"))
+    assert result.stderr == ""
+    assert len(result.stdout.splitlines()) == 1 and "retrain (forced by --force-retrain)" in result.stdout
+
+
+def test_history_shows_a_retune_change_of_kappa_and_policy_version(fresh):
+    ok(run_cli(fresh, "step"))                                        # batch 6 under policy v1, κ=5
+    ok(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "9", "--model", "lr"))
+    ok(run_cli(fresh, "skip", "--batch", "7", "--reason", "bad export"))
+    ok(run_cli(fresh, "step"))                                        # batch 8 under policy v2, κ=9
+    rows = {r["batch"]: r for r in json.loads(ok(run_cli(fresh, "history", "--json")).stdout)}
+    assert [(rows[b]["kappa"], rows[b]["policy_version"]) for b in (5, 6, 7, 8)] == [(5.0, 1), (5.0, 1), (9.0, 2),
+                                                                                     (9.0, 2)]
 
 
 def test_status_json_says_where_production_stands(ran_store, cara):
@@ -298,6 +315,7 @@ def test_malformed_batch_fails_every_run_until_skipped(fresh, cara):
     before = snapshot(fresh)
     line = one_line_error(run_cli(fresh, "step"))
     assert line.startswith("cara-mlflow: error: batch 6:") and "'x2'" in line and "2 NaN" in line
+    assert line.endswith("; fix the batch, or commit past it with `cara-mlflow skip --batch 6 --reason TEXT`")
     assert snapshot(fresh) == before
     for args in (["step"], ["step", "--all"], ["step", "--force-retrain"]):       # every run, until fixed
         again = cara(fresh, *args)
@@ -683,6 +701,27 @@ def test_tune_with_a_missing_offline_batch_exits_1_and_changes_nothing(fresh):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = error_lines(result)[-1]
     assert line.startswith("cara-mlflow: error: offline: batches [14, 15] are not in")
+    assert snapshot(fresh) == before
+
+
+def test_a_retune_with_other_features_than_production_is_refused_and_changes_nothing(fresh):
+    before = snapshot(fresh)
+    line = one_line_error(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--features", "x2"))
+    assert line == ("cara-mlflow: error: features: x2 differ from those production v1 was trained on (x1,x2); a "
+                    "managed model cannot change its features yet: tune with --features x1,x2, or manage the new "
+                    "schema under another --name")
+    assert snapshot(fresh) == before
+
+
+@pytest.mark.parametrize("loss, expected", [
+    ("os:getcwd", "loss posix:getcwd: failed on the batches from 0 on (TypeError: "),
+    ("tests.reference:psi_slow", "loss tests.reference:psi_slow: failed on the batches from 0 on ("),
+])
+def test_a_user_loss_that_fails_is_one_line_naming_it_and_changes_nothing(fresh, loss, expected):
+    before = snapshot(fresh)
+    line = one_line_error(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--model", "lr", "--loss", loss,
+                                  PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert expected in line and "expected a vectorised f(y_true, y_pred)" in line
     assert snapshot(fresh) == before
 
 

@@ -27,7 +27,7 @@ from cara_mlflow.store import BatchStore
 from cara_mlflow.tracking import default_tracking_uri
 from cara_mlflow.tracking.connection import mlflow_scope
 
-from .helpers import NAME, cli_env, client, load_production, ok, one_line_error, registry, run_cli
+from .helpers import NAME, cli_env, client, load_production, ok, one_line_error, registry, run_cli, snapshot
 
 pytestmark = pytest.mark.usefixtures("mlflow_globals_untouched")
 
@@ -60,7 +60,8 @@ def write_shop(root: Path, *, task: str = "classification", n_batches: int = 10,
     store = BatchStore(root)
     for b in range(n_batches):
         changed = change_at is not None and b >= change_at
-        store.write(b, shop_batch(rng, size, task=task, changed=changed, temp_scale=temp_scale))
+        frame = shop_batch(rng, size, task=task, changed=changed, temp_scale=temp_scale)
+        store.write(b, frame.assign(id=frame["id"] + b * size))      # ids unique across batches
     return root
 
 
@@ -120,9 +121,12 @@ def test_a_timestamp_column_must_be_excluded_and_the_message_says_how(tmp_path):
     store = write_shop(tmp_path / "store", n_batches=4)
     line = one_line_error(run_cli(store, "tune", "--offline", "0:3", "--kappa", "5"))
     assert "'ts'" in line and "--exclude ts" in line
+    tuned = ok(run_cli(store, "tune", "--offline", "0:3", "--kappa", "5", "--exclude", "ts", "--n-estimators", "5"))
+    assert ("warning: feature 'id' has a different value on every row of the offline window: an identifier? "
+            "leave it out with --exclude id") in tuned.stderr
     line = one_line_error(run_cli(store, "tune", "--offline", "0:3", "--kappa", "5", "--features", "temp,nope"))
     assert "--features: column 'nope' is not in the batch" in line
-    assert not (store / "mlflow.db").exists() or not client(store).search_registered_models()
+    assert [v.version for v in registry(store).policy_versions()] == [1]     # only the good tune registered
 
 
 # ----------------------------------------------------------------------------- regression and losses
@@ -300,8 +304,21 @@ def test_a_missing_project_is_refused_at_tune(tmp_path):
     store = write_shop(tmp_path / "store", n_batches=4)
     line = one_line_error(run_cli(store, "tune", "--offline", "0:3", "--kappa", "5", "--exclude", "id,ts",
                                   "--project-uri", str(tmp_path / "nowhere")))
+    assert f"--project-uri: no directory '{tmp_path / 'nowhere'}'" in line
+    (tmp_path / "empty").mkdir()
+    line = one_line_error(run_cli(store, "tune", "--offline", "0:3", "--kappa", "5", "--exclude", "id,ts",
+                                  "--project-uri", str(tmp_path / "empty")))
     assert "--project-uri: no MLproject file in" in line
     assert os.path.exists(store)
+
+
+@pytest.mark.parametrize("command", [["step", "--force-retrain"], ["init", "--batch", "6"]])
+def test_a_missing_project_is_refused_by_step_and_init_before_anything_is_written(fresh, tmp_path, command):
+    (tmp_path / "empty").mkdir()
+    before = snapshot(fresh)
+    line = one_line_error(run_cli(fresh, *command, "--project-uri", str(tmp_path / "empty")))
+    assert "--project-uri: no MLproject file in" in line
+    assert snapshot(fresh) == before
 
 
 # ------------------------------------------------------------------------ compare on a team's store
@@ -315,7 +332,7 @@ def test_compare_on_a_store_with_text_features_and_a_float_target(tmp_path):
     assert "task: regression, inferred from the target" in squared.stderr
     rows = {r["policy"]: r for r in json.loads(squared.stdout)}
     assert rows["oracle"]["n_retrains"] >= 1 and rows["nr"]["n_retrains"] == 0   # the change at batch 6 pays
-    assert np.isnan(rows["nr"]["query_accuracy"])                                 # no accuracy for a regressor
+    assert rows["nr"]["query_accuracy"] is None                   # no accuracy for a regressor: null, strict JSON
     absolute = {r["policy"]: r for r in json.loads(ok(run_cli(store, *args, "--loss", "absolute")).stdout)}
     assert absolute["nr"]["strategy_cost"] < rows["nr"]["strategy_cost"]          # errors of several units
     line = one_line_error(run_cli(store, *args[:-1], "--features", "temp,nope"))

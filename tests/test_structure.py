@@ -131,13 +131,23 @@ def test_no_function_in_the_package_is_over_60_lines():
     assert long == []
 
 
-@pytest.mark.parametrize("command", ["status", "history"])
-def test_a_mistyped_store_is_refused_and_no_database_is_left_behind(tmp_path, command):
+@pytest.mark.parametrize("command", [["status"], ["history"], ["init", "--batch", "3"], ["step"],
+                                     ["skip", "--batch", "3", "--reason", "x"], ["rollback", "--reason", "x"],
+                                     ["tune", "--offline", "0:3", "--kappa", "1"]])
+def test_a_mistyped_store_is_refused_and_nothing_is_left_behind(tmp_path, command):
     missing = tmp_path / "no-such-store"
-    result = run_cli(missing, command)
-    line = one_line_error(result)
-    assert f"no cara-mlflow store at {missing}" in line and "--store" in line
+    line = one_line_error(run_cli(missing, *command))
+    assert line == (f"cara-mlflow: error: store: {missing} is not a batch store (no batches/ directory); "
+                    "check --store (env CARA_STORE)")
     assert not missing.exists()
+
+
+def test_a_batch_store_without_a_database_is_refused_by_status(tmp_path):
+    store = tmp_path / "store"
+    (store / "batches").mkdir(parents=True)
+    line = one_line_error(run_cli(store, "status"))
+    assert f"no cara-mlflow store at {store}" in line and "--store" in line
+    assert sorted(p.name for p in store.iterdir()) == ["batches"]
 
 
 def test_history_of_a_model_that_is_not_managed_says_so(fresh):

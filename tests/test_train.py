@@ -16,10 +16,12 @@ import pandas as pd
 import pytest
 
 from cara_mlflow import lifecycle
+from cara_mlflow.errors import InputError
 from cara_mlflow.lifecycle.training import complete_record
 from cara_mlflow.losses import zero_one_loss
 from cara_mlflow.store import BatchStore, write_stream
 from cara_mlflow.streams import make_stream
+from cara_mlflow.tracking.predictor import Predictor
 from cara_mlflow.train import (
     MODEL_NAMES,
     TrainerSettings,
@@ -286,6 +288,11 @@ def test_a_logged_model_loads_as_pyfunc_with_a_signature(tracking, tmp_path, mon
     assert loaded.metadata.get_input_schema().input_names() == ["temp", "day", "holiday"]
     got = np.asarray(loaded.predict(frame[["day", "holiday", "temp"]]))
     assert np.array_equal(got, fit.model.predict(frame))
+    # a batch whose float column arrives as whole numbers (int64), as a csv export may give it
+    whole = frame.assign(temp=frame["temp"].round().astype("int64"))
+    assert np.array_equal(Predictor(loaded).predict(whole), fit.model.predict(whole.astype({"temp": float})))
+    with pytest.raises(InputError, match=r"^the model refused the batch's features \(.*holiday"):
+        Predictor(loaded).predict(frame.drop(columns="holiday"))
 
 
 def test_project_run_on_a_bad_directory_fails_with_the_childs_one_line_error(tracking, tmp_path, capfd):

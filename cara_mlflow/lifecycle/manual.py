@@ -11,6 +11,7 @@ from ..planner import PROMOTED
 from ..policies import make_policy
 from ..store import BatchStore
 from ..tracking import registry as reg
+from ..tracking.projects import resolve_project_uri
 from .batch_run import batch_run, commit
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .models import adopt, train_and_register
@@ -23,6 +24,7 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
          project_uri: str | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
          on_phase: Phase = no_phase) -> StepResult:
     """Put the first production model in place (trained on ``batch_id`` or adopted) and commit the batch."""
+    project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
         doc = active_policy(registry)
         last = registry.last_batch()
@@ -31,7 +33,8 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
                              "use `cara-mlflow step`, or `rollback` to change production")
         batch = store.read(batch_id, target=doc.target, space=doc.space)
         recover(registry, None, batch_id)
-        with batch_run(registry, store, batch_id, {reg.TAG_DECISION: "init"}) as run_id:
+        tags = {reg.TAG_DECISION: "init", reg.TAG_POLICY_VERSION: doc.version}
+        with batch_run(registry, store, batch_id, tags) as run_id:
             if adopt_version is not None:
                 version = adopt(registry, batch, doc, adopt_version, run_id)
             else:
@@ -61,10 +64,12 @@ def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: st
             expected = "none is pending" if info is None else f"the next pending batch is {info.id}"
             raise InputError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
         recover(registry, last, batch_id)
-        state = committed_state(registry, last)
-        tags = {reg.TAG_DECISION: "skip", reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": reason[:500]}
+        state, doc = committed_state(registry, last), active_policy(registry)
+        tags = {reg.TAG_DECISION: "skip", reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": reason[:500],
+                reg.TAG_POLICY_VERSION: doc.version}
         with batch_run(registry, store, batch_id, tags, previous=last) as run_id:
-            registry.runs.log_metrics(run_id, {"cumulative_cost": state.cumulative_cost, "decision": 0.0})
+            registry.runs.log_metrics(run_id, {"cumulative_cost": state.cumulative_cost, "decision": 0.0,
+                                               "kappa": doc.kappa})
             commit(registry, run_id, batch_id, state)
     return StepResult("processed", batch_id, None, "skip", reason, state.model_version, None, state.cumulative_cost)
 

@@ -24,8 +24,14 @@ def history(registry: reg.Registry) -> list[dict]:
                      "psi_bar": metrics.get("psi_bar"), "cumulative_cost": metrics.get("cumulative_cost"),
                      "version": int(tags[reg.TAG_MODEL_VERSION]) if tags.get(reg.TAG_MODEL_VERSION) else None,
                      "gate": tags.get(reg.TAG_GATE), "reason": tags.get("cara.reason", ""),
+                     "kappa": metrics.get("kappa"), "policy_version": _int_or_none(tags.get(reg.TAG_POLICY_VERSION)),
                      "run_id": run.run_id})
     return sorted(rows, key=lambda r: r["batch"])
+
+
+def _int_or_none(value: str | None) -> int | None:
+    """A tag's integer (runs from before the tag existed have none)."""
+    return int(value) if value and value.isdigit() else None
 
 
 def _next_batch(store: BatchStore, last: int | None, doc) -> tuple[int | None, str]:

@@ -13,8 +13,9 @@ from ..names import DEFAULT_COOLDOWN, DEFAULT_LOCK_TIMEOUT
 from ..planner import Plan, Production, model_in_use, plan_step, settle
 from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
-from ..store import BatchStore
+from ..store import BatchStore, BatchStoreError
 from ..tracking import registry as reg
+from ..tracking.projects import resolve_project_uri
 from .batch_run import batch_run, commit
 from .executor import apply_retrain, log_decision, log_observation
 from .frame import Phase, StepResult, active_policy, managed, no_phase
@@ -45,6 +46,8 @@ class StepOptions:
         validate.count(self.cooldown, "cooldown")
         if self.psi_method is not None:
             check_psi_method(self.psi_method)
+        if self.project_uri:       # checked before anything is read or written, as tune checks it
+            object.__setattr__(self, "project_uri", resolve_project_uri(self.project_uri))
 
 
 def step(store: BatchStore, registry: reg.Registry, options: StepOptions = StepOptions(), *,
@@ -82,7 +85,11 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         return StepResult("nothing", message=f"nothing to do: batch {last} is the last one in {store.batches_dir}")
     if not info.complete:
         return StepResult("waiting", info.id, message=f"waiting for batch {info.id} (no _SUCCESS yet)")
-    batch = store.read(info.id, target=doc.target, space=doc.space)   # malformed: fails here
+    try:
+        batch = store.read(info.id, target=doc.target, space=doc.space)
+    except BatchStoreError as exc:    # malformed: every run fails here, until fixed or skipped
+        raise BatchStoreError(f"{exc}; fix the batch, or commit past it with "
+                              f"`cara-mlflow skip --batch {info.id} --reason TEXT`") from None
     on_phase("after-read")
     if not options.dry_run:
         recover(registry, last, info.id)
@@ -119,7 +126,8 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms, where: _Where, opti
            previous: int, on_phase: Phase) -> StepResult:
     """The plan applied on the batch's run, then the new state committed."""
     registry, store, batch = where.registry, where.store, where.batch
-    with batch_run(registry, store, plan.batch, {}, previous=previous) as run_id:
+    with batch_run(registry, store, plan.batch, {reg.TAG_POLICY_VERSION: where.doc.version},
+                   previous=previous) as run_id:
         log_observation(registry, run_id, terms, batch, plan.kappa)
         on_phase("after-batch-run")
         outcome = None

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from .. import validate
 from ..costs import predict_later, staleness_terms
@@ -56,11 +57,12 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
         batches, space = _offline_batches(store, offline, target, features, exclude)
+        _check_schema(registry, space.features)
         task, notes = _task(batches, target, task)
         loss = loss or default_loss(task)
         loss_fn = resolve_loss(loss)
         g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
-        notes += _kernel_notes(batches, g)
+        notes += _kernel_notes(batches, g) + _identifier_notes(batches, space)
         psi = PsiSettings(g, loss, psi_method, QUERY_RULE, space)
         draft = PolicyDocument(name=registry.name, policy=policy, params={}, kappa=float(kappa), psi=psi,
                                target=target, features=space.features, trainer=trainer or TrainerSettings(),
@@ -86,6 +88,20 @@ def _offline_batches(store: BatchStore, offline: tuple[int, int], target: str, f
     return read_window(store, range(start, stop), target=target, features=features, exclude=exclude)
 
 
+def _check_schema(registry: reg.Registry, features: tuple[str, ...]) -> None:
+    """Refuse a re-tune whose features differ from production's: its model could not be scored."""
+    if registry.last_batch() is None:
+        return
+    production = registry.production()
+    with tempfile.TemporaryDirectory() as tmp:
+        info, _ = registry.training_info(production, tmp)
+    trained = tuple(info.get("features", ()))
+    if trained and trained != tuple(features):
+        raise InputError(f"features: {','.join(features)} differ from those production v{production.version} was "
+                         f"trained on ({','.join(trained)}); a managed model cannot change its features yet: tune "
+                         f"with --features {','.join(trained)}, or manage the new schema under another --name")
+
+
 def _task(batches, target: str, task: str | None) -> tuple[str, list[str]]:
     """The task, given or inferred from the offline targets, and the note that says which."""
     if task is not None:
@@ -107,6 +123,20 @@ def _kernel_notes(batches, gamma: float) -> list[str]:
         return [f"warning: the kernel is degenerate on the offline window: {one:.0%} of similarities are ≈ 1 "
                 "(γ too small): Ψ̄ is a plain loss count, not weighted near the queries"]
     return []
+
+
+def _identifier_notes(batches, space) -> list[str]:
+    """A warning for each whole-number or text feature with a different value on every offline row:
+    an identifier, which the kernel and the model would take for a signal."""
+    frame = pd.concat([b.frame for b in batches], ignore_index=True)
+    notes = []
+    for name, kind in zip(space.features, space.kinds):
+        column = frame[name]
+        whole = kind == "categorical" or pd.api.types.is_integer_dtype(column.dtype)
+        if whole and len(column) >= 50 and column.nunique() == len(column):
+            notes.append(f"warning: feature {name!r} has a different value on every row of the offline window: "
+                         f"an identifier? leave it out with --exclude {name}")
+    return notes
 
 
 def _offline_predictions(registry, batches, doc: PolicyDocument, progress) -> list:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
+
 __all__ = ["Predictor", "load_predictor"]
 
 
@@ -25,8 +27,8 @@ class Predictor:
         schema = model.metadata.get_input_schema()
         self._tensor = bool(schema is not None and schema.is_tensor_spec())
         self._casts = {} if schema is None or self._tensor else {
-            spec.name: _NUMBER_TYPES[str(spec.type)] for spec in schema.inputs
-            if spec.name is not None and str(spec.type) in _NUMBER_TYPES}
+            spec.name: _NUMBER_TYPES[_type_name(spec)] for spec in schema.inputs
+            if spec.name is not None and _type_name(spec) in _NUMBER_TYPES}
 
     def _input(self, frame):
         if self._tensor and hasattr(frame, "to_numpy"):
@@ -36,7 +38,15 @@ class Predictor:
         return frame.astype(changes) if changes else frame
 
     def predict(self, frame) -> np.ndarray:
-        out = self._model.predict(self._input(frame))
+        """Predictions for ``frame``; a model that refuses its columns is a one-line :class:`InputError`."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            out = self._model.predict(self._input(frame))
+        except MlflowException as exc:      # schema enforcement: the message embeds the whole frame
+            reason = _reason(exc.message)
+            raise InputError(f"the model refused the batch's features ({reason}); compare the batch's columns "
+                             "with the features it was trained on (cara-mlflow status --json)") from None
         if hasattr(out, "iloc"):            # a DataFrame or Series from a pyfunc model
             out = out.iloc[:, 0] if out.ndim == 2 else out
             out = out.to_numpy()
@@ -49,6 +59,24 @@ def load_predictor(model_uri: str, dst: str) -> Predictor:
     import mlflow.pyfunc
 
     return Predictor(mlflow.pyfunc.load_model(model_uri, dst_path=dst))
+
+
+def _reason(message: str) -> str:
+    """The reason in MLflow's schema error, without the frame it dumps: what follows its last ``Error:``.
+
+    >>> _reason("Failed to enforce schema of data '  t\\n0 1'. Error: Model is missing inputs ['h'].")
+    "Model is missing inputs ['h']."
+    """
+    text = str(message).strip()
+    at = text.rfind("Error:")
+    tail = text[at + len("Error:"):] if at >= 0 else text
+    lines = [line.strip() for line in tail.strip().splitlines() if line.strip()]
+    return (lines[0] if at >= 0 and lines else lines[-1] if lines else "no reason given")[:300]
+
+
+def _type_name(spec) -> str:
+    """``double``, ``long``, … of a column spec (``str()`` of MLflow's DataType is ``DataType.double``)."""
+    return str(getattr(spec.type, "name", spec.type))
 
 
 def _castable(column, dtype) -> bool:

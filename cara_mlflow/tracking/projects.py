@@ -39,6 +39,9 @@ def resolve_project_uri(project_uri: str) -> str:
     if not _is_local(project_uri):
         return project_uri
     path = Path(project_uri).expanduser().absolute()
+    if not path.is_dir():
+        raise InputError(f"--project-uri: no directory {str(path)!r}; expected your project's directory "
+                         "(with an MLproject declaring a `train` entry point) or a git URI")
     if not (path / "MLproject").is_file():
         raise InputError(f"--project-uri: no MLproject file in {str(path)!r}; expected a project directory "
                          "with an MLproject declaring a `train` entry point")

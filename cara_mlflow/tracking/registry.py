@@ -32,8 +32,8 @@ from .runs import TAG_BATCH, TAG_RUN_TYPE, RunRecord, Runs
 __all__ = ["Registry", "VersionInfo", "check_model_name", "POLICY_FILE", "TRAINING_INFO", "MISCLASSIFIED",
            "LOSSES_FILE",
            "TAG_LAST_BATCH", "TAG_LAST_RUN", "TAG_ROLLBACK", "TAG_RUN_TYPE", "TAG_BATCH", "TAG_DECISION",
-           "TAG_MODEL_VERSION", "TAG_TRAINED_ON", "TAG_TRIGGER", "TAG_GATE", "TAG_TRAINING_RUN", "TAG_MODEL_URI",
-           "TAG_TIMELINE_THROUGH"]
+           "TAG_MODEL_VERSION", "TAG_POLICY_VERSION", "TAG_TRAINED_ON", "TAG_TRIGGER", "TAG_GATE",
+           "TAG_TRAINING_RUN", "TAG_MODEL_URI", "TAG_TIMELINE_THROUGH"]
 
 POLICY_SUFFIX = ".policy"
 POLICY_FILE = "policy.json"
@@ -44,6 +44,8 @@ LOSSES_FILE = "cara/losses.parquet"
 TAG_LAST_BATCH = "cara.last_batch"
 TAG_ROLLBACK = "cara.rollback_reason"
 TAG_DECISION = "cara.decision"
+#: Batch-run tag: the version of ``NAME.policy`` that decided the batch (a re-tune changes it).
+TAG_POLICY_VERSION = "cara.policy_version"
 TAG_MODEL_VERSION = "cara.model_version"
 TAG_TRAINED_ON = "cara.trained_on"
 TAG_TRIGGER = "cara.trigger"
