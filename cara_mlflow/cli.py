@@ -162,7 +162,8 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
 @cli.command()
 @managed
 @click.option("--offline", default="0:25", show_default=True, callback=checked(offline_window), metavar="START:STOP",
-              help="Offline window of batch ids, half-open: 0:25 is batches 0-24.")
+              help="Offline window of batch ids, half-open: the complete batches with ids in 0:25 (ids may have "
+                   "gaps, e.g. dates 20261001:20261101; at least 2).")
 @kappa_option(KAPPA_HELP)
 @click.option("--policy", default=DEFAULT_POLICY, show_default=True, type=click.Choice(tunable_policies()),
               help="Decision policy to tune.")
@@ -189,14 +190,15 @@ def tune(name, store, offline, kappa, policy, target, features, exclude, task, l
     logs the tuning run (matrix, heat map with the tuned and ORACLE strategies, costs).
     """
     from .lifecycle import tune as run_tune
+    from .store import window_ids
     from .train import TrainerSettings
 
     batch_store, registry = _open(name, store)
     trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators,
                               max_depth=max_depth or None)
     # A bar only on a terminal: cron logs and input errors stay one line.
-    bar = (click.progressbar(length=offline[1] - offline[0], label="training offline models", file=sys.stderr)
-           if sys.stderr.isatty() else contextlib.nullcontext())
+    bar = (click.progressbar(length=len(window_ids(batch_store, offline)), label="training offline models",
+                             file=sys.stderr) if sys.stderr.isatty() else contextlib.nullcontext())
     with bar:
         doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
@@ -425,10 +427,12 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     source, label, batch_ids, local_uri = _comparison_source(stream, data_path, store_dir, target, (start, stop),
                                                              n_batches, batch_size, features, exclude)
     # the paper's streams are classification streams: only a store's task is inferred
-    task, loss = _comparison_task(source, stop - start, task or (None if store_dir else "classification"), loss)
+    # a store's offline window holds the complete batches whose ids lie in it (ids may have gaps)
+    n_offline = sum(start <= i < stop for i in batch_ids) if batch_ids is not None else stop - start
+    task, loss = _comparison_task(source, n_offline, task or (None if store_dir else "classification"), loss)
     with click.progressbar(length=seeds * (1 + len(kappas)), label=f"comparing on {label}", file=sys.stderr) as bar:
         result = run_compare(source, kappas=kappas, policies=policies, seeds=range(seeds), model=model,
-                             n_offline=stop - start, tuning_method=tuning_method, batch_ids=batch_ids,
+                             n_offline=n_offline, tuning_method=tuning_method, batch_ids=batch_ids,
                              prepare_kwargs={"psi_method": psi_method, "task": task, "loss": loss},
                              progress=lambda message: bar.update(1))
     from .tracking import mask_uri

@@ -27,7 +27,7 @@ from .costs import cumulative_strategy_cost
 from .errors import InputError
 from .features import infer_task
 from .simulate import Prepared, Report, evaluate, prepare
-from .store import read_window
+from .store import read_window, window_ids
 
 __all__ = ["parse_kappas", "store_stream", "stream_task", "ComparisonResult", "compare", "summarise",
            "summary_markdown", "comparison_figures"]
@@ -65,12 +65,12 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
     kernel space are fixed on the offline window, as ``tune`` fixes them
     (:func:`cara_mlflow.store.read_window`); every batch is in that space.
 
-    ``offline`` is a half-open window of batch ids (``(0, 25)``: batches 0–24), every one of them
-    required. The online part is the run of consecutive complete batches from ``offline[1]`` on,
-    up to ``until`` (exclusive) if given; it ends at the first missing or incomplete batch, so
-    the history compared is the one ``step`` would have processed. The queries are the batch's
-    queries file when it has one (query accuracy needs its target column, else it is NaN), else
-    the data itself. Returns ``(stream, batch_ids)``; the stream is named after the store and
+    ``offline`` is a half-open window of batch ids (``(0, 25)``: the complete batches with ids
+    0–24; ids may have gaps, at least 2 are required). The online part is the complete batches
+    after the window in id order, up to ``until`` (exclusive) if given; it ends at the first
+    incomplete batch, so the history compared is the one ``step`` would have processed. The
+    queries are the batch's queries file when it has one (query accuracy needs its target column,
+    else it is NaN), else the data itself. Returns ``(stream, batch_ids)``; the stream is named after the store and
     holds the store's batches as read (:class:`cara_mlflow.batch.Batch`, each with its ``id``).
 
     >>> import tempfile, pandas as pd
@@ -93,23 +93,21 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
     from .streams import Stream
 
     start, stop = validate.offline_window(offline)
-    infos = {info.id: info for info in store.list()}
-    missing = [i for i in range(start, stop) if i not in infos or not infos[i].complete]
-    if missing:
-        raise InputError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are missing or "
-                         f"incomplete in {store.batches_dir}; expected every batch of {start}:{stop}")
-    ids = list(range(start, stop))
-    t = stop
-    while t in infos and infos[t].complete and (until is None or t < until):
-        ids.append(t)
-        t += 1
-    if len(ids) - (stop - start) < 2:
+    offline_ids = window_ids(store, (start, stop))
+    online = []
+    for info in store.list():           # complete batches after the window, up to the first incomplete
+        if info.id < stop:
+            continue
+        if not info.complete or (until is not None and info.id >= until):
+            break
+        online.append(info.id)
+    if len(online) < 2:
         raise InputError(f"store: expected at least 2 complete online batches after the offline window "
-                         f"{start}:{stop} in {store.batches_dir}, found {len(ids) - (stop - start)}; "
+                         f"{start}:{stop} in {store.batches_dir}, found {len(online)}; "
                          "choose an earlier offline window")
-    window, space = read_window(store, ids[: stop - start], target=target, features=features, exclude=exclude)
-    batches = (*window, *(store.read(i, target=target, space=space) for i in ids[stop - start:]))
-    return Stream(name=Path(store.root).name, batches=batches, seed=0), ids
+    window, space = read_window(store, offline_ids, target=target, features=features, exclude=exclude)
+    batches = (*window, *(store.read(i, target=target, space=space) for i in online))
+    return Stream(name=Path(store.root).name, batches=batches, seed=0), offline_ids + online
 
 
 def stream_task(stream, n_offline: int) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -124,8 +125,11 @@ def test_store_stream_matches_the_store(tmp_path):
     assert [b.id for b in stream] == ids and stream[2].features == raw.features  # the store's batches
     _, until = store_stream(store, offline=(0, 4), until=7)
     assert until == list(range(7))
-    with pytest.raises(ValueError, match="offline: batches \\[10, 11"):
-        store_stream(store, offline=(8, 12))
+    with pytest.raises(ValueError, match="offline: 1 complete batch has an id in 9:12 "):
+        store_stream(store, offline=(9, 12))
+    shutil.rmtree(store.batches_dir / "3")                  # ids with a gap: the window holds 2, 4
+    stream, ids = store_stream(store, offline=(2, 5))
+    assert ids == [2, 4, 5, 6, 7, 8, 9] and [b.id for b in stream] == ids
 
 
 def test_compare_on_a_store_logs_store_batch_ids(tmp_path):

@@ -695,12 +695,12 @@ def test_init_twice_fails_clearly_and_changes_nothing(fresh):
     assert snapshot(fresh) == before
 
 
-def test_tune_with_a_missing_offline_batch_exits_1_and_changes_nothing(fresh):
+def test_tune_with_fewer_than_two_offline_batches_exits_1_and_changes_nothing(fresh):
     before = snapshot(fresh)
-    result = run_cli(fresh, "tune", "--offline", "10:16", "--kappa", "5")
+    result = run_cli(fresh, "tune", "--offline", "13:20", "--kappa", "5")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     line = error_lines(result)[-1]
-    assert line.startswith("cara-mlflow: error: offline: batches [14, 15] are not in")
+    assert line.startswith("cara-mlflow: error: offline: 1 complete batch has an id in 13:20 in ")
     assert snapshot(fresh) == before
 
 
@@ -726,8 +726,8 @@ def test_a_user_loss_that_fails_is_one_line_naming_it_and_changes_nothing(fresh,
 
 
 def test_tune_input_error_is_one_line(fresh):
-    line = one_line_error(run_cli(fresh, "tune", "--offline", "10:16", "--kappa", "5"))
-    assert "offline: batches [14, 15]" in line
+    line = one_line_error(run_cli(fresh, "tune", "--offline", "14:16", "--kappa", "5"))
+    assert "offline: 0 complete batches have an id in 14:16" in line
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -753,6 +753,6 @@ def test_tune_library_refuses_bad_kappa_and_window_before_writing(tmp_path):
     for kappa in (0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="^kappa: "):
             lifecycle.tune(BatchStore(root), reg, offline=(0, 3), kappa=kappa)
-    with pytest.raises(ValueError, match=r"^offline: batches \[3, 4\]"):
-        lifecycle.tune(BatchStore(root), reg, offline=(0, 5), kappa=1.0)
+    with pytest.raises(ValueError, match=r"^offline: 1 complete batch has an id in 2:5 "):
+        lifecycle.tune(BatchStore(root), reg, offline=(2, 5), kappa=1.0)
     assert client(root).search_registered_models() == []

@@ -19,7 +19,7 @@ from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DE
 from ..oracle import solve
 from ..policy_doc import PolicyDocument, PsiSettings
 from ..staleness import check_psi_method, resolve_gamma, similarity_spread
-from ..store import BatchStore, read_window
+from ..store import BatchStore, read_window, window_ids
 from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
 from ..train import TrainerSettings, fit_batch
@@ -56,9 +56,10 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         check_loss_name(loss)
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
-        batches, space = _offline_batches(store, offline, target, features, exclude)
+        batches, space, found = _offline_batches(store, offline, target, features, exclude)
         _check_schema(registry, space.features)
         task, notes = _task(batches, target, task)
+        notes.insert(0, found)
         loss = loss or default_loss(task)
         loss_fn = resolve_loss(loss)
         g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
@@ -78,14 +79,12 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
 
 
 def _offline_batches(store: BatchStore, offline: tuple[int, int], target: str, features, exclude):
-    """Every batch of the window with the chosen features, in the kernel space fitted on them."""
-    start, stop = offline
-    infos = {b.id: b for b in store.list()}
-    missing = [i for i in range(start, stop) if i not in infos]
-    if missing:
-        raise InputError(f"offline: batches {missing[:5]}{'…' if len(missing) > 5 else ''} are not in "
-                         f"{store.batches_dir}; expected every batch of {start}:{stop}")
-    return read_window(store, range(start, stop), target=target, features=features, exclude=exclude)
+    """The complete batches whose id lies in the window (ids may have gaps), with the chosen
+    features, in the kernel space fitted on them; and the note that says how many were found."""
+    ids = window_ids(store, offline)
+    batches, space = read_window(store, ids, target=target, features=features, exclude=exclude)
+    note = f"offline window {offline[0]}:{offline[1]}: {len(ids)} complete batches ({ids[0]} … {ids[-1]})"
+    return batches, space, note
 
 
 def _check_schema(registry: reg.Registry, features: tuple[str, ...]) -> None:

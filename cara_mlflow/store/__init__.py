@@ -75,7 +75,7 @@ from . import layout, reading, tables, writing
 from .errors import BatchStoreError, BatchStoreWarning
 from .export import write_stream
 from .layout import BATCHES_DIR, FORMATS, SUCCESS_MARKER, BatchInfo
-from .window import read_window
+from .window import read_window, window_ids
 
 __all__ = [
     "BatchStoreError",
@@ -85,6 +85,7 @@ __all__ = [
     "BatchStore",
     "write_stream",
     "read_window",
+    "window_ids",
     "FORMATS",
     "SUCCESS_MARKER",
     "CHUNK_ROWS",

@@ -9,9 +9,10 @@ from typing import Sequence
 import pandas as pd
 
 from ..batch import Batch
+from ..errors import InputError
 from ..features import FeatureSpace, infer_kinds, select_features
 
-__all__ = ["read_window"]
+__all__ = ["read_window", "window_ids"]
 
 
 def read_window(store, ids: Sequence[int], *, target: str, features: Sequence[str] | None = None,
@@ -42,3 +43,30 @@ def read_window(store, ids: Sequence[int], *, target: str, features: Sequence[st
     batches = [first] + [store.read(i, target=target, space=own) for i in ids[1:]]
     space = FeatureSpace.fit(pd.concat([b.frame for b in batches], ignore_index=True), kinds)
     return [b.in_space(space) for b in batches], space
+
+
+def window_ids(store, window: tuple[int, int]) -> list[int]:
+    """The ids of the complete batches whose id lies in the half-open ``window``, in order; ids may
+    have gaps (dates as ids: ``20261031``, ``20261101``). At least 2 are required.
+
+    >>> import tempfile
+    >>> from cara_mlflow.store import BatchStore
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = BatchStore(tmp.name)
+    >>> for day in (20261030, 20261031, 20261102):
+    ...     _ = store.write(day, pd.DataFrame({"x": [0.0, 1.0], "label": [0, 1]}))
+    >>> window_ids(store, (20261030, 20261102))
+    [20261030, 20261031]
+    >>> window_ids(store, (20261031, 20261101))
+    Traceback (most recent call last):
+    ...
+    cara_mlflow.errors.InputError: offline: 1 complete batch has an id in 20261031:20261101 ...
+    >>> tmp.cleanup()
+    """
+    start, stop = window
+    ids = [info.id for info in store.list() if start <= info.id < stop and info.complete]
+    if len(ids) < 2:
+        count = f"{len(ids)} complete batch{' has' if len(ids) == 1 else 'es have'}"
+        raise InputError(f"offline: {count} an id in {start}:{stop} in {store.batches_dir}; expected at least 2 "
+                         "(a batch is complete once its _SUCCESS is written)")
+    return ids
