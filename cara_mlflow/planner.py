@@ -144,9 +144,10 @@ def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, 
     holding one class is refused (:class:`InputError`): the model would answer that class always.
     """
     policy = _current_policy(doc, state, production, in_use, obs.batch)
+    # the drift detectors watch 0/1 errors: a per-sample loss (squared, a user's) counts as an error when > 0
+    errors = None if obs.errors is None else (np.asarray(obs.errors) > 0).astype(np.int8)
     decision = policy.decide(Observation(t=obs.batch, trained_on=_trained_on(obs), psi_bar=obs.psi_bar,
-                                         errors=None if obs.errors is None else obs.errors.astype(np.int8),
-                                         kappa=doc.kappa))
+                                         errors=errors, kappa=doc.kappa))
     cooling = state.cooldown_until is not None and obs.batch <= state.cooldown_until
     retrain = in_use.resumed or force_retrain or (decision.retrain and not cooling)
     if retrain and not in_use.resumed and obs.n_classes < 2:

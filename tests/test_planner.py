@@ -144,6 +144,15 @@ def test_drift_detectors_get_the_errors():
     assert plan.action == "retrain" and plan.score >= 1
 
 
+@pytest.mark.parametrize("policy", ["ddm", "adwin"])
+def test_drift_detectors_see_a_regression_loss_as_zero_one_errors(policy):
+    """Squared losses (any size) are errors when > 0: the detectors get 0/1, never a refused value."""
+    losses = np.r_[np.zeros(300), np.full(300, 300.5)]
+    plan = plan_step(doc(policy), state(policy), PROD, IN_USE, obs(5, 0.0, errors=losses))
+    same = plan_step(doc(policy), state(policy), PROD, IN_USE, obs(5, 0.0, errors=(losses > 0).astype(np.int64)))
+    assert (plan.action, plan.score) == (same.action, same.score)
+
+
 def test_settle_refuses_a_retrain_plan_without_its_outcome():
     plan = plan_step(doc(), state(), PROD, IN_USE, obs(5, 9.0))
     with pytest.raises(ValueError, match="outcome"):
