@@ -127,12 +127,12 @@ def _kernel_notes(batches, gamma: float) -> list[str]:
 def _identifier_notes(batches, space) -> list[str]:
     """A warning for each whole-number or text feature with a different value on every offline row:
     an identifier, which the kernel and the model would take for a signal."""
-    frame = pd.concat([b.frame for b in batches], ignore_index=True)
     notes = []
     for name, kind in zip(space.features, space.kinds):
-        column = frame[name]
-        whole = kind == "categorical" or pd.api.types.is_integer_dtype(column.dtype)
-        if whole and len(column) >= 50 and column.nunique() == len(column):
+        if not (kind == "categorical" or pd.api.types.is_integer_dtype(batches[0].frame[name].dtype)):
+            continue
+        column = pd.concat([b.frame[name] for b in batches], ignore_index=True)   # this column only
+        if len(column) >= 50 and column.nunique() == len(column):
             notes.append(f"warning: feature {name!r} has a different value on every row of the offline window: "
                          f"an identifier? leave it out with --exclude {name}")
     return notes
