@@ -317,8 +317,15 @@ def status(name, store, ui_base, as_json):
     if s.get("last_retrain"):
         r = s["last_retrain"]
         lines.append(f"last retrain batch {r['batch']} -> v{r['version']} (gate {r['gate']})")
-    if s.get("cooldown_until") is not None:
-        lines.append(f"cooldown     no retrain attempt until after batch {s['cooldown_until']}")
+    if s.get("cooldown_left"):
+        n = s["cooldown_left"]
+        lines.append(f"cooldown     no retrain attempt for the next {n} batch{'es' if n != 1 else ''}")
+    if s.get("late_batches"):
+        lines.append("late         " + ", ".join(map(str, s["late_batches"])) + " (processed after a later batch)")
+    if s.get("late_waiting"):
+        lines.append("late, waiting " + ", ".join(map(str, s["late_waiting"])) + " (no _SUCCESS yet)")
+    if s.get("missing"):
+        lines.append("missing ids  " + ", ".join(s["missing"]) + " (no batch yet; one landing there is processed late)")
     for key, url in s["ui"].items():
         lines.append(f"ui {key:<9} {url}")
     click.echo("\n".join(lines))
@@ -341,7 +348,8 @@ def history(name, store, as_json):
         psi = "" if r["psi_bar"] is None else f"{r['psi_bar']:.4g}"
         cost = "" if r["cumulative_cost"] is None else f"{r['cumulative_cost']:.3f}"
         click.echo(f"{r['batch']:>6} {r['decision'] or '':<8} {psi:>10} {cost:>10} "
-                   f"{'v' + str(r['version']) if r['version'] else '':>7} {r['gate'] or '':<8} {r['reason']}")
+                   f"{'v' + str(r['version']) if r['version'] else '':>7} {r['gate'] or '':<8} "
+                   f"{'(late) ' if r.get('late') else ''}{r['reason']}")
 
 
 @cli.command("make-stream")

@@ -1,8 +1,11 @@
 """The manager state (``policy_state.json`` on every batch run), typed and checked.
 
 What a step carries to the next: the policy's JSON state, the cumulative cost, the cooldown, the
-production version in use and the last retrain (DESIGN.md "Policy state and costs"). The state
-is read back from the committed batch run, so a step can run on any machine.
+production version in use and the last retrain (DESIGN.md "Policy state and costs"), and the
+stream's clock: the position of the last batch processed in order (counts, never id differences),
+the id ranges passed over with no batch (``missing``), the late batches processed since, and
+whether every id so far is a ``YYYYMMDD`` date. The state is read back from the committed batch
+run, so a step can run on any machine, and a step's cost does not grow with the history.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .batch_ids import is_date_id
 from .errors import InputError
 from .policies import Policy, policy_from_dict
 
 __all__ = ["STATE_FILE", "LastRetrain", "ManagerState"]
 
 STATE_FILE = "policy_state.json"
-_FIELDS = ("policy", "cumulative_cost", "cooldown_until", "model_version", "last_retrain")
+_FIELDS = ("policy", "cumulative_cost", "cooldown_left", "model_version", "last_retrain", "position", "missing",
+           "late", "dated")
+_LEGACY = ("cooldown_until",)      # written before counts replaced id differences: converted on reading
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,26 @@ def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_count(value) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def _checks(data: dict) -> dict[str, bool]:
+    """Each field's check (absent optional fields pass)."""
+    last, missing, late = data.get("last_retrain"), data.get("missing", []), data.get("late", [])
+    return {"cumulative_cost": isinstance(data.get("cumulative_cost", 0.0), numbers.Real),
+            "model_version": _is_int(data["model_version"]),
+            "cooldown_until": data.get("cooldown_until") is None or _is_int(data["cooldown_until"]),
+            "cooldown_left": _is_count(data.get("cooldown_left", 0)),
+            "position": _is_count(data.get("position", 0)),
+            "missing": isinstance(missing, list) and all(isinstance(r, list) and len(r) == 2
+                                                         and all(map(_is_count, r)) for r in missing),
+            "late": isinstance(late, list) and all(map(_is_count, late)),
+            "dated": isinstance(data.get("dated", False), bool),
+            "last_retrain": last is None or (isinstance(last, dict) and set(last) == {"batch", "version", "gate"}
+                                             and _is_int(last["batch"]) and _is_int(last["version"]))}
+
+
 @dataclass(frozen=True)
 class ManagerState:
     """The lifecycle's state after a batch.
@@ -45,56 +71,79 @@ class ManagerState:
 
     >>> from cara_mlflow.policies import make_policy
     >>> s = ManagerState.fresh(make_policy("cara-ct", tau_cum=2.0), version=1, kappa=5.0, batch=4)
-    >>> s.cumulative_cost, s.model_version, s.last_retrain
-    (5.0, 1, LastRetrain(batch=4, version=1, gate='off'))
+    >>> s.cumulative_cost, s.model_version, s.last_retrain, s.position
+    (5.0, 1, LastRetrain(batch=4, version=1, gate='off'), 4)
     >>> ManagerState.from_json(json.dumps(s.to_dict())) == s
     True
+
+    A state written before positions existed counts from its batch's id, as the steps then did:
+
+    >>> old = {"policy": s.policy, "model_version": 1, "cooldown_until": 9}
+    >>> new = ManagerState.from_dict(old, batch=7)
+    >>> new.position, new.cooldown_left, new.dated
+    (7, 2, False)
     """
 
     policy: Mapping[str, Any]
     cumulative_cost: float
     model_version: int
-    cooldown_until: int | None = None
+    cooldown_left: int = 0                        # batches in order without a retrain attempt, still to come
     last_retrain: LastRetrain | None = None
+    position: int = 0                             # CARA-P's t of the last batch processed in order
+    missing: tuple[tuple[int, int], ...] = ()     # id ranges passed over with no batch (where late ones land)
+    late: tuple[int, ...] = ()                    # late batches processed, in the order they were
+    dated: bool = False                           # every id processed so far is a YYYYMMDD date
 
     @classmethod
-    def fresh(cls, policy: Policy, *, version: int, kappa: float, batch: int) -> "ManagerState":
-        """The state after ``init``: the first model (trained or adopted on ``batch``) cost κ."""
+    def fresh(cls, policy: Policy, *, version: int, kappa: float, batch: int,
+              position: int | None = None) -> "ManagerState":
+        """The state after ``init``: the first model (trained or adopted on ``batch``) cost κ;
+        ``position`` is the init batch's count in the stream (default: its id, as on the paper's)."""
         return cls(policy=policy.to_dict(), cumulative_cost=float(kappa), model_version=int(version),
-                   last_retrain=LastRetrain(int(batch), int(version), "off"))
+                   last_retrain=LastRetrain(int(batch), int(version), "off"),
+                   position=int(batch if position is None else position), dated=is_date_id(int(batch)))
 
     @classmethod
-    def from_json(cls, text: str | bytes, source: str = STATE_FILE) -> "ManagerState":
+    def from_json(cls, text: str | bytes, source: str = STATE_FILE, *, batch: int | None = None) -> "ManagerState":
         try:
             data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"{source}: not valid JSON ({exc}); the batch run's state was edited by hand") from None
-        return cls.from_dict(data, source)
+        return cls.from_dict(data, source, batch=batch)
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = STATE_FILE) -> "ManagerState":
-        """A checked state from its decoded JSON (:class:`InputError` naming the field if not valid)."""
-        if not isinstance(data, dict) or not set(data) <= set(_FIELDS) or not {"policy", "model_version"} <= set(data):
+    def from_dict(cls, data: Any, source: str = STATE_FILE, *, batch: int | None = None) -> "ManagerState":
+        """A checked state from its decoded JSON (:class:`InputError` naming the field if not valid).
+
+        ``batch``: the id of the batch whose run stored it, which converts a state written before
+        positions (``cooldown_until``, an id) into counts.
+        """
+        allowed = set(_FIELDS) | set(_LEGACY)
+        if not isinstance(data, dict) or not set(data) <= allowed or not {"policy", "model_version"} <= set(data):
             raise InputError(f"{source}: expected an object with the fields {', '.join(_FIELDS)}")
-        last = data.get("last_retrain")
-        checks = {"cumulative_cost": isinstance(data.get("cumulative_cost", 0.0), numbers.Real),
-                  "model_version": _is_int(data["model_version"]),
-                  "cooldown_until": data.get("cooldown_until") is None or _is_int(data["cooldown_until"]),
-                  "last_retrain": last is None or (isinstance(last, dict) and set(last) == {"batch", "version", "gate"}
-                                                   and _is_int(last["batch"]) and _is_int(last["version"]))}
-        for name, good in checks.items():
+        for name, good in _checks(data).items():
             if not good:
                 raise InputError(f"{source}: field {name!r} is {data.get(name)!r:.80}; not what a step writes")
         policy_from_dict(data["policy"])               # the policy's own checks
+        last = data.get("last_retrain")
+        base = batch if batch is not None else 0
+        until = data.get("cooldown_until")
         return cls(policy=data["policy"], cumulative_cost=float(data.get("cumulative_cost", 0.0)),
-                   model_version=int(data["model_version"]), cooldown_until=data.get("cooldown_until"),
-                   last_retrain=None if last is None else LastRetrain(last["batch"], last["version"], last["gate"]))
+                   model_version=int(data["model_version"]),
+                   cooldown_left=int(data.get("cooldown_left", 0 if until is None else max(0, until - base))),
+                   last_retrain=None if last is None else LastRetrain(last["batch"], last["version"], last["gate"]),
+                   position=int(data.get("position", base)),
+                   missing=tuple((int(a), int(b)) for a, b in data.get("missing", ())),
+                   late=tuple(int(i) for i in data.get("late", ())),
+                   dated=bool(data.get("dated", batch is not None and is_date_id(batch))))
 
     def to_dict(self) -> dict:
         """The JSON stored as ``policy_state.json``."""
         return {"policy": dict(self.policy), "cumulative_cost": self.cumulative_cost,
-                "cooldown_until": self.cooldown_until, "model_version": self.model_version,
-                "last_retrain": None if self.last_retrain is None else self.last_retrain.to_dict()}
+                "cooldown_left": self.cooldown_left, "model_version": self.model_version,
+                "last_retrain": None if self.last_retrain is None else self.last_retrain.to_dict(),
+                "position": self.position, "missing": [list(r) for r in self.missing], "late": list(self.late),
+                "dated": self.dated}
 
     def make_policy(self) -> Policy:
         """The policy, with its state, as the last step left it."""

@@ -4,19 +4,25 @@ A step reads its batch, computes Ψ̄ of the model in use, asks :func:`plan_step
 applies the plan through the adapter (:mod:`cara_mlflow.lifecycle.executor`), and commits the
 state :func:`settle` returns. Every rule of a step — the cooldown after a rejected challenger,
 a forced retrain, a promotion resumed after a crash, a policy re-tuned since the last batch, a
-rollback by hand — is decided here, in small functions over plain values.
+rollback by hand, a late batch — is decided here, in small functions over plain values.
+
+Batches are counted, never their ids subtracted: a batch processed in order is one tick of the
+stream's clock (CARA-P's ``t``, the cooldown), whatever the gap between its id and the last
+(DESIGN.md "Batches and streams"). A late batch — one that landed in an id range the stream had
+passed with no batch — is scored, paid and fed to the policy, but it is not a tick and never a
+retrain.
 
 >>> from cara_mlflow.policies import make_policy
 >>> state = ManagerState.fresh(make_policy("cara-t", tau=1.0), version=1, kappa=5.0, batch=4)
 >>> production = Production(version=1, trained_on=4)
 >>> in_use = model_in_use(state, production, batch=5)
 >>> plan = plan_step(_doc("cara-t", {"tau": 1.0}), state, production, in_use,
-...                  BatchObservation(batch=5, psi_bar=2.5, n_classes=2))
+...                  BatchObservation(batch=5, psi_bar=2.5, n_classes=2, previous=4))
 >>> plan.action, plan.reason
 ('retrain', 'Ψ̄=2.5 ≥ τ=1')
 >>> after = settle(plan, state, RetrainOutcome(challenger=2, gate="passed"), cooldown=3)
->>> after.model_version, after.cumulative_cost, after.last_retrain
-(2, 10.0, LastRetrain(batch=5, version=2, gate='passed'))
+>>> after.model_version, after.cumulative_cost, after.last_retrain, after.position
+(2, 10.0, LastRetrain(batch=5, version=2, gate='passed'), 5)
 """
 
 from __future__ import annotations
@@ -26,13 +32,14 @@ from typing import Any
 
 import numpy as np
 
+from .batch_ids import add_range, gap, is_date_id, remove_id
 from .errors import InputError
 from .manager_state import LastRetrain, ManagerState
 from .policies import Decision, Observation, Policy, make_policy
 from .policy_doc import PolicyDocument
 
-__all__ = ["Production", "InUse", "BatchObservation", "Plan", "RetrainOutcome", "model_in_use", "plan_step",
-           "settle", "PROMOTED"]
+__all__ = ["Production", "InUse", "SchemaChange", "BatchObservation", "Plan", "RetrainOutcome", "model_in_use",
+           "plan_step", "settle", "advance", "PROMOTED"]
 
 #: Gate outcomes that put the challenger in production.
 PROMOTED = ("passed", "off")
@@ -60,15 +67,42 @@ class InUse:
 
 
 @dataclass(frozen=True)
+class SchemaChange:
+    """The policy's features differ from those the model in use was trained on (a re-tune).
+
+    >>> SchemaChange.between(("a", "b"), ("b", "c")).describe()
+    'features changed at re-tune (added c; removed a)'
+    >>> SchemaChange.between(("a", "b"), ("b", "a")) is None
+    True
+    """
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+
+    @classmethod
+    def between(cls, trained: tuple[str, ...], policy: tuple[str, ...]) -> "SchemaChange | None":
+        """The change from ``trained`` to ``policy`` features; None when they are the same set."""
+        if not trained or set(trained) == set(policy):
+            return None
+        return cls(tuple(f for f in policy if f not in trained), tuple(f for f in trained if f not in policy))
+
+    def describe(self) -> str:
+        parts = [f"{word} {', '.join(names)}" for word, names in (("added", self.added), ("removed", self.removed))
+                 if names]
+        return f"features changed at re-tune ({'; '.join(parts)})"
+
+
+@dataclass(frozen=True)
 class BatchObservation:
     """What a step measured on its batch with the model in use."""
 
     batch: int
     psi_bar: float
     n_classes: int
-    trained_on: int | None = None          # the batch the model in use was trained on
-    errors: np.ndarray | None = None       # its per-sample 0/1 errors (drift detectors)
+    errors: np.ndarray | None = None       # the model's per-sample losses (the drift detectors' errors)
     late: bool = False                     # a batch that arrived after a later one was processed
+    previous: int | None = None            # the batch processed in order before this one (its gap)
+    schema: SchemaChange | None = None     # the model in use cannot be scored: Ψ̄ was not measured
 
 
 @dataclass(frozen=True)
@@ -85,10 +119,18 @@ class Plan:
     psi_bar: float
     kappa: float
     serving: int                 # the production version when the plan was made
+    t: int = 0                   # the batch's position in the stream (CARA-P's t)
+    late: bool = False
+    previous: int | None = None  # the batch processed in order before this one
 
     @property
     def retrain(self) -> bool:
         return self.action == "retrain"
+
+    @property
+    def schema(self) -> bool:
+        """A retrain onto the policy's new features: no gate (the old model cannot be scored on them)."""
+        return self.trigger == "schema"
 
 
 @dataclass(frozen=True)
@@ -118,20 +160,17 @@ def _current_policy(doc: PolicyDocument, state: ManagerState, production: Produc
     return saved
 
 
-def _trained_on(obs: BatchObservation) -> int:
-    """The policies' ``t'``: the model's training batch, or the batch before (an adopted model
-    or one trained on this very batch)."""
-    t = obs.trained_on
-    return t if t is not None and t < obs.batch else obs.batch - 1
-
-
-def _reason(decision: Decision, state: ManagerState, in_use: InUse, force: bool, cooling: bool) -> str:
+def _reason(decision: Decision, state: ManagerState, in_use: InUse, force: bool, cooling: bool,
+            late: bool) -> str:
+    if late:
+        return f"late batch, scored and paid but never retrained on; {decision.reason}"
     if in_use.resumed:
         return "resuming a promotion that landed before a crash"
     if force:
         return "forced by --force-retrain"
     if decision.retrain and cooling:
-        return f"{decision.reason}; cooling down until batch {state.cooldown_until}"
+        left = state.cooldown_left
+        return f"{decision.reason}; cooling down ({left} more batch{'es' if left != 1 else ''} without a retrain)"
     return decision.reason
 
 
@@ -140,25 +179,70 @@ def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, 
     """Keep or retrain ``obs.batch``, and why.
 
     The policy decides; a forced retrain or a resumed promotion overrides it; a retrain it asks
-    for during the cooldown after a rejected challenger is not attempted. A retrain on a batch
-    holding one class is refused (:class:`InputError`): the model would answer that class always.
+    for during the cooldown after a rejected challenger is not attempted. A late batch is always
+    kept (the policy still sees its Ψ̄). A retrain on a batch holding one class is refused
+    (:class:`InputError`): the model would answer that class always.
     """
+    if obs.schema is not None:
+        return _schema_plan(doc, state, production, in_use, obs)
     policy = _current_policy(doc, state, production, in_use, obs.batch)
+    t = max(1, state.position if obs.late else state.position + 1)
     # the drift detectors watch 0/1 errors: a per-sample loss (squared, a user's) counts as an error when > 0
     errors = None if obs.errors is None else (np.asarray(obs.errors) > 0).astype(np.int8)
-    decision = policy.decide(Observation(t=obs.batch, trained_on=_trained_on(obs), psi_bar=obs.psi_bar,
-                                         errors=errors, kappa=doc.kappa))
-    cooling = state.cooldown_until is not None and obs.batch <= state.cooldown_until
-    retrain = in_use.resumed or force_retrain or (decision.retrain and not cooling)
+    decision = policy.decide(Observation(t=t, trained_on=t - 1, psi_bar=obs.psi_bar, errors=errors,
+                                         kappa=doc.kappa))
+    cooling = state.cooldown_left > 0
+    force_retrain = force_retrain and not obs.late
+    retrain = not obs.late and (in_use.resumed or force_retrain or (decision.retrain and not cooling))
     if retrain and not in_use.resumed and obs.n_classes < 2:
         raise InputError(f"batch {obs.batch}: column {doc.target!r} holds one class only: a model retrained on it "
                          "would predict that label for everything; fix the batch, or skip it with "
                          f"`cara-mlflow skip --batch {obs.batch}`")
     return Plan(batch=obs.batch, action="retrain" if retrain else "keep",
-                reason=_reason(decision, state, in_use, force_retrain, cooling), resumed=in_use.resumed,
+                reason=_reason(decision, state, in_use, force_retrain, cooling, obs.late), resumed=in_use.resumed,
                 trigger=("manual" if force_retrain else doc.policy) if retrain else None,
                 policy=policy.to_dict(), score=decision.score, psi_bar=obs.psi_bar, kappa=doc.kappa,
-                serving=production.version)
+                serving=production.version, t=t, late=obs.late, previous=obs.previous)
+
+
+def _schema_plan(doc: PolicyDocument, state: ManagerState, production: Production, in_use: InUse,
+                 obs: BatchObservation) -> Plan:
+    """Retrain on the policy's features (trigger ``schema``): the model in use was trained on
+    others, so neither Ψ̄ nor a gate can compare it. The policy starts afresh from the new model."""
+    if obs.late:
+        raise ValueError("plan_step: a late batch is never retrained on; process the batch in order first")
+    if obs.n_classes < 2 and not in_use.resumed:
+        raise InputError(f"batch {obs.batch}: column {doc.target!r} holds one class only: the model for the new "
+                         f"features cannot be trained on it; fix the batch, or skip it with "
+                         f"`cara-mlflow skip --batch {obs.batch}`")
+    reason = f"{obs.schema.describe()}: retrain on the new features, without a gate"
+    if in_use.resumed:
+        reason = f"resuming a promotion that landed before a crash; {reason}"
+    return Plan(batch=obs.batch, action="retrain", reason=reason, resumed=in_use.resumed, trigger="schema",
+                policy=make_policy(doc.policy, **doc.params).to_dict(), score=float("nan"), psi_bar=0.0,
+                kappa=doc.kappa, serving=production.version, t=max(1, state.position + 1), previous=obs.previous)
+
+
+def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool = False) -> ManagerState:
+    """The stream's clock after ``batch``: in order, one tick (position, cooldown) and the ids
+    passed over since ``previous`` recorded as missing; late, the batch taken out of the missing.
+
+    >>> from cara_mlflow.policies import make_policy
+    >>> s = ManagerState.fresh(make_policy("nr"), version=1, kappa=1.0, batch=20261029, position=25)
+    >>> s = advance(s, 20261102, 20261029)
+    >>> s.position, s.missing, s.dated
+    (26, ((20261030, 20261101),), True)
+    >>> s = advance(s, 20261031, None, late=True)
+    >>> s.position, s.missing, s.late
+    (26, ((20261030, 20261030), (20261101, 20261101)), (20261031,))
+    """
+    if late:
+        missing = remove_id([list(r) for r in state.missing], batch)
+        return replace(state, missing=tuple(map(tuple, missing)), late=state.late + (batch,))
+    dated = state.dated and is_date_id(batch)
+    span = None if previous is None else gap(previous, batch, dated=dated)
+    return replace(state, position=state.position + 1, cooldown_left=max(0, state.cooldown_left - 1),
+                   missing=tuple(map(tuple, add_range([list(r) for r in state.missing], span))), dated=dated)
 
 
 def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, cooldown: int) -> ManagerState:
@@ -169,6 +253,7 @@ def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, c
     batches without a retrain attempt and leaves the policy's accumulated staleness as it was.
     The version in use from then on is the one serving (the challenger, if it was promoted).
     """
+    state = advance(state, plan.batch, plan.previous, late=plan.late)
     if not plan.retrain:
         return replace(state, policy=plan.policy, cumulative_cost=state.cumulative_cost + plan.psi_bar,
                        model_version=plan.serving)
@@ -178,10 +263,10 @@ def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, c
     paid = state.cumulative_cost + plan.kappa
     if outcome.gate in PROMOTED:
         policy = Policy.from_dict(plan.policy)
-        policy.reset(plan.batch)
-        return ManagerState(policy=policy.to_dict(), cumulative_cost=paid, model_version=outcome.challenger,
-                            cooldown_until=None, last_retrain=last)
-    return replace(state, policy=plan.policy, cumulative_cost=paid, cooldown_until=plan.batch + cooldown,
+        policy.reset(plan.t)
+        return replace(state, policy=policy.to_dict(), cumulative_cost=paid, model_version=outcome.challenger,
+                       cooldown_left=0, last_retrain=last)
+    return replace(state, policy=plan.policy, cumulative_cost=paid, cooldown_left=cooldown,
                    last_retrain=last, model_version=plan.serving)
 
 

@@ -182,3 +182,13 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def with_x3(store: Path, batch_ids) -> None:
+    """A producer adds the column x3 to batches (data and queries), as after a schema change."""
+    bs = BatchStore(store)
+    for b in batch_ids:
+        path = bs.info(b).path
+        data, queries = pd.read_parquet(path / "data.parquet"), pd.read_parquet(path / "queries.parquet")
+        shutil.rmtree(path)
+        bs.write(b, data.assign(x3=data["x1"] - data["x2"]), queries=queries.assign(x3=queries["x1"] - queries["x2"]))

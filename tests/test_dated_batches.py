@@ -45,3 +45,73 @@ def test_compare_on_dated_ids(dated_store):
     assert {r["policy"] for r in rows} == {"cara-t", "nr", "oracle"}
     oracle = next(r for r in rows if r["policy"] == "oracle")
     assert all(r["strategy_cost"] >= oracle["strategy_cost"] - 1e-9 for r in rows)      # ORACLE is the least
+
+
+def _late(store, day):
+    """Batch ``day`` as a producer would bring it late: written whole, _SUCCESS last."""
+    batch = make_stream("covcon-d", n_batches=1, batch_size=150, seed=day % 97)[0]
+    BatchStore(store).write(day, pd.DataFrame({"x1": batch.X[:, 0], "x2": batch.X[:, 1], "label": batch.y}))
+
+
+def test_a_late_batch_is_processed_once_tagged_drawn_and_listed(dated_store):
+    from .helpers import registry, runs_of, timeline_points
+
+    ok(run_cli(dated_store, "tune", "--offline", "20261027:20261101", "--kappa", "5", "--model", "lr"))
+    ok(run_cli(dated_store, "init", "--batch", "20261101"))
+    ok(run_cli(dated_store, "step", "--all"))
+    _late(dated_store, 20261110)                                   # leaves 20261107–20261109 missing
+    ok(run_cli(dated_store, "step"))
+    status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
+    assert status["missing"] == ["20261104", "20261107–20261109"] and status["late_batches"] == []
+    assert status["position"] == 20261027 + 4 + 5                  # init counted 4 offline batches, then 5 steps
+    assert status["next_state"] == "none pending"
+
+    _late(dated_store, 20261104)                                   # the only pending work: a late batch
+    status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
+    assert (status["next_batch"], status["next_state"]) == (20261104, "ready (late)")
+    stepped = ok(run_cli(dated_store, "step", "--all"))
+    assert stepped.stderr == ""
+    lines = stepped.stdout.splitlines()
+    assert lines[0].startswith("batch 20261104 (late): ") and "keep (late batch" in lines[0]
+    assert lines[1].startswith("nothing to do")
+    reg = registry(dated_store)
+    assert reg.last_batch() == 20261110                           # the commit point never moves back
+    (run,) = runs_of(reg, "batch", 20261104)
+    assert run.status == "FINISHED" and run.tags["cara.late"] == "true" and run.tags["cara.decision"] == "keep"
+    assert 20261104 in [s for s, _ in timeline_points(reg)]
+    status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
+    assert status["late_batches"] == [20261104] and status["missing"] == ["20261107–20261109"]
+    assert status["position"] == 20261027 + 4 + 5                  # a late batch is not a tick of the clock
+    text = ok(run_cli(dated_store, "status")).stdout
+    assert "late         20261104" in text and "missing ids  20261107–20261109" in text
+    rows = json.loads(ok(run_cli(dated_store, "history", "--json")).stdout)
+    assert [r["batch"] for r in rows].count(20261104) == 1
+    assert ok(run_cli(dated_store, "step")).stdout.startswith("nothing to do")   # processed once only
+
+
+def test_a_late_batch_goes_before_the_batches_in_order_and_its_cost_is_kept(dated_store):
+    ok(run_cli(dated_store, "tune", "--offline", "20261027:20261101", "--kappa", "5", "--model", "lr"))
+    ok(run_cli(dated_store, "init", "--batch", "20261101"))
+    ok(run_cli(dated_store, "step", "--all"))
+    before = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)["cumulative_cost"]
+    _late(dated_store, 20261104)
+    _late(dated_store, 20261107)
+    lines = ok(run_cli(dated_store, "step", "--all")).stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["batch 20261104 (late)", "batch 20261107"]
+    rows = {r["batch"]: r for r in json.loads(ok(run_cli(dated_store, "history", "--json")).stdout)}
+    assert rows[20261104]["cumulative_cost"] == pytest.approx(before + rows[20261104]["psi_bar"])
+    paid = rows[20261107]["psi_bar"] if rows[20261107]["decision"] == "keep" else rows[20261107]["kappa"]
+    assert rows[20261107]["cumulative_cost"] == pytest.approx(rows[20261104]["cumulative_cost"] + paid)
+
+
+def test_a_malformed_late_batch_can_be_skipped(dated_store):
+    ok(run_cli(dated_store, "tune", "--offline", "20261027:20261101", "--kappa", "5", "--model", "lr"))
+    ok(run_cli(dated_store, "init", "--batch", "20261101"))
+    ok(run_cli(dated_store, "step", "--all"))
+    store = BatchStore(dated_store)
+    store.write(20261104, pd.DataFrame({"x1": [0.1], "x2": [0.2], "labels": [1]}))   # no target column
+    failed = run_cli(dated_store, "step")
+    assert failed.returncode == 1 and "skip --batch 20261104" in failed.stderr
+    ok(run_cli(dated_store, "skip", "--batch", "20261104", "--reason", "producer wrote the wrong column"))
+    status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
+    assert status["late_batches"] == [20261104] and status["missing"] == [] and status["last_batch"] == 20261106

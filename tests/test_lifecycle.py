@@ -63,6 +63,7 @@ from .helpers import (
     snapshot,
     the_batch_run,
     timeline_points,
+    with_x3,
 )
 
 pytestmark = pytest.mark.usefixtures("mlflow_globals_untouched")
@@ -224,7 +225,8 @@ def test_status_json_says_where_production_stands(ran_store, cara):
                            "feature_kinds": {"x1": "numeric", "x2": "numeric"}}
     last = the_batch_run(reg, ONLINE[-1])
     assert s["cumulative_cost"] == pytest.approx(last.metrics["cumulative_cost"])
-    assert s["cooldown_until"] is None and s["last_retrain"]["version"] == production.version
+    assert s["cooldown_left"] == 0 and s["last_retrain"]["version"] == production.version
+    assert s["position"] == ONLINE[-1] and s["missing"] == [] and s["late_batches"] == []    # ids 0, 1, …: counts
     exp = reg.runs.experiment_id(create=False)
     timeline = reg.runs.find("timeline")[0].run_id
     base = "http://mlflow.example:5000/#"
@@ -544,7 +546,7 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
     assert run.tags["cara.model_version"] == "1"
     assert run.metrics["cumulative_cost"] == pytest.approx(2 * KAPPA)     # the attempt pays κ
     state = reg.runs.load_json(run.run_id, "policy_state.json")
-    assert state["cooldown_until"] == 8
+    assert state["cooldown_left"] == 2                         # batches, counted in order
     assert state["last_retrain"] == {"batch": 6, "version": challenger.version, "gate": "rejected"}
     assert state["policy"]["state"]["n"] == 1                  # not reset: production did not change
 
@@ -553,13 +555,13 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
         run = the_batch_run(reg, b)
         assert run.tags["cara.decision"] == "keep"
         reason = run.tags["cara.reason"]
-        assert "≥ τ_cum" in reason and "cooling down until batch 8" in reason     # the policy said retrain
+        assert "≥ τ_cum" in reason and f"cooling down ({9 - b} more batch" in reason     # the policy said retrain
         assert "cooling down" in result.stdout
         assert run.metrics["score"] >= doc.params["tau_cum"]
         assert len(reg.versions()) == 2 and not runs_of(reg, "retrain", b)
         assert reg.production().version == 1
     status = json.loads(ok(cara(fresh, "status", "--json")).stdout)
-    assert status["cooldown_until"] == 8 and status["last_retrain"]["gate"] == "rejected"
+    assert status["cooldown_left"] == 0 and status["last_retrain"]["gate"] == "rejected"
     # the cooldown is over at batch 9: the policy's retrain is attempted again
     result = ok(cara(fresh, "step", "--dry-run"))
     assert result.stdout.startswith("[dry run] batch 9:") and " retrain (" in result.stdout
@@ -704,13 +706,44 @@ def test_tune_with_fewer_than_two_offline_batches_exits_1_and_changes_nothing(fr
     assert snapshot(fresh) == before
 
 
-def test_a_retune_with_other_features_than_production_is_refused_and_changes_nothing(fresh):
-    before = snapshot(fresh)
-    line = one_line_error(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--features", "x2"))
-    assert line == ("cara-mlflow: error: features: x2 differ from those production v1 was trained on (x1,x2); a "
-                    "managed model cannot change its features yet: tune with --features x1,x2, or manage the new "
-                    "schema under another --name")
-    assert snapshot(fresh) == before
+def _features_of(store: Path, version) -> list[str]:
+    import tempfile
+
+    reg = registry(store)
+    with tempfile.TemporaryDirectory() as tmp:
+        info, _ = reg.training_info(reg.version(version), tmp)
+    return info["features"]
+
+
+def test_a_schema_change_steps_through_a_column_added_then_one_removed(fresh):
+    reg = registry(fresh)
+    ok(run_cli(fresh, "step"))                                             # batch 6 on x1, x2
+    with_x3(fresh, [0, 1, 2, 3, 4, *range(7, 14)])
+    tuned = ok(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--model", "lr"))
+    assert "features changed at re-tune (added x3)" in tuned.stdout + tuned.stderr
+    status = json.loads(ok(run_cli(fresh, "status", "--json")).stdout)
+    assert status["schema_change"] == {"added": ["x3"], "removed": []}
+    assert status["next_state"].startswith("ready: the next step retrains on the policy's features")
+    stepped = ok(run_cli(fresh, "step"))
+    assert stepped.stdout.startswith("batch 7: retrain (features changed at re-tune (added x3): retrain on the new "
+                                     "features, without a gate)") and "gate=off" in stepped.stdout
+    assert stepped.stderr == ""
+    (v7,) = reg.versions(trained_on=7)
+    assert v7.tags["cara.trigger"] == "schema" and v7.tags["cara.gate"] == "off"
+    assert reg.production().version == v7.version and _features_of(fresh, v7.version) == ["x1", "x2", "x3"]
+    assert json.loads(ok(run_cli(fresh, "status", "--json")).stdout)["schema_change"] is None
+    after = ok(run_cli(fresh, "step")).stdout                              # batch 8: the policy goes on, with Ψ̄
+    assert after.startswith("batch 8: Ψ̄=")
+
+    ok(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--model", "lr", "--features", "x1,x3"))
+    stepped = ok(run_cli(fresh, "step"))
+    assert stepped.stdout.startswith("batch 9: retrain (features changed at re-tune (removed x2)")
+    (v9,) = reg.versions(trained_on=9)
+    assert v9.tags["cara.trigger"] == "schema" and _features_of(fresh, v9.version) == ["x1", "x3"]
+    assert ok(run_cli(fresh, "step")).stdout.startswith("batch 10: Ψ̄=")
+    rows = {r["batch"]: r for r in json.loads(ok(run_cli(fresh, "history", "--json")).stdout)}
+    assert rows[7]["psi_bar"] is None and rows[7]["decision"] == "retrain" and rows[7]["policy_version"] == 2
+    assert rows[9]["policy_version"] == 3 and rows[10]["psi_bar"] is not None
 
 
 @pytest.mark.parametrize("loss, expected", [

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from cara_mlflow.errors import InputError
 from cara_mlflow.manager_state import LastRetrain, ManagerState
-from cara_mlflow.planner import BatchObservation, InUse, Production, RetrainOutcome, model_in_use, plan_step, settle
+from cara_mlflow.planner import (BatchObservation, InUse, Production, RetrainOutcome, advance, model_in_use, plan_step,
+                                 settle)
 from cara_mlflow.policies import make_policy
 from cara_mlflow.policy_doc import PolicyDocument
 
@@ -28,14 +30,15 @@ def doc(policy="cara-ct", **params) -> PolicyDocument:
                                      "trainer": {"model": "lr"}})
 
 
-def state(policy="cara-ct", version=1, cost=KAPPA, cooldown_until=None, **params) -> ManagerState:
+def state(policy="cara-ct", version=1, cost=KAPPA, cooldown_left=0, position=4, **params) -> ManagerState:
     params = _params(policy, params)
     return ManagerState(policy=make_policy(policy, **params).to_dict(), cumulative_cost=cost, model_version=version,
-                        cooldown_until=cooldown_until, last_retrain=LastRetrain(4, version, "off"))
+                        cooldown_left=cooldown_left, last_retrain=LastRetrain(4, version, "off"), position=position)
 
 
-def obs(batch, psi_bar, n_classes=2, trained_on=4, errors=None) -> BatchObservation:
-    return BatchObservation(batch=batch, psi_bar=psi_bar, n_classes=n_classes, trained_on=trained_on, errors=errors)
+def obs(batch, psi_bar, n_classes=2, errors=None, late=False, previous=None) -> BatchObservation:
+    return BatchObservation(batch=batch, psi_bar=psi_bar, n_classes=n_classes, errors=errors, late=late,
+                            previous=previous)
 
 
 PROD = Production(version=1, trained_on=4)
@@ -49,7 +52,7 @@ def test_keep_pays_psi_and_carries_the_policy_state():
     after = settle(plan, s, None, cooldown=3)
     assert after.cumulative_cost == KAPPA + 1.25 and after.model_version == 1
     assert after.policy["state"] == {"cum": 1.25, "n": 1}
-    assert after.last_retrain == s.last_retrain and after.cooldown_until is None
+    assert after.last_retrain == s.last_retrain and after.cooldown_left == 0 and after.position == 5
 
 
 def test_retrain_that_lands_pays_kappa_resets_the_policy_and_moves_production():
@@ -59,17 +62,17 @@ def test_retrain_that_lands_pays_kappa_resets_the_policy_and_moves_production():
     assert plan.action == "retrain" and plan.trigger == "cara-ct" and "≥ τ_cum=3" in plan.reason
     after = settle(plan, s, RetrainOutcome(challenger=2, gate="passed"), cooldown=3)
     assert after.cumulative_cost == 7.0 + 2.0 + KAPPA
-    assert after.model_version == 2 and after.cooldown_until is None
+    assert after.model_version == 2 and after.cooldown_left == 0
     assert after.policy["state"] == {"cum": 0.0, "n": 0}                               # production changed
     assert after.last_retrain == LastRetrain(6, 2, "passed")
 
 
 @pytest.mark.parametrize("gate", ["passed", "off"])
 def test_a_promoted_challenger_ends_a_cooldown(gate):
-    s = state(cooldown_until=9)
+    s = state(cooldown_left=3)
     plan = plan_step(doc(), s, PROD, IN_USE, obs(6, 1.0), force_retrain=True)
     after = settle(plan, s, RetrainOutcome(2, gate), cooldown=3)
-    assert after.cooldown_until is None and after.model_version == 2
+    assert after.cooldown_left == 0 and after.model_version == 2
 
 
 def test_a_rejected_challenger_pays_kappa_keeps_the_staleness_and_cools_down():
@@ -77,22 +80,24 @@ def test_a_rejected_challenger_pays_kappa_keeps_the_staleness_and_cools_down():
     plan = plan_step(doc(), s, PROD, IN_USE, obs(5, 4.0))
     after = settle(plan, s, RetrainOutcome(challenger=2, gate="rejected"), cooldown=3)
     assert after.cumulative_cost == 2 * KAPPA and after.model_version == 1
-    assert after.cooldown_until == 8 and after.last_retrain == LastRetrain(5, 2, "rejected")
+    assert after.cooldown_left == 3 and after.last_retrain == LastRetrain(5, 2, "rejected")
     assert after.policy["state"] == {"cum": 4.0, "n": 1}                               # not reset
 
 
-def test_no_retrain_attempt_during_the_cooldown_and_one_after_it():
-    s = state(cooldown_until=8)
-    for batch in (6, 7, 8):
-        plan = plan_step(doc(), s, PROD, IN_USE, obs(batch, 4.0))
-        assert plan.action == "keep" and plan.reason.endswith("cooling down until batch 8"), plan.reason
-        s = settle(plan, s, None, cooldown=3)
-    plan = plan_step(doc(), s, PROD, IN_USE, obs(9, 4.0))
+@pytest.mark.parametrize("ids", [(6, 7, 8, 9), (20261030, 20261102, 20261103, 20261110)])
+def test_no_retrain_attempt_during_the_cooldown_and_one_after_it_counting_batches_not_ids(ids):
+    s, previous = state(cooldown_left=3), 5
+    for batch, left in zip(ids[:3], (3, 2, 1)):
+        plan = plan_step(doc(), s, PROD, IN_USE, obs(batch, 4.0, previous=previous))
+        assert plan.action == "keep" and plan.reason.endswith(f"cooling down ({left} more batch"
+                                                              f"{'es' if left != 1 else ''} without a retrain)")
+        s, previous = settle(plan, s, None, cooldown=3), batch
+    plan = plan_step(doc(), s, PROD, IN_USE, obs(ids[3], 4.0, previous=previous))
     assert plan.action == "retrain"
 
 
 def test_a_forced_retrain_overrides_the_policy_and_the_cooldown():
-    s = state(cooldown_until=20)
+    s = state(cooldown_left=20)
     plan = plan_step(doc(), s, PROD, IN_USE, obs(6, 0.0), force_retrain=True)
     assert (plan.action, plan.trigger, plan.reason) == ("retrain", "manual", "forced by --force-retrain")
 
@@ -131,10 +136,48 @@ def test_a_retrain_on_a_single_class_batch_is_refused_but_a_keep_is_not():
     assert plan_step(doc(), state(), PROD, IN_USE, obs(5, 0.5, n_classes=1)).action == "keep"
 
 
-@pytest.mark.parametrize("trained_on, expected", [(4, 4), (None, 6), (7, 6)])
-def test_the_policy_sees_the_training_batch_or_the_one_before(trained_on, expected):
-    plan = plan_step(doc("cara-p", phi=2), state("cara-p", phi=2), PROD, IN_USE, obs(7, 0.0, trained_on=trained_on))
-    assert plan.action == ("retrain" if (7 - expected) % 2 == 0 else "keep")
+def test_cara_p_counts_processed_batches_not_id_differences():
+    """On dated ids, 20261031 → 20261101 is one batch: CARA-P (φ=3) retrains every third batch."""
+    ids = [20261029, 20261030, 20261031, 20261101, 20261102, 20261105, 20261106]
+    s, previous, actions = replace(state("cara-p", phi=3, position=25), dated=True), 20261028, []
+    for batch in ids:
+        plan = plan_step(doc("cara-p", phi=3), s, PROD, IN_USE, obs(batch, 0.0, previous=previous))
+        actions.append(plan.action)
+        outcome = RetrainOutcome(challenger=2, gate="passed") if plan.retrain else None
+        s, previous = settle(plan, s, outcome, cooldown=3), batch
+    assert [a == "retrain" for a in actions] == [(t % 3 == 0) for t in range(26, 26 + len(ids))]
+    assert s.position == 25 + len(ids)
+    assert s.missing == ((20261103, 20261104),) and s.dated
+
+
+def test_a_late_batch_is_kept_paid_fed_to_the_policy_and_not_a_tick():
+    s = state(position=30, cooldown_left=2)
+    s = replace(s, missing=((7, 9),))
+    plan = plan_step(doc(), s, PROD, IN_USE, obs(8, 9.0, late=True), force_retrain=True)
+    assert plan.action == "keep" and plan.reason.startswith("late batch") and plan.t == 30
+    after = settle(plan, s, None, cooldown=3)
+    assert after.cumulative_cost == KAPPA + 9.0 and after.policy["state"] == {"cum": 9.0, "n": 1}
+    assert (after.position, after.cooldown_left) == (30, 2)           # the clock did not move
+    assert after.missing == ((7, 7), (9, 9)) and after.late == (8,)
+    nxt = plan_step(doc(), after, PROD, IN_USE, obs(31, 0.0, previous=30))
+    assert nxt.action == "keep" and "cooling down" in nxt.reason      # ΣΨ̄ over τ_cum, still cooling
+
+
+def test_advance_records_gaps_as_ranges_and_impossible_dates_are_not_missing():
+    s = ManagerState.fresh(make_policy("nr"), version=1, kappa=1.0, batch=20261031)
+    assert s.dated and s.position == 20261031
+    s = advance(s, 20261101, 20261031)
+    assert s.missing == ()
+    s = advance(s, 20261201, 20261101)
+    assert s.missing == ((20261102, 20261130),)
+    plain = advance(ManagerState.fresh(make_policy("nr"), version=1, kappa=1.0, batch=3), 10, 3)
+    assert plain.missing == ((4, 9),) and not plain.dated
+
+
+def test_a_state_from_before_positions_counts_from_its_batch_id():
+    old = {"policy": make_policy("nr").to_dict(), "model_version": 2, "cumulative_cost": 1.0, "cooldown_until": 12}
+    s = ManagerState.from_dict(old, batch=10)
+    assert (s.position, s.cooldown_left, s.missing, s.late) == (10, 2, (), ())
 
 
 def test_drift_detectors_get_the_errors():
@@ -162,10 +205,12 @@ def test_settle_refuses_a_retrain_plan_without_its_outcome():
 def test_states_round_trip_through_json_and_bad_ones_are_refused():
     import json
 
-    s = state(cooldown_until=9)
+    s = state(cooldown_left=2)
     assert ManagerState.from_json(json.dumps(s.to_dict())) == s
     for bad in ({"policy": s.policy}, {**s.to_dict(), "model_version": "2"}, {**s.to_dict(), "surprise": 1},
-                {**s.to_dict(), "cooldown_until": 1.5}, {**s.to_dict(), "last_retrain": {"batch": 1}}):
+                {**s.to_dict(), "cooldown_until": 1.5}, {**s.to_dict(), "last_retrain": {"batch": 1}},
+                {**s.to_dict(), "cooldown_left": -1}, {**s.to_dict(), "missing": [[1]]},
+                {**s.to_dict(), "late": ["3"]}, {**s.to_dict(), "dated": "yes"}):
         with pytest.raises(InputError):
             ManagerState.from_dict(bad)
 

@@ -46,6 +46,7 @@ from .helpers import (
     runs_of,
     snapshot,
     timeline_points,
+    with_x3,
 )
 
 pytestmark = pytest.mark.usefixtures("mlflow_globals_untouched")
@@ -102,6 +103,56 @@ def test_kill_9_at_each_phase_then_rerun_processes_every_batch_exactly_once(fres
     assert not [r for r in runs_of(reg, "retrain", 6) if r.status == "RUNNING"]
     ok(run_cli(fresh, "step", "--all"))                    # and a further step has nothing to redo
     assert _batch_invariants(fresh, [6, 7, 8], tmp_path) == summary
+
+
+@pytest.mark.parametrize("phase", ["after-read", "after-psi", "after-batch-run", "after-commit"])
+def test_kill_9_while_a_late_batch_is_processed_then_rerun_processes_it_exactly_once(fresh, tmp_path, phase):
+    drop_batches_from(fresh, 9)                          # pending 6, 7, 8; 7 will come late
+    aside = tmp_path / "7"
+    (fresh / "batches" / "7").rename(aside)
+    ok(run_cli(fresh, "step", "--all"))                  # 6 and 8; 7 missing
+    aside.rename(fresh / "batches" / "7")
+    killed = run_cli(fresh, "step", **{KILL_ENV: phase})
+    assert killed.returncode in (-9, 137), (phase, killed.returncode, killed.stderr)
+    reg = registry(fresh)
+    assert reg.last_batch() == 8                         # a late batch never moves the commit point
+
+    rerun = ok(run_cli(fresh, "step", "--all"))
+    assert rerun.stderr == ""
+    expected = "nothing to do" if phase == "after-commit" else "batch 7 (late): "
+    assert rerun.stdout.startswith(expected), rerun.stdout
+    assert reg.last_batch() == 8
+    runs = runs_of(reg, "batch", 7)
+    assert [r.status for r in runs].count("FINISHED") == 1 and {r.status for r in runs} <= {"FINISHED", "KILLED"}
+    (done,) = [r for r in runs if r.status == "FINISHED"]
+    assert done.tags["cara.late"] == "true" and not reg.versions(trained_on=7)
+    assert sorted(s for s, _ in timeline_points(reg)) == [INIT_BATCH, 6, 7, 8]
+    assert [s for s, _ in timeline_points(reg)].count(7) == 1
+    status = json.loads(ok(run_cli(fresh, "status", "--json")).stdout)
+    assert status["late_batches"] == [7] and status["missing"] == []
+    assert ok(run_cli(fresh, "step")).stdout.startswith("nothing to do")
+
+
+@pytest.mark.parametrize("phase", ["during-retrain", "after-register", "after-alias"])
+def test_kill_9_during_a_schema_retrain_then_rerun_retrains_exactly_once(fresh, tmp_path, phase):
+    drop_batches_from(fresh, 9)                          # pending 6, 7, 8
+    with_x3(fresh, [0, 1, 2, 3, 4, 6, 7, 8])
+    ok(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--model", "lr"))      # x1, x2, x3
+    killed = run_cli(fresh, "step", **{KILL_ENV: phase})
+    assert killed.returncode in (-9, 137), (phase, killed.returncode, killed.stderr)
+    rerun = ok(run_cli(fresh, "step", "--all"))
+    assert rerun.stderr == "" and rerun.stdout.startswith("batch 6: retrain (")
+    assert "features changed at re-tune (added x3)" in rerun.stdout.splitlines()[0]
+    reg = registry(fresh)
+    (v6,) = reg.versions(trained_on=6)
+    assert v6.tags["cara.trigger"] == "schema" and v6.tags["cara.gate"] == "off"
+    assert reg.production().version >= v6.version
+    assert len(runs_of(reg, "retrain", 6, "FINISHED")) == 1
+    for b in (6, 7, 8):
+        assert [r.status for r in runs_of(reg, "batch", b)].count("FINISHED") == 1
+    assert reg.last_batch() == 8
+    model = load_production(fresh, tmp_path / "production")
+    assert model.predict(pd.DataFrame({"x1": [0.0], "x2": [1.0], "x3": [-1.0]})).shape == (1,)
 
 
 # ---------------------------------------------------------------------------------- 2. eight at once

@@ -1,5 +1,5 @@
 """A batch's run and the commit point: ``cara.last_batch`` moves past the batch only after its
-state is stored on the run."""
+state is stored on the run (a late batch commits by ``cara.last_run`` alone)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,16 @@ import contextlib
 from typing import Iterator, Mapping
 
 from ..manager_state import STATE_FILE, ManagerState
-from ..store import BatchStore
 from ..tracking import registry as reg
 from .frame import Phase, no_phase
-from .timeline import write_timeline
 
 __all__ = ["batch_run", "commit"]
 
 
 @contextlib.contextmanager
-def batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: Mapping[str, object],
-              previous: int | None = None) -> Iterator[str]:
+def batch_run(registry: reg.Registry, batch_id: int, tags: Mapping[str, object]) -> Iterator[str]:
     """The batch run of one batch: FAILED (with the error) if the block raises; else, once the
-    block has committed, FINISHED and drawn on the timeline. ``previous``: the batch committed
-    before this one (``batch_id`` is the next after it in the store)."""
+    block has committed, FINISHED (the caller then draws it on the timeline)."""
     run_id = registry.runs.start("batch", run_name=f"batch-{batch_id}", tags={reg.TAG_BATCH: batch_id, **tags})
     try:
         yield run_id
@@ -31,12 +27,11 @@ def batch_run(registry: reg.Registry, store: BatchStore, batch_id: int, tags: Ma
             registry.runs.end(run_id, "FAILED")   # else the next step's recovery closes the run
         raise
     registry.runs.end(run_id, "FINISHED")
-    write_timeline(registry, store, batch_id, previous=previous)
 
 
 def commit(registry: reg.Registry, run_id: str, batch_id: int, state: ManagerState,
-           on_phase: Phase = no_phase) -> None:
+           on_phase: Phase = no_phase, *, late: bool = False) -> None:
     """Store the manager state on the batch run, then move the commit point past the batch."""
     registry.runs.log_dict(run_id, state.to_dict(), STATE_FILE)
-    registry.commit(batch_id, run_id)
+    registry.commit(batch_id, run_id, late=late)
     on_phase("after-commit")

@@ -13,7 +13,7 @@ from .frame import Phase, no_phase
 from .models import gate, train_and_register
 from .observe import PsiTerms
 
-__all__ = ["log_observation", "apply_retrain", "log_decision"]
+__all__ = ["log_observation", "apply_retrain", "log_decision", "describe"]
 
 
 def log_observation(registry: reg.Registry, run_id: str, terms: PsiTerms, batch, kappa: float) -> None:
@@ -24,10 +24,12 @@ def log_observation(registry: reg.Registry, run_id: str, terms: PsiTerms, batch,
 
 def apply_retrain(plan: Plan, *, store: BatchStore, registry: reg.Registry, doc: PolicyDocument, batch,
                   in_use: reg.VersionInfo, gate_enabled: bool, psi_method: str, project_uri: str | None,
-                  on_phase: Phase = no_phase) -> RetrainOutcome:
+                  on_phase: Phase = no_phase, parent_run_id: str | None = None) -> RetrainOutcome:
     """Train (or reuse) the challenger of ``plan``, gate it against the model in use, promote it if
-    it passed. A gate outcome already on the version (a killed step's) is kept, not re-judged."""
-    challenger = train_and_register(registry, batch, doc, project_uri, trigger=plan.trigger, on_phase=on_phase)
+    it passed. A gate outcome already on the version (a killed step's) is kept, not re-judged.
+    ``parent_run_id``: the batch run, under which the UI nests the retrain run."""
+    challenger = train_and_register(registry, batch, doc, project_uri, trigger=plan.trigger, on_phase=on_phase,
+                                    parent_run_id=parent_run_id)
     outcome = challenger.tags.get(reg.TAG_GATE) or gate(registry, challenger, in_use, batch, doc,
                                                         enabled=gate_enabled, method=psi_method)
     registry.tag_version(challenger.version, reg.TAG_GATE, outcome)
@@ -38,12 +40,46 @@ def apply_retrain(plan: Plan, *, store: BatchStore, registry: reg.Registry, doc:
     return RetrainOutcome(challenger.version, outcome)
 
 
+def describe(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None) -> str:
+    """One sentence for the batch run's description in the MLflow UI: the decision, what became
+    of a challenger, then why. ``state`` is the state after the batch. The outcome comes before
+    the reason because the runs table's Description column shows only the first ~50 characters.
+
+    >>> from cara_mlflow.planner import _doc, Production, InUse, BatchObservation, plan_step, settle
+    >>> from cara_mlflow.policies import make_policy
+    >>> state = ManagerState.fresh(make_policy("cara-t", tau=1.0), version=3, kappa=5.0, batch=56)
+    >>> doc, prod = _doc("cara-t", {"tau": 1.0}), Production(3, 56)
+    >>> def plan(psi): return plan_step(doc, state, prod, InUse(3, False), BatchObservation(57, psi, 2))
+    >>> describe(plan(0.41), settle(plan(0.41), state, None, cooldown=3), None)
+    'Kept v3: Ψ̄=0.41 < τ=1.'
+    >>> won = RetrainOutcome(4, "passed")
+    >>> describe(plan(2.5), settle(plan(2.5), state, won, cooldown=3), won)
+    'Retrained: v4 passed the gate and serves from batch 57 (Ψ̄=2.5 ≥ τ=1).'
+    >>> lost = RetrainOutcome(4, "rejected")
+    >>> describe(plan(2.5), settle(plan(2.5), state, lost, cooldown=3), lost)
+    'Retrained: v4 was rejected by the gate, v3 still serves (Ψ̄=2.5 ≥ τ=1); no retrain attempt for the next 3 batches.'
+    """
+    why = plan.reason.rstrip(". ")
+    if not plan.retrain or outcome is None:
+        return f"Kept v{state.model_version}: {why}."
+    new = f"v{outcome.challenger}"
+    if outcome.gate == "passed":
+        return f"Retrained: {new} passed the gate and serves from batch {plan.batch} ({why})."
+    if outcome.gate in PROMOTED:                 # promoted with the gate off
+        return f"Retrained: {new} serves from batch {plan.batch}, gate off ({why})."
+    n = state.cooldown_left
+    after = f"; no retrain attempt for the next {n} batch{'es' if n != 1 else ''}" if n else ""
+    return f"Retrained: {new} was rejected by the gate, v{state.model_version} still serves ({why}){after}."
+
+
 def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: ManagerState,
                  outcome: RetrainOutcome | None) -> None:
-    """The decision and its consequences on the batch run (tags and metrics of DESIGN.md)."""
+    """The decision and its consequences on the batch run (tags and metrics of DESIGN.md), and
+    :func:`describe`'s sentence as the run's description in the UI."""
     tags = {reg.TAG_DECISION: plan.action, reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": plan.reason[:500]}
     if outcome is not None:
         tags[reg.TAG_GATE] = outcome.gate
     registry.runs.set_tags(run_id, tags)
+    registry.runs.set_description(run_id, describe(plan, state, outcome))
     registry.runs.log_metrics(run_id, {"decision": float(plan.retrain), "cumulative_cost": state.cumulative_cost,
                                        "score": plan.score})

@@ -68,6 +68,7 @@ class StepResult:
     gate: str | None = None
     cumulative_cost: float | None = None
     message: str = ""
+    late: bool = False              # a batch processed after a later one (never retrained on)
 
     def line(self) -> str:
         if self.status in ("waiting", "nothing"):
@@ -75,5 +76,6 @@ class StepResult:
         psi = "" if self.psi_bar is None else f"Ψ̄={self.psi_bar:.4g}  "
         gate = f"  gate={self.gate}" if self.gate else ""
         prefix = "[dry run] " if self.status == "dry-run" else ""
-        return (f"{prefix}batch {self.batch}: {psi}{self.decision} ({self.reason})  "
+        late = " (late)" if self.late else ""
+        return (f"{prefix}batch {self.batch}{late}: {psi}{self.decision} ({self.reason})  "
                 f"production=v{self.version}{gate}")

@@ -7,7 +7,7 @@ from .. import validate
 from ..errors import InputError, SetupError
 from ..manager_state import ManagerState
 from ..names import DEFAULT_LOCK_TIMEOUT
-from ..planner import PROMOTED
+from ..planner import PROMOTED, advance
 from ..policies import make_policy
 from ..store import BatchStore
 from ..tracking import registry as reg
@@ -15,7 +15,9 @@ from ..tracking.projects import resolve_project_uri
 from .batch_run import batch_run, commit
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .models import adopt, train_and_register
-from .records import committed_state, recover
+from .pending import next_pending
+from .records import commit_point, committed_state, recover
+from .timeline import write_timeline
 
 __all__ = ["init", "skip", "rollback"]
 
@@ -34,21 +36,34 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
         batch = store.read(batch_id, target=doc.target, space=doc.space)
         recover(registry, None, batch_id)
         tags = {reg.TAG_DECISION: "init", reg.TAG_POLICY_VERSION: doc.version}
-        with batch_run(registry, store, batch_id, tags) as run_id:
+        with batch_run(registry, batch_id, tags) as run_id:
             if adopt_version is not None:
                 version = adopt(registry, batch, doc, adopt_version, run_id)
             else:
                 version = train_and_register(registry, batch, doc, project_uri, trigger="init", gate_tag="off",
-                                             on_phase=on_phase)
+                                             on_phase=on_phase, parent_run_id=run_id)
             registry.set_production(version.version)
             state = ManagerState.fresh(make_policy(doc.policy, **doc.params), version=version.version,
-                                       kappa=doc.kappa, batch=batch_id)
+                                       kappa=doc.kappa, batch=batch_id, position=_position(store, doc, batch_id))
             registry.runs.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
+            how = f"adopted registered v{version.version}" if adopt_version is not None else f"trained v{version.version}"
+            registry.runs.set_description(run_id, f"Init: {how} as the first production model, on batch {batch_id}.")
             registry.runs.log_metrics(run_id, {"decision": 1.0, "kappa": doc.kappa, "cumulative_cost": doc.kappa,
                                                "n_data": batch.n_rows, "n_queries": len(batch.queries)})
             commit(registry, run_id, batch_id, state, on_phase)
+        write_timeline(registry, store, batch_id)
     return StepResult("processed", batch_id, None, "init", "first production model", version.version, "off",
                       doc.kappa)
+
+
+def _position(store: BatchStore, doc, batch_id: int) -> int:
+    """The init batch's count in the stream: the offline window's first id (tune's CARA-P ``t``
+    there, :class:`~cara_mlflow.tuning.PolicyTuner` ``start``) plus the complete batches from it
+    up to the init batch — the batch id itself on the paper's streams (ids 0, 1, …)."""
+    first = doc.offline[0] if doc.offline else 0
+    if batch_id <= first:
+        return batch_id
+    return first + sum(1 for info in store.list() if info.complete and first <= info.id < batch_id)
 
 
 def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: str,
@@ -56,22 +71,28 @@ def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: st
     """Record the next pending batch as skipped (decision ``skip``) and commit past it."""
     validate.reason(reason, "the batch is skipped")
     with managed(store, registry, lock_timeout):
-        last = registry.last_batch()
+        last = commit_point(registry)
         if last is None:
             raise SetupError(f"model {registry.name!r} is not initialised: run `cara-mlflow init` first")
-        info = store.next_after(last)
-        if info is None or info.id != batch_id:
-            expected = "none is pending" if info is None else f"the next pending batch is {info.id}"
-            raise InputError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
-        recover(registry, last, batch_id)
+        recover(registry, last, None)
         state, doc = committed_state(registry, last), active_policy(registry)
+        work = next_pending(store, state, last)
+        if work is None or work.info.id != batch_id:
+            expected = "none is pending" if work is None else f"the next pending batch is {work.info.id}"
+            raise InputError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
+        recover(registry, None, batch_id)
         tags = {reg.TAG_DECISION: "skip", reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": reason[:500],
-                reg.TAG_POLICY_VERSION: doc.version}
-        with batch_run(registry, store, batch_id, tags, previous=last) as run_id:
+                reg.TAG_POLICY_VERSION: doc.version, **({reg.TAG_LATE: "true"} if work.late else {})}
+        after = advance(state, batch_id, None if work.late else last, late=work.late)
+        with batch_run(registry, batch_id, tags) as run_id:
+            registry.runs.set_description(run_id, f"Skipped by hand{' (late batch)' if work.late else ''}, "
+                                                  f"v{state.model_version} still serves: {reason}")
             registry.runs.log_metrics(run_id, {"cumulative_cost": state.cumulative_cost, "decision": 0.0,
                                                "kappa": doc.kappa})
-            commit(registry, run_id, batch_id, state)
-    return StepResult("processed", batch_id, None, "skip", reason, state.model_version, None, state.cumulative_cost)
+            commit(registry, run_id, batch_id, after, late=work.late)
+        write_timeline(registry, store, max(batch_id, last), previous=last, late=after.late)
+    return StepResult("processed", batch_id, None, "skip", reason, state.model_version, None, state.cumulative_cost,
+                      late=work.late)
 
 
 def rollback(store: BatchStore, registry: reg.Registry, *, reason: str, to_version: int | None = None,

@@ -11,6 +11,7 @@ from ..losses import per_sample_losses, resolve_loss
 from ..policy_doc import PolicyDocument
 from ..staleness import psi_from_losses
 from ..tracking import registry as reg
+from ..tracking.runs import TAG_PARENT, RunRecord
 from ..tracking.training import record_training
 from .frame import Phase, default_project_uri, no_phase
 from .training import complete_record, train_on_batch
@@ -18,28 +19,48 @@ from .training import complete_record, train_on_batch
 __all__ = ["train_and_register", "adopt", "gate"]
 
 
-def _finished_retrain(registry: reg.Registry, batch, doc: PolicyDocument) -> str | None:
+def _nest(registry: reg.Registry, run: RunRecord | None, parent_run_id: str | None) -> None:
+    """Nest a reused retrain run under the batch run now using it. A killed step's retrain hangs
+    under that step's KILLED batch run (or under none, if older than the tag): the operator looks
+    for it under the batch run that records its gate and promotion."""
+    if parent_run_id and run is not None and run.run_type == "retrain" \
+            and run.tags.get(TAG_PARENT) != parent_run_id:
+        registry.runs.set_tags(run.run_id, {TAG_PARENT: parent_run_id})
+
+
+def _finished_retrain(registry: reg.Registry, batch, doc: PolicyDocument,
+                      parent_run_id: str | None = None) -> str | None:
     """A finished retrain run of the batch whose model exists (a killed step's), its record
-    completed if the kill came before that; a retrain killed half-way is marked FAILED, to be redone."""
+    completed if the kill came before that and nested under ``parent_run_id``; a retrain killed
+    half-way is marked FAILED, to be redone."""
     for stale in registry.runs.find("retrain", batch=batch.id, statuses=("RUNNING",)):
         registry.runs.end(stale.run_id, "FAILED")
     for run in registry.runs.find("retrain", batch=batch.id, statuses=("FINISHED",)):
         if run.tags.get(reg.TAG_MODEL_URI) or registry.logged_model_of_run(run.run_id):
             complete_record(registry, run.run_id, batch, doc)
+            _nest(registry, run, parent_run_id)
             return run.run_id
     return None
 
 
 def train_and_register(registry: reg.Registry, batch, doc: PolicyDocument, project_uri: str | None, *,
-                       trigger: str, gate_tag: str | None = None, on_phase: Phase = no_phase) -> reg.VersionInfo:
-    """A registered version trained on ``batch``: reuse what a killed step left, else train."""
+                       trigger: str, gate_tag: str | None = None, on_phase: Phase = no_phase,
+                       parent_run_id: str | None = None) -> reg.VersionInfo:
+    """A registered version trained on ``batch``: reuse what a killed step left, else train.
+
+    ``parent_run_id``: the batch run asking for it; the retrain run is its child in the UI
+    (None, e.g. an offline training: a top-level run)."""
     existing = registry.versions(trained_on=batch.id)
     if existing:
+        training_run = existing[0].tags.get(reg.TAG_TRAINING_RUN)
+        if parent_run_id and training_run:
+            _nest(registry, registry.runs.get(training_run), parent_run_id)
         return existing[0]
-    run_id = _finished_retrain(registry, batch, doc)
+    run_id = _finished_retrain(registry, batch, doc, parent_run_id)
     if run_id is None:
         uri = project_uri or doc.project_uri or default_project_uri()
-        run_id = train_on_batch(registry, batch, doc, uri, before_start=lambda: on_phase("during-retrain"))
+        run_id = train_on_batch(registry, batch, doc, uri, before_start=lambda: on_phase("during-retrain"),
+                                parent_run_id=parent_run_id)
     on_phase("after-retrain")
     tags = {reg.TAG_TRAINED_ON: batch.id, reg.TAG_TRIGGER: trigger, reg.TAG_TRAINING_RUN: run_id}
     if gate_tag:

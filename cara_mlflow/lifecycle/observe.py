@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..losses import per_sample_losses, resolve_loss
-from ..planner import BatchObservation
+from ..planner import BatchObservation, SchemaChange
 from ..policy_doc import PolicyDocument
 from ..staleness import psi_from_losses
 from ..tracking import registry as reg
@@ -48,12 +48,18 @@ def psi_terms(model, batch, doc: PolicyDocument, info: dict, rows, method: str) 
 
 
 def observe(registry: reg.Registry, version: reg.VersionInfo, batch, doc: PolicyDocument,
-            method: str) -> tuple[BatchObservation, PsiTerms]:
-    """What the planner needs of the batch, measured with ``version`` (and the Ψ terms, for the run)."""
+            method: str) -> tuple[BatchObservation, PsiTerms | None]:
+    """What the planner needs of the batch, measured with ``version`` (and the Ψ terms, for the run).
+
+    When ``version`` was trained on other features than the policy's (a re-tune changed them),
+    nothing can be measured: the observation carries the :class:`SchemaChange` and no terms.
+    """
+    n_classes = int(np.unique(batch.y).size)
     with tempfile.TemporaryDirectory() as tmp:
-        model = registry.load_model(version, tmp)
         training, rows = registry.training_info(version, tmp)
+        change = SchemaChange.between(tuple(training.get("features", ())), tuple(doc.features))
+        if change is not None:
+            return BatchObservation(batch=batch.id, psi_bar=0.0, n_classes=n_classes, schema=change), None
+        model = registry.load_model(version, tmp)
     terms = psi_terms(model, batch, doc, training, rows, method)
-    obs = BatchObservation(batch=batch.id, psi_bar=terms.psi_bar, n_classes=int(np.unique(batch.y).size),
-                           trained_on=version.trained_on, errors=terms.errors)
-    return obs, terms
+    return BatchObservation(batch=batch.id, psi_bar=terms.psi_bar, n_classes=n_classes, errors=terms.errors), terms

@@ -1,5 +1,12 @@
 """The batch runs as the lifecycle's record: finding a batch's run, reading the committed state,
-and tidying what a killed step left behind."""
+and tidying what a killed step left behind.
+
+Every commit names its batch run in ``cara.last_run`` (``<batch>:<run_id>``); a batch processed in
+order then moves ``cara.last_batch`` to its id, a late batch does not (the commit point never
+moves back). So the committed state is on the run that ``cara.last_run`` names when that batch is
+at or below ``cara.last_batch``; a hint naming a later batch is a step killed between its two
+writes, after its state was stored: :func:`commit_point` finishes that commit.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ from ..manager_state import STATE_FILE, ManagerState
 from ..tracking import registry as reg
 from ..tracking.runs import RunRecord
 
-__all__ = ["finished_batch_run", "committed_state", "recover"]
+__all__ = ["finished_batch_run", "committed_run", "committed_state", "commit_point", "recover"]
 
 
 def finished_batch_run(registry: reg.Registry, batch_id: int) -> RunRecord | None:
@@ -24,14 +31,51 @@ def finished_batch_run(registry: reg.Registry, batch_id: int) -> RunRecord | Non
     return runs[0] if runs else None
 
 
+def _hinted_run(registry: reg.Registry, last: int | None) -> RunRecord | None:
+    """The batch run ``cara.last_run`` names, if it checks out and its batch is at most ``last``
+    (``last`` None: any batch)."""
+    hinted = registry.last_run_batch()
+    if hinted is None or (last is not None and hinted > last):
+        return None
+    run = registry.committed_run(hinted)
+    return run if run is not None and run.status in ("RUNNING", "FINISHED") else None
+
+
+def committed_run(registry: reg.Registry, last: int) -> RunRecord | None:
+    """The batch run holding the committed manager state: the last commit's (``cara.last_run``,
+    maybe a late batch's), else — a history from before the hint — the FINISHED run of ``last``."""
+    return _hinted_run(registry, last) or finished_batch_run(registry, last)
+
+
 def committed_state(registry: reg.Registry, last: int) -> ManagerState:
-    """The manager state stored by the run that committed batch ``last``."""
-    run = finished_batch_run(registry, last)
+    """The manager state stored by the last commit (commit point ``last``)."""
+    run = committed_run(registry, last)
     if run is None:
         raise SetupError(f"batch {last} is committed but has no FINISHED batch run in "
                          f"{registry.where}; the history was edited by hand")
     return ManagerState.from_dict(registry.runs.load_json(run.run_id, STATE_FILE),
-                                  f"{STATE_FILE} of batch run {run.run_id}")
+                                  f"{STATE_FILE} of batch run {run.run_id}", batch=run.batch)
+
+
+def commit_point(registry: reg.Registry, *, write: bool = True) -> int | None:
+    """``cara.last_batch``, after finishing a commit that a kill cut between its two writes.
+
+    ``cara.last_run`` is written after the run's state and just before ``cara.last_batch``: a hint
+    naming a later batch whose run holds its state is a commit that only lacks its last write.
+    Finishing it (rather than redoing the batch) keeps what the last commit recorded — a late
+    batch's cost, say — and every batch processed exactly once. ``write=False`` (a dry run)
+    reports the point without moving it.
+    """
+    last = registry.last_batch()
+    hinted = registry.last_run_batch()
+    if hinted is None or (last is not None and hinted <= last):
+        return last
+    run = _hinted_run(registry, None)
+    if run is None or STATE_FILE not in registry.runs.artifact_paths(run.run_id):
+        return last
+    if write:
+        registry.commit(hinted)
+    return hinted
 
 
 def recover(registry: reg.Registry, last: int | None, pending: int | None) -> None:
@@ -50,8 +94,8 @@ def recover(registry: reg.Registry, last: int | None, pending: int | None) -> No
 
 
 def _finish_committed(registry: reg.Registry, last: int) -> None:
-    committed = registry.committed_run(last)
-    if committed is not None and committed.status in ("RUNNING", "FINISHED"):
+    committed = _hinted_run(registry, last)
+    if committed is not None:
         if committed.status == "RUNNING":
             registry.runs.end(committed.run_id, "FINISHED")
         return

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import tempfile
+
+from ..batch_ids import show_range
 from ..errors import InputError, SetupError
+from ..manager_state import ManagerState
+from ..planner import SchemaChange
 from ..store import BatchStore
 from ..tracking import registry as reg
 from .frame import active_policy
-from .records import committed_state
+from .pending import late_batches, next_pending
+from .records import commit_point, committed_state
 
 __all__ = ["status", "history"]
 
 
 def history(registry: reg.Registry) -> list[dict]:
-    """The decision table: one row per committed batch, in batch order."""
+    """The decision table: one row per committed batch, in batch order (a late batch at its id,
+    with ``late`` true and the cumulative cost as of when it was processed)."""
     registry.check_reachable()
     if not registry.exists():
         raise SetupError(f"model {registry.name!r} is not managed in {registry.where}: check --name, "
@@ -25,7 +32,7 @@ def history(registry: reg.Registry) -> list[dict]:
                      "version": int(tags[reg.TAG_MODEL_VERSION]) if tags.get(reg.TAG_MODEL_VERSION) else None,
                      "gate": tags.get(reg.TAG_GATE), "reason": tags.get("cara.reason", ""),
                      "kappa": metrics.get("kappa"), "policy_version": _int_or_none(tags.get(reg.TAG_POLICY_VERSION)),
-                     "run_id": run.run_id})
+                     "late": tags.get(reg.TAG_LATE) == "true", "run_id": run.run_id})
     return sorted(rows, key=lambda r: r["batch"])
 
 
@@ -34,38 +41,60 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def _next_batch(store: BatchStore, last: int | None, doc) -> tuple[int | None, str]:
-    """The next pending batch and its state: none pending, waiting, ready, or malformed (why)."""
-    nxt = store.next_after(last) if store.exists() else None
-    if nxt is None:
+def _next_batch(store: BatchStore, last: int | None, state: ManagerState | None, doc) -> tuple[int | None, str]:
+    """The next pending batch and its state: none pending, waiting, ready, or malformed (why);
+    a late batch's state says so."""
+    if not store.exists():
         return None, "none pending"
-    if not nxt.complete:
-        return nxt.id, "waiting"
+    if state is None or last is None:
+        info, late = store.next_after(last), False
+    else:
+        work = next_pending(store, state, last)
+        info, late = (None, False) if work is None else (work.info, work.late)
+    if info is None:
+        return None, "none pending"
+    if not info.complete:
+        return info.id, "waiting"
     try:
-        store.read(nxt.id, target=doc.target, space=doc.space)
+        store.read(info.id, target=doc.target, space=doc.space)
     except InputError as exc:
-        return nxt.id, f"malformed: {exc}"
-    return nxt.id, "ready"
+        return info.id, f"malformed: {exc}"
+    return info.id, "ready (late)" if late else "ready"
+
+
+def _schema_change(registry: reg.Registry, production: reg.VersionInfo, doc) -> SchemaChange | None:
+    """How the policy's features differ from those production was trained on (None: the same)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        info, _ = registry.training_info(production, tmp)
+    return SchemaChange.between(tuple(info.get("features", ())), tuple(doc.features))
 
 
 def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://127.0.0.1:5000") -> dict:
     """Where the managed model stands: production, batches, policy, costs and UI links."""
     registry.check_reachable()
     production = registry.production()
-    last = registry.last_batch()
+    last = commit_point(registry, write=False)
     doc = active_policy(registry)
     out: dict = {"name": registry.name, "tracking_uri": registry.where, "store": str(store.root),
                  "production": {"version": production.version, "trained_on": production.trained_on,
                                 "alias": registry.production_alias},
                  "last_batch": last}
-    out["next_batch"], out["next_state"] = _next_batch(store, last, doc)
+    state = committed_state(registry, last) if last is not None else None
+    out["next_batch"], out["next_state"] = _next_batch(store, last, state, doc)
+    change = _schema_change(registry, production, doc) if last is not None else None
+    out["schema_change"] = None if change is None else {"added": list(change.added), "removed": list(change.removed)}
+    if change is not None and out["next_state"] in ("ready", "ready (late)"):
+        out["next_state"] = f"ready: the next step retrains on the policy's features ({change.describe()}), no gate"
     out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version,
                      "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
                      "feature_kinds": doc.feature_kinds}
-    if last is not None:
-        state = committed_state(registry, last)
+    if state is not None:
         out["cumulative_cost"] = state.cumulative_cost
         out["last_retrain"] = None if state.last_retrain is None else state.last_retrain.to_dict()
-        out["cooldown_until"] = state.cooldown_until
+        out["cooldown_left"] = state.cooldown_left
+        out["position"] = state.position
+        out["late_batches"] = list(state.late)
+        out["late_waiting"] = [info.id for info in late_batches(store, state) if not info.complete]
+        out["missing"] = [show_range(span) for span in state.missing]
     out["ui"] = registry.ui_links(ui_base.rstrip("/"))
     return out

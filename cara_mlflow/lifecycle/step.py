@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from .. import validate
@@ -10,7 +10,7 @@ from ..batch import Batch
 from ..errors import SetupError
 from ..manager_state import ManagerState
 from ..names import DEFAULT_COOLDOWN, DEFAULT_LOCK_TIMEOUT
-from ..planner import Plan, Production, model_in_use, plan_step, settle
+from ..planner import InUse, Plan, Production, model_in_use, plan_step, settle
 from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
 from ..store import BatchStore, BatchStoreError
@@ -20,7 +20,8 @@ from .batch_run import batch_run, commit
 from .executor import apply_retrain, log_decision, log_observation
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .observe import PsiTerms, observe
-from .records import committed_state, recover
+from .pending import Pending, next_pending
+from .records import commit_point, committed_state, recover
 from .timeline import write_timeline
 
 __all__ = ["StepOptions", "step", "steps"]
@@ -73,41 +74,67 @@ def steps(store: BatchStore, registry: reg.Registry, options: StepOptions = Step
 
 def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_phase: Phase) -> StepResult:
     doc = active_policy(registry)
-    last = registry.last_batch()
+    last = commit_point(registry, write=not options.dry_run)
     if last is None:
         raise SetupError(f"model {registry.name!r} is not initialised in {registry.where}: "
                          "run `cara-mlflow init --batch ID` first")
-    info = store.next_after(last)
-    if info is None:
-        if not options.dry_run:
-            recover(registry, last, None)
-            write_timeline(registry, store, last)
-        return StepResult("nothing", message=f"nothing to do: batch {last} is the last one in {store.batches_dir}")
-    if not info.complete:
-        return StepResult("waiting", info.id, message=f"waiting for batch {info.id} (no _SUCCESS yet)")
-    try:
-        batch = store.read(info.id, target=doc.target, space=doc.space)
-    except BatchStoreError as exc:    # malformed: every run fails here, until fixed or skipped
-        raise BatchStoreError(f"{exc}; fix the batch, or commit past it with "
-                              f"`cara-mlflow skip --batch {info.id} --reason TEXT`") from None
-    on_phase("after-read")
     if not options.dry_run:
-        recover(registry, last, info.id)
-        write_timeline(registry, store, last)
+        recover(registry, last, None)
     state = committed_state(registry, last)
     serving = registry.production()
     production = Production(serving.version, serving.trained_on)
-    in_use = model_in_use(state, production, info.id)
+    resuming = production.trained_on is not None and production.trained_on > last
+    work = next_pending(store, state, last, in_order_first=resuming)
+    if work is None:
+        if not options.dry_run:
+            write_timeline(registry, store, last, late=state.late)
+        return StepResult("nothing", message=f"nothing to do: batch {last} is the last one in {store.batches_dir}")
+    if not work.info.complete:
+        return _waiting(work.info.id)
+    batch = _read(store, doc, work.info.id)
+    on_phase("after-read")
+    if not options.dry_run:
+        recover(registry, None, work.info.id)
+        write_timeline(registry, store, last, late=state.late)
+    # a late batch is judged by production as it is: it never retrains, so it resumes nothing
+    in_use = InUse(production.version, False) if work.late else model_in_use(state, production, work.info.id)
     version = registry.version(in_use.version) if in_use.resumed else serving
     method = options.psi_method or doc.psi.method
     obs, terms = observe(registry, version, batch, doc, method)
+    if work.late and obs.schema is not None:
+        # production predates the re-tuned features and a late batch never retrains: the batch in
+        # order goes first, and retrains on them
+        following = store.next_after(last)
+        if following is None or not following.complete:
+            return StepResult("waiting", work.info.id, message=(
+                f"waiting: late batch {work.info.id} cannot be scored by production v{serving.version} "
+                f"({obs.schema.describe()}); it is processed after the next batch in order retrains on them"))
+        work, batch = Pending(following, False), _read(store, doc, following.id)
+        if not options.dry_run:
+            recover(registry, None, following.id)
+        in_use = model_in_use(state, production, following.id)
+        version = registry.version(in_use.version) if in_use.resumed else serving
+        obs, terms = observe(registry, version, batch, doc, method)
+    obs = replace(obs, late=work.late, previous=None if work.late else last)
     on_phase("after-psi")
     plan = plan_step(doc, state, production, in_use, obs, force_retrain=options.force_retrain)
     if options.dry_run:
-        return StepResult("dry-run", info.id, plan.psi_bar, plan.action, plan.reason, serving.version, None,
-                          state.cumulative_cost)
+        return StepResult("dry-run", batch.id, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
+                          serving.version, None, state.cumulative_cost, late=plan.late)
     where = _Where(store, registry, doc, batch, version, method)
     return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
+
+
+def _waiting(batch_id: int) -> StepResult:
+    return StepResult("waiting", batch_id, message=f"waiting for batch {batch_id} (no _SUCCESS yet)")
+
+
+def _read(store: BatchStore, doc: PolicyDocument, batch_id: int) -> Batch:
+    try:
+        return store.read(batch_id, target=doc.target, space=doc.space)
+    except BatchStoreError as exc:    # malformed: every run fails here, until fixed or skipped
+        raise BatchStoreError(f"{exc}; fix the batch, or commit past it with "
+                              f"`cara-mlflow skip --batch {batch_id} --reason TEXT`") from None
 
 
 @dataclass(frozen=True)
@@ -122,21 +149,28 @@ class _Where:
     psi_method: str
 
 
-def _apply(plan: Plan, state: ManagerState, terms: PsiTerms, where: _Where, options: StepOptions, *,
+def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Where, options: StepOptions, *,
            previous: int, on_phase: Phase) -> StepResult:
     """The plan applied on the batch's run, then the new state committed."""
     registry, store, batch = where.registry, where.store, where.batch
-    with batch_run(registry, store, plan.batch, {reg.TAG_POLICY_VERSION: where.doc.version},
-                   previous=previous) as run_id:
-        log_observation(registry, run_id, terms, batch, plan.kappa)
+    tags = {reg.TAG_POLICY_VERSION: where.doc.version, **({reg.TAG_LATE: "true"} if plan.late else {})}
+    with batch_run(registry, plan.batch, tags) as run_id:
+        if terms is None:          # a schema retrain: the model in use could not be scored
+            registry.runs.log_metrics(run_id, {"kappa": plan.kappa, "n_data": batch.n_rows,
+                                               "n_queries": len(batch.queries)})
+        else:
+            log_observation(registry, run_id, terms, batch, plan.kappa)
         on_phase("after-batch-run")
         outcome = None
         if plan.retrain:
             outcome = apply_retrain(plan, store=store, registry=registry, doc=where.doc, batch=batch,
-                                    in_use=where.in_use, gate_enabled=options.gate, psi_method=where.psi_method,
-                                    project_uri=options.project_uri, on_phase=on_phase)
+                                    in_use=where.in_use, gate_enabled=options.gate and not plan.schema,
+                                    psi_method=where.psi_method,
+                                    project_uri=options.project_uri, on_phase=on_phase, parent_run_id=run_id)
         after = settle(plan, state, outcome, cooldown=options.cooldown)
         log_decision(registry, run_id, plan, after, outcome)
-        commit(registry, run_id, plan.batch, after, on_phase)
-    return StepResult("processed", plan.batch, plan.psi_bar, plan.action, plan.reason, after.model_version,
-                      None if outcome is None else outcome.gate, after.cumulative_cost)
+        commit(registry, run_id, plan.batch, after, on_phase, late=plan.late)
+    write_timeline(registry, store, max(plan.batch, previous), previous=previous, late=after.late)
+    return StepResult("processed", plan.batch, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
+                      after.model_version, None if outcome is None else outcome.gate, after.cumulative_cost,
+                      late=plan.late)

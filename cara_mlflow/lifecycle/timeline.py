@@ -1,4 +1,10 @@
-"""The ``timeline`` run: one point per committed batch (step = batch id), drawn as charts by the UI."""
+"""The ``timeline`` run: one point per committed batch (step = batch id), drawn as charts by the UI.
+
+Batches processed in order are drawn up to the tag ``cara.timeline_through``; late batches, at
+their own (lower) ids, are found by id in the manager state's list of late batches, of which the
+tag ``cara.timeline_late`` counts those drawn. So a crash between a commit and its point is
+repaired by the next step, and no point is drawn twice.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from .records import finished_batch_run
 __all__ = ["write_timeline"]
 
 _METRICS = ("psi_bar", "decision", "cumulative_cost", "kappa")
+TAG_TIMELINE_LATE = "cara.timeline_late"
 
 
 def _timeline_run(registry: reg.Registry) -> str:
@@ -33,19 +40,29 @@ def _missing(store: BatchStore, through: int, last: int, previous: int | None) -
     return [b.id for b in store.list() if through < b.id <= last] if store.exists() else [last]
 
 
-def write_timeline(registry: reg.Registry, store: BatchStore, last: int, previous: int | None = None) -> None:
-    """Timeline points for every committed batch not yet drawn, through ``last``; never twice."""
-    run_id = _timeline_run(registry)
-    through = int(registry.runs.get(run_id).tags.get(reg.TAG_TIMELINE_THROUGH, -1))
-    if through >= last:
+def _draw(registry: reg.Registry, run_id: str, batch_id: int) -> None:
+    run = finished_batch_run(registry, batch_id)
+    if run is None:
         return
-    for batch_id in _missing(store, through, last, previous):
-        run = finished_batch_run(registry, batch_id)
-        if run is None:
-            continue
-        point = {k: run.metrics[k] for k in _METRICS if k in run.metrics}
-        version = run.tags.get(reg.TAG_MODEL_VERSION)
-        if version:
-            point["production_version"] = float(version)
-        registry.runs.log_metrics(run_id, point, step=batch_id)
-    registry.runs.set_tags(run_id, {reg.TAG_TIMELINE_THROUGH: last})
+    point = {k: run.metrics[k] for k in _METRICS if k in run.metrics}
+    version = run.tags.get(reg.TAG_MODEL_VERSION)
+    if version:
+        point["production_version"] = float(version)
+    registry.runs.log_metrics(run_id, point, step=batch_id)
+
+
+def write_timeline(registry: reg.Registry, store: BatchStore, last: int, previous: int | None = None,
+                   late: tuple[int, ...] = ()) -> None:
+    """Timeline points for every committed batch not yet drawn — in order through ``last``, and
+    the ``late`` batches processed (the manager state's list) — never twice."""
+    run_id = _timeline_run(registry)
+    tags = registry.runs.get(run_id).tags
+    through, drawn_late = int(tags.get(reg.TAG_TIMELINE_THROUGH, -1)), int(tags.get(TAG_TIMELINE_LATE, 0))
+    if through < last:
+        for batch_id in sorted(set(_missing(store, through, last, previous)) - set(late)):   # late: below
+            _draw(registry, run_id, batch_id)
+        registry.runs.set_tags(run_id, {reg.TAG_TIMELINE_THROUGH: last})
+    if drawn_late < len(late):
+        for batch_id in late[drawn_late:]:
+            _draw(registry, run_id, batch_id)
+        registry.runs.set_tags(run_id, {TAG_TIMELINE_LATE: len(late)})

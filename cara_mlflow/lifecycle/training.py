@@ -40,9 +40,11 @@ def _write_training_rows(batch, rows: np.ndarray, directory: Path) -> None:
 
 
 def train_on_batch(registry: reg.Registry, batch, doc: PolicyDocument, project_uri: str, *,
-                   run_type: str = "retrain", before_start: Callable[[], None] = lambda: None) -> str:
-    """Run the project on ``batch``'s training rows in a new run, record the model's losses on
-    the whole batch there, and return the run's id."""
+                   run_type: str = "retrain", before_start: Callable[[], None] = lambda: None,
+                   parent_run_id: str | None = None) -> str:
+    """Run the project on ``batch``'s training rows in a new run (a child of ``parent_run_id``,
+    the batch run, when given), record the model's losses on the whole batch there, and return
+    the run's id."""
     train_rows, _ = holdout_of(batch, doc)
     scratch = Path(tempfile.mkdtemp(prefix="cara-data-"))
     try:
@@ -50,7 +52,7 @@ def train_on_batch(registry: reg.Registry, batch, doc: PolicyDocument, project_u
         params = project_parameters(doc.trainer, data=scratch, target=doc.target, features=doc.features,
                                     task=doc.task, declared=declared_parameters(project_uri))
         run_id = run_training_project(registry, project_uri, params, batch_id=batch.id, run_type=run_type,
-                                      before_start=before_start)
+                                      before_start=before_start, parent_run_id=parent_run_id)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     complete_record(registry, run_id, batch, doc)

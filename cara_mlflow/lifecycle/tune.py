@@ -17,6 +17,7 @@ from ..features import infer_task
 from ..losses import TASKS, check_loss_name, default_loss, resolve_loss
 from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DEFAULT_TUNING_METHOD
 from ..oracle import solve
+from ..planner import SchemaChange
 from ..policy_doc import PolicyDocument, PsiSettings
 from ..staleness import check_psi_method, resolve_gamma, similarity_spread
 from ..store import BatchStore, read_window, window_ids
@@ -57,9 +58,9 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
         batches, space, found = _offline_batches(store, offline, target, features, exclude)
-        _check_schema(registry, space.features)
         task, notes = _task(batches, target, task)
         notes.insert(0, found)
+        notes += _schema_notes(registry, space.features)
         loss = loss or default_loss(task)
         loss_fn = resolve_loss(loss)
         g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
@@ -87,18 +88,18 @@ def _offline_batches(store: BatchStore, offline: tuple[int, int], target: str, f
     return batches, space, note
 
 
-def _check_schema(registry: reg.Registry, features: tuple[str, ...]) -> None:
-    """Refuse a re-tune whose features differ from production's: its model could not be scored."""
+def _schema_notes(registry: reg.Registry, features: tuple[str, ...]) -> list[str]:
+    """A note when the re-tune's features differ from production's: the next step retrains."""
     if registry.last_batch() is None:
-        return
+        return []
     production = registry.production()
     with tempfile.TemporaryDirectory() as tmp:
         info, _ = registry.training_info(production, tmp)
-    trained = tuple(info.get("features", ()))
-    if trained and trained != tuple(features):
-        raise InputError(f"features: {','.join(features)} differ from those production v{production.version} was "
-                         f"trained on ({','.join(trained)}); a managed model cannot change its features yet: tune "
-                         f"with --features {','.join(trained)}, or manage the new schema under another --name")
+    change = SchemaChange.between(tuple(info.get("features", ())), tuple(features))
+    if change is None:
+        return []
+    return [f"{change.describe()}: production v{production.version} cannot be scored on them; the next step "
+            "retrains on the new features (trigger schema, no gate), and the policy goes on from that model"]
 
 
 def _task(batches, target: str, task: str | None) -> tuple[str, list[str]]:

@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Mapping
 from ..errors import InputError, SetupError
 from ..names import STEP_PID_ENV
 from .registry import Registry
-from .runs import TAG_BATCH
+from .runs import TAG_BATCH, TAG_PARENT
 
 __all__ = ["run_training_project", "child_environment", "STEP_PID_ENV", "resolve_project_uri", "declared_parameters"]
 
@@ -98,10 +98,13 @@ def child_environment(**extra: str) -> Iterator[None]:
 
 
 def run_training_project(registry: Registry, project_uri: str, parameters: Mapping[str, str], *, batch_id: int,
-                         run_type: str = "retrain", before_start: Callable[[], None] = lambda: None) -> str:
+                         run_type: str = "retrain", before_start: Callable[[], None] = lambda: None,
+                         parent_run_id: str | None = None) -> str:
     """Run the project's ``train`` entry point on one batch in a new run; return the run's id.
 
-    The run is tagged ``cara.run_type`` = ``run_type`` and ``cara.batch``. MLflow's runner and
+    The run is tagged ``cara.run_type`` = ``run_type`` and ``cara.batch``; with
+    ``parent_run_id`` (the batch run that asked for it) also ``mlflow.parentRunId``, so the UI
+    nests the retrain under its ``batch-<id>`` run. MLflow's runner and
     the child keep their temporary files in a scratch directory of ours (``storage_dir`` and the
     child's ``TMPDIR``), removed afterwards, so a long series of retrains leaks nothing.
     ``before_start`` is called just before the child starts (a crash test's hook).
@@ -111,7 +114,8 @@ def run_training_project(registry: Registry, project_uri: str, parameters: Mappi
     import mlflow.projects
     from mlflow.exceptions import ExecutionException
 
-    run_id = registry.runs.start(run_type, run_name=f"{run_type}-{batch_id}", tags={TAG_BATCH: batch_id})
+    tags = {TAG_BATCH: batch_id, **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
+    run_id = registry.runs.start(run_type, run_name=f"{run_type}-{batch_id}", tags=tags)
     # MLflow logs a project's parameters only on a run it creates itself: log what the entry point gets
     registry.runs.log_params(run_id, parameters)
     scratch = tempfile.mkdtemp(prefix="cara-retrain-")

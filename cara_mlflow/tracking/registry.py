@@ -33,7 +33,7 @@ __all__ = ["Registry", "VersionInfo", "check_model_name", "POLICY_FILE", "TRAINI
            "LOSSES_FILE",
            "TAG_LAST_BATCH", "TAG_LAST_RUN", "TAG_ROLLBACK", "TAG_RUN_TYPE", "TAG_BATCH", "TAG_DECISION",
            "TAG_MODEL_VERSION", "TAG_POLICY_VERSION", "TAG_TRAINED_ON", "TAG_TRIGGER", "TAG_GATE",
-           "TAG_TRAINING_RUN", "TAG_MODEL_URI", "TAG_TIMELINE_THROUGH"]
+           "TAG_TRAINING_RUN", "TAG_MODEL_URI", "TAG_TIMELINE_THROUGH", "TAG_LATE"]
 
 POLICY_SUFFIX = ".policy"
 POLICY_FILE = "policy.json"
@@ -53,6 +53,7 @@ TAG_GATE = "cara.gate"
 TAG_TRAINING_RUN = "cara.training_run"
 TAG_MODEL_URI = "cara.model_uri"
 TAG_TIMELINE_THROUGH = "cara.timeline_through"
+TAG_LATE = "cara.late"               # on the batch run of a batch processed after a later one
 #: Registered-model tag ``<batch>:<run_id>``: the batch run that committed ``cara.last_batch``,
 #: written just before the commit point. A hint, so a step finds that run by id instead of
 #: searching the experiment; trusted only when its batch is ``cara.last_batch`` and the run's own
@@ -127,6 +128,7 @@ class Registry:
         self.runs = Runs(self._conn, f"cara/{name}", artifact_root)
         self._last_run_hint: str | None = None   # cara.last_run as last read or written
         self._hint_read = False
+        self._described: set[str] = set()          # registered models whose description was checked
 
     @property
     def tracking_uri(self) -> str:
@@ -160,14 +162,43 @@ class Registry:
         """Whether the registered model exists."""
         return self._registered_model() is not None
 
+    def model_description(self) -> str:
+        """The registered model's description (markdown in the UI): who moves its alias, where
+        the policy and the runs are, how to read the decisions."""
+        return (f"Managed by cara-mlflow: the alias `{self.production_alias}` is moved by `cara-mlflow step` "
+                f"(policy in the registered model `{self.policy_name}`, runs in the experiment "
+                f"`{self.runs.experiment_name}`, one `batch-<id>` run per batch). Decision history: "
+                f"`cara-mlflow history --name {self.name} --store STORE`; to move production back: "
+                f"`cara-mlflow rollback`.")
+
+    def policy_description(self) -> str:
+        """The policy model's description: what it holds and who reads it."""
+        return (f"Tuned cara-mlflow policy for `{self.name}`: `policy.json` of the version aliased "
+                f"`{POLICY_ALIAS}`, written by `cara-mlflow tune` and read by every `cara-mlflow step`.")
+
     def _ensure_registered_model(self, name: str, description: str | None = None) -> None:
+        """Create the registered model ``name`` with ``description``; an existing one without a
+        description gets it (once per process), one with a description is left as it is."""
         from mlflow.exceptions import MlflowException
 
         try:
             self._client.create_registered_model(name, description=description)
+            self._described.add(name)
         except MlflowException as exc:
             if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
                 raise
+            if description:
+                self._describe_once(name, description)
+
+    def _describe_once(self, name: str, description: str) -> None:
+        """Give ``name`` ``description`` if it has none: a model created before descriptions
+        existed (or by hand) gets one, and a description a user wrote is never overwritten."""
+        if name in self._described:
+            return
+        model = self._client.get_registered_model(name)
+        if not (model.description or "").strip():
+            self._client.update_registered_model(name, description=description)
+        self._described.add(name)
 
     def last_batch(self) -> int | None:
         """The commit point ``cara.last_batch`` (None before ``init``)."""
@@ -177,16 +208,27 @@ class Registry:
         value = tags.get(TAG_LAST_BATCH)
         return None if value is None else int(value)
 
-    def commit(self, batch_id: int, run_id: str | None = None) -> None:
+    def commit(self, batch_id: int, run_id: str | None = None, *, late: bool = False) -> None:
         """The commit point of a step: everything before it is redone by a rerun.
 
         With ``run_id`` (the batch run committing), the hint ``cara.last_run`` is written first.
+        A ``late`` batch (below ``cara.last_batch``) commits by the hint alone: the commit point
+        is the highest id processed and never moves back.
         """
         if run_id is not None:
             hint = f"{int(batch_id)}:{run_id}"
             self._client.set_registered_model_tag(self.name, TAG_LAST_RUN, hint)
             self._last_run_hint, self._hint_read = hint, True
-        self._client.set_registered_model_tag(self.name, TAG_LAST_BATCH, str(int(batch_id)))
+        if not late:
+            self._client.set_registered_model_tag(self.name, TAG_LAST_BATCH, str(int(batch_id)))
+
+    def last_run_batch(self) -> int | None:
+        """The batch that ``cara.last_run`` names (the last commit: in order, or a late batch's),
+        or None without a usable hint."""
+        if not self._hint_read:
+            self.last_batch()
+        batch = (self._last_run_hint or "").partition(":")[0]
+        return int(batch) if batch.isdigit() else None
 
     def committed_run(self, last: int) -> RunRecord | None:
         """The batch run that committed batch ``last``, found by id through ``cara.last_run``.
@@ -245,7 +287,7 @@ class Registry:
 
     def register(self, model_uri: str, *, run_id: str | None, tags: Mapping[str, Any]) -> VersionInfo:
         """A new version of the model from a logged model's URI."""
-        self._ensure_registered_model(self.name)
+        self._ensure_registered_model(self.name, self.model_description())
         with self._conn.scope():
             mv = self._client.create_model_version(self.name, model_uri, run_id=run_id,
                                                    tags={k: str(v) for k, v in tags.items()},
@@ -256,7 +298,9 @@ class Registry:
         self._client.set_model_version_tag(self.name, str(int(version)), key, str(value))
 
     def set_production(self, version: int) -> None:
+        """Point the production alias at ``version`` (and describe a model that has no description)."""
         self._client.set_registered_model_alias(self.name, self.production_alias, str(int(version)))
+        self._describe_once(self.name, self.model_description())
 
     def model_of_run(self, run_id: str) -> str:
         """The ``models:/<id>`` URI a training run logged (its tag ``cara.model_uri``), checked.
@@ -329,7 +373,7 @@ class Registry:
             Path(tmp, POLICY_FILE).write_text(json.dumps(document, indent=2, sort_keys=True))
             self._client.log_model_artifacts(lm.model_id, tmp)
         self._client.finalize_logged_model(lm.model_id, "READY")
-        self._ensure_registered_model(self.policy_name, f"tuned CARA policy for {self.name}")
+        self._ensure_registered_model(self.policy_name, self.policy_description())
         with self._conn.scope():
             mv = self._client.create_model_version(self.policy_name, f"models:/{lm.model_id}", run_id=tune_run_id,
                                                    model_id=lm.model_id)

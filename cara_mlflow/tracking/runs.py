@@ -16,10 +16,14 @@ from typing import Any, Iterable, Mapping
 
 from .connection import Connection, is_missing, is_remote
 
-__all__ = ["RunRecord", "Runs", "TAG_RUN_TYPE", "TAG_BATCH"]
+__all__ = ["RunRecord", "Runs", "TAG_RUN_TYPE", "TAG_BATCH", "TAG_PARENT", "TAG_NOTE", "one_line"]
 
 TAG_RUN_TYPE = "cara.run_type"
 TAG_BATCH = "cara.batch"
+#: MLflow's own tags: the UI nests a run under the run this names, and shows the note as the
+#: run's description (markdown).
+TAG_PARENT = "mlflow.parentRunId"
+TAG_NOTE = "mlflow.note.content"
 
 
 @dataclass(frozen=True)
@@ -190,6 +194,11 @@ class Runs:
 
         self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def set_description(self, run_id: str, text: str) -> None:
+        """The run's description in the MLflow UI (the tag ``mlflow.note.content``): ``text`` on
+        one line, cut at 300 characters, so the runs table and the run page stay readable."""
+        self.set_tags(run_id, {TAG_NOTE: one_line(text, 300)})
+
     def log_dict(self, run_id: str, obj: Any, path: str) -> None:
         self._client.log_dict(run_id, obj, path)
 
@@ -216,6 +225,23 @@ class Runs:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self._client.set_terminated(run_id, status)
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` with its whitespace runs (newlines too) made one space, cut to ``limit``
+    characters at a word when one is near, an ellipsis marking the cut.
+
+    >>> one_line("Kept v3:\\n  Ψ̄=0.41 < τ=1.2.", 80)
+    'Kept v3: Ψ̄=0.41 < τ=1.2.'
+    >>> one_line("retrained on batch 57 because", 20)
+    'retrained on batch…'
+    """
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    word = cut.rsplit(" ", 1)[0]
+    return (word if len(word) >= limit * 2 // 3 else cut).rstrip(" ,;:") + "…"
 
 
 def _short(text: str, limit: int = 500) -> str:
