@@ -231,7 +231,8 @@ def init(name, store, batch_id, adopt_version, project_uri, lock_timeout):
 
 @cli.command()
 @managed
-@click.option("--all", "process_all", is_flag=True, help="Process every pending batch, in order.")
+@click.option("--all", "process_all", is_flag=True,
+              help="Process every pending batch: late ones (landed in ids passed over) first, then in id order.")
 @click.option("--dry-run", is_flag=True, help="Decide and print; write nothing.")
 @click.option("--force-retrain", is_flag=True, help="Retrain on this batch whatever the policy says (trigger manual).")
 @click.option("--no-gate", is_flag=True, help="Promote a retrained model without comparing it with production.")

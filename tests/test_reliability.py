@@ -133,6 +133,20 @@ def test_kill_9_while_a_late_batch_is_processed_then_rerun_processes_it_exactly_
     assert ok(run_cli(fresh, "step")).stdout.startswith("nothing to do")
 
 
+def test_a_kill_between_the_hint_and_the_commit_point_is_finished_not_redone(fresh):
+    """``cara.last_run`` names batch 6 (its state stored), ``cara.last_batch`` still says 5: the
+    next step finishes that commit and goes on with 7; batch 6 is never processed twice."""
+    drop_batches_from(fresh, 8)
+    ok(run_cli(fresh, "step"))
+    reg = registry(fresh)
+    client(fresh).set_registered_model_tag(NAME, "cara.last_batch", str(INIT_BATCH))   # the write a kill cut
+    dry = ok(run_cli(fresh, "step", "--dry-run"))
+    assert dry.stdout.startswith("[dry run] batch 7:") and registry(fresh).last_batch() == INIT_BATCH
+    assert ok(run_cli(fresh, "step")).stdout.startswith("batch 7:")
+    assert [r.status for r in runs_of(reg, "batch", 6)] == ["FINISHED"]
+    assert registry(fresh).last_batch() == 7
+
+
 @pytest.mark.parametrize("phase", ["during-retrain", "after-register", "after-alias"])
 def test_kill_9_during_a_schema_retrain_then_rerun_retrains_exactly_once(fresh, tmp_path, phase):
     drop_batches_from(fresh, 9)                          # pending 6, 7, 8

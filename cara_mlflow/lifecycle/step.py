@@ -84,7 +84,8 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     serving = registry.production()
     production = Production(serving.version, serving.trained_on)
     resuming = production.trained_on is not None and production.trained_on > last
-    work = next_pending(store, state, last, in_order_first=resuming)
+    # a resumed promotion, or a retrain forced by hand, is for the batch in order: before late ones
+    work = next_pending(store, state, last, in_order_first=resuming or options.force_retrain)
     if work is None:
         if not options.dry_run:
             write_timeline(registry, store, last, late=state.late)
