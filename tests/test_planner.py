@@ -11,8 +11,16 @@ import pytest
 
 from cara_mlflow.errors import InputError
 from cara_mlflow.manager_state import LastRetrain, ManagerState
-from cara_mlflow.planner import (BatchObservation, InUse, Production, RetrainOutcome, advance, model_in_use, plan_step,
-                                 settle)
+from cara_mlflow.planner import (
+    BatchObservation,
+    InUse,
+    Production,
+    RetrainOutcome,
+    advance,
+    model_in_use,
+    plan_step,
+    settle,
+)
 from cara_mlflow.policies import make_policy
 from cara_mlflow.policy_doc import PolicyDocument
 

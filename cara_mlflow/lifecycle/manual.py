@@ -46,7 +46,7 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
             state = ManagerState.fresh(make_policy(doc.policy, **doc.params), version=version.version,
                                        kappa=doc.kappa, batch=batch_id, position=_position(store, doc, batch_id))
             registry.runs.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
-            how = f"adopted registered v{version.version}" if adopt_version is not None else f"trained v{version.version}"
+            how = ("adopted registered" if adopt_version is not None else "trained") + f" v{version.version}"
             registry.runs.set_description(run_id, f"Init: {how} as the first production model, on batch {batch_id}.")
             registry.runs.log_metrics(run_id, {"decision": 1.0, "kappa": doc.kappa, "cumulative_cost": doc.kappa,
                                                "n_data": batch.n_rows, "n_queries": len(batch.queries)})
