@@ -230,8 +230,9 @@ def test_status_json_says_where_production_stands(ran_store, cara):
     exp = reg.runs.experiment_id(create=False)
     timeline = reg.runs.find("timeline")[0].run_id
     base = "http://mlflow.example:5000/#"
-    assert s["ui"] == {"model": f"{base}/models/{NAME}", "runs": f"{base}/experiments/{exp}/runs",
-                       "timeline": f"{base}/experiments/{exp}/runs/{timeline}/model-metrics"}
+    view = "?workflowType=machine_learning"
+    assert s["ui"] == {"model": f"{base}/models/{NAME}", "runs": f"{base}/experiments/{exp}/runs{view}",
+                       "timeline": f"{base}/experiments/{exp}/runs/{timeline}/model-metrics{view}"}
     text = ok(cara(root, "status")).stdout
     assert f"production   v{production.version} (@production)" in text and "ui timeline" in text
 

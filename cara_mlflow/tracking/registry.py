@@ -410,13 +410,18 @@ class Registry:
 
     # -- UI links -------------------------------------------------------------
     def ui_links(self, base: str) -> dict[str, str]:
-        """Links into the MLflow UI: the model, the runs table, the timeline's charts."""
+        """Links into the MLflow UI: the model, the runs table, the timeline's charts.
+
+        The run links ask for the UI's model-training view: MLflow 3 otherwise opens an
+        experiment in its GenAI view, whose pages call batch runs "evaluation runs".
+        """
         exp = self.runs.experiment_id(create=False)
         links = {"model": f"{base}/#/models/{self.name}"}
+        view = "?workflowType=machine_learning"
         if exp is not None:
-            links["runs"] = f"{base}/#/experiments/{exp}/runs"
+            links["runs"] = f"{base}/#/experiments/{exp}/runs{view}"
             timeline = (self.runs.find("timeline", run_name="timeline", max_results=1)
                         or self.runs.find("timeline", max_results=1))
             if timeline:
-                links["timeline"] = f"{base}/#/experiments/{exp}/runs/{timeline[0].run_id}/model-metrics"
+                links["timeline"] = f"{base}/#/experiments/{exp}/runs/{timeline[0].run_id}/model-metrics{view}"
         return links
