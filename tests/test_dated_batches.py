@@ -115,3 +115,20 @@ def test_a_malformed_late_batch_can_be_skipped(dated_store):
     ok(run_cli(dated_store, "skip", "--batch", "20261104", "--reason", "producer wrote the wrong column"))
     status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
     assert status["late_batches"] == [20261104] and status["missing"] == [] and status["last_batch"] == 20261106
+
+
+def test_cara_p_counts_processed_batches_on_dated_ids(dated_store):
+    """CARA-P's t is the batch's count in the stream: the offline window's first id plus the
+    batches processed since — 20261031 → 20261101 is one batch, and so is 20261103 → 20261105."""
+    ok(run_cli(dated_store, "tune", "--offline", "20261027:20261101", "--kappa", "5", "--model", "lr",
+               "--policy", "cara-p"))
+    ok(run_cli(dated_store, "init", "--batch", "20261101"))
+    params = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)["policy"]["params"]
+    phi, offset = params["phi"], params["offset"]
+    start = 20261027 + 4                                      # 4 offline batches before the init batch
+    ok(run_cli(dated_store, "step", "--all"))
+    rows = [r for r in json.loads(ok(run_cli(dated_store, "history", "--json")).stdout) if r["decision"] != "init"]
+    for k, row in enumerate(rows, start=1):
+        t = start + k
+        assert f"({t}−{offset}) mod {phi} = {(t - offset) % phi}" in row["reason"], row
+        assert row["decision"] == ("retrain" if (t - offset) % phi == 0 else "keep"), row
