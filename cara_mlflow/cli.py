@@ -88,6 +88,13 @@ def _quiet_mlflow() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="mlflow")
+    warnings.showwarning = _one_line_warning
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings (a store's odd directory, a batch id off the stream's pattern) as one line on
+    stderr, like our errors, rather than Python's two lines with a source path."""
+    click.echo(f"cara-mlflow: warning: {message}", err=True)
 
 
 def _open(name: str, store_dir: str, *, read_only: bool = False, existing: bool = True):
@@ -350,7 +357,7 @@ def history(name, store, as_json):
         cost = "" if r["cumulative_cost"] is None else f"{r['cumulative_cost']:.3f}"
         click.echo(f"{r['batch']:>6} {r['decision'] or '':<8} {psi:>10} {cost:>10} "
                    f"{'v' + str(r['version']) if r['version'] else '':>7} {r['gate'] or '':<8} "
-                   f"{'(late) ' if r.get('late') else ''}{r['reason']}")
+                   f"{'(late) ' if r.get('late') and not r['reason'].startswith('late') else ''}{r['reason']}")
 
 
 @cli.command("make-stream")

@@ -169,8 +169,8 @@ def _reason(decision: Decision, state: ManagerState, in_use: InUse, force: bool,
     if force:
         return "forced by --force-retrain"
     if decision.retrain and cooling:
-        left = state.cooldown_left
-        return f"{decision.reason}; cooling down ({left} more batch{'es' if left != 1 else ''} without a retrain)"
+        more = state.cooldown_left - 1
+        return f"{decision.reason}; cooling down ({more} more batch{'es' if more != 1 else ''} after this one)"
     return decision.reason
 
 
@@ -240,7 +240,7 @@ def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool
         missing = remove_id([list(r) for r in state.missing], batch)
         return replace(state, missing=tuple(map(tuple, missing)), late=state.late + (batch,))
     dated = state.dated and is_date_id(batch)
-    span = None if previous is None else gap(previous, batch, dated=dated)
+    span = None if previous is None else gap(previous, batch)
     return replace(state, position=state.position + 1, cooldown_left=max(0, state.cooldown_left - 1),
                    missing=tuple(map(tuple, add_range([list(r) for r in state.missing], span))), dated=dated)
 

@@ -63,7 +63,7 @@ def test_a_late_batch_is_processed_once_tagged_drawn_and_listed(dated_store):
     ok(run_cli(dated_store, "step"))
     status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
     assert status["missing"] == ["20261104", "20261107–20261109"] and status["late_batches"] == []
-    assert status["position"] == 20261027 + 4 + 5                  # init counted 4 offline batches, then 5 steps
+    assert status["position"] == 4 + 5                             # 4 batches from the window's first, then 5 steps
     assert status["next_state"] == "none pending"
 
     _late(dated_store, 20261104)                                   # the only pending work: a late batch
@@ -81,7 +81,7 @@ def test_a_late_batch_is_processed_once_tagged_drawn_and_listed(dated_store):
     assert 20261104 in [s for s, _ in timeline_points(reg)]
     status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
     assert status["late_batches"] == [20261104] and status["missing"] == ["20261107–20261109"]
-    assert status["position"] == 20261027 + 4 + 5                  # a late batch is not a tick of the clock
+    assert status["position"] == 4 + 5                             # a late batch is not a tick of the clock
     text = ok(run_cli(dated_store, "status")).stdout
     assert "late         20261104" in text and "missing ids  20261107–20261109" in text
     rows = json.loads(ok(run_cli(dated_store, "history", "--json")).stdout)
@@ -118,17 +118,31 @@ def test_a_malformed_late_batch_can_be_skipped(dated_store):
 
 
 def test_cara_p_counts_processed_batches_on_dated_ids(dated_store):
-    """CARA-P's t is the batch's count in the stream: the offline window's first id plus the
-    batches processed since — 20261031 → 20261101 is one batch, and so is 20261103 → 20261105."""
+    """CARA-P's t is the batch's count in the stream from the offline window's first batch (0):
+    20261031 → 20261101 is one batch, and so is 20261103 → 20261105."""
     ok(run_cli(dated_store, "tune", "--offline", "20261027:20261101", "--kappa", "5", "--model", "lr",
                "--policy", "cara-p"))
     ok(run_cli(dated_store, "init", "--batch", "20261101"))
     params = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)["policy"]["params"]
     phi, offset = params["phi"], params["offset"]
-    start = 20261027 + 4                                      # 4 offline batches before the init batch
+    start = 4                                                 # 4 offline batches before the init batch
     ok(run_cli(dated_store, "step", "--all"))
     rows = [r for r in json.loads(ok(run_cli(dated_store, "history", "--json")).stdout) if r["decision"] != "init"]
     for k, row in enumerate(rows, start=1):
         t = start + k
         assert f"({t}−{offset}) mod {phi} = {(t - offset) % phi}" in row["reason"], row
         assert row["decision"] == ("retrain" if (t - offset) % phi == 0 else "keep"), row
+
+
+def test_an_impossible_date_is_not_shown_missing_but_a_batch_written_there_is_not_lost(dated_store):
+    ok(run_cli(dated_store, "tune", "--offline", "20261027:20261101", "--kappa", "5", "--model", "lr"))
+    ok(run_cli(dated_store, "init", "--batch", "20261029"))
+    ok(run_cli(dated_store, "step", "--all"))                     # 20261031 → 20261101: no real date between
+    status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
+    assert status["missing"] == ["20261030", "20261104"]
+    _late(dated_store, 20261050)                                   # a producer's typo
+    stepped = ok(run_cli(dated_store, "step"))
+    assert stepped.stdout.startswith("batch 20261050 (late): ")
+    assert "batch 20261050: not a YYYYMMDD date, while every id processed so far is one" in stepped.stderr
+    status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
+    assert status["late_batches"] == [20261050] and status["missing"] == ["20261030", "20261104"]

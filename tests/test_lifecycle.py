@@ -556,7 +556,7 @@ def test_rejected_challenger_leaves_production_and_cools_down(fresh, tmp_path, c
         run = the_batch_run(reg, b)
         assert run.tags["cara.decision"] == "keep"
         reason = run.tags["cara.reason"]
-        assert "≥ τ_cum" in reason and f"cooling down ({9 - b} more batch" in reason     # the policy said retrain
+        assert "≥ τ_cum" in reason and f"cooling down ({8 - b} more batch" in reason     # the policy said retrain
         assert "cooling down" in result.stdout
         assert run.metrics["score"] >= doc.params["tau_cum"]
         assert len(reg.versions()) == 2 and not runs_of(reg, "retrain", b)

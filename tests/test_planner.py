@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from cara_mlflow.batch_ids import show_range
 from cara_mlflow.errors import InputError
 from cara_mlflow.manager_state import LastRetrain, ManagerState
 from cara_mlflow.planner import (
@@ -95,10 +96,10 @@ def test_a_rejected_challenger_pays_kappa_keeps_the_staleness_and_cools_down():
 @pytest.mark.parametrize("ids", [(6, 7, 8, 9), (20261030, 20261102, 20261103, 20261110)])
 def test_no_retrain_attempt_during_the_cooldown_and_one_after_it_counting_batches_not_ids(ids):
     s, previous = state(cooldown_left=3), 5
-    for batch, left in zip(ids[:3], (3, 2, 1)):
+    for batch, more in zip(ids[:3], (2, 1, 0)):
         plan = plan_step(doc(), s, PROD, IN_USE, obs(batch, 4.0, previous=previous))
-        assert plan.action == "keep" and plan.reason.endswith(f"cooling down ({left} more batch"
-                                                              f"{'es' if left != 1 else ''} without a retrain)")
+        assert plan.action == "keep" and plan.reason.endswith(f"cooling down ({more} more batch"
+                                                              f"{'es' if more != 1 else ''} after this one)")
         s, previous = settle(plan, s, None, cooldown=3), batch
     plan = plan_step(doc(), s, PROD, IN_USE, obs(ids[3], 4.0, previous=previous))
     assert plan.action == "retrain"
@@ -155,7 +156,8 @@ def test_cara_p_counts_processed_batches_not_id_differences():
         s, previous = settle(plan, s, outcome, cooldown=3), batch
     assert [a == "retrain" for a in actions] == [(t % 3 == 0) for t in range(26, 26 + len(ids))]
     assert s.position == 25 + len(ids)
-    assert s.missing == ((20261103, 20261104),) and s.dated
+    assert s.missing == ((20261032, 20261100), (20261103, 20261104)) and s.dated     # stored as ids…
+    assert [show_range(r, dated=True) for r in s.missing] == [None, "20261103–20261104"]   # …shown as dates
 
 
 def test_a_late_batch_is_kept_paid_fed_to_the_policy_and_not_a_tick():
@@ -175,9 +177,10 @@ def test_advance_records_gaps_as_ranges_and_impossible_dates_are_not_missing():
     s = ManagerState.fresh(make_policy("nr"), version=1, kappa=1.0, batch=20261031)
     assert s.dated and s.position == 20261031
     s = advance(s, 20261101, 20261031)
-    assert s.missing == ()
+    assert s.missing == ((20261032, 20261100),)                # a typo such as 20261050 would still be found
     s = advance(s, 20261201, 20261101)
-    assert s.missing == ((20261102, 20261130),)
+    assert s.missing == ((20261032, 20261100), (20261102, 20261200))
+    assert [show_range(r, dated=True) for r in s.missing] == [None, "20261102–20261130"]
     plain = advance(ManagerState.fresh(make_policy("nr"), version=1, kappa=1.0, batch=3), 10, 3)
     assert plain.missing == ((4, 9),) and not plain.dated
 

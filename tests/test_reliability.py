@@ -380,8 +380,10 @@ def test_batch_directory_without_success_is_waited_for_not_committed(fresh, cara
 
 def test_directory_that_is_not_a_batch_id_is_ignored_with_a_warning(fresh, cara):
     (BatchStore(fresh).batches_dir / "not-a-batch").mkdir()
-    result = ok(cara(fresh, "step"))
+    result = ok(run_cli(fresh, "step"))                    # a process of its own: its warnings shown once
     assert result.stdout.startswith("batch 6:")
+    warned = [line for line in result.stderr.splitlines() if "not-a-batch" in line]
+    assert warned and all(line.startswith("cara-mlflow: warning: ") for line in result.stderr.splitlines())
 
 
 def test_extra_columns_are_ignored_because_features_are_fixed_at_tune(fresh, cara):

@@ -57,13 +57,11 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
 
 
 def _position(store: BatchStore, doc, batch_id: int) -> int:
-    """The init batch's count in the stream: the offline window's first id (tune's CARA-P ``t``
-    there, :class:`~cara_mlflow.tuning.PolicyTuner` ``start``) plus the complete batches from it
-    up to the init batch — the batch id itself on the paper's streams (ids 0, 1, …)."""
+    """The init batch's count in the stream, as tune counted CARA-P's ``t``: the complete batches
+    from the offline window's first up to the init batch — the batch id itself on the paper's
+    streams (ids 0, 1, …, window 0:25)."""
     first = doc.offline[0] if doc.offline else 0
-    if batch_id <= first:
-        return batch_id
-    return first + sum(1 for info in store.list() if info.complete and first <= info.id < batch_id)
+    return sum(1 for info in store.list() if info.complete and first <= info.id < batch_id)
 
 
 def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: str,

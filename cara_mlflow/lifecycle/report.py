@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 
-from ..batch_ids import show_range
+from ..batch_ids import remove_id, show_range
 from ..errors import InputError, SetupError
 from ..manager_state import ManagerState
 from ..planner import SchemaChange
@@ -93,8 +93,13 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
         out["last_retrain"] = None if state.last_retrain is None else state.last_retrain.to_dict()
         out["cooldown_left"] = state.cooldown_left
         out["position"] = state.position
-        out["late_batches"] = list(state.late)
-        out["late_waiting"] = [info.id for info in late_batches(store, state) if not info.complete]
-        out["missing"] = [show_range(span) for span in state.missing]
+        out["late_batches"] = sorted(state.late)
+        present = late_batches(store, state)
+        out["late_waiting"] = [info.id for info in present if not info.complete]
+        missing = [list(span) for span in state.missing]
+        for info in present:            # a late batch on disk is pending, no longer missing
+            missing = remove_id(missing, info.id)
+        shown = (show_range(span, dated=state.dated) for span in missing)
+        out["missing"] = [text for text in shown if text is not None]
     out["ui"] = registry.ui_links(ui_base.rstrip("/"))
     return out

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Iterator
 
 from .. import validate
 from ..batch import Batch
+from ..batch_ids import is_date_id
 from ..errors import SetupError
 from ..manager_state import ManagerState
 from ..names import DEFAULT_COOLDOWN, DEFAULT_LOCK_TIMEOUT
 from ..planner import InUse, Plan, Production, model_in_use, plan_step, settle
 from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
-from ..store import BatchStore, BatchStoreError
+from ..store import BatchStore, BatchStoreError, BatchStoreWarning
 from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
 from .batch_run import batch_run, commit
@@ -92,7 +94,10 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         return StepResult("nothing", message=f"nothing to do: batch {last} is the last one in {store.batches_dir}")
     if not work.info.complete:
         return _waiting(work.info.id)
-    batch = _read(store, doc, work.info.id)
+    if state.dated and not is_date_id(work.info.id):
+        warnings.warn(f"batch {work.info.id}: not a YYYYMMDD date, while every id processed so far is one; "
+                      "processed anyway (check the producer's ids)", BatchStoreWarning, stacklevel=2)
+    batch = _read(store, doc, work.info.id, late=work.late)
     on_phase("after-read")
     if not options.dry_run:
         recover(registry, None, work.info.id)
@@ -130,11 +135,13 @@ def _waiting(batch_id: int) -> StepResult:
     return StepResult("waiting", batch_id, message=f"waiting for batch {batch_id} (no _SUCCESS yet)")
 
 
-def _read(store: BatchStore, doc: PolicyDocument, batch_id: int) -> Batch:
+def _read(store: BatchStore, doc: PolicyDocument, batch_id: int, *, late: bool = False) -> Batch:
     try:
         return store.read(batch_id, target=doc.target, space=doc.space)
     except BatchStoreError as exc:    # malformed: every run fails here, until fixed or skipped
-        raise BatchStoreError(f"{exc}; fix the batch, or commit past it with "
+        what = (f"late batch {batch_id} (it landed after a later batch was processed; it is read with the "
+                f"active policy's features, policy v{doc.version}): ") if late else ""
+        raise BatchStoreError(f"{what}{exc}; fix the batch, or commit past it with "
                               f"`cara-mlflow skip --batch {batch_id} --reason TEXT`") from None
 
 

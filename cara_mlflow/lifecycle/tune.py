@@ -74,8 +74,9 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
                                 queries=[b.queries for b in batches], gamma=g, loss=loss_fn, method=psi_method,
                                 seed=offline[0])
         C = terms.cost_matrix(kappa)
-        tuned, best = PolicyTuner(policy, method=method, start=offline[0]).fit(C), solve(C)
-        doc = _document(draft, tuned, best, method, notes)
+        # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
+        tuned, best = PolicyTuner(policy, method=method, start=0).fit(C), solve(C)
+        doc = _document(draft, tuned, best, method, notes, [b.id for b in batches])
         return _register(registry, doc, C, tuned, best)
 
 
@@ -155,11 +156,11 @@ def _offline_predictions(registry, batches, doc: PolicyDocument, progress) -> li
     return predict_later(models, [b.frame for b in batches])
 
 
-def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str]) -> PolicyDocument:
-    start = draft.offline[0]
+def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str], ids: list[int]) -> PolicyDocument:
+    """The tuned document; its figures name batches by id (the window's ids may have gaps)."""
     figures = {"method": method, "offline_cost": tuned.best_cost_, "oracle_cost": best.cost,
-               "oracle_retrain_at": [start + t for t in best.retrain_at[1:]],
-               "strategy": [start + s for s in tuned.best_strategy_], "interval": tuned.result_.interval,
+               "oracle_retrain_at": [ids[t] for t in best.retrain_at[1:]],
+               "strategy": [ids[s] for s in tuned.best_strategy_], "interval": tuned.result_.interval,
                "notes": notes}
     return replace(draft, params=dict(tuned.best_params_), tuning=figures)
 
