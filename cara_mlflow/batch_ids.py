@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-__all__ = ["is_date_id", "gap", "add_range", "remove_id", "contains", "show_range"]
+__all__ = ["is_date_id", "date_ms", "gap", "add_range", "remove_id", "contains", "show_range"]
 
 _ONE_DAY = dt.timedelta(days=1)
 
@@ -50,6 +50,18 @@ def is_date_id(batch_id: int) -> bool:
     (True, False, False)
     """
     return _as_date(batch_id) is not None
+
+
+def date_ms(batch_id: int) -> int | None:
+    """Midnight UTC of a ``YYYYMMDD`` id in milliseconds since the epoch (None if not a date).
+
+    >>> date_ms(19700102), date_ms(25)
+    (86400000, None)
+    """
+    day = _as_date(batch_id)
+    if day is None:
+        return None
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
 
 
 def _month_start(year: int, month: int) -> dt.date:

@@ -79,6 +79,12 @@ def test_a_late_batch_is_processed_once_tagged_drawn_and_listed(dated_store):
     (run,) = runs_of(reg, "batch", 20261104)
     assert run.status == "FINISHED" and run.tags["cara.late"] == "true" and run.tags["cara.decision"] == "keep"
     assert 20261104 in [s for s, _ in timeline_points(reg)]
+    from cara_mlflow.batch_ids import date_ms
+
+    from .helpers import client
+
+    timeline = reg.runs.find("timeline")[0].run_id          # each point stamped with its batch's date
+    assert all(m.timestamp == date_ms(m.step) for m in client(dated_store).get_metric_history(timeline, "decision"))
     status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
     assert status["late_batches"] == [20261104] and status["missing"] == ["20261107–20261109"]
     assert status["position"] == 4 + 5                             # a late batch is not a tick of the clock

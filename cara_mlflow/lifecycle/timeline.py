@@ -8,6 +8,7 @@ repaired by the next step, and no point is drawn twice.
 
 from __future__ import annotations
 
+from ..batch_ids import date_ms
 from ..store import BatchStore
 from ..tracking import registry as reg
 from .records import finished_batch_run
@@ -48,7 +49,9 @@ def _draw(registry: reg.Registry, run_id: str, batch_id: int) -> None:
     version = run.tags.get(reg.TAG_MODEL_VERSION)
     if version:
         point["production_version"] = float(version)
-    registry.runs.log_metrics(run_id, point, step=batch_id)
+    # a dated id's point is stamped with its date: the UI's "Time (wall)" axis is then a calendar,
+    # where the step axis puts 71 units between 20261130 and 20261201
+    registry.runs.log_metrics(run_id, point, step=batch_id, timestamp_ms=date_ms(batch_id))
 
 
 def write_timeline(registry: reg.Registry, store: BatchStore, last: int, previous: int | None = None,

@@ -171,15 +171,18 @@ class Runs:
                                       tags={TAG_RUN_TYPE: run_type, **{k: str(v) for k, v in (tags or {}).items()}})
         return run.info.run_id
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> None:
-        self.log_points(run_id, [(k, v, step) for k, v in metrics.items()])
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int = 0,
+                    timestamp_ms: int | None = None) -> None:
+        """Metric values at ``step``, stamped ``timestamp_ms`` (default: now)."""
+        self.log_points(run_id, [(k, v, step) for k, v in metrics.items()], timestamp_ms=timestamp_ms)
 
-    def log_points(self, run_id: str, points: Iterable[tuple[str, float, int]]) -> None:
+    def log_points(self, run_id: str, points: Iterable[tuple[str, float, int]], *,
+                   timestamp_ms: int | None = None) -> None:
         """Metric values ``(key, value, step)``, in as few requests as MLflow allows."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v, step in points]
+        stamp = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        items = [Metric(k, float(v), stamp, int(step)) for k, v, step in points]
         for start in range(0, len(items), 900):          # a REST log_batch takes 1000 at most
             self._client.log_batch(run_id, metrics=items[start:start + 900])
 
