@@ -747,6 +747,26 @@ def test_a_schema_change_steps_through_a_column_added_then_one_removed(fresh):
     assert rows[9]["policy_version"] == 3 and rows[10]["psi_bar"] is not None
 
 
+def test_a_late_batch_after_a_schema_change_goes_after_the_schema_retrain(fresh, tmp_path):
+    drop_batches_from(fresh, 12)                                           # pending 6..11; 7 comes late
+    for b in (7, 11):
+        (fresh / "batches" / str(b)).rename(tmp_path / str(b))
+    ok(run_cli(fresh, "step", "--all"))                                    # 6, 8, 9, 10
+    (tmp_path / "7").rename(fresh / "batches" / "7")
+    with_x3(fresh, [0, 1, 2, 3, 4, 7])
+    ok(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--model", "lr"))
+    waiting = ok(run_cli(fresh, "step"))                                   # nothing in order to retrain on yet
+    assert waiting.stdout.startswith("waiting: late batch 7 cannot be scored by production v")
+    assert "features changed at re-tune (added x3)" in waiting.stdout
+    (tmp_path / "11").rename(fresh / "batches" / "11")
+    with_x3(fresh, [11])
+    lines = ok(run_cli(fresh, "step", "--all")).stdout.splitlines()
+    assert lines[0].startswith("batch 11: retrain (features changed at re-tune (added x3)")
+    assert lines[1].startswith("batch 7 (late): Ψ̄=") and lines[2].startswith("nothing to do")
+    status = json.loads(ok(run_cli(fresh, "status", "--json")).stdout)
+    assert status["late_batches"] == [7] and status["last_batch"] == 11 and status["missing"] == []
+
+
 @pytest.mark.parametrize("loss, expected", [
     ("os:getcwd", "loss posix:getcwd: failed on the batches from 0 on (TypeError: "),
     ("tests.reference:psi_slow", "loss tests.reference:psi_slow: failed on the batches from 0 on ("),

@@ -102,11 +102,8 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     if not options.dry_run:
         recover(registry, None, work.info.id)
         write_timeline(registry, store, last, late=state.late)
-    # a late batch is judged by production as it is: it never retrains, so it resumes nothing
-    in_use = InUse(production.version, False) if work.late else model_in_use(state, production, work.info.id)
-    version = registry.version(in_use.version) if in_use.resumed else serving
     method = options.psi_method or doc.psi.method
-    obs, terms = observe(registry, version, batch, doc, method)
+    in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     if work.late and obs.schema is not None:
         # production predates the re-tuned features and a late batch never retrains: the batch in
         # order goes first, and retrains on them
@@ -118,9 +115,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         work, batch = Pending(following, False), _read(store, doc, following.id)
         if not options.dry_run:
             recover(registry, None, following.id)
-        in_use = model_in_use(state, production, following.id)
-        version = registry.version(in_use.version) if in_use.resumed else serving
-        obs, terms = observe(registry, version, batch, doc, method)
+        in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     obs = replace(obs, late=work.late, previous=None if work.late else last)
     on_phase("after-psi")
     plan = plan_step(doc, state, production, in_use, obs, force_retrain=options.force_retrain)
@@ -129,6 +124,18 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
                           serving.version, None, state.cumulative_cost, late=plan.late)
     where = _Where(store, registry, doc, batch, version, method)
     return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
+
+
+def _measure(registry: reg.Registry, doc: PolicyDocument, state: ManagerState, production: Production,
+             serving: reg.VersionInfo, work: Pending, batch: Batch, method: str):
+    """The model that judges the batch (and whether a promotion is resumed), and what it measured.
+
+    A late batch is judged by production as it is: it never retrains, so it resumes nothing.
+    """
+    in_use = InUse(production.version, False) if work.late else model_in_use(state, production, work.info.id)
+    version = registry.version(in_use.version) if in_use.resumed else serving
+    obs, terms = observe(registry, version, batch, doc, method)
+    return in_use, version, obs, terms
 
 
 def _waiting(batch_id: int) -> StepResult:
