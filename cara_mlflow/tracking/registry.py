@@ -54,10 +54,11 @@ TAG_TRAINING_RUN = "cara.training_run"
 TAG_MODEL_URI = "cara.model_uri"
 TAG_TIMELINE_THROUGH = "cara.timeline_through"
 TAG_LATE = "cara.late"               # on the batch run of a batch processed after a later one
-#: Registered-model tag ``<batch>:<run_id>``: the batch run that committed ``cara.last_batch``,
-#: written just before the commit point. A hint, so a step finds that run by id instead of
-#: searching the experiment; trusted only when its batch is ``cara.last_batch`` and the run's own
-#: tags agree (a crash between the two writes leaves a hint for an uncommitted batch: ignored).
+#: Registered-model tag ``<batch>:<run_id>``: the batch run of the last commit, written just before
+#: ``cara.last_batch`` (a late batch's commit is this tag alone). The run holding the manager state,
+#: found by id instead of by a search; trusted only when the run's own tags agree. A hint naming a
+#: batch above ``cara.last_batch`` is a commit a crash cut before its last write: the next step
+#: finishes it (:func:`cara_mlflow.lifecycle.records.commit_point`).
 TAG_LAST_RUN = "cara.last_run"
 
 
