@@ -107,7 +107,7 @@ def offline_window(value, *, plain_count: bool = False) -> tuple[int, int]:
     >>> offline_window("5:6")
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: offline: expected 0 <= START and at least 2 batches, got 5:6
+    cara_mlflow.errors.InputError: offline: expected 0 <= START < STOP with room for at least 2 batches ...
     """
     if isinstance(value, str):
         text = value.strip()
@@ -123,7 +123,8 @@ def offline_window(value, *, plain_count: bool = False) -> tuple[int, int]:
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (start, stop)):
         raise InputError(f"offline: expected integer batch ids START:STOP, got {value!r}")
     if start < 0 or stop - start < 2:
-        raise InputError(f"offline: expected 0 <= START and at least 2 batches, got {start}:{stop}")
+        raise InputError(f"offline: expected 0 <= START < STOP with room for at least 2 batches (ids "
+                         f"START … STOP-1), got {start}:{stop}")
     return int(start), int(stop)
 
 

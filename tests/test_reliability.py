@@ -351,10 +351,11 @@ def test_corrupt_policy_document_is_one_line_and_changes_nothing(fresh, cara, co
     assert snapshot(fresh) == before
 
 
-def test_unknown_registered_model_is_one_line(fresh):
-    result = run_cli(fresh, "step", CARA_NAME="no-such-model")
-    line = one_line_error(result)
-    assert "no-such-model" in line
+@pytest.mark.parametrize("command", ["step", "status", "history", "skip"])
+def test_unknown_registered_model_is_one_line_that_says_check_name(fresh, command):
+    args = [command, "--batch", "6", "--reason", "x"] if command == "skip" else [command]
+    line = one_line_error(run_cli(fresh, *args, CARA_NAME="no-such-model"))
+    assert "no-such-model" in line and "check --name" in line
 
 
 @pytest.mark.parametrize("args, fragment", [

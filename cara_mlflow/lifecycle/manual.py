@@ -69,11 +69,12 @@ def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: st
     """Record the next pending batch as skipped (decision ``skip``) and commit past it."""
     validate.reason(reason, "the batch is skipped")
     with managed(store, registry, lock_timeout):
+        doc = active_policy(registry)          # first: an unknown --name is named as such
         last = commit_point(registry)
         if last is None:
             raise SetupError(f"model {registry.name!r} is not initialised: run `cara-mlflow init` first")
         recover(registry, last, None)
-        state, doc = committed_state(registry, last), active_policy(registry)
+        state = committed_state(registry, last)
         work = next_pending(store, state, last)
         if work is None or work.info.id != batch_id:
             expected = "none is pending" if work is None else f"the next pending batch is {work.info.id}"

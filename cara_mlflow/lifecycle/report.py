@@ -72,9 +72,9 @@ def _schema_change(registry: reg.Registry, production: reg.VersionInfo, doc) -> 
 def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://127.0.0.1:5000") -> dict:
     """Where the managed model stands: production, batches, policy, costs and UI links."""
     registry.check_reachable()
+    doc = active_policy(registry)          # first: an unknown --name is named as such
     production = registry.production()
     last = commit_point(registry, write=False)
-    doc = active_policy(registry)
     out: dict = {"name": registry.name, "tracking_uri": registry.where, "store": str(store.root),
                  "production": {"version": production.version, "trained_on": production.trained_on,
                                 "alias": registry.production_alias},

@@ -390,7 +390,7 @@ class Registry:
         except MlflowException as exc:
             if is_missing(exc):
                 raise SetupError(f"no tuned policy {self.policy_name}@{POLICY_ALIAS} in "
-                                 f"{self.where}: run `cara-mlflow tune` first") from None
+                                 f"{self.where}: check --name, or run `cara-mlflow tune` first") from None
             raise
         model_id = mv.source.removeprefix("models:/")
         with tempfile.TemporaryDirectory() as tmp:
