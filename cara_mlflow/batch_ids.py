@@ -124,7 +124,7 @@ def show_range(span, *, dated: bool = False) -> str | None:
     """``START–END`` (one id alone when the range holds one id); with ``dated``, bounded by the
     real dates in the range, and None when it holds none (20261032–20261100)."""
     start, end = span
-    if dated and len(str(start)) == len(str(end)) == 8:
+    if dated and len(str(start)) == len(str(end)) == 8 and 1000 <= start // 10000 <= end // 10000 <= 9998:
         start, end = _first_date_from(start), _last_date_to(end)
         if start > end:
             return None

@@ -273,11 +273,12 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, lo
 
 @cli.command()
 @managed
-@click.option("--batch", "batch_id", required=True, type=click.IntRange(min=0), help="The next pending batch.")
+@click.option("--batch", "batch_id", required=True, type=click.IntRange(min=0),
+              help="A pending batch: the next in order, or a late one (see `status`).")
 @click.option("--reason", required=True, help="Why it is skipped (recorded on the batch run).")
 @lock_timeout_option()
 def skip(name, store, batch_id, reason, lock_timeout):
-    """Record the next pending batch as skipped and commit past it (e.g. a malformed batch)."""
+    """Record a pending batch as skipped and commit past it (e.g. a malformed batch)."""
     from .lifecycle import skip as run_skip
 
     batch_store, registry = _open(name, store)
@@ -330,6 +331,8 @@ def status(name, store, ui_base, as_json):
         lines.append(f"cooldown     no retrain attempt for the next {n} batch{'es' if n != 1 else ''}")
     if s.get("late_batches"):
         lines.append("late         " + ", ".join(map(str, s["late_batches"])) + " (processed after a later batch)")
+    if s.get("late_pending"):
+        lines.append("late, ready  " + ", ".join(map(str, s["late_pending"])) + " (the next steps process them)")
     if s.get("late_waiting"):
         lines.append("late, waiting " + ", ".join(map(str, s["late_waiting"])) + " (no _SUCCESS yet)")
     if s.get("missing"):

@@ -23,7 +23,7 @@ __all__ = ["STATE_FILE", "LastRetrain", "ManagerState"]
 
 STATE_FILE = "policy_state.json"
 _FIELDS = ("policy", "cumulative_cost", "cooldown_left", "model_version", "last_retrain", "position", "missing",
-           "late", "dated")
+           "late", "dated", "position_from")
 _LEGACY = ("cooldown_until",)      # written before counts replaced id differences: converted on reading
 
 
@@ -59,6 +59,7 @@ def _checks(data: dict) -> dict[str, bool]:
                                                          and all(map(_is_count, r)) for r in missing),
             "late": isinstance(late, list) and all(map(_is_count, late)),
             "dated": isinstance(data.get("dated", False), bool),
+            "position_from": data.get("position_from") is None or _is_count(data["position_from"]),
             "last_retrain": last is None or (isinstance(last, dict) and set(last) == {"batch", "version", "gate"}
                                              and _is_int(last["batch"]) and _is_int(last["version"]))}
 
@@ -93,6 +94,7 @@ class ManagerState:
     missing: tuple[tuple[int, int], ...] = ()     # id ranges passed over with no batch (where late ones land)
     late: tuple[int, ...] = ()                    # late batches processed, in the order they were
     dated: bool = False                           # every id processed so far is a YYYYMMDD date
+    position_from: int | None = None              # the offline window start the position counts from
 
     @classmethod
     def fresh(cls, policy: Policy, *, version: int, kappa: float, batch: int,
@@ -102,6 +104,10 @@ class ManagerState:
         return cls(policy=policy.to_dict(), cumulative_cost=float(kappa), model_version=int(version),
                    last_retrain=LastRetrain(int(batch), int(version), "off"),
                    position=int(batch if position is None else position), dated=is_date_id(int(batch)))
+
+    def counted_from(self, first: int, position: int) -> "ManagerState":
+        """The state with its position counted from the offline window starting at ``first``."""
+        return ManagerState(**{**self.__dict__, "position": int(position), "position_from": int(first)})
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = STATE_FILE, *, batch: int | None = None) -> "ManagerState":
@@ -135,7 +141,8 @@ class ManagerState:
                    position=int(data.get("position", base)),
                    missing=tuple((int(a), int(b)) for a, b in data.get("missing", ())),
                    late=tuple(int(i) for i in data.get("late", ())),
-                   dated=bool(data.get("dated", batch is not None and is_date_id(batch))))
+                   dated=bool(data.get("dated", batch is not None and is_date_id(batch))),
+                   position_from=data.get("position_from"))
 
     def to_dict(self) -> dict:
         """The JSON stored as ``policy_state.json``."""
@@ -143,7 +150,7 @@ class ManagerState:
                 "cooldown_left": self.cooldown_left, "model_version": self.model_version,
                 "last_retrain": None if self.last_retrain is None else self.last_retrain.to_dict(),
                 "position": self.position, "missing": [list(r) for r in self.missing], "late": list(self.late),
-                "dated": self.dated}
+                "dated": self.dated, "position_from": self.position_from}
 
     def make_policy(self) -> Policy:
         """The policy, with its state, as the last step left it."""

@@ -234,7 +234,7 @@ def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool
     (26, ((20261030, 20261101),), True)
     >>> s = advance(s, 20261031, None, late=True)
     >>> s.position, s.missing, s.late
-    (26, ((20261030, 20261030), (20261101, 20261101)), (20261031,))
+    (26, ((20261030, 20261030), (20261032, 20261101)), (20261031,))
     """
     if late:
         missing = remove_id([list(r) for r in state.missing], batch)

@@ -118,9 +118,15 @@ def test_a_malformed_late_batch_can_be_skipped(dated_store):
     store.write(20261104, pd.DataFrame({"x1": [0.1], "x2": [0.2], "labels": [1]}))   # no target column
     failed = run_cli(dated_store, "step")
     assert failed.returncode == 1 and "skip --batch 20261104" in failed.stderr
+    assert "late batch 20261104 (it landed after a later batch was processed" in failed.stderr
+    _late(dated_store, 20261109)                                    # the next in order may be skipped too
+    ok(run_cli(dated_store, "skip", "--batch", "20261109", "--reason", "a holiday export"))
+    wrong = run_cli(dated_store, "skip", "--batch", "20261110", "--reason", "x")
+    assert wrong.returncode == 1 and "pending: 20261104; got 20261110" in wrong.stderr
     ok(run_cli(dated_store, "skip", "--batch", "20261104", "--reason", "producer wrote the wrong column"))
     status = json.loads(ok(run_cli(dated_store, "status", "--json")).stdout)
-    assert status["late_batches"] == [20261104] and status["missing"] == [] and status["last_batch"] == 20261106
+    assert status["late_batches"] == [20261104] and status["last_batch"] == 20261109
+    assert status["missing"] == ["20261107–20261108"]
 
 
 def test_cara_p_counts_processed_batches_on_dated_ids(dated_store):

@@ -328,7 +328,7 @@ def test_malformed_batch_fails_every_run_until_skipped(fresh, cara):
     assert status["next_batch"] == 6 and status["next_state"].startswith("malformed: batch 6")
 
     wrong = cara(fresh, "skip", "--batch", "7", "--reason", "wrong one")
-    assert wrong.returncode == 1 and "the next pending batch is 6" in wrong.stderr
+    assert wrong.returncode == 1 and "pending: 6; got 7" in wrong.stderr
     assert snapshot(fresh) == before
 
     result = ok(cara(fresh, "skip", "--batch", "6", "--reason", "NaN in x2 from the exporter"))
@@ -745,6 +745,21 @@ def test_a_schema_change_steps_through_a_column_added_then_one_removed(fresh):
     rows = {r["batch"]: r for r in json.loads(ok(run_cli(fresh, "history", "--json")).stdout)}
     assert rows[7]["psi_bar"] is None and rows[7]["decision"] == "retrain" and rows[7]["policy_version"] == 2
     assert rows[9]["policy_version"] == 3 and rows[10]["psi_bar"] is not None
+
+
+def test_a_retune_on_another_window_counts_cara_p_from_that_window(fresh):
+    """tune counts CARA-P's t from its window's first batch (0); after a re-tune on 2:8, batch 8
+    is t = 6 (batches 2…7 before it), whatever the first window was."""
+    ok(run_cli(fresh, "step", "--all"))                                    # 6 … 13 on the first policy
+    ok(run_cli(fresh, "tune", "--offline", "2:8", "--kappa", "5", "--model", "lr", "--policy", "cara-p"))
+    params = json.loads(ok(run_cli(fresh, "status", "--json")).stdout)["policy"]["params"]
+    phi, offset = params["phi"], params["offset"]
+    data = read_data(fresh, 13)
+    BatchStore(fresh).write(14, data)                                      # one more batch, in order
+    line = ok(run_cli(fresh, "step")).stdout
+    t = 14 - 2                                                             # batches 2 … 13 before it
+    assert f"({t}−{offset}) mod {phi} = {(t - offset) % phi}" in line, line
+    assert json.loads(ok(run_cli(fresh, "status", "--json")).stdout)["position"] == t
 
 
 def test_a_late_batch_after_a_schema_change_goes_after_the_schema_retrain(fresh, tmp_path):

@@ -133,6 +133,24 @@ def test_kill_9_while_a_late_batch_is_processed_then_rerun_processes_it_exactly_
     assert ok(run_cli(fresh, "step")).stdout.startswith("nothing to do")
 
 
+def test_a_failure_after_a_late_batch_committed_keeps_its_run_and_state(fresh, tmp_path):
+    """A bug after the commit (here at after-commit) must not mark the committed run FAILED: the
+    state it holds is the committed one, so the late batch is neither lost nor processed twice."""
+    from .crash_harness import BUG_ENV
+
+    drop_batches_from(fresh, 9)
+    (fresh / "batches" / "7").rename(tmp_path / "7")
+    ok(run_cli(fresh, "step", "--all"))                  # 6 and 8
+    (tmp_path / "7").rename(fresh / "batches" / "7")
+    failed = run_cli(fresh, "step", **{BUG_ENV: "after-commit"})
+    assert failed.returncode == 1 and "Traceback" in failed.stderr
+    reg = registry(fresh)
+    assert [r.status for r in runs_of(reg, "batch", 7)] == ["FINISHED"]
+    assert ok(run_cli(fresh, "step")).stdout.startswith("nothing to do")
+    status = json.loads(ok(run_cli(fresh, "status", "--json")).stdout)
+    assert status["late_batches"] == [7] and status["missing"] == []
+
+
 def test_a_kill_between_the_hint_and_the_commit_point_is_finished_not_redone(fresh):
     """``cara.last_run`` names batch 6 (its state stored), ``cara.last_batch`` still says 5: the
     next step finishes that commit and goes on with 7; batch 6 is never processed twice."""

@@ -22,9 +22,12 @@ def batch_run(registry: reg.Registry, batch_id: int, tags: Mapping[str, object])
         yield run_id
     except BaseException as exc:
         message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
+        # once cara.last_run names this run, its state is the committed one: it must stay readable
+        # (FINISHED), even if what failed came after (the cara.last_batch write, a later hook)
+        status = "FINISHED" if registry.names_last_run(run_id) else "FAILED"
         with contextlib.suppress(Exception):      # the tracking server may be what failed:
             registry.runs.set_tags(run_id, {"cara.error": message})
-            registry.runs.end(run_id, "FAILED")   # else the next step's recovery closes the run
+            registry.runs.end(run_id, status)     # else the next step's recovery closes the run
         raise
     registry.runs.end(run_id, "FINISHED")
 

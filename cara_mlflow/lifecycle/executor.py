@@ -9,6 +9,7 @@ from ..planner import PROMOTED, Plan, RetrainOutcome
 from ..policy_doc import PolicyDocument
 from ..store import BatchStore
 from ..tracking import registry as reg
+from ..tracking.runs import TAG_NOTE, one_line
 from .frame import Phase, no_phase
 from .models import gate, train_and_register
 from .observe import PsiTerms
@@ -79,7 +80,7 @@ def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: Manager
     tags = {reg.TAG_DECISION: plan.action, reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": plan.reason[:500]}
     if outcome is not None:
         tags[reg.TAG_GATE] = outcome.gate
+    tags[TAG_NOTE] = one_line(describe(plan, state, outcome), 300)     # the UI's description, same request
     registry.runs.set_tags(run_id, tags)
-    registry.runs.set_description(run_id, describe(plan, state, outcome))
     registry.runs.log_metrics(run_id, {"decision": float(plan.retrain), "cumulative_cost": state.cumulative_cost,
                                        "score": plan.score})

@@ -15,7 +15,7 @@ from ..tracking.projects import resolve_project_uri
 from .batch_run import batch_run, commit
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .models import adopt, train_and_register
-from .pending import next_pending
+from .pending import Pending, late_batches, position_of, window_start
 from .records import commit_point, committed_state, recover
 from .timeline import write_timeline
 
@@ -44,7 +44,8 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
                                              on_phase=on_phase, parent_run_id=run_id)
             registry.set_production(version.version)
             state = ManagerState.fresh(make_policy(doc.policy, **doc.params), version=version.version,
-                                       kappa=doc.kappa, batch=batch_id, position=_position(store, doc, batch_id))
+                                       kappa=doc.kappa, batch=batch_id, position=position_of(store, doc, batch_id))
+            state = state.counted_from(window_start(doc), state.position)
             registry.runs.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
             how = ("adopted registered" if adopt_version is not None else "trained") + f" v{version.version}"
             registry.runs.set_description(run_id, f"Init: {how} as the first production model, on batch {batch_id}.")
@@ -56,12 +57,7 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
                       doc.kappa)
 
 
-def _position(store: BatchStore, doc, batch_id: int) -> int:
-    """The init batch's count in the stream, as tune counted CARA-P's ``t``: the complete batches
-    from the offline window's first up to the init batch — the batch id itself on the paper's
-    streams (ids 0, 1, …, window 0:25)."""
-    first = doc.offline[0] if doc.offline else 0
-    return sum(1 for info in store.list() if info.complete and first <= info.id < batch_id)
+
 
 
 def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: str,
@@ -75,10 +71,7 @@ def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: st
             raise SetupError(f"model {registry.name!r} is not initialised: run `cara-mlflow init` first")
         recover(registry, last, None)
         state = committed_state(registry, last)
-        work = next_pending(store, state, last)
-        if work is None or work.info.id != batch_id:
-            expected = "none is pending" if work is None else f"the next pending batch is {work.info.id}"
-            raise InputError(f"batch: only the next pending batch can be skipped; {expected}, got {batch_id}")
+        work = _skippable(store, state, last, batch_id)
         recover(registry, None, batch_id)
         tags = {reg.TAG_DECISION: "skip", reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": reason[:500],
                 reg.TAG_POLICY_VERSION: doc.version, **({reg.TAG_LATE: "true"} if work.late else {})}
@@ -92,6 +85,21 @@ def skip(store: BatchStore, registry: reg.Registry, *, batch_id: int, reason: st
         write_timeline(registry, store, max(batch_id, last), previous=last, late=after.late)
     return StepResult("processed", batch_id, None, "skip", reason, state.model_version, None, state.cumulative_cost,
                       late=work.late)
+
+
+def _skippable(store: BatchStore, state: ManagerState, last: int, batch_id: int) -> Pending:
+    """``batch_id`` if it is pending: the next batch in order, or a late one (complete or not) —
+    whichever a step is stuck on, so a skip can always unblock it."""
+    late = [info for info in late_batches(store, state) if info.id == batch_id]
+    if late:
+        return Pending(late[0], True)
+    following = store.next_after(last)
+    if following is not None and following.id == batch_id:
+        return Pending(following, False)
+    pending = [info.id for info in late_batches(store, state)] + ([] if following is None else [following.id])
+    expected = "none is pending" if not pending else f"pending: {', '.join(map(str, sorted(pending)))}"
+    raise InputError(f"batch: only a pending batch (the next in order, or a late one) can be skipped; "
+                     f"{expected}; got {batch_id}")
 
 
 def rollback(store: BatchStore, registry: reg.Registry, *, reason: str, to_version: int | None = None,

@@ -14,7 +14,7 @@ from ..batch_ids import contains
 from ..manager_state import ManagerState
 from ..store import BatchInfo, BatchStore
 
-__all__ = ["Pending", "late_batches", "next_pending"]
+__all__ = ["Pending", "late_batches", "next_pending", "window_start", "position_of", "counted_from_window"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,29 @@ class Pending:
 
     info: BatchInfo
     late: bool
+
+
+def window_start(doc) -> int:
+    """The first id of the policy's offline window: CARA-P's t is 0 there (as ``tune`` counts)."""
+    return doc.offline[0] if doc.offline else 0
+
+
+def position_of(store: BatchStore, doc, batch_id: int, state: ManagerState | None = None) -> int:
+    """``batch_id``'s count in the stream as ``tune`` counts: the complete batches from the offline
+    window's first up to it; with ``state``, without the late ones (late batches are no tick)."""
+    first = window_start(doc)
+    ranges = [] if state is None else [list(r) for r in state.missing]
+    late = set() if state is None else set(state.late)
+    return sum(1 for info in store.list() if info.complete and first <= info.id < batch_id
+               and info.id not in late and not contains(ranges, info.id))
+
+
+def counted_from_window(store: BatchStore, doc, state: ManagerState, last: int) -> ManagerState:
+    """The state with its position counted from the active policy's offline window: a re-tune on
+    another window re-bases CARA-P's t, as its tuned phase is counted from that window."""
+    if state.position_from == window_start(doc):
+        return state
+    return state.counted_from(window_start(doc), position_of(store, doc, last, state))
 
 
 def late_batches(store: BatchStore, state: ManagerState) -> list[BatchInfo]:
@@ -36,8 +59,10 @@ def late_batches(store: BatchStore, state: ManagerState) -> list[BatchInfo]:
 def next_pending(store: BatchStore, state: ManagerState, last: int, *, in_order_first: bool = False) -> Pending | None:
     """The complete late batch with the lowest id, else the next batch after ``last`` (complete or
     not: the caller waits for it); ``in_order_first`` puts the batch after ``last`` first."""
-    following = store.next_after(last)
-    late = next((info for info in late_batches(store, state) if info.complete), None)
+    listed = store.list()                        # once: the next in order and the late ones from it
+    following = next((info for info in listed if info.id > last), None)
+    ranges = [list(r) for r in state.missing]
+    late = next((info for info in listed if info.complete and contains(ranges, info.id)), None)
     if late is not None and not (in_order_first and following is not None):
         return Pending(late, True)
     return None if following is None else Pending(following, False)

@@ -41,24 +41,30 @@ def _int_or_none(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-def _next_batch(store: BatchStore, last: int | None, state: ManagerState | None, doc) -> tuple[int | None, str]:
-    """The next pending batch and its state: none pending, waiting, ready, or malformed (why);
-    a late batch's state says so."""
+def _next_batch(store: BatchStore, last: int | None, state: ManagerState | None, doc, *, resuming: bool,
+                change: SchemaChange | None) -> tuple[int | None, str]:
+    """The batch the next step takes, as it chooses it, and its state: none pending, waiting,
+    ready (late, or retraining on new features), or malformed (why)."""
     if not store.exists():
         return None, "none pending"
     if state is None or last is None:
         info, late = store.next_after(last), False
     else:
-        work = next_pending(store, state, last)
+        work = next_pending(store, state, last, in_order_first=resuming or change is not None)
         info, late = (None, False) if work is None else (work.info, work.late)
     if info is None:
         return None, "none pending"
     if not info.complete:
         return info.id, "waiting"
+    if late and change is not None:
+        return info.id, (f"waiting: production cannot score this late batch ({change.describe()}); it goes "
+                         "after the next batch in order retrains on the policy's features")
     try:
         store.read(info.id, target=doc.target, space=doc.space)
     except InputError as exc:
         return info.id, f"malformed: {exc}"
+    if change is not None:
+        return info.id, f"ready: the next step retrains on the policy's features ({change.describe()}), no gate"
     return info.id, "ready (late)" if late else "ready"
 
 
@@ -80,11 +86,10 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
                                 "alias": registry.production_alias},
                  "last_batch": last}
     state = committed_state(registry, last) if last is not None else None
-    out["next_batch"], out["next_state"] = _next_batch(store, last, state, doc)
     change = _schema_change(registry, production, doc) if last is not None else None
+    resuming = last is not None and production.trained_on is not None and production.trained_on > last
+    out["next_batch"], out["next_state"] = _next_batch(store, last, state, doc, resuming=resuming, change=change)
     out["schema_change"] = None if change is None else {"added": list(change.added), "removed": list(change.removed)}
-    if change is not None and out["next_state"] in ("ready", "ready (late)"):
-        out["next_state"] = f"ready: the next step retrains on the policy's features ({change.describe()}), no gate"
     out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version,
                      "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
                      "feature_kinds": doc.feature_kinds}
@@ -95,6 +100,7 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
         out["position"] = state.position
         out["late_batches"] = sorted(state.late)
         present = late_batches(store, state)
+        out["late_pending"] = [info.id for info in present if info.complete]
         out["late_waiting"] = [info.id for info in present if not info.complete]
         missing = [list(span) for span in state.missing]
         for info in present:            # a late batch on disk is pending, no longer missing

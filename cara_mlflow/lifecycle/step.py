@@ -22,7 +22,7 @@ from .batch_run import batch_run, commit
 from .executor import apply_retrain, log_decision, log_observation
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .observe import PsiTerms, observe
-from .pending import Pending, next_pending
+from .pending import Pending, counted_from_window, next_pending
 from .records import commit_point, committed_state, recover
 from .timeline import write_timeline
 
@@ -82,7 +82,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
                          "run `cara-mlflow init --batch ID` first")
     if not options.dry_run:
         recover(registry, last, None)
-    state = committed_state(registry, last)
+    state = counted_from_window(store, doc, committed_state(registry, last), last)
     serving = registry.production()
     production = Production(serving.version, serving.trained_on)
     resuming = production.trained_on is not None and production.trained_on > last

@@ -223,6 +223,10 @@ class Registry:
         if not late:
             self._client.set_registered_model_tag(self.name, TAG_LAST_BATCH, str(int(batch_id)))
 
+    def names_last_run(self, run_id: str) -> bool:
+        """Whether ``cara.last_run``, as last read or written here, names ``run_id``."""
+        return (self._last_run_hint or "").partition(":")[2] == run_id
+
     def last_run_batch(self) -> int | None:
         """The batch that ``cara.last_run`` names (the last commit: in order, or a late batch's),
         or None without a usable hint."""
