@@ -1,22 +1,32 @@
 """Reproduce the paper's Tables 2–4 (Random Forest) and D.5–D.7 (SGD logistic regression).
 
 The grid: the 9 dataset rows of Table 2 × {CARA-T, CARA-CT, CARA-P, ORACLE, NR, MARKOV, ADWIN,
-DDM} × a κ sweep × 5 seeds. Per (dataset, seed) the expensive part (a model per batch, their
-predictions, the offline and online Ψ terms) is computed once by :func:`cara_mlflow.simulate.prepare`
-and every policy and every κ reuse it (κ only sets the diagonal of the cost matrices).
+DDM} × a κ sweep × 10 seeds (synthetic rows) or 5 (real rows). Per (dataset, seed) the expensive
+part (a model per batch, their predictions, the offline and online Ψ terms) is computed once by
+:func:`cara_mlflow.simulate.prepare` and every policy and every κ reuse it (κ only sets the
+diagonal of the cost matrices), so each task evaluates three κ rules at once:
 
-The κ rule (the paper gives no ranges), one for every dataset:
-    κ = m · Ψ̄_off,  m ∈ {2^-4, …, 2^4} in 10 log-spaced steps (0.0625 … 16),
-where Ψ̄_off is the mean of the offline cost matrix's off-diagonal Ψ̄[p, t] (p < t): the average
-staleness a model shows at a later batch of the offline window, measured per seed. The high-κ
-half is the 5 largest multiples (m ≥ 1.36).
+* the **paper-implied sweep** (the main tables, ``results/rf.md``, ``results/raw/<model>/``):
+  10 log-spaced κ over the range of :data:`cara_mlflow.streams.kappa_ranges.PAPER_KAPPA_RANGES`,
+  absolute values per dataset, the same for every seed and both models;
+* the **offline-multiple rule** of the first reproduction (``results/offline_rule/``):
+  κ = m · Ψ̄_off, m ∈ {2^-4, …, 2^4} in 10 log-spaced steps, Ψ̄_off the mean off-diagonal
+  Ψ̄[p, t] (p < t) of that seed's offline cost matrix;
+* with ``--fit-grid``, the **fit grid** (``results/kappa_fit/``): m = 2^-6 … 2^9, 3 per octave,
+  from which ``benchmarks/kappa_ranges.py`` chooses the paper-implied ranges (Random Forest).
+
+The high-κ half of a sweep is its 5 largest values. SCPE is n/a where the ORACLE's cost is <= 0.
 
 Usage (from the repository root; results land in benchmarks/results/):
-    .venv/bin/python benchmarks/reproduce.py --part synthetic           # 6 rows, RF
+    .venv/bin/python benchmarks/reproduce.py --part synthetic           # 6 rows, RF (~20 min)
     .venv/bin/python benchmarks/reproduce.py --part all                 # 9 rows, RF
     .venv/bin/python benchmarks/reproduce.py --part all --model lr      # Tables D.5–D.7
-Each (dataset, seed) result is saved as it finishes (results/raw/<model>/); a rerun reuses them,
-so an interrupted run resumes; ``--fresh`` recomputes. ``--tables-only`` rewrites the tables.
+    .venv/bin/python benchmarks/reproduce.py --part all --fit-grid --fresh --cache C  # then:
+    .venv/bin/python benchmarks/kappa_ranges.py --check                 # the ranges still fit?
+Each (dataset, seed) result is saved as it finishes (results/raw/<model>/ and the other rules'
+folders); a rerun reuses them, so an interrupted run resumes; ``--fresh`` recomputes. ``--cache
+DIR`` keeps the trained models' matrices so that ``--fresh`` after a change of κ ranges takes
+minutes. ``--tables-only`` rewrites the tables.
 """
 
 from __future__ import annotations
@@ -37,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cara_mlflow.streams.kappa_ranges import PAPER_KAPPA_RANGES, kappa_sweep
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DATA_DIR = ROOT.parent / "shared" / "data"
@@ -52,8 +64,14 @@ REAL = [name for _, name in ROWS[6:]]
 POLICIES = ["cara-t", "cara-ct", "cara-p", "oracle", "nr", "markov", "adwin", "ddm"]
 LABELS = {"cara-t": "CARA-T", "cara-ct": "CARA-CT", "cara-p": "CARA-P", "oracle": "ORACLE", "nr": "NR",
           "markov": "MARKOV", "adwin": "ADWIN", "ddm": "DDM"}
-MULTIPLES = np.geomspace(2.0 ** -4, 2.0 ** 4, 10)
-HIGH = MULTIPLES[5:]
+MULTIPLES = np.geomspace(2.0 ** -4, 2.0 ** 4, 10)   # the offline-multiple rule (the second table)
+HIGH_STEPS = range(5, 10)                            # the high-κ half: the 5 largest κ of a sweep
+#: The dense grid the paper-implied ranges are fitted on (RF): κ = m · Ψ̄_off, 3 per octave, 2^-6 … 2^9.
+FIT_MULTIPLES = 2.0 ** (np.arange(-18, 28) / 3)
+FIT_POLICIES = ["cara-t", "cara-ct", "cara-p", "oracle", "markov", "nr"]
+OFFLINE_RULE_DIR = "offline_rule"
+FIT_DIR = "kappa_fit"
+SEEDS = {**{s: 10 for s in SYNTHETIC}, **{s: 5 for s in REAL}}   # issue 15: 10 synthetic, 5 real
 
 # The paper's published numbers (cara-paper.md): Tables 2, 3, 4 (RF) and D.5, D.6, D.7 (LR).
 # Columns as printed; SCPE tables have no ORACLE column (it is 0 by definition).
@@ -136,33 +154,95 @@ def offline_scale(prepared) -> float:
     return scale if scale > 0 else float(np.abs(upper).mean())
 
 
-def run_task(task: tuple[str, int, str, str]) -> dict:
-    """One (stream, seed, model): prepare once, then every policy at every κ of the sweep."""
-    from cara_mlflow.simulate import evaluate, prepare
+def prepared_for(stream: str, seed: int, model: str, data_dir: str, cache: str | None):
+    """The κ-independent part of a (stream, seed, model): computed, or loaded from ``cache``.
+
+    The cache holds pickles of :class:`cara_mlflow.simulate.Prepared` (a few MB each), so a
+    change of κ ranges or tables reruns in minutes instead of the hour the real rows' training
+    takes. It is keyed by (stream, seed, model) only: clear it after changing a stream or a model.
+    """
+    import pickle
+
+    from cara_mlflow.simulate import prepare
     from cara_mlflow.streams import make_stream
 
-    stream, seed, model, data_dir = task
+    path = Path(cache) / model / f"{stream}-seed{seed}.pkl" if cache else None
+    if path is not None and path.exists():
+        prepared = pickle.loads(path.read_bytes())
+        prepared.timings["from_cache"] = 1.0
+        return prepared
     clock = time.perf_counter()
     extra = {"data": str(Path(data_dir) / DATA_FILES[stream])} if stream in DATA_FILES else {}
-    source = make_stream(stream, seed=seed, **extra)
-    prepared = prepare(source, model=model, seed=seed)
-    prepare_seconds = time.perf_counter() - clock
-    scale = offline_scale(prepared)
+    prepared = prepare(make_stream(stream, seed=seed, **extra), model=model, seed=seed)
+    prepared.timings["prepare"] = time.perf_counter() - clock
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, path)
+    return prepared
+
+
+def _evaluate_rows(prepared, kappas, policies, scale: float) -> list[dict]:
+    from cara_mlflow.simulate import evaluate
+
     rows = []
-    clock = time.perf_counter()
-    for m in MULTIPLES:
-        report = evaluate(prepared, kappa=float(m * scale), policies=POLICIES)
+    for step, kappa in enumerate(kappas):
+        report = evaluate(prepared, kappa=float(kappa), policies=policies)
         for r in report.results:
-            rows.append({"policy": r.policy, "multiple": float(m), "kappa": float(m * scale),
+            rows.append({"policy": r.policy, "step": step, "multiple": float(kappa / scale), "kappa": float(kappa),
                          "scpe": r.scpe, "query_accuracy": r.query_accuracy, "n_retrains": r.n_retrains,
-                         "strategy_cost": r.strategy_cost, "oracle_cost": r.oracle_cost})
-    return {"stream": stream, "seed": seed, "model": model, "psi_offline_mean": scale, "gamma": prepared.gamma,
-            "timings": {**prepared.timings, "prepare": prepare_seconds,
-                        "evaluate": time.perf_counter() - clock}, "rows": rows}
+                         "strategy_cost": r.strategy_cost, "oracle_cost": r.oracle_cost,
+                         "params": {k: v for k, v in r.params.items() if k != "retrain_at"}})
+    return rows
+
+
+def run_task(task: tuple) -> dict:
+    """One (stream, seed, model): prepare once, then every policy at every κ of both rules.
+
+    The result holds the rows of the paper-implied sweep (``rows``), of the offline-multiple
+    rule (``offline_rule_rows``) and, with ``fit_grid``, of the dense grid the paper-implied
+    ranges are fitted on (``fit_rows``).
+    """
+    stream, seed, model, data_dir, cache, fit_grid = task
+    prepared = prepared_for(stream, seed, model, data_dir, cache)
+    scale = offline_scale(prepared)
+    clock = time.perf_counter()
+    doc = {"stream": stream, "seed": seed, "model": model, "psi_offline_mean": scale, "gamma": prepared.gamma,
+           "rows": _evaluate_rows(prepared, kappa_sweep(stream), POLICIES, scale),
+           "offline_rule_rows": _evaluate_rows(prepared, MULTIPLES * scale, POLICIES, scale)}
+    if fit_grid:
+        doc["fit_rows"] = _evaluate_rows(prepared, FIT_MULTIPLES * scale, FIT_POLICIES, scale)
+    doc["timings"] = {**prepared.timings, "evaluate": time.perf_counter() - clock}
+    return doc
+
+
+def prepare_task(task: tuple) -> tuple:
+    """Fill the cache for one (stream, seed, model); its prepare time."""
+    stream, seed, model, data_dir, cache = task
+    return stream, seed, prepared_for(stream, seed, model, data_dir, cache).timings.get("prepare", 0.0)
 
 
 def _raw_path(out: Path, model: str, stream: str, seed: int) -> Path:
     return out / "raw" / model / f"{stream}-seed{seed}.json"
+
+
+#: Where each kind of rows of a task goes: (key in run_task's result, results folder under --out).
+OUTPUTS = (("rows", "."), ("offline_rule_rows", OFFLINE_RULE_DIR), ("fit_rows", FIT_DIR))
+
+
+def _task_paths(out: Path, model: str, stream: str, seed: int, fit_grid: bool) -> list[Path]:
+    keys = OUTPUTS if fit_grid else OUTPUTS[:2]
+    return [_raw_path(out / folder, model, stream, seed) for _, folder in keys]
+
+
+def _save_task(out: Path, result: dict) -> None:
+    """One JSON per rule, each in today's layout (``rows`` = that rule's (policy, κ) results)."""
+    common = {k: v for k, v in result.items() if not k.endswith("rows")}
+    for key, folder in OUTPUTS:
+        if key in result:
+            _write_json(_raw_path(out / folder, result["model"], result["stream"], result["seed"]),
+                        {**common, "rows": result[key]})
 
 
 def _write_json(path: Path, doc) -> None:
@@ -178,10 +258,13 @@ def _write_json(path: Path, doc) -> None:
 _WEIGHT = {"covertype": 10, "airlines": 8, "electricity": 2}
 
 
-def run_grid(streams, model: str, seeds: int, jobs: int, out: Path, data_dir: Path, fresh: bool) -> float | None:
-    """Run the missing (stream, seed) tasks; their wall time, or None when nothing was missing."""
-    todo = [(s, k, model, str(data_dir)) for s in streams for k in range(seeds)
-            if fresh or not _raw_path(out, model, s, k).exists()]
+def run_grid(streams, model: str, seeds: dict, jobs: int, out: Path, data_dir: Path, fresh: bool,
+             cache: Path | None, fit_grid: bool = False) -> tuple[float, bool] | None:
+    """Run the missing (stream, seed) tasks: (their wall time, whether every model came from the cache),
+    or None when nothing was missing."""
+    todo = [(s, k, model, str(data_dir), str(cache) if cache else None, fit_grid)
+            for s in streams for k in range(seeds[s])
+            if fresh or not all(p.exists() for p in _task_paths(out, model, s, k, fit_grid))]
     todo.sort(key=lambda t: -_WEIGHT.get(t[0], 1))
     for stream in streams:
         if stream in DATA_FILES and not (data_dir / DATA_FILES[stream]).exists():
@@ -190,21 +273,24 @@ def run_grid(streams, model: str, seeds: int, jobs: int, out: Path, data_dir: Pa
         return None
     clock = time.perf_counter()
     print(f"{len(todo)} (stream, seed) tasks to run for model {model} on {jobs} process(es)", flush=True)
+    cached = 0
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
         for done, result in enumerate(pool.imap_unordered(run_task, todo), 1):
-            _write_json(_raw_path(out, model, result["stream"], result["seed"]), result)
+            cached += bool(result["timings"].pop("from_cache", 0))
+            _save_task(out, result)
             print(f"[{done}/{len(todo)}] {result['stream']} seed {result['seed']}: "
                   f"prepare {result['timings']['prepare']:.1f} s, evaluate {result['timings']['evaluate']:.1f} s "
                   f"({time.perf_counter() - clock:.0f} s elapsed)", flush=True)
-    return time.perf_counter() - clock
+    return time.perf_counter() - clock, cached == len(todo)
 
 
-def load(out: Path, model: str, seeds: int):
+def load(out: Path, model: str, seeds: dict):
+    """Every saved row of ``out/raw/<model>``; SCPE is NaN where the ORACLE's cost is <= 0."""
     import pandas as pd
 
     frames, meta = [], []
     for _, stream in ROWS:
-        for k in range(seeds):
+        for k in range(seeds.get(stream, 0)):
             path = _raw_path(out, model, stream, k)
             if path.exists():
                 doc = json.loads(path.read_text())
@@ -215,24 +301,36 @@ def load(out: Path, model: str, seeds: int):
                              "gamma": doc["gamma"], **{f"t_{n}": v for n, v in doc["timings"].items()}})
     if not frames:
         return None, None
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(meta)
+    frame = pd.concat(frames, ignore_index=True)
+    # SCPE = (strategy − ORACLE) / ORACLE means nothing when the ORACLE's cost is <= 0 (LR on CIRCLE).
+    frame["scpe_defined"] = frame["oracle_cost"] > 0
+    frame.loc[~frame["scpe_defined"], "scpe"] = np.nan
+    return frame, pd.DataFrame(meta)
 
 
 def _cell(ours: float, paper: float | None, metric: str) -> str:
     digits = 3 if metric == "query_accuracy" else 2
     if ours != ours:
-        return "—"
+        return "n/a" if metric == "scpe" else "—"
     if paper is None:
         return f"{ours:.{digits}f}"
     return f"{ours:.{digits}f} / {paper:g} ({ours - paper:+.{digits}f})"
 
 
+def _undefined(frame) -> dict:
+    """Per stream: (cells where the ORACLE cost is <= 0, cells), counted over (seed, κ)."""
+    cells = frame[frame["policy"] == "oracle"]
+    return {s: (int((~g["scpe_defined"]).sum()), len(g)) for s, g in cells.groupby("stream")}
+
+
 def table(frame, model: str, metric: str, *, high_only: bool = False) -> str:
     cols, paper = PAPER[(model, metric)]
-    data = frame[frame["multiple"].isin(HIGH)] if high_only else frame
+    data = frame[frame["step"].isin(HIGH_STEPS)] if high_only else frame
     means = data.groupby(["stream", "policy"])[metric].mean()
+    undefined = _undefined(data) if metric == "scpe" else {}
     head = "| Dataset | " + " | ".join(LABELS[c] for c in cols) + " |"
     lines = [head, "|---|" + "---:|" * len(cols)]
+    notes = []
     for label, stream in ROWS:
         if stream not in set(frame["stream"]):
             continue
@@ -240,12 +338,23 @@ def table(frame, model: str, metric: str, *, high_only: bool = False) -> str:
         for j, c in enumerate(cols):
             ours = float(means.get((stream, c), np.nan))
             cells.append(_cell(ours, None if high_only else paper[stream][j], metric))
+        bad, total = undefined.get(stream, (0, 0))
+        if bad:
+            label += " ¹" if bad == total else " ²"
+            notes.append(f"{label.split()[0]}: the ORACLE's cost is ≤ 0 in {bad} of {total} (seed, κ) cells")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if notes:
+        lines += ["", "¹ SCPE is n/a: in every (seed, κ) cell the ORACLE's cost is ≤ 0 (its retrains save more "
+                  "staleness than they cost), where SCPE = (cost − ORACLE) / ORACLE means nothing. "
+                  "² The mean runs over the cells where the ORACLE's cost is > 0 only. "
+                  + "; ".join(notes) + "."]
     return "\n".join(lines)
 
 
 def _lower(ours: float, base: float) -> str:
-    """yes / **no** / tie (equal SCPE: both policies made the same decisions)."""
+    """yes / **no** / tie (equal SCPE: both policies made the same decisions) / n/a."""
+    if ours != ours or base != base:
+        return "n/a"
     if abs(ours - base) <= 1e-9 * max(1.0, abs(base)):
         return f"tie ({ours:.2f})"
     return "yes" if ours < base else "**no**"
@@ -257,7 +366,7 @@ def verdicts(frame, model: str) -> str:
     lines = ["| Dataset | CARA-T < ADWIN | CARA-T < DDM | CARA-T < NR | high-κ half: < ADWIN, DDM, NR |",
              "|---|---|---|---|---|"]
     full = frame.groupby(["stream", "policy"])["scpe"].mean()
-    high = frame[frame["multiple"].isin(HIGH)].groupby(["stream", "policy"])["scpe"].mean()
+    high = frame[frame["step"].isin(HIGH_STEPS)].groupby(["stream", "policy"])["scpe"].mean()
     for label, stream in ROWS:
         if stream not in set(frame["stream"]):
             continue
@@ -271,17 +380,25 @@ def verdicts(frame, model: str) -> str:
     return "\n".join(lines)
 
 
-def write_tables(out: Path, model: str, seeds: int, wall: dict) -> Path | None:
+def _sweep_text(rule: str) -> str:
+    if rule == "paper":
+        ranges = "; ".join(f"{label} {PAPER_KAPPA_RANGES[s][0]:g}–{PAPER_KAPPA_RANGES[s][1]:g}" for label, s in ROWS)
+        return ("κ: 10 log-spaced values over the paper-implied range of each dataset, the same for every seed "
+                f"and model ({ranges}; chosen in `kappa_ranges.md`).")
+    return ("κ = m · Ψ̄_off with m ∈ {" + ", ".join(f"{m:.3g}" for m in MULTIPLES) + "} (Ψ̄_off: mean offline "
+            "off-diagonal Ψ̄ of that seed and model): the rule of the first reproduction, kept as a second table.")
+
+
+def write_tables(out: Path, model: str, seeds: dict, wall: dict, rule: str = "paper") -> Path | None:
     frame, meta = load(out, model, seeds)
     if frame is None:
         return None
     name = {"rf": "Random Forest", "lr": "SGD logistic regression"}[model]
     n_seeds = meta.groupby("stream")["seed"].nunique()
-    parts = [f"# Reproduction, {name} (`--model {model}`)", "",
-             "Generated by `benchmarks/reproduce.py`; do not edit by hand. Each cell: **ours / paper "
-             "(ours − paper)**, means over the κ sweep and the seeds. κ = m · Ψ̄_off with "
-             f"m ∈ {{{', '.join(f'{m:.3g}' for m in MULTIPLES)}}} (Ψ̄_off: mean offline off-diagonal Ψ̄ "
-             "per seed; see README.md). SCPE in percent, as the paper.", "",
+    parts = [f"# Reproduction, {name} (`--model {model}`)" + ("" if rule == "paper" else ", offline-multiple κ rule"),
+             "", "Generated by `benchmarks/reproduce.py`; do not edit by hand. Each cell: **ours / paper "
+             "(ours − paper)**, means over the κ sweep and the seeds. " + _sweep_text(rule)
+             + " SCPE in percent, as the paper.", "",
              f"Seeds per dataset: {', '.join(f'{s} {n}' for s, n in n_seeds.items())}. "
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.", ""]
     if wall:
@@ -290,21 +407,21 @@ def write_tables(out: Path, model: str, seeds: int, wall: dict) -> Path | None:
     for metric in ("scpe", "query_accuracy", "n_retrains"):
         parts += [f"## {TABLE_NAMES[(model, metric)]}: {TITLES[metric]}", "", table(frame, model, metric), ""]
     parts += ["## Does CARA-T beat ADWIN, DDM and NR on mean SCPE?", "", verdicts(frame, model), ""]
-    parts += [f"## High-κ half only (m ≥ {HIGH[0]:.3g}; the paper reports no such split)", ""]
+    parts += ["## High-κ half only (the 5 largest κ of each sweep; the paper reports no such split)", ""]
     for metric in ("scpe", "query_accuracy", "n_retrains"):
         parts += [f"### {TITLES[metric]}", "", table(frame, model, metric, high_only=True), ""]
     per_stream = meta.groupby("stream").agg(psi=("psi_offline_mean", "mean"), gamma=("gamma", "mean"),
                                             prepare=("t_prepare", "mean"), evaluate=("t_evaluate", "mean"))
     parts += ["## Scale and cost per dataset (means over seeds)", "",
-              "| Dataset | Ψ̄_off | γ | prepare (s) | 10 κ × 8 policies (s) |", "|---|---:|---:|---:|---:|"]
+              "| Dataset | Ψ̄_off | γ | prepare (s) | evaluate, all rules (s) |", "|---|---:|---:|---:|---:|"]
     for label, stream in ROWS:
         if stream in per_stream.index:
             r = per_stream.loc[stream]
             parts.append(f"| {label} | {r.psi:.4g} | {r.gamma:.4g} | {r.prepare:.1f} | {r.evaluate:.1f} |")
     path = out / f"{model}.md"
     path.write_text("\n".join(parts) + "\n")
-    by_kappa = frame.groupby(["stream", "policy", "multiple"])[["scpe", "query_accuracy", "n_retrains",
-                                                                  "strategy_cost", "kappa"]].mean()
+    by_kappa = frame.groupby(["stream", "policy", "step"])[["kappa", "multiple", "scpe", "query_accuracy",
+                                                             "n_retrains", "strategy_cost", "oracle_cost"]].mean()
     by_kappa.reset_index().to_csv(out / f"{model}_by_kappa.csv", index=False, float_format="%.6g")
     return path
 
@@ -313,24 +430,33 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["synthetic", "real", "all"], default="synthetic")
     parser.add_argument("--model", choices=["rf", "lr"], default="rf")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per dataset (default: 10 for the synthetic rows, 5 for the real ones)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="keep the trained models' matrices here (pickles) so that a rerun skips training")
+    parser.add_argument("--fit-grid", action="store_true",
+                        help="also evaluate the dense κ grid that benchmarks/kappa_ranges.py fits the ranges on")
     parser.add_argument("--fresh", action="store_true", help="recompute results already saved")
     parser.add_argument("--tables-only", action="store_true", help="only rewrite the tables from saved results")
     args = parser.parse_args(argv)
     streams = {"synthetic": SYNTHETIC, "real": REAL, "all": SYNTHETIC + REAL}[args.part]
+    seeds = {s: args.seeds for s in SEEDS} if args.seeds else SEEDS
     wall_file = args.out / "raw" / args.model / "wall.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {}
     if not args.tables_only:
-        seconds = run_grid(streams, args.model, args.seeds, args.jobs, args.out, args.data_dir, args.fresh)
-        if seconds is not None:
-            wall[f"{args.part} ({args.jobs} jobs)"] = seconds
+        ran = run_grid(streams, args.model, seeds, args.jobs, args.out, args.data_dir, args.fresh, args.cache,
+                       args.fit_grid)
+        if ran is not None:
+            seconds, from_cache = ran
+            wall[f"{args.part} ({args.jobs} jobs{', models from the cache' if from_cache else ''})"] = seconds
             _write_json(wall_file, wall)
             print(f"grid done in {seconds / 60:.1f} min", flush=True)
-    path = write_tables(args.out, args.model, args.seeds, wall)
-    print(f"tables: {path}")
+    for rule, folder in (("paper", args.out), ("offline", args.out / OFFLINE_RULE_DIR)):
+        path = write_tables(folder, args.model, seeds, wall, rule)
+        print(f"tables: {path}")
 
 
 if __name__ == "__main__":

@@ -381,10 +381,21 @@ def make_stream_command(stream, out, seed, n_batches, batch_size):
 # ---------------------------------------------------------------------------- compare
 
 
-def _kappa_list(value: str) -> list[float]:
+def _kappa_list(value: str) -> list[float] | str:
     from .compare import parse_kappas
 
-    return parse_kappas(value)
+    return "paper" if value.strip() == "paper" else parse_kappas(value)
+
+
+def _paper_sweep(stream: str | None) -> list[float]:
+    """``--kappa paper``: the 10 κ of the paper-implied range of one of the paper's datasets."""
+    from .streams.kappa_ranges import PAPER_KAPPA_RANGES, kappa_sweep
+
+    if stream not in PAPER_KAPPA_RANGES:
+        raise click.BadParameter(f"'paper' is the κ sweep of one of the paper's datasets "
+                                 f"({', '.join(PAPER_KAPPA_RANGES)}); give --stream, or list values for "
+                                 f"{'--store' if stream is None else stream!r}", param_hint="'--kappa'")
+    return [float(k) for k in kappa_sweep(stream)]
 
 
 @cli.command()
@@ -399,7 +410,8 @@ def _kappa_list(value: str) -> list[float]:
 @click.option("--target", default="label", show_default=True, help="--store: target column of the batches.")
 @column_options("--store only (a stream's features are its own), as tune fixes them.")
 @click.option("--kappa", "kappas", required=True, callback=checked(_kappa_list), metavar="LIST",
-              help="Retraining costs: '5,10,20,50' or 'log:START:STOP:NUM'.")
+              help="Retraining costs: '5,10,20,50', 'log:START:STOP:NUM', or 'paper': the 10 values of the "
+                   "paper-implied range of --stream (benchmarks/results/kappa_ranges.md).")
 @policies_option()
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Seeds 0..N-1.")
 @model_option()
@@ -429,12 +441,15 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     Examples:
       cara-mlflow compare --stream covcon-d --kappa 5,10,20,50 --seeds 5
       cara-mlflow compare --store /data/store --offline 0:25 --kappa log:1:100:5
+      cara-mlflow compare --stream circle-d --kappa paper --seeds 10
     """
     from .compare import compare as run_compare, summarise
 
     start, stop = offline
     if stream and store_dir:
         raise click.UsageError("give --stream or --store, not both")
+    if kappas == "paper":
+        kappas = _paper_sweep(None if store_dir else (stream or "covcon-d"))
     if store_dir and data_path:
         raise click.UsageError("--data is for the real streams; a --store holds its own data")
     if not store_dir and start != 0:

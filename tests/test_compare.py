@@ -82,6 +82,26 @@ def test_compare_cli_json(tmp_path, monkeypatch):
     assert np.isfinite([r["scpe"] for r in rows]).all()
 
 
+def test_compare_cli_paper_kappa_is_the_streams_paper_implied_sweep(tmp_path, monkeypatch):
+    from cara_mlflow.streams.kappa_ranges import kappa_sweep
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = CliRunner().invoke(cli, ["compare", "--stream", "gauss-d", "--kappa", "paper", "--policies", "nr",
+                                      "--model", "lr", "--n-batches", "8", "--batch-size", "100", "--offline", "4",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output[result.output.index("["):])
+    assert sorted(r["kappa"] for r in rows) == pytest.approx(sorted(kappa_sweep("gauss-d")))
+    # a store has no paper-implied range: one line, nothing logged
+    store = tmp_path / "store"
+    store.mkdir()
+    result = CliRunner().invoke(cli, ["compare", "--store", str(store), "--kappa", "paper"])
+    assert result.exit_code == 2
+    assert "'paper' is the κ sweep of one of the paper's datasets" in result.output and "--store" in result.output
+    assert not (store / "mlflow.db").exists()
+
+
 def test_compare_cli_rejects_bad_kappa():
     result = CliRunner().invoke(cli, ["compare", "--kappa", "0,5"])
     assert result.exit_code != 0 and "kappa" in result.output
