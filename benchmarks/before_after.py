@@ -14,14 +14,35 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from reproduce import LABELS, PAPER, RESULTS, ROWS, load
+from reproduce import LABELS, PAPER, RESULTS, ROWS, load, verdicts
 
 METRICS = {"scpe": ("SCPE %", 2), "query_accuracy": ("query accuracy", 3), "n_retrains": ("retrains", 2)}
 
 
-def means(folder: Path, model: str):
-    frame, _ = load(folder, model, {s: 10 for _, s in ROWS})
-    return None if frame is None else frame.groupby(["stream", "policy"])[list(METRICS)].mean()
+def frame_of(folder: Path, model: str):
+    return load(folder, model, {s: 10 for _, s in ROWS})[0]
+
+
+def means(frame):
+    return frame.groupby(["stream", "policy"])[list(METRICS)].mean()
+
+
+def verdict_section(model: str, before, after) -> list[str]:
+    """The CARA-T verdicts row by row (full sweep; high-κ half), before → after."""
+    rows_b, rows_a = verdicts(before, model).splitlines(), verdicts(after, model).splitlines()
+    lines = [f"### {model.upper()}: does CARA-T have a lower mean SCPE than ADWIN, DDM, NR? "
+             "(before ⟶ after; ◀ changed)", "",
+             rows_a[0], rows_a[1]]
+    changed = 0
+    for b, a in zip(rows_b[2:], rows_a[2:]):
+        cells_b, cells_a = b.strip("|").split("|"), a.strip("|").split("|")
+        out = [cells_a[0].strip()]
+        for cb, ca in zip(cells_b[1:], cells_a[1:]):
+            same = cb.strip() == ca.strip()
+            changed += not same
+            out.append(ca.strip() if same else f"{cb.strip()} ⟶ {ca.strip()} ◀")
+        lines.append("| " + " | ".join(out) + " |")
+    return lines + ["", f"{changed} verdict cells changed.", ""]
 
 
 def _fmt(v: float, digits: int) -> str:
@@ -63,9 +84,9 @@ def main(argv=None) -> None:
            "κ sweep and seeds; SCPE n/a where the ORACLE's cost is ≤ 0 (averaged over the cells where it is "
            "> 0 otherwise). Bold: the cell moved.", ""]
     for model in ("rf", "lr"):
-        before, after = means(before_dir, model), means(after_dir, model)
+        before, after = frame_of(before_dir, model), frame_of(after_dir, model)
         if before is not None and after is not None:
-            out += section(model, before, after)
+            out += verdict_section(model, before, after) + section(model, means(before), means(after))
     print("\n".join(out))
 
 

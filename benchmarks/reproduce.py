@@ -72,6 +72,15 @@ FIT_POLICIES = ["cara-t", "cara-ct", "cara-p", "oracle", "markov", "nr"]
 OFFLINE_RULE_DIR = "offline_rule"
 FIT_DIR = "kappa_fit"
 SEEDS = {**{s: 10 for s in SYNTHETIC}, **{s: 5 for s in REAL}}   # issue 15: 10 synthetic, 5 real
+#: Bumped when a stream's definition changes (CIRCLE: 2 since issue 15): saved results and cached
+#: models of another version are recomputed, never mixed in.
+STREAM_VERSIONS = {"circle-d": 2, "circle-s": 2}
+
+
+def settings(stream: str) -> dict:
+    """What a saved result depends on besides (stream, seed, model): a rerun recomputes when it differs."""
+    return {"stream_version": STREAM_VERSIONS.get(stream, 1),
+            "kappa_sweep": [float(k) for k in kappa_sweep(stream)], "multiples": [float(m) for m in MULTIPLES]}
 
 # The paper's published numbers (cara-paper.md): Tables 2, 3, 4 (RF) and D.5, D.6, D.7 (LR).
 # Columns as printed; SCPE tables have no ORACLE column (it is 0 by definition).
@@ -166,7 +175,8 @@ def prepared_for(stream: str, seed: int, model: str, data_dir: str, cache: str |
     from cara_mlflow.simulate import prepare
     from cara_mlflow.streams import make_stream
 
-    path = Path(cache) / model / f"{stream}-seed{seed}.pkl" if cache else None
+    version = STREAM_VERSIONS.get(stream, 1)
+    path = Path(cache) / model / f"{stream}-v{version}-seed{seed}.pkl" if cache else None
     if path is not None and path.exists():
         prepared = pickle.loads(path.read_bytes())
         prepared.timings["from_cache"] = 1.0
@@ -209,7 +219,7 @@ def run_task(task: tuple) -> dict:
     scale = offline_scale(prepared)
     clock = time.perf_counter()
     doc = {"stream": stream, "seed": seed, "model": model, "psi_offline_mean": scale, "gamma": prepared.gamma,
-           "rows": _evaluate_rows(prepared, kappa_sweep(stream), POLICIES, scale),
+           "settings": settings(stream), "rows": _evaluate_rows(prepared, kappa_sweep(stream), POLICIES, scale),
            "offline_rule_rows": _evaluate_rows(prepared, MULTIPLES * scale, POLICIES, scale)}
     if fit_grid:
         doc["fit_rows"] = _evaluate_rows(prepared, FIT_MULTIPLES * scale, FIT_POLICIES, scale)
@@ -217,10 +227,11 @@ def run_task(task: tuple) -> dict:
     return doc
 
 
-def prepare_task(task: tuple) -> tuple:
-    """Fill the cache for one (stream, seed, model); its prepare time."""
-    stream, seed, model, data_dir, cache = task
-    return stream, seed, prepared_for(stream, seed, model, data_dir, cache).timings.get("prepare", 0.0)
+def prepare_task(task: tuple) -> dict:
+    """``--prepare-only``: fill the cache for one (stream, seed, model); its prepare time."""
+    stream, seed, model, data_dir, cache, _ = task
+    prepared = prepared_for(stream, seed, model, data_dir, cache)
+    return {"stream": stream, "seed": seed, "timings": {"evaluate": 0.0, **prepared.timings}}
 
 
 def _raw_path(out: Path, model: str, stream: str, seed: int) -> Path:
@@ -234,6 +245,14 @@ OUTPUTS = (("rows", "."), ("offline_rule_rows", OFFLINE_RULE_DIR), ("fit_rows", 
 def _task_paths(out: Path, model: str, stream: str, seed: int, fit_grid: bool) -> list[Path]:
     keys = OUTPUTS if fit_grid else OUTPUTS[:2]
     return [_raw_path(out / folder, model, stream, seed) for _, folder in keys]
+
+
+def _up_to_date(out: Path, model: str, stream: str, seed: int, fit_grid: bool) -> bool:
+    """Every result of the task saved, under the current κ sweep and stream version."""
+    paths = _task_paths(out, model, stream, seed, fit_grid)
+    if not all(p.exists() for p in paths):
+        return False
+    return all(json.loads(p.read_text()).get("settings") == settings(stream) for p in paths)
 
 
 def _save_task(out: Path, result: dict) -> None:
@@ -259,12 +278,12 @@ _WEIGHT = {"covertype": 10, "airlines": 8, "electricity": 2}
 
 
 def run_grid(streams, model: str, seeds: dict, jobs: int, out: Path, data_dir: Path, fresh: bool,
-             cache: Path | None, fit_grid: bool = False) -> tuple[float, bool] | None:
+             cache: Path | None, fit_grid: bool = False, prepare_only: bool = False) -> tuple[float, bool] | None:
     """Run the missing (stream, seed) tasks: (their wall time, whether every model came from the cache),
     or None when nothing was missing."""
     todo = [(s, k, model, str(data_dir), str(cache) if cache else None, fit_grid)
             for s in streams for k in range(seeds[s])
-            if fresh or not all(p.exists() for p in _task_paths(out, model, s, k, fit_grid))]
+            if fresh or prepare_only or not _up_to_date(out, model, s, k, fit_grid)]
     todo.sort(key=lambda t: -_WEIGHT.get(t[0], 1))
     for stream in streams:
         if stream in DATA_FILES and not (data_dir / DATA_FILES[stream]).exists():
@@ -275,9 +294,10 @@ def run_grid(streams, model: str, seeds: dict, jobs: int, out: Path, data_dir: P
     print(f"{len(todo)} (stream, seed) tasks to run for model {model} on {jobs} process(es)", flush=True)
     cached = 0
     with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        for done, result in enumerate(pool.imap_unordered(run_task, todo), 1):
+        for done, result in enumerate(pool.imap_unordered(prepare_task if prepare_only else run_task, todo), 1):
             cached += bool(result["timings"].pop("from_cache", 0))
-            _save_task(out, result)
+            if not prepare_only:
+                _save_task(out, result)
             print(f"[{done}/{len(todo)}] {result['stream']} seed {result['seed']}: "
                   f"prepare {result['timings']['prepare']:.1f} s, evaluate {result['timings']['evaluate']:.1f} s "
                   f"({time.perf_counter() - clock:.0f} s elapsed)", flush=True)
@@ -302,6 +322,8 @@ def load(out: Path, model: str, seeds: dict):
     if not frames:
         return None, None
     frame = pd.concat(frames, ignore_index=True)
+    if "step" not in frame or frame["step"].isna().any():   # results saved before steps were: rank of κ
+        frame["step"] = frame.groupby(["stream", "seed", "policy"])["kappa"].rank(method="first").astype(int) - 1
     # SCPE = (strategy − ORACLE) / ORACLE means nothing when the ORACLE's cost is <= 0 (LR on CIRCLE).
     frame["scpe_defined"] = frame["oracle_cost"] > 0
     frame.loc[~frame["scpe_defined"], "scpe"] = np.nan
@@ -439,6 +461,8 @@ def main(argv=None) -> None:
                         help="keep the trained models' matrices here (pickles) so that a rerun skips training")
     parser.add_argument("--fit-grid", action="store_true",
                         help="also evaluate the dense κ grid that benchmarks/kappa_ranges.py fits the ranges on")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="only train the models and fill --cache (the long part of the real rows)")
     parser.add_argument("--fresh", action="store_true", help="recompute results already saved")
     parser.add_argument("--tables-only", action="store_true", help="only rewrite the tables from saved results")
     args = parser.parse_args(argv)
@@ -446,12 +470,17 @@ def main(argv=None) -> None:
     seeds = {s: args.seeds for s in SEEDS} if args.seeds else SEEDS
     wall_file = args.out / "raw" / args.model / "wall.json"
     wall = json.loads(wall_file.read_text()) if wall_file.exists() else {}
+    if args.prepare_only and not args.cache:
+        parser.error("--prepare-only needs --cache DIR (where the models are kept)")
     if not args.tables_only:
         ran = run_grid(streams, args.model, seeds, args.jobs, args.out, args.data_dir, args.fresh, args.cache,
-                       args.fit_grid)
+                       args.fit_grid, args.prepare_only)
         if ran is not None:
             seconds, from_cache = ran
-            wall[f"{args.part} ({args.jobs} jobs{', models from the cache' if from_cache else ''})"] = seconds
+            if args.fresh:     # the runs that produced the files being replaced are no longer theirs
+                wall = {k: v for k, v in wall.items() if args.part != "all" and not k.startswith(args.part)}
+            what = "models only" if args.prepare_only else "models from the cache" if from_cache else ""
+            wall[f"{args.part} ({args.jobs} jobs{', ' + what if what else ''})"] = seconds
             _write_json(wall_file, wall)
             print(f"grid done in {seconds / 60:.1f} min", flush=True)
     for rule, folder in (("paper", args.out), ("offline", args.out / OFFLINE_RULE_DIR)):

@@ -387,14 +387,20 @@ def _kappa_list(value: str) -> list[float] | str:
     return "paper" if value.strip() == "paper" else parse_kappas(value)
 
 
-def _paper_sweep(stream: str | None) -> list[float]:
-    """``--kappa paper``: the 10 κ of the paper-implied range of one of the paper's datasets."""
+def _paper_sweep(stream: str | None, n_batches: int, batch_size: int) -> list[float]:
+    """``--kappa paper``: the 10 κ of the paper-implied range of one of the paper's datasets, whose
+    units hold only for the paper's batches (Ψ̄ sums over a batch's queries)."""
+    from .streams import REAL_STREAMS
     from .streams.kappa_ranges import PAPER_KAPPA_RANGES, kappa_sweep
 
     if stream not in PAPER_KAPPA_RANGES:
         raise click.BadParameter(f"'paper' is the κ sweep of one of the paper's datasets "
                                  f"({', '.join(PAPER_KAPPA_RANGES)}); give --stream, or list values for "
                                  f"{'--store' if stream is None else stream!r}", param_hint="'--kappa'")
+    if n_batches != 100 or (stream not in REAL_STREAMS and batch_size != 1000):
+        raise click.BadParameter("'paper' is the sweep for the paper's batches (--n-batches 100, --batch-size "
+                                 "1000): Ψ̄ sums over a batch's queries, so other sizes change its units; "
+                                 "list κ values instead", param_hint="'--kappa'")
     return [float(k) for k in kappa_sweep(stream)]
 
 
@@ -449,7 +455,7 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     if stream and store_dir:
         raise click.UsageError("give --stream or --store, not both")
     if kappas == "paper":
-        kappas = _paper_sweep(None if store_dir else (stream or "covcon-d"))
+        kappas = _paper_sweep(None if store_dir else (stream or "covcon-d"), n_batches, batch_size)
     if store_dir and data_path:
         raise click.UsageError("--data is for the real streams; a --store holds its own data")
     if not store_dir and start != 0:

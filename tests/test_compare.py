@@ -88,11 +88,13 @@ def test_compare_cli_paper_kappa_is_the_streams_paper_implied_sweep(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = CliRunner().invoke(cli, ["compare", "--stream", "gauss-d", "--kappa", "paper", "--policies", "nr",
-                                      "--model", "lr", "--n-batches", "8", "--batch-size", "100", "--offline", "4",
-                                      "--json"])
+                                      "--model", "lr", "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output[result.output.index("["):])
     assert sorted(r["kappa"] for r in rows) == pytest.approx(sorted(kappa_sweep("gauss-d")))
+    # the sweep's units are those of the paper's batches: another size is refused in one line
+    result = CliRunner().invoke(cli, ["compare", "--stream", "gauss-d", "--kappa", "paper", "--batch-size", "100"])
+    assert result.exit_code == 2 and "'paper' is the sweep for the paper's batches" in result.output
     # a store has no paper-implied range: one line, nothing logged
     store = tmp_path / "store"
     store.mkdir()

@@ -12,6 +12,7 @@ from cara_mlflow.streams.kappa_ranges import (
     TEXT_ANCHORS,
     fit_kappa_range,
     kappa_sweep,
+    meets_anchors,
     sweep_means,
 )
 
@@ -79,13 +80,38 @@ def test_every_paper_dataset_has_a_range_that_meets_its_text_anchors():
                   "airlines", "covertype"}
     assert set(PAPER_KAPPA_RANGES) == paper_rows and paper_rows <= set(STREAM_NAMES)
     for stream, (lo, hi) in PAPER_KAPPA_RANGES.items():
-        assert 0 < lo and 8 * lo <= hi <= 256 * lo * 1.05  # a sweep, not a point (5 %: the rounding)
-        for kappa in TEXT_ANCHORS.get(stream, {}).get("contains", ()):
+        # a sweep, not a point, at most 256 wide (20 %: both ends rounded outward to 2 significant digits)
+        assert 0 < lo and 8 * lo <= hi <= 256 * lo * 1.2
+        assert meets_anchors(stream, lo, hi), stream
+        anchors = TEXT_ANCHORS.get(stream, {})
+        for kappa in anchors.get("contains", ()):
             assert lo <= kappa <= hi, (stream, kappa)
+        assert lo < anchors.get("lo_below", np.inf) and lo <= anchors.get("lo_max", np.inf)
+        assert hi >= anchors.get("hi_min", 0.0)
         sweep = kappa_sweep(stream)
         assert len(sweep) == SWEEP_LENGTH
         np.testing.assert_allclose(sweep[[0, -1]], [lo, hi])
         np.testing.assert_allclose(np.diff(np.log(sweep)), np.log(hi / lo) / (SWEEP_LENGTH - 1))
+
+
+def test_anchors_bound_the_ends_of_a_sweep():
+    # ELECTRICITY: the sweep must start strictly below the κ where every CARA variant and the ORACLE
+    # drop under ten retrains, and end above it
+    k10 = TEXT_ANCHORS["electricity"]["lo_below"]
+    assert meets_anchors("electricity", k10 / 2, k10 * 4)
+    assert not meets_anchors("electricity", k10, k10 * 4) and not meets_anchors("electricity", k10 / 4, k10 / 2)
+    # CovCon-D: down into CARA-P's φ* = 2 regime, up to 125, through 20 and 46
+    assert meets_anchors("covcon-d", 5.0, 130.0) and not meets_anchors("covcon-d", 6.0, 130.0)
+    assert not meets_anchors("covcon-d", 5.0, 100.0)
+    assert meets_anchors("gauss-d", 1e-3, 1e3)   # no anchor in the text: Table 4 alone
+
+
+def test_fit_honours_a_strict_lower_anchor():
+    grid = np.geomspace(1, 1000, 31)
+    curves = np.array([100 / grid])
+    free = fit_kappa_range(grid, curves, [1.0])
+    bound = fit_kappa_range(grid, curves, [1.0], lo_below=free.lo)
+    assert bound.lo < free.lo
 
 
 def test_unknown_stream_names_the_known_ones():

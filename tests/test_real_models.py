@@ -253,6 +253,21 @@ def test_tune_warns_when_the_kernel_is_degenerate(tmp_path):
     assert "≈ 1" in tuned.stderr
 
 
+def test_tune_says_where_kappa_matters_and_warns_outside(tmp_path):
+    """`--kappa 4000` used to mean "never retrain" without a word (issue 16, choosing κ)."""
+    store = write_shop(tmp_path / "store", n_batches=8, change_at=4)
+    tuned = ok(run_cli(store, "tune", "--offline", "0:8", "--kappa", "3", "--exclude", "id,ts", "--n-estimators", "10"))
+    assert "offline Ψ̄ of a model on a later batch: median" in tuned.stdout
+    assert "the ORACLE retrains at every offline batch for κ ≤" in tuned.stdout or "never retrains" in tuned.stdout
+    doc = lifecycle.active_policy(registry(store))
+    never = doc.tuning["kappa_oracle_never"]
+    assert never > 0 and doc.tuning["oracle_retrains"] >= 0
+    high = ok(run_cli(store, "tune", "--offline", "0:8", "--kappa", f"{10 * never:g}", "--exclude", "id,ts",
+                      "--n-estimators", "10"))
+    assert "warning: κ=" in high.stderr and "the ORACLE never retrains there" in high.stderr
+    assert lifecycle.active_policy(registry(store)).tuning["oracle_retrains"] == 0
+
+
 def test_space_of_the_policy_is_the_documented_one(tmp_path):
     store = write_shop(tmp_path / "store", n_batches=5)
     ok(run_cli(store, "tune", "--offline", "0:4", "--kappa", "5", "--exclude", "id,ts", "--n-estimators", "5"))

@@ -14,6 +14,7 @@ from .. import validate
 from ..costs import predict_later, staleness_terms
 from ..errors import InputError
 from ..features import infer_task
+from ..kappa_scale import kappa_advice
 from ..losses import TASKS, check_loss_name, default_loss, resolve_loss
 from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DEFAULT_TUNING_METHOD
 from ..oracle import solve
@@ -76,7 +77,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         C = terms.cost_matrix(kappa)
         # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
         tuned, best = PolicyTuner(policy, method=method, start=0).fit(C), solve(C)
-        doc = _document(draft, tuned, best, method, notes, [b.id for b in batches])
+        advice = kappa_advice(terms.psi_bar, kappa, policy, tuned.result_.n_retrains, best.n_retrains)
+        doc = _document(draft, tuned, best, method, notes + list(advice.notes), [b.id for b in batches], advice)
         return _register(registry, doc, C, tuned, best)
 
 
@@ -156,11 +158,15 @@ def _offline_predictions(registry, batches, doc: PolicyDocument, progress) -> li
     return predict_later(models, [b.frame for b in batches])
 
 
-def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str], ids: list[int]) -> PolicyDocument:
+def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str], ids: list[int],
+              advice) -> PolicyDocument:
     """The tuned document; its figures name batches by id (the window's ids may have gaps)."""
     figures = {"method": method, "offline_cost": tuned.best_cost_, "oracle_cost": best.cost,
                "oracle_retrain_at": [ids[t] for t in best.retrain_at[1:]],
                "strategy": [ids[s] for s in tuned.best_strategy_], "interval": tuned.result_.interval,
+               "offline_retrains": tuned.result_.n_retrains, "oracle_retrains": best.n_retrains,
+               "psi_bar_offline": dict(zip(("q05", "median", "q95"), advice.psi_bar_quantiles)),
+               "kappa_oracle_always": advice.oracle_always, "kappa_oracle_never": advice.oracle_never,
                "notes": notes}
     return replace(draft, params=dict(tuned.best_params_), tuning=figures)
 
@@ -172,8 +178,9 @@ def _register(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned,
         registry.runs.log_params(run_id, _params(doc))
         metrics = {"offline_cost": tuned.best_cost_, "oracle_cost": best.cost, "kappa": doc.kappa,
                    "gamma": doc.psi.gamma, "offline_retrains": tuned.result_.n_retrains,
-                   "oracle_retrains": best.n_retrains}
-        registry.runs.log_metrics(run_id, {k: v for k, v in metrics.items() if v == v})
+                   "oracle_retrains": best.n_retrains, "kappa_oracle_never": doc.tuning["kappa_oracle_never"],
+                   "kappa_oracle_always": doc.tuning["kappa_oracle_always"]}
+        registry.runs.log_metrics(run_id, {k: v for k, v in metrics.items() if v is not None and v == v})
         _log_tuning_artifacts(registry, run_id, C, doc, tuned.best_strategy_, best.strategy)
         registry.runs.log_dict(run_id, doc.to_dict(), reg.POLICY_FILE)
         version = registry.register_policy(doc.to_dict(), run_id)
