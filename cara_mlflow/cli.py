@@ -19,6 +19,7 @@ from . import jsonout
 from .cli_options import (
     checked,
     column_options,
+    guard_options,
     json_option,
     kappa_option,
     lock_timeout_option,
@@ -188,18 +189,21 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
                     "offline models are then trained in-process).")
 @tuning_method_option()
 @psi_method_option(stored=True)
+@guard_options(stored=True)
 @lock_timeout_option()
 def tune(name, store, offline, kappa, policy, target, features, exclude, task, loss, model, seed, holdout, n_estimators,
-         max_depth, project_uri, tuning_method, psi_method, lock_timeout):
+         max_depth, project_uri, tuning_method, psi_method, max_model_age, retrain_budget, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
     logs the tuning run (matrix, heat map with the tuned and ORACLE strategies, costs).
     """
+    from .guards import Guards
     from .lifecycle import tune as run_tune
     from .store import window_ids
     from .train import TrainerSettings
 
+    guards = Guards.parse(max_model_age=max_model_age, retrain_budget=retrain_budget)
     batch_store, registry = _open(name, store)
     trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators,
                               max_depth=max_depth or None)
@@ -210,7 +214,7 @@ def tune(name, store, offline, kappa, policy, target, features, exclude, task, l
         doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
-                       progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
+                       guards=guards, progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
     click.echo(f"tuned {policy}: {_theta(doc.params)}  (κ={kappa:g}, γ={doc.psi.gamma:.4g}; offline cost "
@@ -241,16 +245,18 @@ def init(name, store, batch_id, adopt_version, project_uri, lock_timeout):
 @click.option("--all", "process_all", is_flag=True,
               help="Process every pending batch: late ones (landed in ids passed over) first, then in id order.")
 @click.option("--dry-run", is_flag=True, help="Decide and print; write nothing.")
-@click.option("--force-retrain", is_flag=True, help="Retrain on this batch whatever the policy says (trigger manual).")
+@click.option("--force-retrain", is_flag=True,
+              help="Retrain on this batch whatever the policy and the guard rails say (trigger manual).")
 @click.option("--no-gate", is_flag=True, help="Promote a retrained model without comparing it with production.")
 @click.option("--cooldown", default=DEFAULT_COOLDOWN, show_default=True, type=click.IntRange(min=0),
               help="Batches without a retrain attempt after a rejected challenger.")
+@guard_options(stored=False)
 @lock_timeout_option()
 @project_uri_option()
 @psi_method_option(None)
 @json_option("One JSON object per batch.")
-def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, lock_timeout, project_uri, psi_method,
-         as_json):
+def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, max_model_age, retrain_budget,
+         lock_timeout, project_uri, psi_method, as_json):
     """Process the next batch: Ψ̄, decision, retrain/gate/promote when it pays, commit.
 
     Exit codes: 0 processed or nothing to do (it says which), 1 bad input or environment
@@ -263,7 +269,8 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, lo
 
     batch_store, registry = _open(name, store)
     options = StepOptions(dry_run=dry_run, force_retrain=force_retrain, gate=not no_gate, cooldown=cooldown,
-                          project_uri=project_uri, psi_method=psi_method)
+                          project_uri=project_uri, psi_method=psi_method, max_model_age=max_model_age,
+                          retrain_budget=retrain_budget)
     kwargs = dict(lock_timeout=lock_timeout, **_phase_hook())
     results = (run_steps(batch_store, registry, options, **kwargs) if process_all
                else [run_step(batch_store, registry, options, **kwargs)])
@@ -326,6 +333,13 @@ def status(name, store, ui_base, as_json):
     if s.get("last_retrain"):
         r = s["last_retrain"]
         lines.append(f"last retrain batch {r['batch']} -> v{r['version']} (gate {r['gate']})")
+    guards = s["policy"]["guards"]
+    if guards["max_model_age"] is not None and s.get("model_age") is not None:
+        lines.append(f"model age    {s['model_age']} batches (maximum {guards['max_model_age']})")
+    if guards["retrain_budget"] is not None and s.get("retrain_attempts_in_window") is not None:
+        n, w = guards["retrain_budget"]["attempts"], guards["retrain_budget"]["window"]
+        lines.append(f"budget       {s['retrain_attempts_in_window']} of {n} retrain attempts used in the last {w} "
+                     "batches")
     if s.get("cooldown_left"):
         n = s["cooldown_left"]
         lines.append(f"cooldown     no retrain attempt for the next {n} batch{'es' if n != 1 else ''}")
@@ -340,6 +354,58 @@ def status(name, store, ui_base, as_json):
     for key, url in s["ui"].items():
         lines.append(f"ui {key:<9} {url}")
     click.echo("\n".join(lines))
+
+
+@cli.command()
+@managed
+@click.option("--batch", "batch_id", required=True, type=click.IntRange(min=0), help="A processed batch.")
+@json_option("One JSON object: decision, psi_bar, psi_terms, score, threshold, kappa, kappa_to_flip, policy, "
+             "guards, trigger, gate, version, late, reason, run_id.")
+def explain(name, store, batch_id, as_json):
+    """Why a batch was kept or retrained, and what κ would have changed that.
+
+    Shows Ψ̄ (and its two terms), the value it was compared with, the guard rails in force and
+    the one that applied, and the κ at which the policy's answer flips (Retrain at or below it,
+    Keep above); none where no κ changes it (CARA-P, NR, the detectors) or where a guard rail,
+    --force-retrain or a late batch decided. Example: cara-mlflow explain --batch 31
+    """
+    from .lifecycle import explain as run_explain
+
+    _, registry = _open(name, store, read_only=True)
+    e = run_explain(registry, batch_id)
+    if as_json:
+        click.echo(jsonout.dumps(e, indent=2))
+        return
+    click.echo("\n".join(_explain_lines(e)))
+
+
+def _explain_lines(e: dict) -> list[str]:
+    def num(v):
+        return "—" if v is None else f"{v:.4g}"
+
+    head = f"batch {e['batch']}{' (late)' if e['late'] else ''}: {e['decision']}"
+    if e["gate"]:
+        head += f" (gate {e['gate']})"
+    lines = [head + f", v{e['version']} serves after it" if e["version"] else head, f"  why       {e['reason']}"]
+    if e["psi_bar"] is not None:
+        t = e["psi_terms"]
+        lines.append(f"  Ψ̄         {num(e['psi_bar'])} (now {num(t['now'])} − then {num(t['then'])}); "
+                     f"policy score {num(e['score'])} against threshold {num(e['threshold'])}")
+    policy = e["policy"]["name"] or "?"
+    lines.append(f"  κ         {num(e['kappa'])} ({policy}, policy v{e['policy']['version']})")
+    flip = e["kappa_to_flip"]
+    if flip is None:
+        lines.append("  κ to flip none: no κ changes this answer (the policy ignores κ, or a guard rail, "
+                     "a forced retrain or a late batch decided)")
+    else:
+        other = "kept" if e["decision"] == "retrain" else "retrained"
+        side = "above" if e["decision"] == "retrain" else "at or below"
+        lines.append(f"  κ to flip {flip:.4g}: at a κ {side} it the policy would have {other}")
+    g = e["guards"]
+    applied = g["applied"] or "none"
+    age = "" if g["model_age"] is None else f"; model age {g['model_age']}"
+    lines.append(f"  guards    {g['in_force'] or 'none'} (applied: {applied}{age})")
+    return lines
 
 
 @cli.command()

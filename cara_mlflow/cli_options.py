@@ -92,6 +92,24 @@ def psi_method_option(default: str | None = DEFAULT_PSI_METHOD, *, stored: bool 
                         type=click.Choice(PSI_METHODS), help=text)
 
 
+def guard_options(*, stored: bool):
+    """``--max-model-age`` and ``--retrain-budget``: stored by ``tune``, overridable at ``step``."""
+    where = ("Stored in the policy; `step` may override it." if stored
+             else "Overrides the policy's for this step; off switches it off. Default: the policy's.")
+    off = "" if stored else "|off"
+
+    def decorate(f):
+        f = click.option("--retrain-budget", default=None, metavar=f"N:W{off}",
+                         help="At most N retrain attempts (promoted or rejected, whatever asked for them) in any W "
+                              "consecutive batches; a Retrain past it is recorded as a Keep with the tag "
+                              f"cara.deferred=budget. --force-retrain ignores it. {where}")(f)
+        return click.option("--max-model-age", default=None, metavar=f"N{off}",
+                            help="A Keep when the model in use is more than N batches old (processed in order since "
+                                 "its training batch) becomes a Retrain with trigger max-age; the cooldown and the "
+                                 f"budget still apply. {where}")(f)
+    return decorate
+
+
 def lock_timeout_option():
     return click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
                         type=click.FloatRange(min=0),

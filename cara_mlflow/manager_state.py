@@ -23,7 +23,7 @@ __all__ = ["STATE_FILE", "LastRetrain", "ManagerState"]
 
 STATE_FILE = "policy_state.json"
 _FIELDS = ("policy", "cumulative_cost", "cooldown_left", "model_version", "last_retrain", "position", "missing",
-           "late", "dated", "position_from")
+           "late", "dated", "position_from", "model_position", "retrain_attempts")
 _LEGACY = ("cooldown_until",)      # written before counts replaced id differences: converted on reading
 
 
@@ -60,6 +60,9 @@ def _checks(data: dict) -> dict[str, bool]:
             "late": isinstance(late, list) and all(map(_is_count, late)),
             "dated": isinstance(data.get("dated", False), bool),
             "position_from": data.get("position_from") is None or _is_count(data["position_from"]),
+            "model_position": data.get("model_position") is None or _is_count(data["model_position"]),
+            "retrain_attempts": isinstance(data.get("retrain_attempts", []), list)
+            and all(map(_is_count, data.get("retrain_attempts", []))),
             "last_retrain": last is None or (isinstance(last, dict) and set(last) == {"batch", "version", "gate"}
                                              and _is_int(last["batch"]) and _is_int(last["version"]))}
 
@@ -95,6 +98,8 @@ class ManagerState:
     late: tuple[int, ...] = ()                    # late batches processed, in the order they were
     dated: bool = False                           # every id processed so far is a YYYYMMDD date
     position_from: int | None = None              # the offline window start the position counts from
+    model_position: int | None = None             # the position of the batch the model in use was trained on
+    retrain_attempts: tuple[int, ...] = ()        # positions of the last retrain attempts (the budget's)
 
     @classmethod
     def fresh(cls, policy: Policy, *, version: int, kappa: float, batch: int,
@@ -103,11 +108,17 @@ class ManagerState:
         ``position`` is the init batch's count in the stream (default: its id, as on the paper's)."""
         return cls(policy=policy.to_dict(), cumulative_cost=float(kappa), model_version=int(version),
                    last_retrain=LastRetrain(int(batch), int(version), "off"),
-                   position=int(batch if position is None else position), dated=is_date_id(int(batch)))
+                   position=int(batch if position is None else position), dated=is_date_id(int(batch)),
+                   model_position=int(batch if position is None else position))
 
     def counted_from(self, first: int, position: int) -> "ManagerState":
-        """The state with its position counted from the offline window starting at ``first``."""
-        return ManagerState(**{**self.__dict__, "position": int(position), "position_from": int(first)})
+        """The state with its position counted from the offline window starting at ``first`` (the
+        model's age keeps its count: it moves by as much as the position)."""
+        shift = int(position) - self.position
+        moved = None if self.model_position is None else max(0, self.model_position + shift)
+        attempts = tuple(max(0, a + shift) for a in self.retrain_attempts)
+        return ManagerState(**{**self.__dict__, "position": int(position), "position_from": int(first),
+                               "model_position": moved, "retrain_attempts": attempts})
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = STATE_FILE, *, batch: int | None = None) -> "ManagerState":
@@ -142,7 +153,8 @@ class ManagerState:
                    missing=tuple((int(a), int(b)) for a, b in data.get("missing", ())),
                    late=tuple(int(i) for i in data.get("late", ())),
                    dated=bool(data.get("dated", batch is not None and is_date_id(batch))),
-                   position_from=data.get("position_from"))
+                   position_from=data.get("position_from"), model_position=data.get("model_position"),
+                   retrain_attempts=tuple(int(a) for a in data.get("retrain_attempts", ())))
 
     def to_dict(self) -> dict:
         """The JSON stored as ``policy_state.json``."""
@@ -150,7 +162,13 @@ class ManagerState:
                 "cooldown_left": self.cooldown_left, "model_version": self.model_version,
                 "last_retrain": None if self.last_retrain is None else self.last_retrain.to_dict(),
                 "position": self.position, "missing": [list(r) for r in self.missing], "late": list(self.late),
-                "dated": self.dated, "position_from": self.position_from}
+                "dated": self.dated, "position_from": self.position_from, "model_position": self.model_position,
+                "retrain_attempts": list(self.retrain_attempts)}
+
+    def model_age(self, t: int) -> int:
+        """Batches processed in order between the model in use's training batch and position ``t``
+        (a state from before ages were kept counts from its own position)."""
+        return t - (self.position if self.model_position is None else self.model_position)
 
     def make_policy(self) -> Policy:
         """The policy, with its state, as the last step left it."""

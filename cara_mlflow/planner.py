@@ -34,6 +34,8 @@ import numpy as np
 
 from .batch_ids import add_range, gap, is_date_id, remove_id
 from .errors import InputError
+from .explain import kappa_to_flip
+from .guards import Guards, record_attempt
 from .manager_state import LastRetrain, ManagerState
 from .policies import Decision, Observation, Policy, make_policy
 from .policy_doc import PolicyDocument
@@ -51,6 +53,7 @@ class Production:
 
     version: int
     trained_on: int | None
+    trained_at: int | None = None    # the position of its training batch, when known (after a rollback)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,20 @@ class Plan:
     t: int = 0                   # the batch's position in the stream (CARA-P's t)
     late: bool = False
     previous: int | None = None  # the batch processed in order before this one
+    guard: str | None = None     # the guard rail that changed the policy's answer: max-age, cooldown, budget
+    model_position: int = 0      # the position of the batch the model in use was trained on
+    threshold: float | None = None   # what the policy compared its score with (None: nothing comparable)
+    kappa_to_flip: float | None = None   # the κ at which the policy's answer flips (None: no κ, or overridden)
+
+    @property
+    def deferred(self) -> str | None:
+        """``"budget"`` when the retrain budget turned a Retrain into a Keep (the tag ``cara.deferred``)."""
+        return "budget" if self.guard == "budget" else None
+
+    @property
+    def age(self) -> int:
+        """The model in use's age at this batch: batches processed in order since its own."""
+        return self.t - self.model_position
 
     @property
     def retrain(self) -> bool:
@@ -160,49 +177,85 @@ def _current_policy(doc: PolicyDocument, state: ManagerState, production: Produc
     return saved
 
 
-def _reason(decision: Decision, state: ManagerState, in_use: InUse, force: bool, cooling: bool,
-            late: bool) -> str:
+def _reason(decision: Decision, state: ManagerState, in_use: InUse, force: bool, guard: str | None,
+            late: bool, guards: Guards, age: int) -> str:
     if late:
         return f"late batch, scored and paid but never retrained on; {decision.reason}"
     if in_use.resumed:
         return "resuming a promotion that landed before a crash"
     if force:
         return "forced by --force-retrain"
-    if decision.retrain and cooling:
+    why = decision.reason
+    if not decision.retrain and guards.too_old(age=age):
+        why = f"{why}; the model is {age} batches old, more than the maximum age {guards.max_model_age}"
+    if guard == "cooldown":
         more = state.cooldown_left - 1
-        return f"{decision.reason}; cooling down ({more} more batch{'es' if more != 1 else ''} after this one)"
-    return decision.reason
+        return f"{why}; cooling down ({more} more batch{'es' if more != 1 else ''} after this one)"
+    if guard == "budget":
+        n, w = guards.retrain_budget
+        return f"{why}; deferred: the retrain budget allows {n} attempt{'s' if n != 1 else ''} in any {w} batches"
+    return why
+
+
+def _model_position(state: ManagerState, production: Production, in_use: InUse) -> int:
+    """Where the model in use was trained, as a position: the state's; after a rollback by hand,
+    production's own training batch (or, when unknown, the rollback itself)."""
+    if not in_use.resumed and state.model_version != production.version:
+        return production.trained_at if production.trained_at is not None else state.position
+    return state.position if state.model_position is None else state.model_position
+
+
+def _guard(decision: Decision, state: ManagerState, guards: Guards, t: int, age: int) -> tuple[bool, str | None]:
+    """Whether the guard rails retrain, and which one changed the policy's answer (in the order of
+    :mod:`cara_mlflow.guards`: max age, cooldown, budget)."""
+    aged = not decision.retrain and guards.too_old(age=age)
+    wants = decision.retrain or aged
+    if wants and state.cooldown_left > 0:
+        return False, "cooldown"
+    if wants and guards.over_budget(attempts=state.retrain_attempts, t=t):
+        return False, "budget"
+    return wants, "max-age" if aged else None
 
 
 def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, in_use: InUse,
-              obs: BatchObservation, *, force_retrain: bool = False) -> Plan:
+              obs: BatchObservation, *, force_retrain: bool = False, guards: Guards | None = None) -> Plan:
     """Keep or retrain ``obs.batch``, and why.
 
-    The policy decides; a forced retrain or a resumed promotion overrides it; a retrain it asks
-    for during the cooldown after a rejected challenger is not attempted. A late batch is always
-    kept (the policy still sees its Ψ̄). A retrain on a batch holding one class is refused
-    (:class:`InputError`): the model would answer that class always.
+    The policy decides; then the guard rails (``guards``, default the document's; see
+    :mod:`cara_mlflow.guards`): a model past its maximum age is retrained, the cooldown after a
+    rejected challenger blocks any retrain attempt, the retrain budget defers one. A forced
+    retrain or a resumed promotion overrides them all. A late batch is always kept (the policy
+    still sees its Ψ̄). A retrain on a batch holding one class is refused (:class:`InputError`):
+    the model would answer that class always.
     """
     if obs.schema is not None:
         return _schema_plan(doc, state, production, in_use, obs)
+    guards = doc.guards if guards is None else guards
     policy = _current_policy(doc, state, production, in_use, obs.batch)
     t = max(1, state.position if obs.late else state.position + 1)
     # the drift detectors watch 0/1 errors: a per-sample loss (squared, a user's) counts as an error when > 0
     errors = None if obs.errors is None else (np.asarray(obs.errors) > 0).astype(np.int8)
-    decision = policy.decide(Observation(t=t, trained_on=t - 1, psi_bar=obs.psi_bar, errors=errors,
-                                         kappa=doc.kappa))
-    cooling = state.cooldown_left > 0
+    seen = Observation(t=t, trained_on=t - 1, psi_bar=obs.psi_bar, errors=errors, kappa=doc.kappa)
+    before = policy.to_dict()
+    decision = policy.decide(seen)
+    position = _model_position(state, production, in_use)
     force_retrain = force_retrain and not obs.late
-    retrain = not obs.late and (in_use.resumed or force_retrain or (decision.retrain and not cooling))
+    wants, guard = _guard(decision, state, guards, t, t - position)
+    if obs.late or in_use.resumed or force_retrain:
+        guard = None
+    retrain = not obs.late and (in_use.resumed or force_retrain or wants)
     if retrain and not in_use.resumed and obs.n_classes < 2:
         raise InputError(f"batch {obs.batch}: column {doc.target!r} holds one class only: a model retrained on it "
                          "would predict that label for everything; fix the batch, or skip it with "
                          f"`cara-mlflow skip --batch {obs.batch}`")
+    trigger = "manual" if force_retrain else "max-age" if guard == "max-age" else doc.policy
+    policy_decided = not (obs.late or in_use.resumed or force_retrain or guard is not None)
     return Plan(batch=obs.batch, action="retrain" if retrain else "keep",
-                reason=_reason(decision, state, in_use, force_retrain, cooling, obs.late), resumed=in_use.resumed,
-                trigger=("manual" if force_retrain else doc.policy) if retrain else None,
+                reason=_reason(decision, state, in_use, force_retrain, guard, obs.late, guards, t - position),
+                resumed=in_use.resumed, trigger=trigger if retrain else None,
                 policy=policy.to_dict(), score=decision.score, psi_bar=obs.psi_bar, kappa=doc.kappa,
-                serving=production.version, t=t, late=obs.late, previous=obs.previous)
+                serving=production.version, t=t, late=obs.late, previous=obs.previous, guard=guard,
+                model_position=position, kappa_to_flip=kappa_to_flip(before, seen) if policy_decided else None)
 
 
 def _schema_plan(doc: PolicyDocument, state: ManagerState, production: Production, in_use: InUse,
@@ -220,7 +273,8 @@ def _schema_plan(doc: PolicyDocument, state: ManagerState, production: Productio
         reason = f"resuming a promotion that landed before a crash; {reason}"
     return Plan(batch=obs.batch, action="retrain", reason=reason, resumed=in_use.resumed, trigger="schema",
                 policy=make_policy(doc.policy, **doc.params).to_dict(), score=float("nan"), psi_bar=0.0,
-                kappa=doc.kappa, serving=production.version, t=max(1, state.position + 1), previous=obs.previous)
+                kappa=doc.kappa, serving=production.version, t=max(1, state.position + 1), previous=obs.previous,
+                model_position=_model_position(state, production, in_use))
 
 
 def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool = False) -> ManagerState:
@@ -248,12 +302,14 @@ def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool
 def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, cooldown: int) -> ManagerState:
     """The state after the plan was applied.
 
-    Keep: Ψ̄ is paid. Retrain: κ is paid whether the challenger landed or not; a promotion resets
-    the policy (production changed) and ends any cooldown; a rejection starts ``cooldown``
-    batches without a retrain attempt and leaves the policy's accumulated staleness as it was.
-    The version in use from then on is the one serving (the challenger, if it was promoted).
+    Keep: Ψ̄ is paid. Retrain: κ is paid whether the challenger landed or not, and the attempt
+    counts against the retrain budget; a promotion resets the policy (production changed), the
+    model's age and any cooldown; a rejection starts ``cooldown`` batches without a retrain
+    attempt and leaves the policy's accumulated staleness as it was. The version in use from
+    then on is the one serving (the challenger, if it was promoted).
     """
     state = advance(state, plan.batch, plan.previous, late=plan.late)
+    state = replace(state, model_position=plan.model_position)
     if not plan.retrain:
         return replace(state, policy=plan.policy, cumulative_cost=state.cumulative_cost + plan.psi_bar,
                        model_version=plan.serving)
@@ -261,11 +317,12 @@ def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, c
         raise ValueError("settle: a retrain plan needs its outcome")
     last = LastRetrain(plan.batch, outcome.challenger, outcome.gate)
     paid = state.cumulative_cost + plan.kappa
+    state = replace(state, retrain_attempts=record_attempt(state.retrain_attempts, plan.t))
     if outcome.gate in PROMOTED:
         policy = Policy.from_dict(plan.policy)
         policy.reset(plan.t)
         return replace(state, policy=policy.to_dict(), cumulative_cost=paid, model_version=outcome.challenger,
-                       cooldown_left=0, last_retrain=last)
+                       cooldown_left=0, last_retrain=last, model_position=plan.t)
     return replace(state, policy=plan.policy, cumulative_cost=paid, cooldown_left=cooldown,
                    last_retrain=last, model_version=plan.serving)
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from .errors import InputError
 from .features import FeatureSpace
+from .guards import Guards
 from .losses import TASKS, check_loss_name
 from .names import PSI_METHODS
 from .policies import make_policy
@@ -30,7 +31,7 @@ READ_FORMATS = (1, 2)
 #: Top-level fields ``tune`` writes, and whether each is required.
 FIELDS = {"format": True, "name": True, "policy": True, "params": True, "kappa": True, "psi": True,
           "target": True, "features": True, "trainer": True, "project_uri": False, "offline": False,
-          "tuning": False, "task": False, "feature_kinds": False}
+          "tuning": False, "task": False, "feature_kinds": False, "guards": False}
 
 _FIX = "re-run `cara-mlflow tune` to register a valid policy"
 
@@ -133,6 +134,12 @@ def _check_values(doc: dict, source: str) -> None:
     except (TypeError, ValueError) as exc:
         detail = " ".join(str(exc).split())[:160]
         raise InputError(f"{source}: field 'trainer' is not valid ({detail}); {_FIX}") from None
+    _check_optional(doc, source, bad)
+    _check_space(doc, source, bad)
+
+
+def _check_optional(doc: dict, source: str, bad) -> None:
+    """The fields a document may leave out."""
     if doc.get("project_uri") is not None and not isinstance(doc["project_uri"], str):
         raise bad("project_uri", "a string or null")
     offline = doc.get("offline")
@@ -141,7 +148,10 @@ def _check_values(doc: dict, source: str) -> None:
         raise bad("offline", "an object {start, stop} of batch ids, or null")
     if doc.get("tuning") is not None and not isinstance(doc["tuning"], dict):
         raise bad("tuning", "an object of tuning figures, or null")
-    _check_space(doc, source, bad)
+    try:
+        Guards.from_dict(doc.get("guards"), source)
+    except InputError:
+        raise bad("guards", "{max_model_age, retrain_budget: {attempts, window}} as tune writes them") from None
 
 
 def _check_space(doc: dict, source: str, bad) -> None:
@@ -203,6 +213,7 @@ class PolicyDocument:
     offline: tuple[int, int] | None = None
     tuning: Mapping[str, Any] | None = None
     task: str = "classification"
+    guards: Guards = Guards()
     version: int | None = field(default=None, compare=False)
 
     @property
@@ -235,7 +246,7 @@ class PolicyDocument:
                    target=doc["target"], features=tuple(doc["features"]), trainer=TrainerSettings(**doc["trainer"]),
                    project_uri=doc.get("project_uri"),
                    offline=None if offline is None else (offline["start"], offline["stop"]),
-                   tuning=doc.get("tuning"), version=version)
+                   tuning=doc.get("tuning"), guards=Guards.from_dict(doc.get("guards"), source), version=version)
 
     def to_dict(self) -> dict:
         """The JSON document (``policy.json``), as ``tune`` writes it."""
@@ -244,7 +255,8 @@ class PolicyDocument:
                 "features": list(self.features), **self._kinds(), "trainer": asdict(self.trainer),
                 "project_uri": self.project_uri,
                 "offline": None if self.offline is None else {"start": self.offline[0], "stop": self.offline[1]},
-                "tuning": None if self.tuning is None else dict(self.tuning)}
+                "tuning": None if self.tuning is None else dict(self.tuning),
+                **({"guards": self.guards.to_dict()} if self.guards.any else {})}
 
     def _kinds(self) -> dict:
         return {} if self.psi.space is None else {"task": self.task, "feature_kinds": self.feature_kinds}

@@ -74,13 +74,27 @@ def describe(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None) ->
 
 
 def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: ManagerState,
-                 outcome: RetrainOutcome | None) -> None:
-    """The decision and its consequences on the batch run (tags and metrics of DESIGN.md), and
-    :func:`describe`'s sentence as the run's description in the UI."""
+                 outcome: RetrainOutcome | None, guards_text: str = "none") -> None:
+    """The decision and its consequences on the batch run (tags and metrics of DESIGN.md), what
+    ``explain`` shows (the threshold, the κ that flips the answer, the guard rails in force as
+    ``guards_text``), and :func:`describe`'s sentence as the run's description in the UI."""
     tags = {reg.TAG_DECISION: plan.action, reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": plan.reason[:500]}
     if outcome is not None:
         tags[reg.TAG_GATE] = outcome.gate
+    if plan.guard is not None:
+        tags[reg.TAG_GUARD] = plan.guard
+    if plan.deferred is not None:
+        tags[reg.TAG_DEFERRED] = plan.deferred
+    if plan.trigger is not None:
+        tags[reg.TAG_TRIGGER] = plan.trigger
+    tags[reg.TAG_GUARDS] = guards_text
     tags[TAG_NOTE] = one_line(describe(plan, state, outcome), 300)     # the UI's description, same request
     registry.runs.set_tags(run_id, tags)
-    registry.runs.log_metrics(run_id, {"decision": float(plan.retrain), "cumulative_cost": state.cumulative_cost,
-                                       "score": plan.score})
+    metrics = {"decision": float(plan.retrain), "cumulative_cost": state.cumulative_cost, "score": plan.score}
+    if not plan.late:
+        metrics["model_age"] = plan.age
+    for key in ("threshold", "kappa_to_flip"):
+        value = getattr(plan, key)
+        if value is not None:
+            metrics[key] = value
+    registry.runs.log_metrics(run_id, metrics)

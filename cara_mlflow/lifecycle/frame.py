@@ -69,6 +69,7 @@ class StepResult:
     cumulative_cost: float | None = None
     message: str = ""
     late: bool = False              # a batch processed after a later one (never retrained on)
+    deferred: str | None = None     # "budget": a Retrain the retrain budget deferred (kept)
 
     def line(self) -> str:
         if self.status in ("waiting", "nothing"):

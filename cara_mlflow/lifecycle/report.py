@@ -6,15 +6,15 @@ import tempfile
 
 from ..batch_ids import remove_id, show_range
 from ..errors import InputError, SetupError
-from ..manager_state import ManagerState
+from ..manager_state import STATE_FILE, ManagerState
 from ..planner import SchemaChange
 from ..store import BatchStore
 from ..tracking import registry as reg
 from .frame import active_policy
 from .pending import late_batches, next_pending
-from .records import commit_point, committed_state
+from .records import commit_point, committed_state, finished_batch_run
 
-__all__ = ["status", "history"]
+__all__ = ["status", "history", "explain"]
 
 
 def history(registry: reg.Registry) -> list[dict]:
@@ -32,7 +32,10 @@ def history(registry: reg.Registry) -> list[dict]:
                      "version": int(tags[reg.TAG_MODEL_VERSION]) if tags.get(reg.TAG_MODEL_VERSION) else None,
                      "gate": tags.get(reg.TAG_GATE), "reason": tags.get("cara.reason", ""),
                      "kappa": metrics.get("kappa"), "policy_version": _int_or_none(tags.get(reg.TAG_POLICY_VERSION)),
-                     "late": tags.get(reg.TAG_LATE) == "true", "run_id": run.run_id})
+                     "late": tags.get(reg.TAG_LATE) == "true", "deferred": tags.get(reg.TAG_DEFERRED),
+                     "guard": tags.get(reg.TAG_GUARD),
+                     "model_age": None if metrics.get("model_age") is None else int(metrics["model_age"]),
+                     "run_id": run.run_id})
     return sorted(rows, key=lambda r: r["batch"])
 
 
@@ -92,12 +95,16 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
     out["schema_change"] = None if change is None else {"added": list(change.added), "removed": list(change.removed)}
     out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version,
                      "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
-                     "feature_kinds": doc.feature_kinds}
+                     "feature_kinds": doc.feature_kinds, "guards": doc.guards.to_dict()}
     if state is not None:
         out["cumulative_cost"] = state.cumulative_cost
         out["last_retrain"] = None if state.last_retrain is None else state.last_retrain.to_dict()
         out["cooldown_left"] = state.cooldown_left
         out["position"] = state.position
+        out["model_age"] = state.model_age(state.position)
+        budget = doc.guards.retrain_budget
+        out["retrain_attempts_in_window"] = (None if budget is None else
+                                             sum(1 for a in state.retrain_attempts if a > state.position - budget[1]))
         out["late_batches"] = sorted(state.late)
         present = late_batches(store, state)
         out["late_pending"] = [info.id for info in present if info.complete]
@@ -109,3 +116,33 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
         out["missing"] = [text for text in shown if text is not None]
     out["ui"] = registry.ui_links(ui_base.rstrip("/"))
     return out
+
+
+def explain(registry: reg.Registry, batch_id: int) -> dict:
+    """Why batch ``batch_id`` was kept or retrained, from its batch run: Ψ̄ and its terms, what it
+    was compared with (``threshold``), the guard rails in force and the one that applied, and
+    ``kappa_to_flip`` — the κ at which the policy's answer flips (Retrain at or below it, Keep
+    above; null when no κ changes it: CARA-P, NR, the detectors, or when a guard rail, a forced
+    retrain, a resumed promotion or a late batch decided)."""
+    registry.check_reachable()
+    if not registry.exists():
+        raise SetupError(f"model {registry.name!r} is not managed in {registry.where}: check --name, "
+                         "or run `cara-mlflow tune` and `cara-mlflow init` first")
+    run = finished_batch_run(registry, batch_id)
+    if run is None:
+        raise InputError(f"batch: no committed batch {batch_id} for {registry.name!r}; "
+                         "`cara-mlflow history` lists the batches processed")
+    tags, metrics = run.tags, run.metrics
+    policy = registry.runs.load_json(run.run_id, STATE_FILE).get("policy", {})
+    return {"batch": batch_id, "decision": tags.get(reg.TAG_DECISION), "reason": tags.get("cara.reason", ""),
+            "psi_bar": metrics.get("psi_bar"),
+            "psi_terms": {"now": metrics.get("psi_now"), "then": metrics.get("psi_then")},
+            "score": metrics.get("score"), "threshold": metrics.get("threshold"), "kappa": metrics.get("kappa"),
+            "kappa_to_flip": metrics.get("kappa_to_flip"),
+            "policy": {"name": policy.get("policy"), "version": _int_or_none(tags.get(reg.TAG_POLICY_VERSION))},
+            "guards": {"in_force": tags.get(reg.TAG_GUARDS), "applied": tags.get(reg.TAG_GUARD),
+                       "deferred": tags.get(reg.TAG_DEFERRED),
+                       "model_age": None if metrics.get("model_age") is None else int(metrics["model_age"])},
+            "trigger": tags.get(reg.TAG_TRIGGER), "gate": tags.get(reg.TAG_GATE),
+            "version": _int_or_none(tags.get(reg.TAG_MODEL_VERSION)), "late": tags.get(reg.TAG_LATE) == "true",
+            "run_id": run.run_id}

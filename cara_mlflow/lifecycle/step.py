@@ -10,6 +10,7 @@ from .. import validate
 from ..batch import Batch
 from ..batch_ids import is_date_id
 from ..errors import SetupError
+from ..guards import Guards
 from ..manager_state import ManagerState
 from ..names import DEFAULT_COOLDOWN, DEFAULT_LOCK_TIMEOUT
 from ..planner import InUse, Plan, Production, model_in_use, plan_step, settle
@@ -22,7 +23,7 @@ from .batch_run import batch_run, commit
 from .executor import apply_retrain, log_decision, log_observation
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .observe import PsiTerms, observe
-from .pending import Pending, counted_from_window, next_pending
+from .pending import Pending, counted_from_window, next_pending, position_of
 from .records import commit_point, committed_state, recover
 from .timeline import write_timeline
 
@@ -35,7 +36,9 @@ class StepOptions:
 
     ``psi_method`` overrides the policy document's ``psi.method`` (tune's choice); ``gate`` off
     promotes a retrained model without comparing it with production; ``cooldown`` is the number
-    of batches without a retrain attempt after a rejected challenger.
+    of batches without a retrain attempt after a rejected challenger. ``max_model_age`` and
+    ``retrain_budget`` override the policy's guard rails (:class:`~cara_mlflow.guards.Guards`:
+    ``"off"`` switches one off, ``None`` keeps the policy's).
     """
 
     dry_run: bool = False
@@ -44,13 +47,20 @@ class StepOptions:
     cooldown: int = DEFAULT_COOLDOWN
     project_uri: str | None = None
     psi_method: str | None = None
+    max_model_age: str | None = None
+    retrain_budget: str | None = None
 
     def __post_init__(self):
         validate.count(self.cooldown, "cooldown")
+        self.guards(Guards())           # checked before anything is read or written
         if self.psi_method is not None:
             check_psi_method(self.psi_method)
         if self.project_uri:       # checked before anything is read or written, as tune checks it
             object.__setattr__(self, "project_uri", resolve_project_uri(self.project_uri))
+
+    def guards(self, stored: Guards) -> Guards:
+        """The guard rails of this step: the policy's ``stored`` ones, with the options' overrides."""
+        return stored.override(max_model_age=self.max_model_age, retrain_budget=self.retrain_budget)
 
 
 def step(store: BatchStore, registry: reg.Registry, options: StepOptions = StepOptions(), *,
@@ -84,7 +94,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         recover(registry, last, None)
     state = counted_from_window(store, doc, committed_state(registry, last), last)
     serving = registry.production()
-    production = Production(serving.version, serving.trained_on)
+    production = _production(store, doc, state, serving)
     resuming = production.trained_on is not None and production.trained_on > last
     # a resumed promotion, or a retrain forced by hand, is for the batch in order: before late ones
     work = next_pending(store, state, last, in_order_first=resuming or options.force_retrain)
@@ -118,12 +128,20 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     obs = replace(obs, late=work.late, previous=None if work.late else last)
     on_phase("after-psi")
-    plan = plan_step(doc, state, production, in_use, obs, force_retrain=options.force_retrain)
+    guards = options.guards(doc.guards)
+    plan = plan_step(doc, state, production, in_use, obs, force_retrain=options.force_retrain, guards=guards)
     if options.dry_run:
         return StepResult("dry-run", batch.id, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
-                          serving.version, None, state.cumulative_cost, late=plan.late)
-    where = _Where(store, registry, doc, batch, version, method)
+                          serving.version, None, state.cumulative_cost, late=plan.late, deferred=plan.deferred)
+    where = _Where(store, registry, doc, batch, version, method, guards)
     return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
+
+
+def _production(store: BatchStore, doc: PolicyDocument, state: ManagerState, serving: reg.VersionInfo) -> Production:
+    """What serves; after a rollback by hand, with its training batch's position (the model's age)."""
+    moved = serving.version != state.model_version and serving.trained_on is not None
+    at = position_of(store, doc, serving.trained_on, state) if moved else None
+    return Production(serving.version, serving.trained_on, at)
 
 
 def _measure(registry: reg.Registry, doc: PolicyDocument, state: ManagerState, production: Production,
@@ -162,6 +180,7 @@ class _Where:
     batch: Batch
     in_use: reg.VersionInfo
     psi_method: str
+    guards: Guards
 
 
 def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Where, options: StepOptions, *,
@@ -183,9 +202,9 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
                                     psi_method=where.psi_method,
                                     project_uri=options.project_uri, on_phase=on_phase, parent_run_id=run_id)
         after = settle(plan, state, outcome, cooldown=options.cooldown)
-        log_decision(registry, run_id, plan, after, outcome)
+        log_decision(registry, run_id, plan, after, outcome, where.guards.describe())
         commit(registry, run_id, plan.batch, after, on_phase, late=plan.late)
     write_timeline(registry, store, max(plan.batch, previous), previous=previous, late=after.late)
     return StepResult("processed", plan.batch, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
                       after.model_version, None if outcome is None else outcome.gate, after.cumulative_cost,
-                      late=plan.late)
+                      late=plan.late, deferred=plan.deferred)

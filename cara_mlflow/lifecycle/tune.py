@@ -14,6 +14,7 @@ from .. import validate
 from ..costs import predict_later, staleness_terms
 from ..errors import InputError
 from ..features import infer_task
+from ..guards import Guards
 from ..kappa_scale import kappa_advice
 from ..losses import TASKS, check_loss_name, default_loss, resolve_loss
 from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DEFAULT_TUNING_METHOD
@@ -39,7 +40,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          gamma="scale", method: str = DEFAULT_TUNING_METHOD, project_uri: str | None = None,
          psi_method: str = DEFAULT_PSI_METHOD, progress: Callable[[int, int], None] | None = None,
          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, features: Sequence[str] | None = None,
-         exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None) -> PolicyDocument:
+         exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
+         guards: Guards | None = None) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -48,9 +50,11 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     ``psi_method`` (:data:`~cara_mlflow.names.PSI_METHODS`) computes the offline Ψ̄ and is stored
     in the document as the default of every later step. Returns the policy document (also stored
     as ``NAME.policy@active``), with its registered version; ``doc.tuning["notes"]`` says what
-    was inferred and warns of a degenerate kernel.
+    was inferred and warns of a degenerate kernel. ``guards`` (:mod:`cara_mlflow.guards`) are
+    stored in the document for every later step.
     """
     check_psi_method(psi_method)
+    guards = guards or Guards()
     validate.policy_name(policy, tunable=True)
     kappa = validate.kappa(kappa)
     offline = validate.offline_window(offline)
@@ -69,7 +73,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         psi = PsiSettings(g, loss, psi_method, QUERY_RULE, space)
         draft = PolicyDocument(name=registry.name, policy=policy, params={}, kappa=float(kappa), psi=psi,
                                target=target, features=space.features, trainer=trainer or TrainerSettings(),
-                               project_uri=project_uri, offline=offline, task=task)
+                               project_uri=project_uri, offline=offline, task=task, guards=guards)
         predictions = _offline_predictions(registry, batches, draft, progress)
         terms = staleness_terms([(b.X, b.y) for b in batches], predictions=predictions,
                                 queries=[b.queries for b in batches], gamma=g, loss=loss_fn, method=psi_method,
@@ -78,6 +82,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
         tuned, best = PolicyTuner(policy, method=method, start=0).fit(C), solve(C)
         advice = kappa_advice(terms.psi_bar, kappa, policy, tuned.result_.n_retrains, best.n_retrains)
+        notes += [f"guard rails: {guards.describe()}"] if guards.any else []
         doc = _document(draft, tuned, best, method, notes + list(advice.notes), [b.id for b in batches], advice)
         return _register(registry, doc, C, tuned, best)
 
@@ -196,6 +201,7 @@ def _params(doc: PolicyDocument) -> dict:
             "offline": f"{doc.offline[0]}:{doc.offline[1]}", "target": doc.target, "task": doc.task,
             "loss": doc.psi.loss, "features": ",".join(doc.features),
             **{f"theta.{k}": v for k, v in doc.params.items()},
+            **({"guards": doc.guards.describe()} if doc.guards.any else {}),
             **{f"trainer.{k}": v for k, v in doc.to_dict()["trainer"].items()}}
 
 

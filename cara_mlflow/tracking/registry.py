@@ -53,6 +53,9 @@ TAG_GATE = "cara.gate"
 TAG_TRAINING_RUN = "cara.training_run"
 TAG_MODEL_URI = "cara.model_uri"
 TAG_TIMELINE_THROUGH = "cara.timeline_through"
+TAG_GUARD = "cara.guard"             # the guard rail that changed the policy's answer (max-age, cooldown, budget)
+TAG_GUARDS = "cara.guards"           # on a batch run: the guard rails in force when it was decided
+TAG_DEFERRED = "cara.deferred"       # a retrain the budget deferred: "budget"
 TAG_LATE = "cara.late"               # on the batch run of a batch processed after a later one
 #: Registered-model tag ``<batch>:<run_id>``: the batch run of the last commit, written just before
 #: ``cara.last_batch`` (a late batch's commit is this tag alone). The run holding the manager state,
