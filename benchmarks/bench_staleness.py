@@ -22,6 +22,15 @@ It prints
      term and Ψ̄'s error as a share of Ψ_now.
 
     python benchmarks/bench_staleness.py [--n-data 1000000] [--n-queries 100000] [--seeds 3]
+
+``--mass-study`` measures instead how many rows :func:`cara_mlflow.staleness.mass_sample` needs
+(``MASS_SAMPLE_ROWS``): on paper streams with batches larger than the sample (COVERTYPE, 5810 rows,
+d = 54; CovCon-D at 20 000 rows a batch), a model per batch (LR and HGB: an RF gets almost none of
+its own rows wrong) and its "then" term on the expected-loss scale at the next batch's queries,
+with its batch's mass exact (every row) against the stratified sample (the rows it gets wrong + n
+zero-loss rows) and a plain uniform sample of n rows, over several sample seeds (about 3 min):
+
+    python benchmarks/bench_staleness.py --mass-study [--seeds 5]
 """
 
 from __future__ import annotations
@@ -43,8 +52,11 @@ from cara_mlflow.staleness import (
     _block_rows,
     _rff_weighted_sum,
     _weighted_kernel_sums,
+    mass_sample,
     pair_sums,
+    psi_from_losses,
     resolve_gamma,
+    stack_rows,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "covtype.csv.gz"
@@ -115,6 +127,51 @@ def plain_rff(Q, P, n_rows, gamma, D: int, seed: int) -> float:
                  @ _rff_weighted_sum(P, None, omega, MAX_BLOCK_BYTES)) / n_rows
 
 
+def mass_study(seeds: int) -> None:
+    """The then-term's relative error with a sampled mass, per sample size (``--mass-study``)."""
+    from cara_mlflow.simulate import make_model
+    from cara_mlflow.streams import make_stream
+
+    sizes = (250, 500, 1000, 2000, 4000)
+    streams = [("covertype", dict(data=str(DATA))), ("covcon-d", dict(batch_size=20_000))]
+    print("Relative error of Ψ_then (expected-loss) with a sampled mass against every row's, over batches "
+          "0, 10, …, 70 and the sample seeds; the last column: the stratified sample's largest error in query "
+          "losses (the units of Ψ̄ and κ), and the batch's queries B_Q.\n")
+    print("| stream | model | n | stratified: mean abs err | max abs err | uniform: mean abs err | max abs err "
+          "| stratified: max abs err (query losses) / B_Q |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, kwargs in streams:
+        stream = make_stream(name, seed=0, **kwargs)
+        gamma = resolve_gamma("scale", stack_rows([stream[t].X for t in range(25)]))
+        for model_name in ("lr", "hgb"):   # an RF gets (almost) none of its own rows wrong: then-term ≈ 0
+            errors = {(kind, n): [] for kind in ("stratified", "uniform", "losses") for n in sizes}
+            for tp in range(0, 80, 10):
+                X, y = stream[tp].X, stream[tp].y
+                Q = stream[tp + 1].queries
+                model = make_model(model_name, X, y, seed=tp)
+                own = (model.predict(X) != y).astype(float)
+                if not own.any():
+                    continue
+                exact = psi_from_losses(Q, X, own, gamma, scale="expected-loss")
+                for n in sizes:
+                    for seed in range(seeds):
+                        index, weight = mass_sample(X, n, losses=own, seed=seed)
+                        strat = psi_from_losses(Q, X[index], own[index], gamma, X.shape[0], scale="expected-loss",
+                                                mass_weight=weight)
+                        rows, _ = mass_sample(X, n, seed=seed)
+                        uniform = psi_from_losses(Q, X, own, gamma, X.shape[0], scale="expected-loss",
+                                                  mass_points=X[rows])
+                        errors["stratified", n].append(abs(strat / exact - 1))
+                        errors["uniform", n].append(abs(uniform / exact - 1))
+                        errors["losses", n].append(abs(strat - exact))
+            for n in sizes if errors["stratified", sizes[0]] else ():
+                st, un = np.array(errors["stratified", n]), np.array(errors["uniform", n])
+                print(f"| {name} (B_D = {stream[0].X.shape[0]}) | {model_name} | {n} | {st.mean():.2%} | "
+                      f"{st.max():.2%} | {un.mean():.2%} | {un.max():.2%} | {max(errors['losses', n]):.2f} / "
+                      f"{stream[1].queries.shape[0]} |",
+                      flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-data", type=int, default=1_000_000)
@@ -126,7 +183,12 @@ def main() -> None:
                         help=f"recompute the exact terms even if {CACHE.name} holds them")
     parser.add_argument("--exact-queries", type=int, default=0,
                         help="compute the exact terms on this many sampled queries (0: all)")
+    parser.add_argument("--mass-study", action="store_true",
+                        help="measure the then-term's error with a mass_sample instead (MASS_SAMPLE_ROWS)")
     args = parser.parse_args()
+    if args.mass_study:
+        mass_study(args.seeds)
+        return
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
           f"numpy {np.__version__}")
     Q, P_now, P_then, n_rows = load(args.n_data, args.n_queries, seed=0)

@@ -33,6 +33,7 @@ from .cli_options import (
 )
 from .errors import EXIT_ERROR, CaraError, InputError, RetryLater
 from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY
+from .staleness import PSI_SCALES
 from .streams import STREAM_NAMES
 from .validate import offline_window, tunable_policies
 
@@ -189,10 +190,15 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
                     "offline models are then trained in-process).")
 @tuning_method_option()
 @psi_method_option(stored=True)
+@click.option("--psi-scale", default="paper", show_default=True, type=click.Choice(PSI_SCALES),
+              help="The unit of Ψ̄ and κ. paper: the paper's Ψ (similarity-weighted losses near the queries, per "
+                   "data row; the reproduction's setting). expected-loss: each query's loss estimated from the "
+                   "labelled rows near it (Nadaraya-Watson), summed over the queries: Ψ̄ counts expected wrong "
+                   "answers (0-1 loss), so κ = retrain cost / cost of one wrong answer. Stored in the policy.")
 @guard_options(stored=True)
 @lock_timeout_option()
 def tune(name, store, offline, kappa, policy, target, features, exclude, task, loss, model, seed, holdout, n_estimators,
-         max_depth, project_uri, tuning_method, psi_method, max_model_age, retrain_budget, lock_timeout):
+         max_depth, project_uri, tuning_method, psi_method, psi_scale, max_model_age, retrain_budget, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
@@ -214,7 +220,8 @@ def tune(name, store, offline, kappa, policy, target, features, exclude, task, l
         doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
-                       guards=guards, progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
+                       guards=guards, psi_scale=psi_scale,
+                       progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
     click.echo(f"tuned {policy}: {_theta(doc.params)}  (κ={kappa:g}, γ={doc.psi.gamma:.4g}; offline cost "

@@ -18,6 +18,24 @@ With ``method="sample"`` or ``"rff"`` (or ``"auto"`` above the switch size) each
 estimated together (one column per older model) and each second term on its own, by
 :func:`cara_mlflow.staleness.pair_sums`: every Ψ term within ``rel_error`` of the exact one
 with probability about 0.99.
+
+With ``scale="expected-loss"`` (:mod:`cara_mlflow.staleness`, "Scales") each ψ(q) is divided by
+the kernel mass of the term's own batch:
+
+* first term: the weights become ``w_t(x) = Σ_q K(q, x) / m_t(q)`` with the exact mass
+  ``m_t(q) = Σ_{x ∈ X_t} K(q, x)``, still computed once per ``t`` (in the same kernel pass) and
+  shared by every older model; the lifecycle's "now" term uses the whole batch too;
+* second term: the mass ``m_t'(q)`` of the training batch at the later queries comes from
+  :func:`~cara_mlflow.staleness.mass_sample` of X_t' stratified by M_t''s own losses (every row
+  it gets wrong, plus ``MASS_SAMPLE_ROWS`` of its zero-loss rows standing for the rest), the
+  rows the lifecycle keeps with a version, so the offline matrix and the step estimate the same
+  quantity the same way. A batch with no more zero-loss rows than that is kept whole: the mass
+  is then exact (and the term equals :func:`~cara_mlflow.staleness.relative_staleness`'s). Cost:
+  (later queries) × (wrong rows + ``MASS_SAMPLE_ROWS``) kernels per model, against
+  (later queries) × (wrong rows) on the paper's scale.
+
+The sampled methods draw queries and compute each drawn query's ratio exactly (``"rff"`` as
+``"sample"``), each term within ``rel_error`` with probability about 0.99.
 """
 
 from __future__ import annotations
@@ -32,6 +50,7 @@ from .losses import per_sample_losses
 from .staleness import (
     DEFAULT_CONFIDENCE,
     DEFAULT_GAMMA,
+    DEFAULT_PSI_SCALE,
     DEFAULT_REL_ERROR,
     MAX_BLOCK_BYTES,
     Gamma,
@@ -41,9 +60,14 @@ from .staleness import (
     _check_rel_error,
     _child_seed,
     _computes_exactly,
+    _expected_loss_sums,
+    _nw_point_weights,
+    _nw_ratios,
     _pair_sums,
     _weighted_kernel_sums,
     check_psi_method,
+    check_psi_scale,
+    mass_sample,
     resolve_gamma,
     resolve_loss,
     stack_rows,
@@ -68,7 +92,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class StalenessTerms:
-    """The two Ψ terms of every (t', t) pair of a window, and the γ that scaled them.
+    """The two Ψ terms of every (t', t) pair of a window, and the γ and scale that gave them.
 
     ``psi_now[t', t] = Ψ(Q_t, D_t, M_t')`` and ``psi_then[t', t] = Ψ(Q_t, D_t', M_t')``
     for ``t' < t``; entries on and below the diagonal are NaN.
@@ -77,6 +101,7 @@ class StalenessTerms:
     psi_now: np.ndarray
     psi_then: np.ndarray
     gamma: float
+    scale: str = DEFAULT_PSI_SCALE
 
     @property
     def psi_bar(self) -> np.ndarray:
@@ -166,7 +191,7 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
                     predictions: list[list[np.ndarray]] | None = None,
                     gamma: Gamma = DEFAULT_GAMMA, loss: str | LossFn = "zero_one",
                     method: str = "exact", rel_error: float = DEFAULT_REL_ERROR, seed=0,
-                    max_block_bytes: int = MAX_BLOCK_BYTES) -> StalenessTerms:
+                    max_block_bytes: int = MAX_BLOCK_BYTES, scale: str = DEFAULT_PSI_SCALE) -> StalenessTerms:
     """Both Ψ terms for every pair ``t' < t`` of a window of batches.
 
     ``batches[t]`` is an ``(X_t, y_t)`` pair and ``models[t]`` the model trained on
@@ -174,7 +199,8 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
     ``predictions`` (as returned by :func:`predict_later` on the batches' X) to
     reuse predictions already made; then ``models`` is not needed.
     ``gamma="scale"`` is resolved once on all batches' X stacked. ``method``,
-    ``rel_error`` and ``seed``: see :func:`cara_mlflow.staleness.pair_sums`.
+    ``rel_error`` and ``seed``: see :func:`cara_mlflow.staleness.pair_sums`. ``scale``: one of
+    :data:`~cara_mlflow.staleness.PSI_SCALES` (module docstring: where the masses come from).
 
     >>> from sklearn.tree import DecisionTreeClassifier
     >>> rng = np.random.default_rng(0)
@@ -184,7 +210,12 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
     >>> terms = staleness_terms(batches, models, gamma=1.0)
     >>> bool(terms.psi_bar[0, 2] > terms.psi_bar[1, 2] > 0)   # older models are staler
     True
+    >>> terms = staleness_terms(batches, models, gamma=1.0, scale="expected-loss")
+    >>> wrong = int((models[0].predict(batches[2][0]) != batches[2][1]).sum())   # Q_2 is X_2 here
+    >>> wrong, round(float(terms.psi_now[0, 2]), 1)   # M_0's wrong answers to Q_2, and their expected number
+    (20, 20.9)
     """
+    check_psi_scale(scale)
     check_psi_method(method)
     _check_rel_error(rel_error, DEFAULT_CONFIDENCE)
     data, Qs = _split_batches(batches, queries)
@@ -200,9 +231,13 @@ def staleness_terms(batches: Sequence, models: Sequence | None = None, *, querie
         else resolve_gamma(gamma, data[0][0])
     losses = _loss_table(data, predictions, resolve_loss(loss))
     approx = ("sample" if method == "auto" else method, rel_error, seed, max_block_bytes)
-    psi_now = _first_terms(data, Qs, losses, g, method, approx)
-    psi_then = _second_terms(data, Qs, losses, g, method, approx)
-    return StalenessTerms(psi_now=psi_now, psi_then=psi_then, gamma=g)
+    if scale == "paper":
+        psi_now = _first_terms(data, Qs, losses, g, method, approx)
+        psi_then = _second_terms(data, Qs, losses, g, method, approx)
+    else:
+        psi_now = _first_terms_expected(data, Qs, losses, g, method, approx)
+        psi_then = _second_terms_expected(data, Qs, losses, g, method, approx)
+    return StalenessTerms(psi_now=psi_now, psi_then=psi_then, gamma=g, scale=scale)
 
 
 def _loss_table(data, predictions, loss_fn) -> list[list[np.ndarray | None]]:
@@ -258,14 +293,59 @@ def _second_terms(data, Qs, losses, g, method, approx) -> np.ndarray:
     return psi_then
 
 
+def _first_terms_expected(data, Qs, losses, g, method, approx) -> np.ndarray:
+    """Expected-loss Ψ(Q_t, D_t, M_t') for every older t' at once: Σ_x ℓ_t'(x) w_t(x) with the weights
+    w_t(x) = Σ_{q ∈ Q_t} K(q, x) / m_t(q), m_t(q) = Σ_{x ∈ X_t} K(q, x), computed once per batch."""
+    approximate, rel_error, seed, max_block_bytes = approx
+    T = len(data)
+    psi_now = np.full((T, T), np.nan)
+    for t in range(1, T):
+        (X, _), Q = data[t], Qs[t]
+        L = np.column_stack([losses[tp][t] for tp in range(t)])
+        if _computes_exactly(method, Q.shape[0], X.shape[0]):
+            psi_now[:t, t] = _nw_point_weights(Q, X, g, max_block_bytes) @ L
+        else:
+            psi_now[:t, t] = _expected_loss_sums(Q, X, L, None, np.ones(X.shape[0]), g, approximate, rel_error,
+                                                 DEFAULT_CONFIDENCE, _child_seed(seed, 0, t), max_block_bytes).value
+    return psi_now
+
+
+def _second_terms_expected(data, Qs, losses, g, method, approx) -> np.ndarray:
+    """Expected-loss Ψ(Q_t, D_t', M_t'): kernels at the rows M_t' gets wrong and at a stratified
+    :func:`mass_sample` of its batch (every row when the batch is small), as the lifecycle keeps them."""
+    approximate, rel_error, seed, max_block_bytes = approx
+    T = len(data)
+    psi_then = np.full((T, T), np.nan)
+    for tp in range(T - 1):
+        X, own = data[tp][0], losses[tp][tp]
+        later = range(tp + 1, T)
+        if not own.any():
+            psi_then[tp, tp + 1:] = 0.0
+            continue
+        index, weight = mass_sample(X, losses=own, seed=_child_seed(seed, 2, tp))
+        P, L = X[index], own[index].reshape(-1, 1)
+        if all(_computes_exactly(method, Qs[t].shape[0], index.size) for t in later):   # all later queries at once
+            per_query = _nw_ratios(stack_rows(Qs[tp + 1:]), P, L, None, weight, g, max_block_bytes)[:, 0]
+            starts = np.concatenate([[0], np.cumsum([Qs[t].shape[0] for t in later])[:-1]])
+            psi_then[tp, tp + 1:] = np.add.reduceat(per_query, starts)
+        else:
+            for t in later:
+                how = "exact" if _computes_exactly(method, Qs[t].shape[0], index.size) else approximate
+                psi_then[tp, t] = _expected_loss_sums(Qs[t], P, L, None, weight, g, how, rel_error,
+                                                      DEFAULT_CONFIDENCE, _child_seed(seed, 1, tp, t),
+                                                      max_block_bytes).value[0]
+    return psi_then
+
+
 def cost_matrix(batches: Sequence, models: Sequence | None, kappa, *, queries=None,
                 predictions: list[list[np.ndarray]] | None = None,
                 gamma: Gamma = DEFAULT_GAMMA, loss: str | LossFn = "zero_one",
                 method: str = "exact", rel_error: float = DEFAULT_REL_ERROR, seed=0,
-                max_block_bytes: int = MAX_BLOCK_BYTES) -> np.ndarray:
+                max_block_bytes: int = MAX_BLOCK_BYTES, scale: str = DEFAULT_PSI_SCALE) -> np.ndarray:
     """The cost matrix C of Eq. 4 for a window of batches (see :func:`staleness_terms`).
 
-    ``kappa`` is the cost of one retrain, a scalar or one per batch, in Ψ units.
+    ``kappa`` is the cost of one retrain, a scalar or one per batch, in Ψ units (of ``scale``:
+    with ``"expected-loss"``, in query losses).
 
     >>> class Constant:
     ...     def predict(self, X): return np.zeros(len(X), dtype=int)
@@ -274,12 +354,16 @@ def cost_matrix(batches: Sequence, models: Sequence | None, kappa, *, queries=No
     >>> C   # the old model now errs on every point, each query sees 2 points: Ψ̄ = 2·2·1/2
     array([[ 5.,  2.],
            [inf,  5.]])
+    >>> cost_matrix([(X, [0, 0]), (X, [1, 1])], [Constant(), Constant()], kappa=5, gamma=1.0,
+    ...             scale="expected-loss")   # both of its 2 answers now wrong: 2 expected query errors
+    array([[ 5.,  2.],
+           [inf,  5.]])
     """
     T = len(batches)
     check_kappa(kappa, T)
     terms = staleness_terms(batches, models, queries=queries, predictions=predictions,
                             gamma=gamma, loss=loss, method=method, rel_error=rel_error, seed=seed,
-                            max_block_bytes=max_block_bytes)
+                            max_block_bytes=max_block_bytes, scale=scale)
     return terms.cost_matrix(kappa)
 
 

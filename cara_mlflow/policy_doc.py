@@ -19,6 +19,7 @@ from .guards import Guards
 from .losses import TASKS, check_loss_name
 from .names import PSI_METHODS
 from .policies import make_policy
+from .staleness import DEFAULT_PSI_SCALE, PSI_SCALES
 from .validate import is_positive, tunable_policies
 
 __all__ = ["POLICY_FORMAT", "FIELDS", "PsiSettings", "PolicyDocument", "parse_policy_document",
@@ -119,6 +120,8 @@ def _check_values(doc: dict, source: str) -> None:
         raise bad("task", " or ".join(TASKS))
     if doc["psi"].get("method", "exact") not in PSI_METHODS:
         raise bad("psi.method", " or ".join(repr(m) for m in PSI_METHODS))
+    if doc["psi"].get("scale", DEFAULT_PSI_SCALE) not in PSI_SCALES:
+        raise bad("psi.scale", " or ".join(repr(m) for m in PSI_SCALES))
     if not isinstance(doc["target"], str) or not doc["target"]:
         raise bad("target", "the target column's name")
     features = doc["features"]
@@ -176,9 +179,12 @@ class PsiSettings:
     method: str = "exact"
     queries: str | None = None
     space: FeatureSpace | None = None
+    scale: str = DEFAULT_PSI_SCALE      # paper | expected-loss: the unit of Ψ̄ and κ
 
     def to_dict(self) -> dict:
         out = {"gamma": self.gamma, "loss": self.loss, "method": self.method}
+        if self.scale != DEFAULT_PSI_SCALE:     # documents in the paper's units stay as they were
+            out["scale"] = self.scale
         if self.queries is not None:
             out["queries"] = self.queries
         return out if self.space is None else {**out, "space": self.space.to_dict()}
@@ -241,6 +247,7 @@ class PolicyDocument:
         return cls(name=doc["name"], policy=doc["policy"], params=dict(doc["params"]), kappa=float(doc["kappa"]),
                    psi=PsiSettings(gamma=float(psi["gamma"]), loss=psi.get("loss", "zero_one"),
                                    method=psi.get("method", "exact"), queries=psi.get("queries"),
+                                   scale=psi.get("scale", DEFAULT_PSI_SCALE),
                                    space=FeatureSpace.from_dict(psi["space"]) if "space" in psi else None),
                    task=doc.get("task", "classification"),
                    target=doc["target"], features=tuple(doc["features"]), trainer=TrainerSettings(**doc["trainer"]),

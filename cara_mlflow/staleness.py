@@ -18,6 +18,22 @@ default) so that 10⁵ queries × 10⁴ points never hold the whole kernel.
 Units: Ψ counts "similarity-weighted errors near the queries"; κ is given in the
 same units (DESIGN.md, "Units").
 
+Scales (``scale``, one of :data:`PSI_SCALES`)
+---------------------------------------------
+``"paper"`` is Eq. 1 above: ψ(q) = (1/|D|) Σ_x K(q, x) ℓ(x), whose size depends on the
+kernel's mass around q as much as on the loss there. ``"expected-loss"`` divides by that mass::
+
+    ψ(q) = Σ_x K(q, x) ℓ(x) / m(q),    m(q) = Σ_x K(q, x)   (x over all of D, zero loss too)
+
+a Nadaraya–Watson estimate of the loss near q, so Ψ = Σ_q ψ(q) is the expected total loss
+over the queries (0-1 loss: the expected number of wrong answers) and κ is in query losses.
+In Ψ̄ each term uses the mass of its own data: "now" m_t(q) over D_t, "then" m_t'(q) over
+D_t'. Far from every point the kernel underflows; each query's sums share the factor
+exp(γ · its nearest squared distance), so ψ(q) is then the loss of its nearest points,
+never 0/0. When only part of a batch is kept (its rows with a non-zero loss), its mass is
+estimated from a :func:`mass_sample` of the rest: ``mass_points`` and ``mass_weight`` of
+:func:`psi_from_losses`.
+
 Large batches (``method``)
 --------------------------
 ``"exact"`` sums every (query, wrong point) pair: O(B_Q · n_wrong · d). ``"sample"`` and
@@ -46,6 +62,16 @@ input (``benchmarks/calibrate_psi.py``).
 ``"exact"`` there) and ``"sample"`` above: on COVERTYPE-like batches (B_D = 10⁶, B_Q = 10⁵)
 the blocks alone met 1% at a fraction of the features' cost, and plain features (no blocks)
 missed 1% (benchmarks/README.md, ``bench_staleness.py``).
+
+With ``scale="expected-loss"`` Ψ = Σ_q r(q) is a sum of per-query ratios, so ``"sample"``
+draws queries uniformly without replacement (seeded) and computes each drawn query's ratio
+*exactly*, over every point it was given (no ratio of sampled sums, hence no ratio bias);
+Ŝ = B_Q · mean r, with the same discipline: at least :data:`MIN_QUERIES` queries, more until
+the Student-t interval (finite-population corrected) is within ``rel_error``, the exact sum
+when that would take as many queries as there are. ``"rff"`` has no feature form for a ratio
+and uses ``"sample"`` there; ``"auto"`` is exact while B_Q · (points given) ≤
+:data:`AUTO_EXACT_PAIRS`. A query costs as many kernels as there are points (all of D's rows
+for the mass): on very large batches pass a stratified :func:`mass_sample` to bound it.
 """
 
 from __future__ import annotations
@@ -80,6 +106,11 @@ __all__ = [
     "similarity_spread",
     "rff_feature_count",
     "pair_sums",
+    "PSI_SCALES",
+    "DEFAULT_PSI_SCALE",
+    "check_psi_scale",
+    "MASS_SAMPLE_ROWS",
+    "mass_sample",
     "psi_from_losses",
     "absolute_staleness",
     "relative_staleness",
@@ -112,6 +143,34 @@ DEFAULT_CONFIDENCE = 0.99
 BLOCK_QUERIES = 512
 BLOCK_POINTS = 2048
 MIN_BLOCKS = 16
+
+#: How ψ(q) is scaled (module docstring, "Scales"; DESIGN.md "Units"): ``paper`` Eq. 1, divided by
+#: |D|; ``expected-loss`` divided by the kernel mass at q, so Ψ is the expected loss over the queries.
+PSI_SCALES: tuple[str, ...] = ("paper", "expected-loss")
+DEFAULT_PSI_SCALE = "paper"
+
+#: ``scale="expected-loss"`` with ``"sample"``: the fewest queries drawn before the interval is trusted
+#: (each query's ratio is exact, so the estimate is a plain mean of bounded values).
+MIN_QUERIES = 512
+
+#: Rows of zero loss kept by :func:`mass_sample` to stand for the rest of a batch in its kernel mass.
+#: Measured by ``benchmarks/bench_staleness.py --mass-study``: a model (LR, HGB) per batch 0, 10, …, 70,
+#: its "then" term at the next batch's queries with the stratified sample's mass against every row's,
+#: 5 sample seeds; relative error of the then-term, mean (max) over batches and seeds:
+#:
+#:   rows kept            250           500           1000          2000          4000
+#:   COVERTYPE (5811 rows, d = 54, 581 queries)
+#:     LR             0.37% (1.2%)  0.28% (0.9%)  0.18% (0.7%)  0.14% (0.4%)  0.04% (0.15%)
+#:     HGB            0.41% (1.3%)  0.33% (0.8%)  0.21% (1.3%)  0.17% (0.4%)  0.04% (0.13%)
+#:   CovCon-D (20 000 rows, d = 2, 2000 queries)
+#:     LR             2.9% (18%)    1.8% (16%)    0.97% (6.1%)  0.83% (5.8%)  0.54% (6.1%)
+#:     HGB            3.2% (20%)    2.4% (22%)    1.5% (13%)    0.99% (8.9%)  0.77% (7.7%)
+#:
+#: 2000 keeps the mean within 1% (the sampled Ψ's own default error) for ~2000 extra kernels per
+#: query, on top of the rows with a non-zero loss that the lifecycle keeps anyway. The maxima are the
+#: CovCon-D batch whose queries lie 6 sd from the training batch (its mean wraps from 0.6 to 0): there
+#: the mass comes from a few edge rows, and the error is < 1 query loss of 2000 (Ψ_now ≈ 1000 there).
+MASS_SAMPLE_ROWS = 2000
 
 
 def stack_rows(arrays: Sequence) -> "np.ndarray | sparse.csr_matrix":
@@ -248,6 +307,65 @@ def _weighted_kernel_sums(A: np.ndarray, B: np.ndarray, weights: np.ndarray | No
     return out
 
 
+def _shifted_kernel_blocks(A, B, gamma: float, max_block_bytes: int):
+    """Yield ``(rows, shift, block)`` over blocks of A's rows, bounded as in :func:`_weighted_kernel_sums`:
+    ``shift[i] = max_j −γ||a_i − b_j||²`` and ``block[i, j] = exp(−γ||a_i − b_j||² − shift[i])``, so the
+    row's nearest b gets 1 however far it is (no underflow to an all-zero row). No validation."""
+    b_sq = _row_sq_norms(B) * -gamma
+    a_sq = _row_sq_norms(A) * -gamma
+    B2 = B * (2.0 * gamma)
+    rows = _block_rows(B.shape[0], min(max_block_bytes, _WORK_BLOCK_BYTES))
+    for start in range(0, A.shape[0], rows):
+        a = A[start:start + rows]
+        block = a @ B2.T
+        block = block.toarray() if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
+        block += a_sq[start:start + rows, None]
+        block += b_sq[None, :]
+        np.minimum(block, 0.0, out=block)
+        shift = block.max(axis=1)
+        block -= shift[:, None]
+        np.exp(block, out=block)
+        yield slice(start, start + block.shape[0]), shift, block
+
+
+def _shifted_sums(A, B, W: np.ndarray, gamma: float, max_block_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(shift, S)`` with ``S[i, c] = Σ_j W[j, c] exp(−γ||a_i − b_j||² − shift[i])`` (see
+    :func:`_shifted_kernel_blocks`). No validation."""
+    shift, sums = np.empty(A.shape[0]), np.empty((A.shape[0], W.shape[1]))
+    for rows, c, block in _shifted_kernel_blocks(A, B, gamma, max_block_bytes):
+        shift[rows] = c
+        sums[rows] = block @ W
+    return shift, sums
+
+
+def _nw_ratios(Q, P, L: np.ndarray, M, w: np.ndarray, gamma: float, max_block_bytes: int) -> np.ndarray:
+    """``r[q, c] = Σ_x L[x, c] K(q, x) / Σ_j w_j K(q, m_j)`` for every query (row of Q) and column c.
+
+    ``M=None``: the mass runs over P's own rows (``w`` one per row of P), and both sums share the
+    query's factor exp(γ · its nearest squared distance to P): the denominator is at least the
+    nearest row's weight, never 0. ``M`` given: the sums run over P and M, each shifted by its own
+    nearest point and combined in logs (a query much nearer a loss row than any mass point gets a
+    large but finite ratio, a column with no loss near the query 0). ``w`` > 0. No validation.
+    """
+    k = L.shape[1]
+    if M is None:
+        _, sums = _shifted_sums(Q, P, np.column_stack([L, w]), gamma, max_block_bytes)
+        return sums[:, :k] / sums[:, k:]
+    c_p, num = _shifted_sums(Q, P, L, gamma, max_block_bytes)
+    c_m, mass = _shifted_sums(Q, M, w.reshape(-1, 1), gamma, max_block_bytes)
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.exp((c_p - c_m)[:, None] + np.log(num) - np.log(mass))
+
+
+def _nw_point_weights(Q, X, gamma: float, max_block_bytes: int) -> np.ndarray:
+    """w(x) = Σ_q K(q, x) / m(q) with m(q) = Σ_x K(q, x) over X's rows, for every row x of X: the
+    expected-loss scale's kernel weights (Σ_x w(x) ℓ(x) = Σ_q ψ(q)), stabilised per query. No validation."""
+    out = np.zeros(X.shape[0])
+    for _, _, block in _shifted_kernel_blocks(Q, X, gamma, max_block_bytes):
+        out += (1.0 / block.sum(axis=1)) @ block
+    return out
+
+
 def kernel_sums(queries, points, gamma: Gamma = DEFAULT_GAMMA, *,
                 max_block_bytes: int = MAX_BLOCK_BYTES) -> np.ndarray:
     """Σ_q K(q, x) for every point x: the weight each data point gets from the queries.
@@ -289,6 +407,63 @@ def check_psi_method(method: str) -> str:
     if method not in PSI_METHODS:
         raise InputError(f"psi method: unknown {method!r}; expected one of {', '.join(PSI_METHODS)}")
     return method
+
+
+def check_psi_scale(scale: str) -> str:
+    """Return ``scale`` if it is one of :data:`PSI_SCALES`, else raise a one-line InputError.
+
+    >>> check_psi_scale("expected-loss")
+    'expected-loss'
+    >>> check_psi_scale("mean")
+    Traceback (most recent call last):
+    ...
+    cara_mlflow.errors.InputError: psi scale: unknown 'mean'; expected one of paper, expected-loss
+    """
+    if scale not in PSI_SCALES:
+        raise InputError(f"psi scale: unknown {scale!r}; expected one of {', '.join(PSI_SCALES)}")
+    return scale
+
+
+def mass_sample(X, n: int = MASS_SAMPLE_ROWS, *, losses=None, seed=0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a batch that stand for all of it in the kernel mass m(q) = Σ_x K(q, x), and their weights.
+
+    Returns ``(index, weight)``: sorted row indices into ``X`` (anything with ``len``, or a row count)
+    and one positive weight per kept row, with Σ weight = the batch's row count, so that
+    Σ_i weight_i K(q, X[index_i]) is an unbiased estimate of m(q) (pass them as ``mass_points`` /
+    ``mass_weight`` of :func:`psi_from_losses`).
+
+    With ``losses`` (one per row) the sample is *stratified*: every row with a non-zero loss is kept
+    with weight 1 (the rows the lifecycle keeps anyway), and ``n`` rows drawn uniformly without
+    replacement from the zero-loss rows stand for all of those, each with weight
+    (zero-loss rows) / n. The mass is then exact wherever the loss is, ψ(q) never exceeds the
+    largest loss (0-1: at most 1), and a query nearest to a wrong row sees that row in both sums.
+    Without ``losses``, ``n`` rows drawn uniformly from all rows, each with weight (rows) / n.
+    When there are no more than ``n`` rows to draw from, every row is kept with weight 1 (exact).
+    Seeded by ``seed`` (anything ``numpy.random.default_rng`` takes).
+
+    >>> index, weight = mass_sample(10, 4, losses=[1, 0, 0, 0, 0, 0, 0, 0, 0, 2], seed=0)
+    >>> int(index[0]), int(index[-1]), index.size, weight.tolist()
+    (0, 9, 6, [1.0, 2.0, 2.0, 2.0, 2.0, 1.0])
+    >>> mass_sample(np.zeros((3, 2)))[1].tolist()   # small batch: every row, exact
+    [1.0, 1.0, 1.0]
+    """
+    n_rows = int(X) if isinstance(X, (int, np.integer)) else len(X)
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"mass sample: n must be a positive number of rows, got {n!r}")
+    if losses is None:
+        pool, keep = np.arange(n_rows), np.zeros(0, dtype=np.int64)
+    else:
+        losses = np.asarray(losses, dtype=np.float64)
+        if losses.shape != (n_rows,):
+            raise InputError(f"mass sample: expected one loss per row ({n_rows}), got shape {losses.shape}")
+        pool, keep = np.flatnonzero(losses == 0), np.flatnonzero(losses != 0)
+    if pool.size <= n:
+        return np.arange(n_rows), np.ones(n_rows)
+    drawn = np.random.default_rng(seed).choice(pool, n, replace=False)
+    index = np.concatenate([keep, drawn])
+    weight = np.concatenate([np.ones(keep.size), np.full(n, pool.size / n)])
+    order = np.argsort(index, kind="stable")
+    return index[order], weight[order]
 
 
 def _computes_exactly(method: str, n_queries: int, n_points: int) -> bool:
@@ -467,10 +642,54 @@ def _pair_sums(Q, P, W: np.ndarray, gamma: float, method: str, rel_error: float,
         want = max(len(blocks) + MIN_BLOCKS // 4, int(np.ceil(1.1 * need)))
 
 
+def _expected_loss_sums(Q, P, L: np.ndarray, M, w: np.ndarray, gamma: float, method: str, rel_error: float,
+                        confidence: float, seed, max_block_bytes: int) -> PairSums:
+    """S_c = Σ_q r[q, c] (:func:`_nw_ratios`) for every column c, exactly or from a query sample (module
+    docstring, "Large batches"). ``"rff"`` samples as ``"sample"`` does. No validation."""
+    n_q, k = Q.shape[0], L.shape[1]
+    per_query = P.shape[0] + (0 if M is None else M.shape[0])
+
+    def ratios(rows) -> np.ndarray:
+        return _nw_ratios(Q[rows], P, L, M, w, gamma, max_block_bytes)
+
+    if _computes_exactly(method, n_q, per_query) or 1.1 * MIN_QUERIES >= n_q:
+        return PairSums(ratios(slice(None)).sum(axis=0), np.zeros(k), "exact", 0, n_q * per_query)
+    order = np.random.default_rng(seed).permutation(n_q)
+    drawn, want = np.zeros((0, k)), MIN_QUERIES
+    while True:
+        drawn = np.vstack([drawn, ratios(np.sort(order[drawn.shape[0]:want]))])
+        m = drawn.shape[0]
+        value = n_q * drawn.mean(axis=0)
+        spread = n_q * _student_t_quantile(0.5 + confidence / 2, m - 1) * drawn.std(axis=0, ddof=1) / np.sqrt(m)
+        half = spread * np.sqrt(1.0 - m / n_q)   # drawn without replacement
+        target = rel_error * np.abs(value)
+        if (half <= target).all():
+            return PairSums(value, half, "sample", 0, m * per_query)
+        # Queries that would meet the worst column's target; every query if that is nearly all of them.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.max(np.where(target > 0, m * (spread / target) ** 2, np.inf))
+        if not np.isfinite(need) or 1.1 * need >= n_q:
+            rest = np.sort(order[m:])
+            every = np.empty((n_q, k))
+            every[order[:m]] = drawn
+            every[rest] = ratios(rest)
+            return PairSums(every.sum(axis=0), np.zeros(k), "exact", 0, n_q * per_query)
+        want = max(m + MIN_QUERIES // 4, int(np.ceil(1.1 * need)))
+
+
+def _mass_weights(mass_weight, n: int) -> np.ndarray:
+    w = np.broadcast_to(np.asarray(mass_weight, dtype=np.float64), (n,)) if np.ndim(mass_weight) == 0 \
+        else np.asarray(mass_weight, dtype=np.float64)
+    if w.shape != (n,) or not np.isfinite(w).all() or (w <= 0).any():
+        raise InputError(f"mass_weight: expected a positive finite number or {n} of them (one per mass point)")
+    return np.ascontiguousarray(w)
+
+
 def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamma: float,
                     n_rows: int | None = None, *, method: str = "exact",
                     rel_error: float = DEFAULT_REL_ERROR, seed=0,
-                    max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
+                    max_block_bytes: int = MAX_BLOCK_BYTES, scale: str = DEFAULT_PSI_SCALE,
+                    mass_points=None, mass_weight=None) -> float:
     """Ψ = (1/n_rows) Σ_x ℓ(x) Σ_q K(q, x) from per-sample losses (inputs assumed valid).
 
     Kernels are evaluated only at points whose loss is non-zero, so a model's
@@ -478,18 +697,57 @@ def psi_from_losses(queries: np.ndarray, X: np.ndarray, losses: np.ndarray, gamm
     (``n_rows``, default ``len(X)``). ``method``, ``rel_error`` and ``seed``: see
     :func:`pair_sums` (the default computes every pair).
 
-    >>> psi_from_losses(np.zeros((1, 1)), np.array([[0.0], [5.0]]), np.array([1.0, 0.0]), 1.0)
+    ``scale="expected-loss"`` (module docstring, "Scales"): Ψ = Σ_q Σ_x K(q, x) ℓ(x) / m(q), with the
+    mass m(q) = Σ_j mass_weight_j · K(q, mass_points_j):
+
+    * ``mass_points=None``: the mass runs over X's rows, zero-loss rows too (they cost kernels here),
+      each with ``mass_weight`` (a number, default 1, or one per row of X). With the default, X must
+      be the whole batch (``n_rows`` = len(X)). A kept part of a batch is the table of
+      :func:`mass_sample` with ``losses``: X = the kept rows, ``losses`` theirs (0 on the drawn rows),
+      ``mass_weight`` their weights;
+    * ``mass_points`` given (rows in X's space): the numerator runs over X's rows with a non-zero loss
+      and the mass over ``mass_points``, weighted by ``mass_weight`` (default n_rows / len(mass_points):
+      a uniform sample of the batch's n_rows rows).
+
+    ``n_rows`` serves only that default (the ratio needs no |D|); the ``mass_*`` arguments are not used
+    with ``scale="paper"``. ``method="rff"`` samples queries as ``"sample"`` does with this scale.
+
+    >>> Q, X = np.zeros((1, 1)), np.array([[0.0], [5.0]])
+    >>> psi_from_losses(Q, X, np.array([1.0, 0.0]), 1.0)
     0.5
+    >>> psi_from_losses(Q, X, np.array([1.0, 0.0]), 1.0, scale="expected-loss")   # the point at q is wrong
+    1.0
+    >>> psi_from_losses(np.array([[2.5]]), X, np.array([1.0, 0.0]), 1.0, scale="expected-loss")
+    0.5
+    >>> float(np.exp(-1.0 * 60.0 ** 2))   # a query at -60: every kernel underflows, m(q) = 0
+    0.0
+    >>> psi_from_losses(np.array([[-60.0]]), X, np.array([1.0, 0.0]), 1.0, scale="expected-loss")  # its nearest
+    1.0
     """
+    check_psi_scale(scale)
     n_rows = X.shape[0] if n_rows is None else n_rows
     nonzero = np.flatnonzero(losses)
     if nonzero.size == 0:
         return 0.0
     check_psi_method(method)
     _check_rel_error(rel_error, DEFAULT_CONFIDENCE)
-    est = _pair_sums(queries, X[nonzero], losses[nonzero].reshape(-1, 1), gamma, method, rel_error,
-                     DEFAULT_CONFIDENCE, seed, None, max_block_bytes)
-    return float(est.value[0]) / n_rows
+    if scale == "paper":
+        est = _pair_sums(queries, X[nonzero], losses[nonzero].reshape(-1, 1), gamma, method, rel_error,
+                         DEFAULT_CONFIDENCE, seed, None, max_block_bytes)
+        return float(est.value[0]) / n_rows
+    L = np.asarray(losses, dtype=np.float64).reshape(-1, 1)
+    if mass_points is None:
+        if mass_weight is None and n_rows != X.shape[0]:
+            raise InputError(f"psi scale 'expected-loss': X has {X.shape[0]} of the batch's {n_rows} rows; pass "
+                             "mass_points (a sample of its rows) or mass_weight (see mass_sample) for its mass")
+        P, M, w = X, None, _mass_weights(1.0 if mass_weight is None else mass_weight, X.shape[0])
+    else:
+        M = _check_points("mass_points", mass_points, X.shape[1])
+        P, L = X[nonzero], L[nonzero]
+        w = _mass_weights(n_rows / M.shape[0] if mass_weight is None else mass_weight, M.shape[0])
+    est = _expected_loss_sums(queries, P, L, M, w, gamma, method, rel_error, DEFAULT_CONFIDENCE, seed,
+                              max_block_bytes)
+    return float(est.value[0])
 
 
 def _losses(model, X: np.ndarray, y: np.ndarray, loss_fn: LossFn, name: str) -> np.ndarray:
@@ -499,36 +757,43 @@ def _losses(model, X: np.ndarray, y: np.ndarray, loss_fn: LossFn, name: str) -> 
 def absolute_staleness(queries, data, model, *, gamma: Gamma = DEFAULT_GAMMA,
                        loss: str | LossFn = "zero_one", method: str = "exact",
                        rel_error: float = DEFAULT_REL_ERROR, seed=0,
-                       max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
+                       max_block_bytes: int = MAX_BLOCK_BYTES, scale: str = DEFAULT_PSI_SCALE) -> float:
     """Absolute staleness Ψ(Q, D, M) of Eq. 2: similarity-weighted loss near the queries.
 
     ``gamma="scale"`` is resolved on the data's X; ``method``, ``rel_error`` and ``seed``:
-    see :func:`pair_sums` (the default computes every pair).
+    see :func:`pair_sums` (the default computes every pair). ``scale``: one of :data:`PSI_SCALES`
+    (``"expected-loss"``: the mass runs over all of the data's rows).
 
     >>> class Constant:
     ...     def predict(self, X): return np.zeros(len(X), dtype=int)
     >>> X = np.array([[0.0], [3.0]]); y = np.array([1, 0])
     >>> round(absolute_staleness(np.array([[0.0]]), (X, y), Constant(), gamma=1.0), 6)
     0.5
+    >>> round(absolute_staleness(np.array([[0.0]]), (X, y), Constant(), gamma=1.0, scale="expected-loss"), 6)
+    0.999877
     """
+    check_psi_scale(scale)
     X, y = _check_data("data", data)
     Q = _check_points("queries", queries, X.shape[1])
     g = resolve_gamma(gamma, X)
     return psi_from_losses(Q, X, _losses(model, X, y, resolve_loss(loss), "data"), g,
-                           method=method, rel_error=rel_error, seed=seed, max_block_bytes=max_block_bytes)
+                           method=method, rel_error=rel_error, seed=seed, max_block_bytes=max_block_bytes,
+                           scale=scale)
 
 
 def relative_staleness(queries, data_now, data_then, model, *, gamma: Gamma = DEFAULT_GAMMA,
                        loss: str | LossFn = "zero_one", method: str = "exact",
                        rel_error: float = DEFAULT_REL_ERROR, seed=0,
-                       max_block_bytes: int = MAX_BLOCK_BYTES) -> float:
+                       max_block_bytes: int = MAX_BLOCK_BYTES, scale: str = DEFAULT_PSI_SCALE) -> float:
     """Relative staleness Ψ̄ of Eq. 3: Ψ(Q_t, D_t, M_t') − Ψ(Q_t, D_t', M_t').
 
     ``data_now`` is today's labelled batch D_t, ``data_then`` the batch D_t' the
     model was trained on. ``gamma="scale"`` is resolved on both batches' X stacked
     (the lifecycle resolves γ once at tune and passes the number). ``method``,
     ``rel_error`` and ``seed``: see :func:`pair_sums`; the two terms use independent
-    streams of ``seed``, and each is within ``rel_error`` of its exact value.
+    streams of ``seed``, and each is within ``rel_error`` of its exact value. ``scale``: one of
+    :data:`PSI_SCALES`; with ``"expected-loss"`` each term divides by the kernel mass of its own
+    batch (all of its rows).
 
     >>> class Threshold:
     ...     def predict(self, X): return (X[:, 0] > 0.5).astype(int)
@@ -536,7 +801,10 @@ def relative_staleness(queries, data_now, data_then, model, *, gamma: Gamma = DE
     >>> now = (np.array([[0.0], [1.0]]), np.array([1, 1]))    # the concept moved at 0
     >>> round(relative_staleness(np.array([[0.0]]), now, then, Threshold(), gamma=1.0), 6)
     0.5
+    >>> round(relative_staleness(np.array([[0.0]]), now, then, Threshold(), gamma=1.0, scale="expected-loss"), 6)
+    0.731059
     """
+    check_psi_scale(scale)
     Xn, yn = _check_data("data_now", data_now)
     Xt, yt = _check_data("data_then", data_then, Xn.shape[1])
     Q = _check_points("queries", queries, Xn.shape[1])
@@ -546,7 +814,7 @@ def relative_staleness(queries, data_now, data_then, model, *, gamma: Gamma = DE
     _check_rel_error(rel_error, DEFAULT_CONFIDENCE)
     seeds = [_child_seed(seed, 0), _child_seed(seed, 1)]
     now = psi_from_losses(Q, Xn, _losses(model, Xn, yn, loss_fn, "data_now"), g, method=method,
-                          rel_error=rel_error, seed=seeds[0], max_block_bytes=max_block_bytes)
+                          rel_error=rel_error, seed=seeds[0], max_block_bytes=max_block_bytes, scale=scale)
     then = psi_from_losses(Q, Xt, _losses(model, Xt, yt, loss_fn, "data_then"), g, method=method,
-                           rel_error=rel_error, seed=seeds[1], max_block_bytes=max_block_bytes)
+                           rel_error=rel_error, seed=seeds[1], max_block_bytes=max_block_bytes, scale=scale)
     return now - then

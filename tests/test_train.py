@@ -365,8 +365,12 @@ def test_the_recorded_losses_match_a_per_row_reference(initialised, tmp_path):
     logged = reg.load_model(version, str(tmp_path / "model"))
     slow = np.array([zero_one_loss(batch.y[i : i + 1], logged.predict(batch.frame.iloc[i : i + 1]))[0]
                      for i in range(batch.n_rows)])
-    assert rows["row"].tolist() == np.flatnonzero(slow).tolist()
-    assert rows["loss"].tolist() == [1.0] * int(slow.sum())
+    wrong = rows[rows["loss"] > 0]
+    assert wrong["row"].tolist() == np.flatnonzero(slow).tolist()
+    assert wrong["loss"].tolist() == [1.0] * int(slow.sum())
+    # with them, a sample of the right rows standing for the batch in the kernel mass (here: all of them)
+    assert rows["mass_weight"].sum() == pytest.approx(batch.n_rows) and info["mass_sample"] is True
+    assert rows["loss"].tolist() == slow[rows["row"]].tolist()
     assert np.array_equal(rows[["x1", "x2"]].to_numpy(), batch.frame.iloc[rows["row"]].to_numpy())
     assert np.array_equal(rows["label"].to_numpy(), batch.y[rows["row"]])
     assert (info["n_nonzero_loss"], info["loss"], info["task"]) == (int(slow.sum()), "zero_one", "classification")

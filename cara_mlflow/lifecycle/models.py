@@ -105,6 +105,6 @@ def gate(registry: reg.Registry, challenger: reg.VersionInfo, in_use: reg.Versio
     loss_fn = resolve_loss(doc.psi.loss)
     X, y, rows = batch.X[held], batch.y[held], batch.frame.iloc[held]
     new, old = (psi_from_losses(batch.queries, X, per_sample_losses(loss_fn, y, model.predict(rows), "held-out rows"),
-                                doc.psi.gamma, method=method, seed=(batch.id, 2))
+                                doc.psi.gamma, method=method, seed=(batch.id, 2), scale=doc.psi.scale)
                 for model in (new_model, old_model))
     return "passed" if new <= old else "rejected"

@@ -38,13 +38,27 @@ def psi_terms(model, batch, doc: PolicyDocument, info: dict, rows, method: str) 
     batch id, so a step rerun after a crash computes the same Ψ̄.
     """
     losses = per_sample_losses(resolve_loss(doc.psi.loss), batch.y, model.predict(batch.frame), f"batch {batch.id}")
-    now = psi_from_losses(batch.queries, batch.X, losses, doc.psi.gamma, method=method, seed=(batch.id, 0))
+    scale = doc.psi.scale
+    now = psi_from_losses(batch.queries, batch.X, losses, doc.psi.gamma, method=method, seed=(batch.id, 0),
+                          scale=scale)
     then = 0.0
     if len(rows):
         X_then = doc.space.transform(rows)
         then = psi_from_losses(batch.queries, X_then, rows["loss"].to_numpy(dtype=np.float64), doc.psi.gamma,
-                               int(info["n_rows"]), method=method, seed=(batch.id, 1))
+                               int(info["n_rows"]), method=method, seed=(batch.id, 1), scale=scale,
+                               **_then_mass(scale, rows, batch, int(info["n_rows"])))
     return PsiTerms(now, then, losses)
+
+
+def _then_mass(scale: str, rows, batch, n_rows: int) -> dict:
+    """The kernel mass of the training batch for the expected-loss scale: its stored sample; for a
+    version trained before samples were stored, the current batch's rows stand for it (the
+    densities of two batches differ where the stream drifted: re-train to measure it exactly)."""
+    if scale == "paper":
+        return {}
+    if "mass_weight" in rows:
+        return {"mass_weight": rows["mass_weight"].to_numpy(dtype=np.float64)}
+    return {"mass_points": batch.X, "mass_weight": n_rows / batch.n_rows}
 
 
 def observe(registry: reg.Registry, version: reg.VersionInfo, batch, doc: PolicyDocument,

@@ -21,7 +21,7 @@ from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DE
 from ..oracle import solve
 from ..planner import SchemaChange
 from ..policy_doc import PolicyDocument, PsiSettings
-from ..staleness import check_psi_method, resolve_gamma, similarity_spread
+from ..staleness import DEFAULT_PSI_SCALE, check_psi_method, check_psi_scale, resolve_gamma, similarity_spread
 from ..store import BatchStore, read_window, window_ids
 from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
@@ -41,7 +41,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          psi_method: str = DEFAULT_PSI_METHOD, progress: Callable[[int, int], None] | None = None,
          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, features: Sequence[str] | None = None,
          exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
-         guards: Guards | None = None) -> PolicyDocument:
+         guards: Guards | None = None, psi_scale: str = DEFAULT_PSI_SCALE) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -51,9 +51,11 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     in the document as the default of every later step. Returns the policy document (also stored
     as ``NAME.policy@active``), with its registered version; ``doc.tuning["notes"]`` says what
     was inferred and warns of a degenerate kernel. ``guards`` (:mod:`cara_mlflow.guards`) are
-    stored in the document for every later step.
+    stored in the document for every later step. ``psi_scale`` fixes the unit of Ψ̄ and κ
+    (:data:`~cara_mlflow.staleness.PSI_SCALES`; a note says which).
     """
     check_psi_method(psi_method)
+    check_psi_scale(psi_scale)
     guards = guards or Guards()
     validate.policy_name(policy, tunable=True)
     kappa = validate.kappa(kappa)
@@ -70,14 +72,15 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         loss_fn = resolve_loss(loss)
         g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
         notes += _kernel_notes(batches, g) + _identifier_notes(batches, space)
-        psi = PsiSettings(g, loss, psi_method, QUERY_RULE, space)
+        psi = PsiSettings(g, loss, psi_method, QUERY_RULE, space, psi_scale)
+        notes.append(units_note(psi_scale, loss))
         draft = PolicyDocument(name=registry.name, policy=policy, params={}, kappa=float(kappa), psi=psi,
                                target=target, features=space.features, trainer=trainer or TrainerSettings(),
                                project_uri=project_uri, offline=offline, task=task, guards=guards)
         predictions = _offline_predictions(registry, batches, draft, progress)
         terms = staleness_terms([(b.X, b.y) for b in batches], predictions=predictions,
                                 queries=[b.queries for b in batches], gamma=g, loss=loss_fn, method=psi_method,
-                                seed=offline[0])
+                                seed=offline[0], scale=psi_scale)
         C = terms.cost_matrix(kappa)
         # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
         tuned, best = PolicyTuner(policy, method=method, start=0).fit(C), solve(C)
@@ -85,6 +88,20 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         notes += [f"guard rails: {guards.describe()}"] if guards.any else []
         doc = _document(draft, tuned, best, method, notes + list(advice.notes), [b.id for b in batches], advice)
         return _register(registry, doc, C, tuned, best)
+
+
+def units_note(scale: str, loss: str) -> str:
+    """Which unit Ψ̄ and κ are in (``tune`` prints it).
+
+    >>> units_note("expected-loss", "zero_one").split(":")[1]
+    ' Ψ̄ and κ in expected query losses (psi scale expected-loss)'
+    """
+    if scale == "expected-loss":
+        what = "wrong answers" if loss == "zero_one" else f"units of {loss} loss"
+        return (f"units: Ψ̄ and κ in expected query losses (psi scale expected-loss): κ = 20 means one retrain is "
+                f"worth 20 {what} among a batch's queries")
+    return ("units: Ψ̄ and κ in the paper's units (psi scale paper: similarity-weighted losses near the queries, "
+            "per data row); --psi-scale expected-loss counts expected query losses instead")
 
 
 def _offline_batches(store: BatchStore, offline: tuple[int, int], target: str, features, exclude):
@@ -199,7 +216,7 @@ def _register(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned,
 def _params(doc: PolicyDocument) -> dict:
     return {"policy": doc.policy, "kappa": doc.kappa, "gamma": doc.psi.gamma,
             "offline": f"{doc.offline[0]}:{doc.offline[1]}", "target": doc.target, "task": doc.task,
-            "loss": doc.psi.loss, "features": ",".join(doc.features),
+            "loss": doc.psi.loss, "psi_scale": doc.psi.scale, "features": ",".join(doc.features),
             **{f"theta.{k}": v for k, v in doc.params.items()},
             **({"guards": doc.guards.describe()} if doc.guards.any else {}),
             **{f"trainer.{k}": v for k, v in doc.to_dict()["trainer"].items()}}

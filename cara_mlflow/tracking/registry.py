@@ -355,7 +355,9 @@ class Registry:
 
     def training_info(self, version: VersionInfo, dst: str) -> tuple[dict, Any]:
         """``training.json`` and the rows of a version's training batch with a non-zero loss
-        (their features, target and ``loss``)."""
+        (their features, target and ``loss``); for versions trained since the expected-loss scale
+        (``info["mass_sample"]``), also a seeded sample of its zero-loss rows, every row with its
+        ``mass_weight`` in the batch's kernel mass (:func:`cara_mlflow.staleness.mass_sample`)."""
         import pandas as pd
 
         run_id = version.tags.get(TAG_TRAINING_RUN) or version.run_id

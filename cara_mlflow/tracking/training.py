@@ -21,6 +21,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ..errors import SetupError
+from ..staleness import mass_sample
 from .registry import LOSSES_FILE, TAG_MODEL_URI, TAG_TRAINED_ON, TRAINING_INFO
 from .runs import Runs
 
@@ -95,16 +96,20 @@ def record_training(runs: Runs, run_id: str, model_uri: str, batch, losses: np.n
     withheld from training), the tags last (``tags=False``: a version adopted on a batch run).
     Idempotent: a rerun after a crash rewrites the same."""
     nonzero = np.flatnonzero(losses)
-    rows = batch.frame.iloc[nonzero].reset_index(drop=True)
-    rows.insert(0, "row", nonzero.astype(np.int64))
-    rows[batch.target] = batch.y[nonzero]
-    rows["loss"] = losses[nonzero]
+    # the rows with a loss, and a seeded sample of the others standing for them in the kernel mass
+    # (the expected-loss scale's denominator); zero-loss rows add nothing to the paper's Ψ
+    kept, weight = mass_sample(batch.n_rows, losses=losses, seed=(batch.id, 3))
+    rows = batch.frame.iloc[kept].reset_index(drop=True)
+    rows.insert(0, "row", kept.astype(np.int64))
+    rows[batch.target] = batch.y[kept]
+    rows["loss"] = losses[kept]
+    rows["mass_weight"] = weight
     parquet = io.BytesIO()
     rows.to_parquet(parquet, index=False)
     trained = np.setdiff1d(np.arange(batch.n_rows), holdout_index)
     info = {"batch": batch.id, "n_rows": batch.n_rows, "features": list(batch.features), "target": batch.target,
             "holdout_index": [int(i) for i in holdout_index], "n_nonzero_loss": int(nonzero.size), "loss": loss,
-            "task": task, "settings": settings}
+            "task": task, "settings": settings, "mass_sample": True}
     metrics = {"n_rows": batch.n_rows, "n_nonzero_loss": int(nonzero.size),
                "train_loss": float(losses[trained].mean()) if trained.size else float("nan")}
     if len(holdout_index):
