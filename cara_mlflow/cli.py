@@ -26,6 +26,7 @@ from .cli_options import (
     loss_option,
     managed,
     model_option,
+    money_options,
     policies_option,
     project_uri_option,
     psi_method_option,
@@ -173,7 +174,8 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
 @click.option("--offline", default="0:25", show_default=True, callback=checked(offline_window), metavar="START:STOP",
               help="Offline window of batch ids, half-open: the complete batches with ids in 0:25 (ids may have "
                    "gaps, e.g. dates 20261001:20261101; at least 2).")
-@kappa_option(KAPPA_HELP)
+@kappa_option(KAPPA_HELP + " Or give the money: --retrain-cost and --error-cost.", required=False)
+@money_options
 @click.option("--policy", default=DEFAULT_POLICY, show_default=True, type=click.Choice(tunable_policies()),
               help="Decision policy to tune.")
 @click.option("--target", default="label", show_default=True, help="Target column of the batches.")
@@ -190,14 +192,16 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
                     "offline models are then trained in-process).")
 @tuning_method_option()
 @psi_method_option(stored=True)
-@click.option("--psi-scale", default="paper", show_default=True, type=click.Choice(PSI_SCALES),
+@click.option("--psi-scale", default=None, type=click.Choice(PSI_SCALES),
               help="The unit of Ψ̄ and κ. paper: the paper's Ψ (similarity-weighted losses near the queries, per "
                    "data row; the reproduction's setting). expected-loss: each query's loss estimated from the "
                    "labelled rows near it (Nadaraya-Watson), summed over the queries: Ψ̄ counts expected wrong "
-                   "answers (0-1 loss), so κ = retrain cost / cost of one wrong answer. Stored in the policy.")
+                   "answers (0-1 loss), so κ = retrain cost / cost of one wrong answer. Default: paper with --kappa, "
+                   "expected-loss with --retrain-cost. Stored in the policy.")
 @guard_options(stored=True)
 @lock_timeout_option()
-def tune(name, store, offline, kappa, policy, target, features, exclude, task, loss, model, seed, holdout, n_estimators,
+def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, policy, target, features, exclude,
+         task, loss, model, seed, holdout, n_estimators,
          max_depth, project_uri, tuning_method, psi_method, psi_scale, max_model_age, retrain_budget, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
@@ -206,10 +210,15 @@ def tune(name, store, offline, kappa, policy, target, features, exclude, task, l
     """
     from .guards import Guards
     from .lifecycle import tune as run_tune
+    from .money import Money
     from .store import window_ids
     from .train import TrainerSettings
 
     guards = Guards.parse(max_model_age=max_model_age, retrain_budget=retrain_budget)
+    money = Money.parse(retrain_cost=retrain_cost, error_cost=error_cost, price_per_hour=price_per_hour)
+    if (kappa is None) == (money is None):
+        raise InputError("kappa: give --kappa K, or --retrain-cost AMOUNT|measured with --error-cost AMOUNT "
+                         "(κ from money), not both")
     batch_store, registry = _open(name, store)
     trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators,
                               max_depth=max_depth or None)
@@ -220,11 +229,11 @@ def tune(name, store, offline, kappa, policy, target, features, exclude, task, l
         doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
-                       guards=guards, psi_scale=psi_scale,
+                       guards=guards, psi_scale=psi_scale, money=money,
                        progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
-    click.echo(f"tuned {policy}: {_theta(doc.params)}  (κ={kappa:g}, γ={doc.psi.gamma:.4g}; offline cost "
+    click.echo(f"tuned {policy}: {_theta(doc.params)}  (κ={doc.kappa:.4g}, γ={doc.psi.gamma:.4g}; offline cost "
                f"{doc.tuning['offline_cost']:.3f}, ORACLE {doc.tuning['oracle_cost']:.3f}); "
                f"registered {name}.policy v{doc.version} @active")
 
@@ -340,6 +349,11 @@ def status(name, store, ui_base, as_json):
     if s.get("last_retrain"):
         r = s["last_retrain"]
         lines.append(f"last retrain batch {r['batch']} -> v{r['version']} (gate {r['gate']})")
+    if s.get("spend"):
+        m = s["spend"]
+        lines.append(f"spend        {m['recent']:.2f} over the last {m['last_batches']} batches (staleness "
+                     f"{m['recent_staleness']:.2f}, retrains {m['recent_retrains']:.2f}); {m['total']:.2f} in all; "
+                     f"next κ {s['kappa_next']:.4g}")
     guards = s["policy"]["guards"]
     if guards["max_model_age"] is not None and s.get("model_age") is not None:
         lines.append(f"model age    {s['model_age']} batches (maximum {guards['max_model_age']})")
@@ -407,7 +421,8 @@ def _explain_lines(e: dict) -> list[str]:
     else:
         other = "kept" if e["decision"] == "retrain" else "retrained"
         side = "above" if e["decision"] == "retrain" else "at or below"
-        lines.append(f"  κ to flip {flip:.4g}: at a κ {side} it the policy would have {other}")
+        money = "" if e["retrain_cost_to_flip"] is None else f" (a retrain cost of {e['retrain_cost_to_flip']:.4g})"
+        lines.append(f"  κ to flip {flip:.4g}{money}: at a κ {side} it the policy would have {other}")
     g = e["guards"]
     applied = g["applied"] or "none"
     age = "" if g["model_age"] is None else f"; model age {g['model_age']}"

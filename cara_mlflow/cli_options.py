@@ -56,8 +56,21 @@ def managed(fn):
     return wrapper
 
 
-def kappa_option(help_text: str):
-    return click.option("--kappa", required=True, type=float, callback=checked(validate.kappa), help=help_text)
+def kappa_option(help_text: str, *, required: bool = True):
+    return click.option("--kappa", required=required, type=float, callback=checked(validate.kappa), help=help_text)
+
+
+def money_options(f):
+    """``--retrain-cost``, ``--error-cost``, ``--price-per-hour``: κ from money (``tune``)."""
+    f = click.option("--price-per-hour", default=None, metavar="P",
+                     help="With --retrain-cost measured: the compute price of one hour of training.")(f)
+    f = click.option("--error-cost", default=None, metavar="AMOUNT",
+                     help="What one wrong answer (one unit of loss) costs you, in the same currency.")(f)
+    return click.option("--retrain-cost", default=None, metavar="AMOUNT|measured",
+                        help="Instead of --kappa: what one retrain costs (κ = retrain cost ÷ error cost, in wrong "
+                             "answers), or `measured`: each batch's κ_t prices the median wall time of the last 5 "
+                             "trainings (the offline ones at first) at --price-per-hour. Ψ̄ is then measured in "
+                             "expected query losses (--psi-scale expected-loss) unless you say otherwise.")(f)
 
 
 def policies_option():

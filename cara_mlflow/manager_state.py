@@ -23,7 +23,8 @@ __all__ = ["STATE_FILE", "LastRetrain", "ManagerState"]
 
 STATE_FILE = "policy_state.json"
 _FIELDS = ("policy", "cumulative_cost", "cooldown_left", "model_version", "last_retrain", "position", "missing",
-           "late", "dated", "position_from", "model_position", "retrain_attempts")
+           "late", "dated", "position_from", "model_position", "retrain_attempts",
+           "training_seconds", "timed_policy", "recent_costs")
 _LEGACY = ("cooldown_until",)      # written before counts replaced id differences: converted on reading
 
 
@@ -63,6 +64,12 @@ def _checks(data: dict) -> dict[str, bool]:
             "model_position": data.get("model_position") is None or _is_count(data["model_position"]),
             "retrain_attempts": isinstance(data.get("retrain_attempts", []), list)
             and all(map(_is_count, data.get("retrain_attempts", []))),
+            "training_seconds": isinstance(data.get("training_seconds", []), list)
+            and all(isinstance(v, numbers.Real) and v > 0 for v in data.get("training_seconds", [])),
+            "timed_policy": data.get("timed_policy") is None or _is_count(data["timed_policy"]),
+            "recent_costs": isinstance(data.get("recent_costs", []), list)
+            and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, numbers.Real) for v in r)
+                    for r in data.get("recent_costs", [])),
             "last_retrain": last is None or (isinstance(last, dict) and set(last) == {"batch", "version", "gate"}
                                              and _is_int(last["batch"]) and _is_int(last["version"]))}
 
@@ -100,13 +107,20 @@ class ManagerState:
     position_from: int | None = None              # the offline window start the position counts from
     model_position: int | None = None             # the position of the batch the model in use was trained on
     retrain_attempts: tuple[int, ...] = ()        # positions of the last retrain attempts (the budget's)
+    training_seconds: tuple[float, ...] = ()      # wall times of the last trainings (a measured retrain cost)
+    timed_policy: int | None = None               # the policy version those trainings ran under
+    recent_costs: tuple[tuple[float, float], ...] = ()   # the last batches' (staleness, retrain) paid, κ units
 
     @classmethod
     def fresh(cls, policy: Policy, *, version: int, kappa: float, batch: int,
-              position: int | None = None) -> "ManagerState":
+              position: int | None = None, training_seconds: tuple[float, ...] = (),
+              timed_policy: int | None = None) -> "ManagerState":
         """The state after ``init``: the first model (trained or adopted on ``batch``) cost κ;
-        ``position`` is the init batch's count in the stream (default: its id, as on the paper's)."""
+        ``position`` is the init batch's count in the stream (default: its id, as on the paper's);
+        ``training_seconds``: the trainings timed so far (a measured retrain cost's), under the
+        policy version ``timed_policy``."""
         return cls(policy=policy.to_dict(), cumulative_cost=float(kappa), model_version=int(version),
+                   training_seconds=tuple(training_seconds), timed_policy=timed_policy,
                    last_retrain=LastRetrain(int(batch), int(version), "off"),
                    position=int(batch if position is None else position), dated=is_date_id(int(batch)),
                    model_position=int(batch if position is None else position))
@@ -154,7 +168,10 @@ class ManagerState:
                    late=tuple(int(i) for i in data.get("late", ())),
                    dated=bool(data.get("dated", batch is not None and is_date_id(batch))),
                    position_from=data.get("position_from"), model_position=data.get("model_position"),
-                   retrain_attempts=tuple(int(a) for a in data.get("retrain_attempts", ())))
+                   retrain_attempts=tuple(int(a) for a in data.get("retrain_attempts", ())),
+                   training_seconds=tuple(float(v) for v in data.get("training_seconds", ())),
+                   timed_policy=data.get("timed_policy"),
+                   recent_costs=tuple((float(a), float(b)) for a, b in data.get("recent_costs", ())))
 
     def to_dict(self) -> dict:
         """The JSON stored as ``policy_state.json``."""
@@ -163,12 +180,18 @@ class ManagerState:
                 "last_retrain": None if self.last_retrain is None else self.last_retrain.to_dict(),
                 "position": self.position, "missing": [list(r) for r in self.missing], "late": list(self.late),
                 "dated": self.dated, "position_from": self.position_from, "model_position": self.model_position,
-                "retrain_attempts": list(self.retrain_attempts)}
+                "retrain_attempts": list(self.retrain_attempts), "training_seconds": list(self.training_seconds),
+                "timed_policy": self.timed_policy,
+                "recent_costs": [list(r) for r in self.recent_costs]}
 
     def model_age(self, t: int) -> int:
         """Batches processed in order between the model in use's training batch and position ``t``
         (a state from before ages were kept counts from its own position)."""
         return t - (self.position if self.model_position is None else self.model_position)
+
+    def retrain_seconds(self, policy_version: int | None) -> tuple[float, ...]:
+        """The trainings timed under ``policy_version`` (a re-tune starts from its own offline ones)."""
+        return self.training_seconds if self.timed_policy == policy_version else ()
 
     def make_policy(self) -> Policy:
         """The policy, with its state, as the last step left it."""

@@ -37,6 +37,7 @@ from .errors import InputError
 from .explain import kappa_to_flip
 from .guards import Guards, record_attempt
 from .manager_state import LastRetrain, ManagerState
+from .money import record_seconds, record_spend
 from .policies import Decision, Observation, Policy, make_policy
 from .policy_doc import PolicyDocument
 
@@ -127,6 +128,7 @@ class Plan:
     previous: int | None = None  # the batch processed in order before this one
     guard: str | None = None     # the guard rail that changed the policy's answer: max-age, cooldown, budget
     model_position: int = 0      # the position of the batch the model in use was trained on
+    policy_version: int | None = None   # the policy document's version (whose trainer retrains are timed under)
     threshold: float | None = None   # what the policy compared its score with (None: nothing comparable)
     kappa_to_flip: float | None = None   # the κ at which the policy's answer flips (None: no κ, or overridden)
 
@@ -156,6 +158,7 @@ class RetrainOutcome:
 
     challenger: int
     gate: str
+    training_seconds: float | None = None   # the challenger's training wall time, when it was timed
 
 
 def model_in_use(state: ManagerState, production: Production, batch: int) -> InUse:
@@ -235,7 +238,8 @@ def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, 
     t = max(1, state.position if obs.late else state.position + 1)
     # the drift detectors watch 0/1 errors: a per-sample loss (squared, a user's) counts as an error when > 0
     errors = None if obs.errors is None else (np.asarray(obs.errors) > 0).astype(np.int8)
-    seen = Observation(t=t, trained_on=t - 1, psi_bar=obs.psi_bar, errors=errors, kappa=doc.kappa)
+    kappa = doc.kappa_at(state.retrain_seconds(doc.version))
+    seen = Observation(t=t, trained_on=t - 1, psi_bar=obs.psi_bar, errors=errors, kappa=kappa)
     before = policy.to_dict()
     decision = policy.decide(seen)
     position = _model_position(state, production, in_use)
@@ -253,9 +257,10 @@ def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, 
     return Plan(batch=obs.batch, action="retrain" if retrain else "keep",
                 reason=_reason(decision, state, in_use, force_retrain, guard, obs.late, guards, t - position),
                 resumed=in_use.resumed, trigger=trigger if retrain else None,
-                policy=policy.to_dict(), score=decision.score, psi_bar=obs.psi_bar, kappa=doc.kappa,
+                policy=policy.to_dict(), score=decision.score, psi_bar=obs.psi_bar, kappa=kappa,
                 serving=production.version, t=t, late=obs.late, previous=obs.previous, guard=guard,
-                model_position=position, kappa_to_flip=kappa_to_flip(before, seen) if policy_decided else None)
+                model_position=position, policy_version=doc.version,
+                kappa_to_flip=kappa_to_flip(before, seen) if policy_decided else None)
 
 
 def _schema_plan(doc: PolicyDocument, state: ManagerState, production: Production, in_use: InUse,
@@ -273,8 +278,9 @@ def _schema_plan(doc: PolicyDocument, state: ManagerState, production: Productio
         reason = f"resuming a promotion that landed before a crash; {reason}"
     return Plan(batch=obs.batch, action="retrain", reason=reason, resumed=in_use.resumed, trigger="schema",
                 policy=make_policy(doc.policy, **doc.params).to_dict(), score=float("nan"), psi_bar=0.0,
-                kappa=doc.kappa, serving=production.version, t=max(1, state.position + 1), previous=obs.previous,
-                model_position=_model_position(state, production, in_use))
+                kappa=doc.kappa_at(state.retrain_seconds(doc.version)), serving=production.version,
+                t=max(1, state.position + 1), previous=obs.previous,
+                model_position=_model_position(state, production, in_use), policy_version=doc.version)
 
 
 def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool = False) -> ManagerState:
@@ -309,7 +315,9 @@ def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, c
     then on is the one serving (the challenger, if it was promoted).
     """
     state = advance(state, plan.batch, plan.previous, late=plan.late)
-    state = replace(state, model_position=plan.model_position)
+    state = replace(state, model_position=plan.model_position,
+                    recent_costs=record_spend(state.recent_costs, 0.0 if plan.retrain else plan.psi_bar,
+                                              plan.kappa if plan.retrain else 0.0))
     if not plan.retrain:
         return replace(state, policy=plan.policy, cumulative_cost=state.cumulative_cost + plan.psi_bar,
                        model_version=plan.serving)
@@ -317,7 +325,10 @@ def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, c
         raise ValueError("settle: a retrain plan needs its outcome")
     last = LastRetrain(plan.batch, outcome.challenger, outcome.gate)
     paid = state.cumulative_cost + plan.kappa
-    state = replace(state, retrain_attempts=record_attempt(state.retrain_attempts, plan.t))
+    state = replace(state, retrain_attempts=record_attempt(state.retrain_attempts, plan.t),
+                    training_seconds=record_seconds(state.retrain_seconds(plan.policy_version),
+                                                    outcome.training_seconds),
+                    timed_policy=plan.policy_version)
     if outcome.gate in PROMOTED:
         policy = Policy.from_dict(plan.policy)
         policy.reset(plan.t)

@@ -48,6 +48,7 @@ __all__ = [
     "Observation",
     "OracleFollower",
     "Policy",
+    "RentOrBuy",
     "make_policy",
     "policy_from_dict",
 ]
@@ -290,7 +291,7 @@ class Policy(abc.ABC):
         Ψ̄ = ``C[s_{t-1}, t]`` of the model in use, κ_t = ``C[t, t]`` and ``t`` itself.
 
         >>> [name for name, cls in POLICIES.items() if cls.from_costs()]
-        ['cara-t', 'cara-ct', 'cara-p', 'markov', 'nr']
+        ['cara-t', 'cara-ct', 'cara-p', 'markov', 'rent', 'nr']
         """
         return not (cls.needs_errors or cls.follows_oracle)
 
@@ -435,8 +436,9 @@ def _threshold_run(C: np.ndarray, taus: np.ndarray | None, *, cumulative: bool =
     """Algorithm 1 on ``C`` for ``m`` thresholds side by side: ``(costs, strategies)``.
 
     Retrain iff Ψ̄ (``cumulative``: its sum since the model was trained, added left to right as
-    :class:`CaraCT` does) ≥ τ; ``taus=None`` compares Ψ̄ with κ_t = ``C[t, t]`` (MARKOV). A loop
-    over batches, vectorised over thresholds; the cost is summed left to right.
+    :class:`CaraCT` does) ≥ τ; ``taus=None`` compares with κ_t = ``C[t, t]`` instead (MARKOV;
+    ``cumulative``: rent-or-buy). A loop over batches, vectorised over thresholds; the cost is
+    summed left to right.
     """
     T = C.shape[0]
     m = 1 if taus is None else taus.shape[0]
@@ -446,12 +448,13 @@ def _threshold_run(C: np.ndarray, taus: np.ndarray | None, *, cumulative: bool =
     strategies = np.zeros((m, T), dtype=np.int64)
     for t in range(1, T):
         psi = C[tp, t]
+        threshold = C[t, t] if taus is None else taus
         if cumulative:
             cum = cum + psi
-            retrain = cum >= taus
+            retrain = cum >= threshold
             cum = np.where(retrain, 0.0, cum)  # offline, every retrain lands: reset
         else:
-            retrain = psi >= (C[t, t] if taus is None else taus)
+            retrain = psi >= threshold
         cost += np.where(retrain, C[t, t], psi)
         tp = np.where(retrain, t, tp)
         strategies[:, t] = tp
@@ -641,6 +644,18 @@ class CaraP(Policy):
 # --------------------------------------------------------------------------- baselines
 
 
+def _kappa_of(obs: Observation, default: float | None, policy: str) -> float:
+    """κ_t of the observation, else the policy's ``kappa`` parameter (MARKOV, rent-or-buy)."""
+    if obs.kappa is not None:
+        return _check_real("kappa", obs.kappa, low=0, low_open=True)
+    if default is not None:
+        return default
+    raise InputError(
+        f"kappa: the {policy} policy needs the retraining cost κ_t: "
+        "pass kappa= to the policy or set Observation.kappa"
+    )
+
+
 class Markov(Policy):
     """MARKOV (Eq. 17): Retrain iff ``Ψ̄_{t,t'} >= κ_t``, an uncalibrated CARA-T with ``τ = κ_t``.
 
@@ -667,15 +682,7 @@ class Markov(Policy):
         self._reset_state()
 
     def decide(self, obs: Observation) -> Decision:
-        if obs.kappa is not None:
-            kappa = _check_real("kappa", obs.kappa, low=0, low_open=True)
-        elif self.kappa is not None:
-            kappa = self.kappa
-        else:
-            raise InputError(
-                "kappa: the markov policy needs the retraining cost κ_t: "
-                "pass kappa= to the policy or set Observation.kappa"
-            )
+        kappa = _kappa_of(obs, self.kappa, self.name)
         return _at_least(_psi_bar(obs), "κ", kappa)
 
     @classmethod
@@ -687,6 +694,110 @@ class Markov(Policy):
     def _offline_costs(cls, C, theta, start):
         # Offline every observation carries κ_t = C[t, t], which wins over the parameter.
         strategies = _threshold_run(C, None)[1]
+        return _path_costs(C, strategies), strategies
+
+
+class RentOrBuy(Policy):
+    """Rent-or-buy (ski rental): Retrain once the staleness paid since the last retrain reaches κ.
+
+    Retrain at batch ``t`` iff ``Σ_{j=t'+1..t} Ψ̄_{j,t'} >= κ_t``: keeping the model ("renting")
+    has cost as much as one retrain ("buying"). This is CARA-CT with ``τ_cum = κ_t``, with nothing
+    tuned, so it runs from a stream's first batch, before any offline window exists. As for
+    CARA-CT, the sum runs over the batches seen since the last :meth:`reset`, the current one
+    included: a retrain that failed keeps the staleness paid.
+
+    **Bound.** Assume κ_t = κ constant and (A): no Ψ̄ negative and, at every batch, an older
+    model at least as stale as a newer one, ``0 <= Ψ̄_{t,q} <= Ψ̄_{t,p}`` for all ``p <= q < t``
+    (e.g. ``Ψ̄_{t,t'} = f(t − t')`` with ``f >= 0`` non-decreasing in the model's age). Then on
+    any cost matrix, every retrain landing, ``cost(rent) < 2 · cost(ORACLE)``
+    (:func:`cara_mlflow.oracle.solve`; costs as :func:`cara_mlflow.costs.strategy_cost`, the
+    first model's κ = ``C[0, 0]`` included on both sides).
+
+    *Proof.* Let ``0 = r_0 < r_1 < … < r_k`` be the batches rent trains on. From each ``r_i``
+    it pays κ, then Ψ̄ at each batch it keeps until the next training or the end, and those
+    sum to less than κ (else it would have retrained sooner): ``cost(rent) < 2κ(k + 1)``. The
+    intervals ``I_i = (r_{i-1}, r_i]``, ``i = 1..k``, are disjoint and
+    ``Σ_{j∈I_i} Ψ̄_{j,r_{i-1}} >= κ`` (rent retrained at ``r_i``). On ``I_i`` the ORACLE either
+    trains, paying κ, or serves every batch with one model ``p <= r_{i-1}``, paying
+    ``Σ_{j∈I_i} Ψ̄_{j,p} >= Σ_{j∈I_i} Ψ̄_{j,r_{i-1}} >= κ`` by (A). With κ at batch 0 and no
+    negative cost anywhere, ``cost(ORACLE) >= κ(k + 1)``. ∎
+
+    The factor 2 is tight: with ``Ψ̄ = κ/L`` at every age, rent pays ``κ(2 − 1/L)`` every ``L``
+    batches, the ORACLE never retrains and pays κ every ``L`` batches, a ratio tending to
+    ``2 − 1/L`` on long windows (a retrain that removes no staleness). Without (A) there is no
+    bound: with ``Ψ̄ = κ`` at age 1 and 0 after, rent retrains at every batch (cost ``Tκ``)
+    while the ORACLE keeps the first model (cost ``2κ``). Real Ψ̄ matrices need not meet (A).
+
+    Parameters
+    ----------
+    kappa
+        Retraining cost used when the observation carries none (``obs.kappa`` wins), as
+        :class:`Markov`. One of the two must be given; κ > 0.
+
+    Examples
+    --------
+    >>> p = RentOrBuy(kappa=3.0)
+    >>> for t in (1, 2, 3):
+    ...     print(p.decide(Observation(t=t, trained_on=0, psi_bar=1.2)).reason)
+    paid Σ Ψ̄=1.2 < κ=3 since the last retrain
+    paid Σ Ψ̄=2.4 < κ=3 since the last retrain
+    paid Σ Ψ̄=3.6 ≥ κ=3 since the last retrain
+    >>> p.reset(3)
+    >>> p.to_dict()
+    {'policy': 'rent', 'params': {'kappa': 3.0}, 'state': {'paid': 0.0, 'n': 0}}
+
+    Offline, with Ψ̄ = 1 at every age and κ = 2: a retrain every 2 batches, against the
+    ORACLE's none.
+
+    >>> from cara_mlflow.costs import with_kappa
+    >>> from cara_mlflow.oracle import solve
+    >>> C = with_kappa(np.ones((6, 6)), 2.0)
+    >>> costs, strategies = RentOrBuy.offline_costs(C)
+    >>> strategies.tolist(), costs.tolist(), solve(C).cost
+    ([[0, 0, 2, 2, 4, 4]], [9.0], 7.0)
+
+    """
+
+    name = "rent"
+
+    def __init__(self, kappa: float | None = None):
+        self.kappa = None if kappa is None else _check_real("kappa", kappa, low=0, low_open=True)
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._paid = 0.0
+        self._n = 0
+
+    def decide(self, obs: Observation) -> Decision:
+        psi = _psi_bar(obs)
+        kappa = _kappa_of(obs, self.kappa, self.name)
+        # Added left to right, as the offline run (_threshold_run) adds: the two agree bit for bit.
+        self._paid = self._paid + psi
+        self._n += 1
+        retrain = self._paid >= kappa
+        return Decision(
+            retrain,
+            f"paid Σ Ψ̄={_fmt(self._paid)} {'≥' if retrain else '<'} κ={_fmt(kappa)} since the last retrain",
+            self._paid,
+        )
+
+    def get_state(self) -> dict[str, Any]:
+        return {"paid": self._paid, "n": self._n}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        _check_fields(state, self.name, ("paid", "n"))
+        paid = _check_real("state.paid", state["paid"])
+        n = _check_int("state.n", state["n"], low=0)
+        self._paid, self._n = paid, n
+
+    @classmethod
+    def offline_params(cls, C) -> dict[str, Any]:
+        return Markov.offline_params(C)
+
+    @classmethod
+    def _offline_costs(cls, C, theta, start):
+        # CARA-CT's cumulative run with τ_cum = κ_t = C[t, t] (which wins over the parameter).
+        strategies = _threshold_run(C, None, cumulative=True)[1]
         return _path_costs(C, strategies), strategies
 
 
@@ -972,7 +1083,7 @@ class DdmPolicy(_DetectorPolicy):
 
 POLICIES: dict[str, type[Policy]] = {
     cls.name: cls
-    for cls in (CaraT, CaraCT, CaraP, Markov, NeverRetrain, OracleFollower, AdwinPolicy, DdmPolicy)
+    for cls in (CaraT, CaraCT, CaraP, Markov, RentOrBuy, NeverRetrain, OracleFollower, AdwinPolicy, DdmPolicy)
 }
 """Every policy by registry name; feeds validation, docs and the CLI's choices."""
 
@@ -996,8 +1107,8 @@ def make_policy(name: str, **params) -> Policy:
     >>> make_policy("cara-x")
     Traceback (most recent call last):
     ...
-    cara_mlflow.errors.InputError: unknown policy 'cara-x': expected one of cara-t, cara-ct, cara-p, markov, nr,
-    oracle, adwin, ddm
+    cara_mlflow.errors.InputError: unknown policy 'cara-x': expected one of cara-t, cara-ct, cara-p, markov, rent,
+    nr, oracle, adwin, ddm
 
     """
     cls = _lookup(name)

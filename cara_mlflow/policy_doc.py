@@ -17,6 +17,7 @@ from .errors import InputError
 from .features import FeatureSpace
 from .guards import Guards
 from .losses import TASKS, check_loss_name
+from .money import Money
 from .names import PSI_METHODS
 from .policies import make_policy
 from .staleness import DEFAULT_PSI_SCALE, PSI_SCALES
@@ -32,7 +33,8 @@ READ_FORMATS = (1, 2)
 #: Top-level fields ``tune`` writes, and whether each is required.
 FIELDS = {"format": True, "name": True, "policy": True, "params": True, "kappa": True, "psi": True,
           "target": True, "features": True, "trainer": True, "project_uri": False, "offline": False,
-          "tuning": False, "task": False, "feature_kinds": False, "guards": False}
+          "tuning": False, "task": False, "feature_kinds": False, "guards": False,
+          "money": False}
 
 _FIX = "re-run `cara-mlflow tune` to register a valid policy"
 
@@ -152,9 +154,18 @@ def _check_optional(doc: dict, source: str, bad) -> None:
     if doc.get("tuning") is not None and not isinstance(doc["tuning"], dict):
         raise bad("tuning", "an object of tuning figures, or null")
     try:
+        Money.from_dict(doc.get("money"), source)
+    except InputError:
+        raise bad("money", "{error_cost, retrain_cost, price_per_hour, training_seconds} as tune writes them") from None
+    try:
         Guards.from_dict(doc.get("guards"), source)
     except InputError:
         raise bad("guards", "{max_model_age, retrain_budget: {attempts, window}} as tune writes them") from None
+
+
+def _money(data, source: str) -> dict:
+    parsed = Money.from_dict(data, source)
+    return {} if parsed is None else {"money": parsed[0], "training_seconds": parsed[1]}
 
 
 def _check_space(doc: dict, source: str, bad) -> None:
@@ -220,6 +231,8 @@ class PolicyDocument:
     tuning: Mapping[str, Any] | None = None
     task: str = "classification"
     guards: Guards = Guards()
+    money: Money | None = None                  # κ from money (None: κ was given as a number)
+    training_seconds: tuple[float, ...] = ()    # the offline trainings' wall times (measured retrain cost)
     version: int | None = field(default=None, compare=False)
 
     @property
@@ -253,7 +266,8 @@ class PolicyDocument:
                    target=doc["target"], features=tuple(doc["features"]), trainer=TrainerSettings(**doc["trainer"]),
                    project_uri=doc.get("project_uri"),
                    offline=None if offline is None else (offline["start"], offline["stop"]),
-                   tuning=doc.get("tuning"), guards=Guards.from_dict(doc.get("guards"), source), version=version)
+                   tuning=doc.get("tuning"), guards=Guards.from_dict(doc.get("guards"), source),
+                   **_money(doc.get("money"), source), version=version)
 
     def to_dict(self) -> dict:
         """The JSON document (``policy.json``), as ``tune`` writes it."""
@@ -263,7 +277,15 @@ class PolicyDocument:
                 "project_uri": self.project_uri,
                 "offline": None if self.offline is None else {"start": self.offline[0], "stop": self.offline[1]},
                 "tuning": None if self.tuning is None else dict(self.tuning),
-                **({"guards": self.guards.to_dict()} if self.guards.any else {})}
+                **({"guards": self.guards.to_dict()} if self.guards.any else {}),
+                **({"money": self.money.to_dict(self.training_seconds)} if self.money else {})}
+
+    def kappa_at(self, retrain_seconds=()) -> float:
+        """κ_t of a batch: the tuned κ, or the money's: the last trainings' wall times priced, those
+        of the offline trainings followed by ``retrain_seconds`` (the retrains timed since the tune)."""
+        if self.money is None or not self.money.measured:
+            return self.kappa
+        return self.money.kappa([*self.training_seconds, *retrain_seconds])
 
     def _kinds(self) -> dict:
         return {} if self.psi.space is None else {"task": self.task, "feature_kinds": self.feature_kinds}

@@ -53,7 +53,7 @@ def policy_name(name, *, tunable: bool = False) -> str:
     Traceback (most recent call last):
     ...
     cara_mlflow.errors.InputError: policy: 'oracle' cannot be tuned for production (it needs the future);
-    expected one of cara-t, cara-ct, cara-p, markov, nr, adwin, ddm
+    expected one of cara-t, cara-ct, cara-p, markov, rent, nr, adwin, ddm
     """
     known = _policies()
     choices = tunable_policies() if tunable else known
@@ -77,7 +77,7 @@ def policy_names(names=None) -> list[str]:
     """A list of registered policy names (None: every policy), in the order given.
 
     >>> policy_names(["nr", "oracle"]), len(policy_names())
-    (['nr', 'oracle'], 8)
+    (['nr', 'oracle'], 9)
     """
     known = _policies()
     names = list(known) if names is None else list(names)

@@ -68,3 +68,73 @@ def test_a_bad_psi_scale_in_the_policy_is_refused_in_one_line():
            "trainer": {"model": "lr"}}
     with pytest.raises(InputError, match="field 'psi.scale' is 'dollars'; expected 'paper' or 'expected-loss'"):
         PolicyDocument.from_dict(doc)
+
+
+# -- κ from money -------------------------------------------------------------------------------------
+
+def test_money_gives_kappa_and_refuses_half_a_price_in_one_line():
+    from cara_mlflow.errors import InputError
+    from cara_mlflow.money import Money
+
+    assert Money.parse(retrain_cost="40", error_cost="2").kappa(()) == 20.0
+    assert Money.parse(retrain_cost=None, error_cost=None) is None
+    timed = Money.parse(retrain_cost="measured", error_cost="2", price_per_hour="6")
+    assert timed.kappa([1200.0]) == pytest.approx(1.0)                 # 20 min at 6/hour = 2 = one error
+    assert timed.kappa([10.0, 1e6, 20.0, 30.0, 40.0, 50.0]) == pytest.approx(40 * 6 / 3600 / 2)  # last 5's median
+    for kwargs, message in [(dict(retrain_cost="measured", error_cost="2"), "--price-per-hour:"),
+                            (dict(retrain_cost="40", error_cost="2", price_per_hour="6"), "only with"),
+                            (dict(retrain_cost="-3", error_cost="2"), "--retrain-cost: expected an amount > 0"),
+                            (dict(retrain_cost=None, error_cost="2"), "--retrain-cost: κ from money needs")]:
+        with pytest.raises(InputError, match=message):
+            Money.parse(**kwargs)
+
+
+class FakeClock:
+    """Each timed training takes the next of ``durations`` seconds (calls come in start/end pairs)."""
+
+    def __init__(self, durations):
+        self.durations, self.now, self.calls = list(durations), 1000.0, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:
+            self.now += self.durations.pop(0)
+        return self.now
+
+
+def test_a_fixed_retrain_cost_gives_kappa_in_wrong_answers_and_every_batch_logs_the_money(fresh, cara):
+    out = ok(cara(fresh, "tune", "--offline", "0:5", "--retrain-cost", "40", "--error-cost", "2", "--policy", "nr",
+                  "--model", "lr"))
+    assert "κ = 20 wrong answers per retrain (retrain cost 40 ÷ error cost 2)" in out.stdout
+    doc = lifecycle.active_policy(registry(fresh))
+    assert (doc.kappa, doc.psi.scale, doc.money.retrain_cost) == (20.0, "expected-loss", 40.0)
+    ok(cara(fresh, "step", "--all"))
+    rows = [r for r in json.loads(ok(cara(fresh, "history", "--json")).stdout) if r["batch"] > 5]
+    assert {r["kappa"] for r in rows} == {20.0}
+    for r in rows:
+        assert r["spend"] == pytest.approx(2 * r["cumulative_cost"])
+    status = json.loads(ok(cara(fresh, "status", "--json")).stdout)
+    paid = 5.0 + sum(r["psi_bar"] for r in rows)      # NR: staleness only, after the init's κ (5, tuned before)
+    assert status["spend"]["total"] == pytest.approx(2 * paid)
+    assert status["spend"]["recent"] == pytest.approx(2 * sum(r["psi_bar"] for r in rows))
+    assert status["spend"]["last_batches"] == len(rows) == 8
+    assert "spend        " in ok(cara(fresh, "status")).stdout
+
+
+def test_a_measured_retrain_cost_follows_the_median_of_the_last_five_trainings(fresh, cara, monkeypatch):
+    from cara_mlflow.lifecycle import training
+
+    # offline trainings take 10..50 s, the forced retrain at batch 6 1000 s; priced at 1 per second
+    monkeypatch.setattr(training, "clock", FakeClock([10, 20, 30, 40, 50, 1000]))
+    ok(cara(fresh, "tune", "--offline", "0:5", "--retrain-cost", "measured", "--price-per-hour", "3600",
+            "--error-cost", "1", "--policy", "nr", "--model", "lr"))
+    doc = lifecycle.active_policy(registry(fresh))
+    assert doc.kappa == 30.0 and list(doc.training_seconds) == [10, 20, 30, 40, 50]
+    # the init's training ran under the policy tuned before: the re-tuned policy starts from its own
+    ok(cara(fresh, "step", "--force-retrain"))                          # κ_6 from 10..50: 30
+    ok(cara(fresh, "step"))                                             # κ_7 from 20..50, 1000: 40
+    rows = {r["batch"]: r for r in json.loads(ok(cara(fresh, "history", "--json")).stdout)}
+    assert (rows[6]["kappa"], rows[7]["kappa"]) == (30.0, 40.0)
+    assert rows[6]["cumulative_cost"] == pytest.approx(rows[5]["cumulative_cost"] + 30.0)
+    state = json.loads(ok(cara(fresh, "status", "--json")).stdout)
+    assert state["kappa_next"] == 40.0

@@ -29,6 +29,7 @@ PARAMS = {
     "cara-ct": {"tau_cum": 3.0},
     "cara-p": {"phi": 4, "offset": 1},
     "markov": {"kappa": 1.2},
+    "rent": {"kappa": 1.2},
     "nr": {},
     "oracle": {"retrain_at": [3, 10, 11, 20]},
     "adwin": {"delta": 0.01, "clock": 8},
@@ -75,7 +76,7 @@ def run(policy, stream, start=0, trained_on=0):
 
 def test_params_cover_the_registry():
     assert list(POLICIES) == [
-        "cara-t", "cara-ct", "cara-p", "markov", "nr", "oracle", "adwin", "ddm"
+        "cara-t", "cara-ct", "cara-p", "markov", "rent", "nr", "oracle", "adwin", "ddm"
     ]
     assert set(PARAMS) == set(POLICIES)
 

@@ -23,7 +23,7 @@ COST_POLICIES = [name for name, cls in POLICIES.items() if cls.from_costs()]
 
 
 def test_the_offline_paths_are_said_by_the_classes():
-    assert COST_POLICIES == ["cara-t", "cara-ct", "cara-p", "markov", "nr"]
+    assert COST_POLICIES == ["cara-t", "cara-ct", "cara-p", "markov", "rent", "nr"]
     assert [name for name, cls in POLICIES.items() if cls.needs_errors] == ["adwin", "ddm"]
     assert [name for name, cls in POLICIES.items() if cls.follows_oracle] == ["oracle"]
 

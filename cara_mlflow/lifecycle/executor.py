@@ -13,6 +13,7 @@ from ..tracking.runs import TAG_NOTE, one_line
 from .frame import Phase, no_phase
 from .models import gate, train_and_register
 from .observe import PsiTerms
+from .training import training_seconds
 
 __all__ = ["log_observation", "apply_retrain", "log_decision", "describe"]
 
@@ -38,7 +39,8 @@ def apply_retrain(plan: Plan, *, store: BatchStore, registry: reg.Registry, doc:
     if outcome in PROMOTED:
         registry.set_production(challenger.version)
         on_phase("after-alias")
-    return RetrainOutcome(challenger.version, outcome)
+    seconds = training_seconds(registry, challenger.tags.get(reg.TAG_TRAINING_RUN))
+    return RetrainOutcome(challenger.version, outcome, seconds)
 
 
 def describe(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None) -> str:
@@ -74,10 +76,12 @@ def describe(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None) ->
 
 
 def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: ManagerState,
-                 outcome: RetrainOutcome | None, guards_text: str = "none") -> None:
+                 outcome: RetrainOutcome | None, guards_text: str = "none", error_cost: float | None = None) -> None:
     """The decision and its consequences on the batch run (tags and metrics of DESIGN.md), what
     ``explain`` shows (the threshold, the κ that flips the answer, the guard rails in force as
-    ``guards_text``), and :func:`describe`'s sentence as the run's description in the UI."""
+    ``guards_text``), the money spent when κ comes from money (``error_cost``: the batch's own
+    ``spend_batch`` and the cumulative ``spend``), and :func:`describe`'s sentence as the run's
+    description in the UI."""
     tags = {reg.TAG_DECISION: plan.action, reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": plan.reason[:500]}
     if outcome is not None:
         tags[reg.TAG_GATE] = outcome.gate
@@ -93,6 +97,9 @@ def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: Manager
     metrics = {"decision": float(plan.retrain), "cumulative_cost": state.cumulative_cost, "score": plan.score}
     if not plan.late:
         metrics["model_age"] = plan.age
+    if error_cost is not None:
+        metrics.update(error_cost=error_cost, spend=error_cost * state.cumulative_cost,
+                       spend_batch=error_cost * (plan.kappa if plan.retrain else plan.psi_bar))
     for key in ("threshold", "kappa_to_flip"):
         value = getattr(plan, key)
         if value is not None:

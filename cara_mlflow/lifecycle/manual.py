@@ -6,6 +6,7 @@ from __future__ import annotations
 from .. import validate
 from ..errors import InputError, SetupError
 from ..manager_state import ManagerState
+from ..money import record_seconds
 from ..names import DEFAULT_LOCK_TIMEOUT
 from ..planner import PROMOTED, advance
 from ..policies import make_policy
@@ -18,6 +19,7 @@ from .models import adopt, train_and_register
 from .pending import Pending, late_batches, position_of, window_start
 from .records import commit_point, committed_state, recover
 from .timeline import write_timeline
+from .training import training_seconds
 
 __all__ = ["init", "skip", "rollback"]
 
@@ -43,8 +45,10 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
                 version = train_and_register(registry, batch, doc, project_uri, trigger="init", gate_tag="off",
                                              on_phase=on_phase, parent_run_id=run_id)
             registry.set_production(version.version)
+            seconds = record_seconds((), training_seconds(registry, version.tags.get(reg.TAG_TRAINING_RUN)))
             state = ManagerState.fresh(make_policy(doc.policy, **doc.params), version=version.version,
-                                       kappa=doc.kappa, batch=batch_id, position=position_of(store, doc, batch_id))
+                                       kappa=doc.kappa, batch=batch_id, position=position_of(store, doc, batch_id),
+                                       training_seconds=seconds, timed_policy=doc.version)
             state = state.counted_from(window_start(doc), state.position)
             registry.runs.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
             how = ("adopted registered" if adopt_version is not None else "trained") + f" v{version.version}"

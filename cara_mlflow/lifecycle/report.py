@@ -33,7 +33,7 @@ def history(registry: reg.Registry) -> list[dict]:
                      "gate": tags.get(reg.TAG_GATE), "reason": tags.get("cara.reason", ""),
                      "kappa": metrics.get("kappa"), "policy_version": _int_or_none(tags.get(reg.TAG_POLICY_VERSION)),
                      "late": tags.get(reg.TAG_LATE) == "true", "deferred": tags.get(reg.TAG_DEFERRED),
-                     "guard": tags.get(reg.TAG_GUARD),
+                     "guard": tags.get(reg.TAG_GUARD), "spend": metrics.get("spend"),
                      "model_age": None if metrics.get("model_age") is None else int(metrics["model_age"]),
                      "run_id": run.run_id})
     return sorted(rows, key=lambda r: r["batch"])
@@ -102,6 +102,9 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
         out["cooldown_left"] = state.cooldown_left
         out["position"] = state.position
         out["model_age"] = state.model_age(state.position)
+        out["kappa_next"] = doc.kappa_at(state.retrain_seconds(doc.version))
+        if doc.money is not None:
+            out["spend"] = _spend(doc.money.error_cost, state)
         budget = doc.guards.retrain_budget
         out["retrain_attempts_in_window"] = (None if budget is None else
                                              sum(1 for a in state.retrain_attempts if a > state.position - budget[1]))
@@ -139,6 +142,8 @@ def explain(registry: reg.Registry, batch_id: int) -> dict:
             "psi_terms": {"now": metrics.get("psi_now"), "then": metrics.get("psi_then")},
             "score": metrics.get("score"), "threshold": metrics.get("threshold"), "kappa": metrics.get("kappa"),
             "kappa_to_flip": metrics.get("kappa_to_flip"),
+            "retrain_cost_to_flip": (metrics["kappa_to_flip"] * metrics["error_cost"]
+                                     if "kappa_to_flip" in metrics and "error_cost" in metrics else None),
             "policy": {"name": policy.get("policy"), "version": _int_or_none(tags.get(reg.TAG_POLICY_VERSION))},
             "guards": {"in_force": tags.get(reg.TAG_GUARDS), "applied": tags.get(reg.TAG_GUARD),
                        "deferred": tags.get(reg.TAG_DEFERRED),
@@ -146,3 +151,12 @@ def explain(registry: reg.Registry, batch_id: int) -> dict:
             "trigger": tags.get(reg.TAG_TRIGGER), "gate": tags.get(reg.TAG_GATE),
             "version": _int_or_none(tags.get(reg.TAG_MODEL_VERSION)), "late": tags.get(reg.TAG_LATE) == "true",
             "run_id": run.run_id}
+
+
+def _spend(error_cost: float, state: ManagerState) -> dict:
+    """The money spent: in all, and over the last batches (staleness × error cost, retrains × their cost)."""
+    staleness = sum(a for a, _ in state.recent_costs)
+    retrains = sum(b for _, b in state.recent_costs)
+    return {"error_cost": error_cost, "total": error_cost * state.cumulative_cost,
+            "last_batches": len(state.recent_costs), "recent": error_cost * (staleness + retrains),
+            "recent_staleness": error_cost * staleness, "recent_retrains": error_cost * retrains}

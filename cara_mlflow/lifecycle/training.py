@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -25,7 +26,12 @@ from ..tracking.projects import declared_parameters, run_training_project
 from ..tracking.training import record_training
 from ..train import project_parameters, split_holdout
 
-__all__ = ["train_on_batch", "complete_record", "holdout_of"]
+__all__ = ["train_on_batch", "complete_record", "holdout_of", "training_seconds", "clock", "TRAINING_SECONDS"]
+
+#: The wall clock of training times (a test replaces it with a fake one: nothing sleeps).
+clock = time.monotonic
+#: The training run's metric: seconds from the run's start until its model was logged.
+TRAINING_SECONDS = "training_seconds"
 
 
 def holdout_of(batch, doc: PolicyDocument) -> tuple[np.ndarray, np.ndarray]:
@@ -51,12 +57,20 @@ def train_on_batch(registry: reg.Registry, batch, doc: PolicyDocument, project_u
         _write_training_rows(batch, train_rows, scratch)
         params = project_parameters(doc.trainer, data=scratch, target=doc.target, features=doc.features,
                                     task=doc.task, declared=declared_parameters(project_uri))
+        started = clock()
         run_id = run_training_project(registry, project_uri, params, batch_id=batch.id, run_type=run_type,
                                       before_start=before_start, parent_run_id=parent_run_id)
+        registry.runs.log_metrics(run_id, {TRAINING_SECONDS: max(clock() - started, 1e-6)})
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     complete_record(registry, run_id, batch, doc)
     return run_id
+
+
+def training_seconds(registry: reg.Registry, run_id: str | None) -> float | None:
+    """How long a training run took until its model was logged (None: not timed, e.g. adopted)."""
+    run = registry.runs.get(run_id) if run_id else None
+    return None if run is None else run.metrics.get(TRAINING_SECONDS)
 
 
 def complete_record(registry: reg.Registry, run_id: str, batch, doc: PolicyDocument) -> str:

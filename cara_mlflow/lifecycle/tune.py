@@ -17,6 +17,7 @@ from ..features import infer_task
 from ..guards import Guards
 from ..kappa_scale import kappa_advice
 from ..losses import TASKS, check_loss_name, default_loss, resolve_loss
+from ..money import MEASURED_WINDOW, Money
 from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DEFAULT_TUNING_METHOD
 from ..oracle import solve
 from ..planner import SchemaChange
@@ -27,21 +28,22 @@ from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
 from ..train import TrainerSettings, fit_batch
 from ..tuning import PolicyTuner
+from . import training
 from .frame import managed
-from .training import train_on_batch
+from .training import train_on_batch, training_seconds
 
 __all__ = ["tune", "QUERY_RULE"]
 
 QUERY_RULE = "queries file of the batch if present, else the batch's own data points"
 
 
-def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int], kappa: float,
+def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int], kappa: float | None = None,
          policy: str = DEFAULT_POLICY, target: str = "label", trainer: TrainerSettings | None = None,
          gamma="scale", method: str = DEFAULT_TUNING_METHOD, project_uri: str | None = None,
          psi_method: str = DEFAULT_PSI_METHOD, progress: Callable[[int, int], None] | None = None,
          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, features: Sequence[str] | None = None,
          exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
-         guards: Guards | None = None, psi_scale: str = DEFAULT_PSI_SCALE) -> PolicyDocument:
+         guards: Guards | None = None, psi_scale: str | None = None, money: Money | None = None) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -52,13 +54,18 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     as ``NAME.policy@active``), with its registered version; ``doc.tuning["notes"]`` says what
     was inferred and warns of a degenerate kernel. ``guards`` (:mod:`cara_mlflow.guards`) are
     stored in the document for every later step. ``psi_scale`` fixes the unit of Ψ̄ and κ
-    (:data:`~cara_mlflow.staleness.PSI_SCALES`; a note says which).
+    (:data:`~cara_mlflow.staleness.PSI_SCALES`; a note says which): by default ``paper`` when κ
+    is given, ``expected-loss`` when it comes from ``money`` (κ = retrain cost ÷ error cost,
+    the retrain cost fixed or priced from the offline trainings' wall times).
     """
     check_psi_method(psi_method)
-    check_psi_scale(psi_scale)
+    if (kappa is None) == (money is None):
+        raise InputError("kappa: give --kappa K, or the money it stands for (--retrain-cost and --error-cost), "
+                         "not both")
+    psi_scale = check_psi_scale(psi_scale or ("expected-loss" if money else DEFAULT_PSI_SCALE))
     guards = guards or Guards()
     validate.policy_name(policy, tunable=True)
-    kappa = validate.kappa(kappa)
+    kappa = None if kappa is None else validate.kappa(kappa)
     offline = validate.offline_window(offline)
     if loss is not None:
         check_loss_name(loss)
@@ -74,10 +81,17 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         notes += _kernel_notes(batches, g) + _identifier_notes(batches, space)
         psi = PsiSettings(g, loss, psi_method, QUERY_RULE, space, psi_scale)
         notes.append(units_note(psi_scale, loss))
-        draft = PolicyDocument(name=registry.name, policy=policy, params={}, kappa=float(kappa), psi=psi,
+        draft = PolicyDocument(name=registry.name, policy=policy, params={}, kappa=kappa or 1.0, psi=psi,
                                target=target, features=space.features, trainer=trainer or TrainerSettings(),
                                project_uri=project_uri, offline=offline, task=task, guards=guards)
-        predictions = _offline_predictions(registry, batches, draft, progress)
+        predictions, seconds = _offline_predictions(registry, batches, draft, progress)
+        if money is not None:
+            kappa = money.kappa(seconds)
+            draft = replace(draft, kappa=kappa, money=money, training_seconds=tuple(seconds))
+            notes.append(_money_note(money, seconds, kappa, "wrong answers" if loss == "zero_one" else "losses"))
+            if psi_scale == "paper":
+                notes.append("warning: κ from money counts query errors, but --psi-scale paper measures Ψ̄ in the "
+                             "paper's units (off by the kernel's mass near the queries); use --psi-scale expected-loss")
         terms = staleness_terms([(b.X, b.y) for b in batches], predictions=predictions,
                                 queries=[b.queries for b in batches], gamma=g, loss=loss_fn, method=psi_method,
                                 seed=offline[0], scale=psi_scale)
@@ -164,20 +178,34 @@ def _identifier_notes(batches, space) -> list[str]:
     return notes
 
 
-def _offline_predictions(registry, batches, doc: PolicyDocument, progress) -> list:
-    """Each offline model's predictions on its batch and every later one: models trained
-    in-process, or through the user's project (as retrains will be)."""
-    models = []
+def _offline_predictions(registry, batches, doc: PolicyDocument, progress) -> tuple[list, list[float]]:
+    """Each offline model's predictions on its batch and every later one, and each training's wall
+    time: models trained in-process, or through the user's project (as retrains will be, and
+    timed as they will be: from the run's start until its model is logged)."""
+    models, seconds = [], []
     for k, batch in enumerate(batches):
         if doc.project_uri:
             run_id = train_on_batch(registry, batch, doc, doc.project_uri, run_type="tune-train")
+            seconds.append(training_seconds(registry, run_id))
             with tempfile.TemporaryDirectory() as tmp:
                 models.append(registry.load_model_uri(registry.model_of_run(run_id), tmp))
         else:
+            started = training.clock()
             models.append(fit_batch(batch.frame, batch.y, doc.trainer, task=doc.task, kinds=doc.feature_kinds).model)
+            seconds.append(max(training.clock() - started, 1e-6))
         if progress:
             progress(k + 1, len(batches))
-    return predict_later(models, [b.frame for b in batches])
+    return predict_later(models, [b.frame for b in batches]), seconds
+
+
+def _money_note(money: Money, seconds: list[float], kappa: float, unit: str) -> str:
+    """What κ the money gave, and from what."""
+    if not money.measured:
+        return f"κ = {kappa:.4g} {unit} per retrain ({money.describe()})"
+    recent = seconds[-MEASURED_WINDOW:]
+    return (f"κ = {kappa:.4g} {unit} per retrain at first: the median offline training time "
+            f"{np.median(recent):.3g} s (of the last {len(recent)}) × {money.price_per_hour:g}/hour ÷ error cost "
+            f"{money.error_cost:g}; each step re-prices it from the last {MEASURED_WINDOW} retrains")
 
 
 def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str], ids: list[int],
@@ -195,7 +223,7 @@ def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str],
 
 def _register(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned, best) -> PolicyDocument:
     """The tuning run (params, figures, the matrix and its heat map), then ``NAME.policy@active``."""
-    run_id = registry.runs.start("tune", run_name=f"tune-{doc.policy}-kappa{doc.kappa:g}")
+    run_id = registry.runs.start("tune", run_name=f"tune-{doc.policy}-kappa{doc.kappa:.4g}")
     try:
         registry.runs.log_params(run_id, _params(doc))
         metrics = {"offline_cost": tuned.best_cost_, "oracle_cost": best.cost, "kappa": doc.kappa,
@@ -219,6 +247,7 @@ def _params(doc: PolicyDocument) -> dict:
             "loss": doc.psi.loss, "psi_scale": doc.psi.scale, "features": ",".join(doc.features),
             **{f"theta.{k}": v for k, v in doc.params.items()},
             **({"guards": doc.guards.describe()} if doc.guards.any else {}),
+            **({"money": doc.money.describe()} if doc.money else {}),
             **{f"trainer.{k}": v for k, v in doc.to_dict()["trainer"].items()}}
 
 
