@@ -36,7 +36,7 @@ from .errors import EXIT_ERROR, CaraError, InputError, RetryLater
 from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY
 from .staleness import PSI_SCALES
 from .streams import STREAM_NAMES
-from .validate import offline_window, tunable_policies
+from .validate import offline_spec, offline_window, tunable_policies
 
 KAPPA_HELP = "What one retrain is worth, in expected similarity-weighted query errors (κ > 0)."
 
@@ -109,13 +109,9 @@ def _open(name: str, store_dir: str, *, read_only: bool = False, existing: bool 
     yet is refused rather than created.
     """
     _quiet_mlflow()
-    from .store import BatchStore
     from .tracking import Registry, default_artifact_root, default_tracking_uri
 
-    store = BatchStore(store_dir)
-    if existing and not store.exists():
-        raise InputError(f"store: {store.root} is not a batch store (no {store.batches_dir.name}/ directory); "
-                         "check --store (env CARA_STORE)")
+    store = _batch_store(store_dir, existing=existing)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store.root)
     if read_only and not os.environ.get("MLFLOW_TRACKING_URI") and not (store.root / "mlflow.db").exists():
         raise InputError(f"store: no cara-mlflow store at {store.root} (no mlflow.db there); check --store "
@@ -123,8 +119,19 @@ def _open(name: str, store_dir: str, *, read_only: bool = False, existing: bool 
     return store, Registry(uri, name, artifact_root=default_artifact_root(store.root))
 
 
+def _batch_store(store_dir: str, *, existing: bool = True):
+    """The batch store alone (nothing created): a directory that is not one is refused."""
+    from .store import BatchStore
+
+    store = BatchStore(store_dir)
+    if existing and not store.exists():
+        raise InputError(f"store: {store.root} is not a batch store (no {store.batches_dir.name}/ directory); "
+                         "check --store (env CARA_STORE)")
+    return store
+
+
 def _theta(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "untuned"
 
 
 # ---------------------------------------------------------------------------- simulate
@@ -171,9 +178,11 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
 
 @cli.command()
 @managed
-@click.option("--offline", default="0:25", show_default=True, callback=checked(offline_window), metavar="START:STOP",
+@click.option("--offline", default=None, callback=checked(offline_spec), metavar="START:STOP|last:N",
               help="Offline window of batch ids, half-open: the complete batches with ids in 0:25 (ids may have "
-                   "gaps, e.g. dates 20261001:20261101; at least 2).")
+                   "gaps, e.g. dates 20261001:20261101; at least 2), or last:N, the N latest complete batches (a "
+                   "weekly re-tune). Default: 0:25; with --policy rent, which tunes nothing, the first complete "
+                   "batch (one is enough: it fixes the features, the task and the kernel).")
 @kappa_option(KAPPA_HELP + " Or give the money: --retrain-cost and --error-cost.", required=False)
 @money_options
 @click.option("--policy", default=DEFAULT_POLICY, show_default=True, type=click.Choice(tunable_policies()),
@@ -210,6 +219,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     """
     from .guards import Guards
     from .lifecycle import tune as run_tune
+    from .lifecycle.tune import UNTUNED, resolve_window
     from .money import Money
     from .store import window_ids
     from .train import TrainerSettings
@@ -219,20 +229,27 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     if (kappa is None) == (money is None):
         raise InputError("kappa: give --kappa K, or --retrain-cost AMOUNT|measured with --error-cost AMOUNT "
                          "(κ from money), not both")
+    # the window is checked against the store before anything (the tracking store) is created
+    offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
     batch_store, registry = _open(name, store)
     trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators,
                               max_depth=max_depth or None)
     # A bar only on a terminal: cron logs and input errors stay one line.
+    show_bar = sys.stderr.isatty() and policy not in UNTUNED
     bar = (click.progressbar(length=len(window_ids(batch_store, offline)), label="training offline models",
-                             file=sys.stderr) if sys.stderr.isatty() else contextlib.nullcontext())
+                             file=sys.stderr) if show_bar else contextlib.nullcontext())
     with bar:
         doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
                        guards=guards, psi_scale=psi_scale, money=money,
-                       progress=(lambda done, total: bar.update(1)) if sys.stderr.isatty() else None)
+                       progress=(lambda done, total: bar.update(1)) if show_bar else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
+    if "offline_cost" not in doc.tuning:          # nothing tuned (rent)
+        click.echo(f"{policy}: nothing to tune (κ={doc.kappa:.4g}, γ={doc.psi.gamma:.4g}, window "
+                   f"{doc.offline[0]}:{doc.offline[1]}); registered {name}.policy v{doc.version} @active")
+        return
     click.echo(f"tuned {policy}: {_theta(doc.params)}  (κ={doc.kappa:.4g}, γ={doc.psi.gamma:.4g}; offline cost "
                f"{doc.tuning['offline_cost']:.3f}, ORACLE {doc.tuning['oracle_cost']:.3f}); "
                f"registered {name}.policy v{doc.version} @active")

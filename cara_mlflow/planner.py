@@ -260,6 +260,7 @@ def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, 
                 policy=policy.to_dict(), score=decision.score, psi_bar=obs.psi_bar, kappa=kappa,
                 serving=production.version, t=t, late=obs.late, previous=obs.previous, guard=guard,
                 model_position=position, policy_version=doc.version,
+                threshold=getattr(decision, "threshold", None) if not obs.late else None,
                 kappa_to_flip=kappa_to_flip(before, seen) if policy_decided else None)
 
 

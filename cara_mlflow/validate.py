@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 
 from .errors import InputError
 
 __all__ = ["is_positive", "kappa", "policy_name", "policy_names", "tunable_policies", "policy_list",
-           "offline_window", "count", "reason"]
+           "offline_window", "offline_spec", "Latest", "count", "reason"]
 
 
 def _policies() -> tuple[str, ...]:
@@ -97,7 +98,7 @@ def policy_list(text: str) -> list[str]:
     return names
 
 
-def offline_window(value, *, plain_count: bool = False) -> tuple[int, int]:
+def offline_window(value, *, plain_count: bool = False, minimum: int = 2) -> tuple[int, int]:
     """A half-open window of batch ids ``START:STOP`` (or a ``(start, stop)`` pair) with at least 2 batches.
 
     With ``plain_count``, a plain ``N`` means ``0:N``.
@@ -122,10 +123,39 @@ def offline_window(value, *, plain_count: bool = False) -> tuple[int, int]:
         start, stop = value
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (start, stop)):
         raise InputError(f"offline: expected integer batch ids START:STOP, got {value!r}")
-    if start < 0 or stop - start < 2:
-        raise InputError(f"offline: expected 0 <= START < STOP with room for at least 2 batches (ids "
-                         f"START … STOP-1), got {start}:{stop}")
+    if start < 0 or stop - start < minimum:
+        raise InputError(f"offline: expected 0 <= START < STOP with room for at least {minimum} batch"
+                         f"{'es' if minimum != 1 else ''} (ids START … STOP-1), got {start}:{stop}")
     return int(start), int(stop)
+
+
+@dataclass(frozen=True)
+class Latest:
+    """``--offline last:N``: the N latest complete batches of the store, whatever their ids."""
+
+    n: int
+
+
+def offline_spec(value) -> "tuple[int, int] | Latest":
+    """``START:STOP`` (half-open ids, at least one batch) or ``last:N`` (N ≥ 1); how many batches a
+    policy needs is checked against the store (a tuned one: 2; ``rent``: 1).
+
+    >>> offline_spec("7:8"), offline_spec("last:25")
+    ((7, 8), Latest(n=25))
+    >>> offline_spec("last:0")
+    Traceback (most recent call last):
+    ...
+    cara_mlflow.errors.InputError: offline: expected last:N with N ≥ 1 (the N latest complete batches), got 'last:0'
+    """
+    if isinstance(value, Latest):
+        return value
+    text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.lower().startswith("last:"):
+        n = text[5:]
+        if not n.isdigit() or int(n) < 1:
+            raise InputError(f"offline: expected last:N with N ≥ 1 (the N latest complete batches), got {value!r}")
+        return Latest(int(n))
+    return offline_window(value, minimum=1)
 
 
 def count(value, what: str) -> int:

@@ -804,15 +804,16 @@ def test_tune_input_error_is_one_line(fresh):
     (["--offline", "0:5", "--kappa", "0"], "Invalid value for '--kappa'"),
     (["--offline", "0:5", "--kappa", "-1"], "Invalid value for '--kappa'"),
     (["--offline", "0:5", "--kappa", "nan"], "Invalid value for '--kappa'"),
-    (["--offline", "4:5", "--kappa", "5"], "Invalid value for '--offline'"),
-    (["--offline", "0:5"], "Missing option '--kappa'"),
+    (["--offline", "4:5", "--kappa", "5"], "offline: 1 complete batch has an id in 4:5"),
+    (["--offline", "0:5"], "kappa: give --kappa K, or --retrain-cost AMOUNT|measured with --error-cost AMOUNT"),
+    (["--offline", "0:5", "--kappa", "5", "--error-cost", "2"], "--retrain-cost: κ from money needs"),
 ])
 def test_tune_usage_errors_exit_1_and_change_nothing(fresh, cara, args, expected):
     before = snapshot(fresh)
     result = cara(fresh, "tune", *args)
     assert result.returncode == 1 and result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("cara-mlflow tune: error:") and expected in line
+    assert line.startswith(("cara-mlflow tune: error:", "cara-mlflow: error:")) and expected in line
     assert snapshot(fresh) == before
 
 

@@ -138,3 +138,44 @@ def test_a_measured_retrain_cost_follows_the_median_of_the_last_five_trainings(f
     assert rows[6]["cumulative_cost"] == pytest.approx(rows[5]["cumulative_cost"] + 30.0)
     state = json.loads(ok(cara(fresh, "status", "--json")).stdout)
     assert state["kappa_next"] == 40.0
+
+
+# -- cold start: rent from batch 0 ------------------------------------------------------------------
+
+def test_rent_starts_on_day_one_from_batch_0_with_no_offline_history(tmp_path, cara):
+    from click.testing import CliRunner
+
+    from cara_mlflow.cli import cli
+
+    store = tmp_path / "store"
+    made = CliRunner().invoke(cli, ["make-stream", "covcon-d", "--out", str(store), "--n-batches", "9",
+                                    "--batch-size", "250"])
+    assert made.exit_code == 0, made.output
+    out = ok(cara(store, "tune", "--policy", "rent", "--kappa", "0.4", "--model", "lr"))
+    assert "rent: nothing to tune" in out.stdout and "window 0:1" in out.stdout
+    doc = lifecycle.active_policy(registry(store))
+    assert doc.offline == (0, 1) and doc.params == {} and doc.tuning["method"] == "none"
+    assert not [r for r in registry(store).runs.find("tune-train")]          # no offline model trained
+    ok(cara(store, "init", "--batch", "0"))                                 # the same batch
+    ok(cara(store, "step", "--all", "--no-gate"))
+    rows = [r for r in json.loads(ok(cara(store, "history", "--json")).stdout) if r["batch"] > 0]
+    paid, expected = 0.0, []
+    for r in rows:                       # the rule, by hand: retrain once the staleness paid reaches κ
+        paid += r["psi_bar"]
+        expected.append("retrain" if paid >= 0.4 else "keep")
+        paid = 0.0 if expected[-1] == "retrain" else paid
+    assert [r["decision"] for r in rows] == expected
+    assert {"keep", "retrain"} <= set(expected), expected
+
+
+def test_tune_windows_last_n_and_too_few_batches(fresh, cara):
+    out = cara(fresh, "tune", "--offline", "last:40", "--kappa", "5", "--model", "lr")
+    assert out.returncode == 1 and "offline: last:40 needs 40 complete batches" in out.stderr
+    assert lifecycle.active_policy(registry(fresh)).version == 1                  # nothing registered
+    ok(cara(fresh, "tune", "--offline", "last:4", "--kappa", "5", "--model", "lr", "--policy", "cara-t"))
+    assert lifecycle.active_policy(registry(fresh)).offline == (10, 14)
+    bad = cara(fresh, "tune", "--offline", "7:8", "--kappa", "5", "--policy", "cara-t")
+    assert bad.returncode == 1 and "expected at least 2" in bad.stderr
+    measured = cara(fresh, "tune", "--policy", "rent", "--retrain-cost", "measured", "--price-per-hour", "6",
+                    "--error-cost", "2")
+    assert measured.returncode == 1 and "trains no offline model" in measured.stderr

@@ -63,45 +63,110 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         raise InputError("kappa: give --kappa K, or the money it stands for (--retrain-cost and --error-cost), "
                          "not both")
     psi_scale = check_psi_scale(psi_scale or ("expected-loss" if money else DEFAULT_PSI_SCALE))
-    guards = guards or Guards()
     validate.policy_name(policy, tunable=True)
+    untuned = policy in UNTUNED
+    if untuned and money is not None and money.measured:
+        raise InputError(f"retrain-cost: `measured` prices timed trainings, and --policy {policy} trains no offline "
+                         "model; give a fixed --retrain-cost AMOUNT (re-tune with `measured` once history exists)")
     kappa = None if kappa is None else validate.kappa(kappa)
-    offline = validate.offline_window(offline)
     if loss is not None:
         check_loss_name(loss)
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
-        batches, space, found = _offline_batches(store, offline, target, features, exclude)
-        task, notes = _task(batches, target, task)
-        notes.insert(0, found)
-        notes += _schema_notes(registry, space.features)
-        loss = loss or default_loss(task)
-        loss_fn = resolve_loss(loss)
-        g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
-        notes += _kernel_notes(batches, g) + _identifier_notes(batches, space)
-        psi = PsiSettings(g, loss, psi_method, QUERY_RULE, space, psi_scale)
-        notes.append(units_note(psi_scale, loss))
-        draft = PolicyDocument(name=registry.name, policy=policy, params={}, kappa=kappa or 1.0, psi=psi,
-                               target=target, features=space.features, trainer=trainer or TrainerSettings(),
-                               project_uri=project_uri, offline=offline, task=task, guards=guards)
+        offline = resolve_window(store, offline, minimum=1 if untuned else 2)
+        batches, draft, notes = _draft(store, registry, offline, target, features, exclude, task, loss, gamma,
+                                       replace(_SETTINGS, policy=policy, kappa=kappa or 1.0, trainer=trainer or
+                                               TrainerSettings(), project_uri=project_uri, guards=guards or Guards(),
+                                               psi=PsiSettings(0.0, method=psi_method, scale=psi_scale)))
+        if untuned:
+            return _register_untuned(registry, replace(draft, kappa=kappa or money.kappa(()), money=money), notes)
         predictions, seconds = _offline_predictions(registry, batches, draft, progress)
         if money is not None:
-            kappa = money.kappa(seconds)
-            draft = replace(draft, kappa=kappa, money=money, training_seconds=tuple(seconds))
-            notes.append(_money_note(money, seconds, kappa, "wrong answers" if loss == "zero_one" else "losses"))
-            if psi_scale == "paper":
-                notes.append("warning: κ from money counts query errors, but --psi-scale paper measures Ψ̄ in the "
-                             "paper's units (off by the kernel's mass near the queries); use --psi-scale expected-loss")
+            draft = replace(draft, kappa=money.kappa(seconds), money=money, training_seconds=tuple(seconds))
+            notes += _money_notes(draft, seconds)
         terms = staleness_terms([(b.X, b.y) for b in batches], predictions=predictions,
-                                queries=[b.queries for b in batches], gamma=g, loss=loss_fn, method=psi_method,
-                                seed=offline[0], scale=psi_scale)
-        C = terms.cost_matrix(kappa)
+                                queries=[b.queries for b in batches], gamma=draft.psi.gamma,
+                                loss=resolve_loss(draft.psi.loss), method=psi_method, seed=offline[0], scale=psi_scale)
+        C = terms.cost_matrix(draft.kappa)
         # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
         tuned, best = PolicyTuner(policy, method=method, start=0).fit(C), solve(C)
-        advice = kappa_advice(terms.psi_bar, kappa, policy, tuned.result_.n_retrains, best.n_retrains)
-        notes += [f"guard rails: {guards.describe()}"] if guards.any else []
+        advice = kappa_advice(terms.psi_bar, draft.kappa, policy, tuned.result_.n_retrains, best.n_retrains)
+        notes += [f"guard rails: {draft.guards.describe()}"] if draft.guards.any else []
         doc = _document(draft, tuned, best, method, notes + list(advice.notes), [b.id for b in batches], advice)
         return _register(registry, doc, C, tuned, best)
+
+
+#: Policies ``tune`` registers without offline models: nothing to tune, the window fixes only the
+#: features, their kinds, the task and the kernel (one batch is enough: a team starts on day one).
+UNTUNED = ("rent",)
+
+# the settings a draft starts from (tune replaces each)
+_SETTINGS = PolicyDocument(name="", policy="nr", params={}, kappa=1.0, psi=PsiSettings(1.0), target="",
+                           features=(), trainer=None)
+
+
+def resolve_window(store: BatchStore, offline, *, minimum: int = 2) -> tuple[int, int]:
+    """The offline window as ``(start, stop)`` ids: given, ``last:N`` (the N latest complete
+    batches: a weekly re-tune on recent history), or None (``minimum`` 1: the first complete
+    batch; else ``0:25``). :class:`InputError` when the store holds too few."""
+    spec = validate.offline_spec(offline) if offline is not None else None
+    if isinstance(spec, validate.Latest) or (spec is None and minimum == 1):
+        ids = [info.id for info in store.list() if info.complete]
+        want = spec.n if spec is not None else 1
+        if want < minimum:
+            raise InputError(f"offline: last:{want} is too few to tune on; expected at least last:{minimum}")
+        if len(ids) < want:
+            raise InputError(f"offline: {'last:' + str(want) if spec else 'a first batch'} needs {want} complete "
+                             f"batch{'es' if want != 1 else ''}; {store.batches_dir} has {len(ids)} (re-run once "
+                             "more have landed)")
+        return ids[-want] if spec else ids[0], (ids[-1] if spec else ids[0]) + 1
+    window = spec or (0, 25)
+    window_ids(store, window, minimum=minimum)
+    return window
+
+
+def _draft(store, registry, offline, target, features, exclude, task, loss, gamma, base: PolicyDocument):
+    """The offline batches, the document before tuning (features, kinds, task, loss, kernel), and
+    the notes that say what was found and inferred."""
+    batches, space, found = _offline_batches(store, offline, target, features, exclude)
+    task, notes = _task(batches, target, task)
+    notes.insert(0, found)
+    notes += _schema_notes(registry, space.features)
+    loss = loss or default_loss(task)
+    g = resolve_gamma(gamma, np.concatenate([b.X for b in batches]))
+    notes += _kernel_notes(batches, g) + _identifier_notes(batches, space)
+    psi = PsiSettings(g, loss, base.psi.method, QUERY_RULE, space, base.psi.scale)
+    notes.append(units_note(base.psi.scale, loss))
+    return batches, replace(base, name=registry.name, psi=psi, target=target, features=space.features,
+                            offline=offline, task=task), notes
+
+
+def _money_notes(doc: PolicyDocument, seconds: list[float]) -> list[str]:
+    notes = [_money_note(doc.money, seconds, doc.kappa, "wrong answers" if doc.psi.loss == "zero_one" else "losses")]
+    if doc.psi.scale == "paper":
+        notes.append("warning: κ from money counts query errors, but --psi-scale paper measures Ψ̄ in the "
+                     "paper's units (off by the kernel's mass near the queries); use --psi-scale expected-loss")
+    return notes
+
+
+def _register_untuned(registry: reg.Registry, draft: PolicyDocument, notes: list[str]) -> PolicyDocument:
+    """A policy with nothing to tune: no offline model, no matrix; registered as it is."""
+    notes = notes + ([_money_notes(draft, [])[0]] if draft.money else [])
+    notes.append(f"{draft.policy}: nothing to tune and no offline model trained; the window fixed the features, "
+                 "their kinds, the task and the kernel. Re-tune a tuned policy once history exists")
+    notes += [f"guard rails: {draft.guards.describe()}"] if draft.guards.any else []
+    doc = replace(draft, tuning={"method": "none", "notes": notes})
+    run_id = registry.runs.start("tune", run_name=f"tune-{doc.policy}-kappa{doc.kappa:.4g}")
+    try:
+        registry.runs.log_params(run_id, _params(doc))
+        registry.runs.log_metrics(run_id, {"kappa": doc.kappa, "gamma": doc.psi.gamma})
+        registry.runs.log_dict(run_id, doc.to_dict(), reg.POLICY_FILE)
+        version = registry.register_policy(doc.to_dict(), run_id)
+        registry.runs.end(run_id, "FINISHED")
+    except BaseException:
+        registry.runs.end(run_id, "FAILED")
+        raise
+    return replace(doc, version=version)
 
 
 def units_note(scale: str, loss: str) -> str:
@@ -121,7 +186,7 @@ def units_note(scale: str, loss: str) -> str:
 def _offline_batches(store: BatchStore, offline: tuple[int, int], target: str, features, exclude):
     """The complete batches whose id lies in the window (ids may have gaps), with the chosen
     features, in the kernel space fitted on them; and the note that says how many were found."""
-    ids = window_ids(store, offline)
+    ids = window_ids(store, offline, minimum=1)
     batches, space = read_window(store, ids, target=target, features=features, exclude=exclude)
     note = f"offline window {offline[0]}:{offline[1]}: {len(ids)} complete batches ({ids[0]} … {ids[-1]})"
     return batches, space, note

@@ -45,9 +45,10 @@ def read_window(store, ids: Sequence[int], *, target: str, features: Sequence[st
     return [b.in_space(space) for b in batches], space
 
 
-def window_ids(store, window: tuple[int, int]) -> list[int]:
+def window_ids(store, window: tuple[int, int], *, minimum: int = 2) -> list[int]:
     """The ids of the complete batches whose id lies in the half-open ``window``, in order; ids may
-    have gaps (dates as ids: ``20261031``, ``20261101``). At least 2 are required.
+    have gaps (dates as ids: ``20261031``, ``20261101``). At least ``minimum`` are required (2 to
+    tune a policy; 1 for one that needs no tuning).
 
     >>> import tempfile
     >>> from cara_mlflow.store import BatchStore
@@ -65,8 +66,8 @@ def window_ids(store, window: tuple[int, int]) -> list[int]:
     """
     start, stop = window
     ids = [info.id for info in store.list() if start <= info.id < stop and info.complete]
-    if len(ids) < 2:
+    if len(ids) < minimum:
         count = f"{len(ids)} complete batch{' has' if len(ids) == 1 else 'es have'}"
-        raise InputError(f"offline: {count} an id in {start}:{stop} in {store.batches_dir}; expected at least 2 "
-                         "(a batch is complete once its _SUCCESS is written)")
+        raise InputError(f"offline: {count} an id in {start}:{stop} in {store.batches_dir}; expected at least "
+                         f"{minimum} (a batch is complete once its _SUCCESS is written)")
     return ids
