@@ -38,7 +38,8 @@ from .staleness import PSI_SCALES
 from .streams import STREAM_NAMES
 from .validate import offline_spec, offline_window, tunable_policies
 
-KAPPA_HELP = "What one retrain is worth, in expected similarity-weighted query errors (κ > 0)."
+KAPPA_HELP = ("What one retrain is worth (κ > 0), in the units of Ψ̄: the paper's (similarity-weighted losses near "
+              "the queries, per data row) by default, expected wrong answers with --psi-scale expected-loss.")
 
 
 def _error_line(exc: CaraError) -> str:
@@ -131,7 +132,16 @@ def _batch_store(store_dir: str, *, existing: bool = True):
 
 
 def _theta(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "untuned"
+    """The tuned parameters (κ̄, the κ a threshold is relative to, is shown as κ already)."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+                     if k != "kappa") or "untuned"
+
+
+def _units(policy: dict) -> str:
+    """What κ counts, for ``status``."""
+    if policy.get("psi_scale") == "expected-loss":
+        return "wrong answers per retrain" if policy.get("loss") == "zero_one" else "query losses per retrain"
+    return "the paper's Ψ̄ units"
 
 
 # ---------------------------------------------------------------------------- simulate
@@ -215,7 +225,8 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
-    logs the tuning run (matrix, heat map with the tuned and ORACLE strategies, costs).
+    logs the tuning run (matrix, heat map with the tuned and ORACLE strategies, costs). With
+    --policy rent nothing is tuned and no model trained: the window fixes features, task and γ.
     """
     from .guards import Guards
     from .lifecycle import tune as run_tune
@@ -225,10 +236,15 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     from .train import TrainerSettings
 
     guards = Guards.parse(max_model_age=max_model_age, retrain_budget=retrain_budget)
+    money_given = [name for name, value in (("--retrain-cost", retrain_cost), ("--error-cost", error_cost),
+                                            ("--price-per-hour", price_per_hour)) if value is not None]
+    if kappa is not None and money_given:
+        raise InputError(f"{money_given[0].lstrip('-')}: κ comes from --kappa or from money (--retrain-cost with "
+                         f"--error-cost), not both; drop {money_given[0]} or --kappa")
+    if kappa is None and not money_given:
+        raise InputError("kappa: give --kappa K, or the money it stands for: --retrain-cost AMOUNT|measured with "
+                         "--error-cost AMOUNT")
     money = Money.parse(retrain_cost=retrain_cost, error_cost=error_cost, price_per_hour=price_per_hour)
-    if (kappa is None) == (money is None):
-        raise InputError("kappa: give --kappa K, or --retrain-cost AMOUNT|measured with --error-cost AMOUNT "
-                         "(κ from money), not both")
     # the window is checked against the store before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
     batch_store, registry = _open(name, store)
@@ -361,14 +377,16 @@ def status(name, store, ui_base, as_json):
              f"last batch   {s['last_batch']}",
              "next batch   " + (s["next_state"] if s["next_batch"] is None
                                     else f"{s['next_batch']}: {s['next_state']}"),
-             f"policy       {s['policy']['name']} ({_theta(s['policy']['params'])}), κ={s['policy']['kappa']:g}",
+             f"policy       {s['policy']['name']} ({_theta(s['policy']['params'])}), κ={s['policy']['kappa']:.4g} "
+             f"({_units(s['policy'])})",
              f"cost so far  {s.get('cumulative_cost', 0.0):.3f}"]
     if s.get("last_retrain"):
         r = s["last_retrain"]
         lines.append(f"last retrain batch {r['batch']} -> v{r['version']} (gate {r['gate']})")
     if s.get("spend"):
         m = s["spend"]
-        lines.append(f"spend        {m['recent']:.2f} over the last {m['last_batches']} batches (staleness "
+        n = m["last_batches"]
+        lines.append(f"spend        {m['recent']:.2f} over the last {n} batch{'es' if n != 1 else ''} (staleness "
                      f"{m['recent_staleness']:.2f}, retrains {m['recent_retrains']:.2f}); {m['total']:.2f} in all; "
                      f"next κ {s['kappa_next']:.4g}")
     guards = s["policy"]["guards"]
@@ -376,8 +394,10 @@ def status(name, store, ui_base, as_json):
         lines.append(f"model age    {s['model_age']} batches (maximum {guards['max_model_age']})")
     if guards["retrain_budget"] is not None and s.get("retrain_attempts_in_window") is not None:
         n, w = guards["retrain_budget"]["attempts"], guards["retrain_budget"]["window"]
-        lines.append(f"budget       {s['retrain_attempts_in_window']} of {n} retrain attempts used in the last {w} "
-                     "batches")
+        used = s["retrain_attempts_in_window"]
+        over = " (over: --force-retrain ignores the budget)" if used > n else ""
+        lines.append(f"budget       {used} of {n} retrain attempt{'s' if n != 1 else ''} used in the last {w} "
+                     f"batches{over}")
     if s.get("cooldown_left"):
         n = s["cooldown_left"]
         lines.append(f"cooldown     no retrain attempt for the next {n} batch{'es' if n != 1 else ''}")
@@ -397,8 +417,8 @@ def status(name, store, ui_base, as_json):
 @cli.command()
 @managed
 @click.option("--batch", "batch_id", required=True, type=click.IntRange(min=0), help="A processed batch.")
-@json_option("One JSON object: decision, psi_bar, psi_terms, score, threshold, kappa, kappa_to_flip, policy, "
-             "guards, trigger, gate, version, late, reason, run_id.")
+@json_option("One JSON object: decision, psi_bar, psi_terms, score, threshold, kappa, kappa_to_flip, "
+             "retrain_cost_to_flip, no_flip_reason, policy, guards, trigger, gate, version, late, reason, run_id.")
 def explain(name, store, batch_id, as_json):
     """Why a batch was kept or retrained, and what κ would have changed that.
 
@@ -433,8 +453,7 @@ def _explain_lines(e: dict) -> list[str]:
     lines.append(f"  κ         {num(e['kappa'])} ({policy}, policy v{e['policy']['version']})")
     flip = e["kappa_to_flip"]
     if flip is None:
-        lines.append("  κ to flip none: no κ changes this answer (the policy ignores κ, or a guard rail, "
-                     "a forced retrain or a late batch decided)")
+        lines.append(f"  κ to flip none: {e['no_flip_reason']}")
     else:
         other = "kept" if e["decision"] == "retrain" else "retrained"
         side = "above" if e["decision"] == "retrain" else "at or below"

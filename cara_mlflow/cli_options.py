@@ -107,8 +107,8 @@ def psi_method_option(default: str | None = DEFAULT_PSI_METHOD, *, stored: bool 
 
 def guard_options(*, stored: bool):
     """``--max-model-age`` and ``--retrain-budget``: stored by ``tune``, overridable at ``step``."""
-    where = ("Stored in the policy; `step` may override it." if stored
-             else "Overrides the policy's for this step; off switches it off. Default: the policy's.")
+    where = ("Stored in the policy; `step` may override it (off or 0: none)." if stored
+             else "Overrides the policy's for this step; off or 0 switches it off. Default: the policy's.")
     off = "" if stored else "|off"
 
     def decorate(f):

@@ -117,7 +117,8 @@ consecutive batches, e.g. 2:10) or off, got '3'
         if self.max_model_age is not None:
             parts.append(f"maximum model age {self.max_model_age} batches")
         if self.retrain_budget is not None:
-            parts.append(f"at most {self.retrain_budget[0]} retrain attempts in any {self.retrain_budget[1]} batches")
+            n, w = self.retrain_budget
+            parts.append(f"at most {n} retrain attempt{'s' if n != 1 else ''} in any {w} batches")
         return "; ".join(parts) or "none"
 
     def to_dict(self) -> dict:

@@ -24,7 +24,7 @@ __all__ = ["STATE_FILE", "LastRetrain", "ManagerState"]
 STATE_FILE = "policy_state.json"
 _FIELDS = ("policy", "cumulative_cost", "cooldown_left", "model_version", "last_retrain", "position", "missing",
            "late", "dated", "position_from", "model_position", "retrain_attempts",
-           "training_seconds", "timed_policy", "recent_costs")
+           "training_seconds", "timed_policy", "spend", "recent_spend")
 _LEGACY = ("cooldown_until",)      # written before counts replaced id differences: converted on reading
 
 
@@ -67,9 +67,10 @@ def _checks(data: dict) -> dict[str, bool]:
             "training_seconds": isinstance(data.get("training_seconds", []), list)
             and all(isinstance(v, numbers.Real) and v > 0 for v in data.get("training_seconds", [])),
             "timed_policy": data.get("timed_policy") is None or _is_count(data["timed_policy"]),
-            "recent_costs": isinstance(data.get("recent_costs", []), list)
+            "spend": isinstance(data.get("spend", 0.0), numbers.Real),
+            "recent_spend": isinstance(data.get("recent_spend", []), list)
             and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, numbers.Real) for v in r)
-                    for r in data.get("recent_costs", [])),
+                    for r in data.get("recent_spend", [])),
             "last_retrain": last is None or (isinstance(last, dict) and set(last) == {"batch", "version", "gate"}
                                              and _is_int(last["batch"]) and _is_int(last["version"]))}
 
@@ -109,18 +110,21 @@ class ManagerState:
     retrain_attempts: tuple[int, ...] = ()        # positions of the last retrain attempts (the budget's)
     training_seconds: tuple[float, ...] = ()      # wall times of the last trainings (a measured retrain cost)
     timed_policy: int | None = None               # the policy version those trainings ran under
-    recent_costs: tuple[tuple[float, float], ...] = ()   # the last batches' (staleness, retrain) paid, κ units
+    spend: float = 0.0                            # money spent on batches decided with an error cost
+    recent_spend: tuple[tuple[float, float], ...] = ()   # the last such batches' (staleness, retrain) money
 
     @classmethod
     def fresh(cls, policy: Policy, *, version: int, kappa: float, batch: int,
               position: int | None = None, training_seconds: tuple[float, ...] = (),
-              timed_policy: int | None = None) -> "ManagerState":
+              timed_policy: int | None = None, error_cost: float | None = None) -> "ManagerState":
         """The state after ``init``: the first model (trained or adopted on ``batch``) cost κ;
         ``position`` is the init batch's count in the stream (default: its id, as on the paper's);
         ``training_seconds``: the trainings timed so far (a measured retrain cost's), under the
-        policy version ``timed_policy``."""
+        policy version ``timed_policy``; with ``error_cost``, the first model's cost is money spent."""
+        spent = () if error_cost is None else ((0.0, float(kappa) * error_cost),)
         return cls(policy=policy.to_dict(), cumulative_cost=float(kappa), model_version=int(version),
                    training_seconds=tuple(training_seconds), timed_policy=timed_policy,
+                   spend=sum(b for _, b in spent), recent_spend=spent,
                    last_retrain=LastRetrain(int(batch), int(version), "off"),
                    position=int(batch if position is None else position), dated=is_date_id(int(batch)),
                    model_position=int(batch if position is None else position))
@@ -171,7 +175,8 @@ class ManagerState:
                    retrain_attempts=tuple(int(a) for a in data.get("retrain_attempts", ())),
                    training_seconds=tuple(float(v) for v in data.get("training_seconds", ())),
                    timed_policy=data.get("timed_policy"),
-                   recent_costs=tuple((float(a), float(b)) for a, b in data.get("recent_costs", ())))
+                   spend=float(data.get("spend", 0.0)),
+                   recent_spend=tuple((float(a), float(b)) for a, b in data.get("recent_spend", ())))
 
     def to_dict(self) -> dict:
         """The JSON stored as ``policy_state.json``."""
@@ -182,7 +187,7 @@ class ManagerState:
                 "dated": self.dated, "position_from": self.position_from, "model_position": self.model_position,
                 "retrain_attempts": list(self.retrain_attempts), "training_seconds": list(self.training_seconds),
                 "timed_policy": self.timed_policy,
-                "recent_costs": [list(r) for r in self.recent_costs]}
+                "spend": self.spend, "recent_spend": [list(r) for r in self.recent_spend]}
 
     def model_age(self, t: int) -> int:
         """Batches processed in order between the model in use's training batch and position ``t``

@@ -129,6 +129,7 @@ class Plan:
     guard: str | None = None     # the guard rail that changed the policy's answer: max-age, cooldown, budget
     model_position: int = 0      # the position of the batch the model in use was trained on
     policy_version: int | None = None   # the policy document's version (whose trainer retrains are timed under)
+    error_cost: float | None = None     # the cost of one wrong answer, when κ comes from money
     threshold: float | None = None   # what the policy compared its score with (None: nothing comparable)
     kappa_to_flip: float | None = None   # the κ at which the policy's answer flips (None: no κ, or overridden)
 
@@ -173,8 +174,10 @@ def _current_policy(doc: PolicyDocument, state: ManagerState, production: Produc
     """The policy as the last step left it; fresh if it was re-tuned since, reset if production
     was moved by hand (a rollback) — a policy restarts whenever production changes."""
     saved = state.make_policy()
-    if (state.policy.get("policy"), state.policy.get("params")) != (doc.policy, dict(doc.params)):
-        return make_policy(doc.policy, **doc.params)
+    tuned = make_policy(doc.policy, **doc.params)
+    # compared with defaults filled in: a document may leave out a parameter at its default
+    if (saved.name, saved.get_params()) != (tuned.name, tuned.get_params()):
+        return tuned
     if not in_use.resumed and state.model_version != production.version:
         saved.reset(batch)
     return saved
@@ -198,6 +201,10 @@ def _reason(decision: Decision, state: ManagerState, in_use: InUse, force: bool,
         n, w = guards.retrain_budget
         return f"{why}; deferred: the retrain budget allows {n} attempt{'s' if n != 1 else ''} in any {w} batches"
     return why
+
+
+def _error_cost(doc: PolicyDocument) -> float | None:
+    return None if doc.money is None else doc.money.error_cost
 
 
 def _model_position(state: ManagerState, production: Production, in_use: InUse) -> int:
@@ -259,8 +266,8 @@ def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, 
                 resumed=in_use.resumed, trigger=trigger if retrain else None,
                 policy=policy.to_dict(), score=decision.score, psi_bar=obs.psi_bar, kappa=kappa,
                 serving=production.version, t=t, late=obs.late, previous=obs.previous, guard=guard,
-                model_position=position, policy_version=doc.version,
-                threshold=getattr(decision, "threshold", None) if not obs.late else None,
+                model_position=position, policy_version=doc.version, error_cost=_error_cost(doc),
+                threshold=getattr(decision, "threshold", None),
                 kappa_to_flip=kappa_to_flip(before, seen) if policy_decided else None)
 
 
@@ -281,7 +288,8 @@ def _schema_plan(doc: PolicyDocument, state: ManagerState, production: Productio
                 policy=make_policy(doc.policy, **doc.params).to_dict(), score=float("nan"), psi_bar=0.0,
                 kappa=doc.kappa_at(state.retrain_seconds(doc.version)), serving=production.version,
                 t=max(1, state.position + 1), previous=obs.previous,
-                model_position=_model_position(state, production, in_use), policy_version=doc.version)
+                model_position=_model_position(state, production, in_use), policy_version=doc.version,
+                error_cost=_error_cost(doc))
 
 
 def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool = False) -> ManagerState:
@@ -306,6 +314,17 @@ def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool
                    missing=tuple(map(tuple, add_range([list(r) for r in state.missing], span))), dated=dated)
 
 
+def _spent(plan: Plan, state: ManagerState) -> dict:
+    """The money a batch decided with an error cost spent: Ψ̄ × error cost kept, κ_t × error cost
+    (the retrain's cost) retrained; nothing for a policy whose κ is not money."""
+    if plan.error_cost is None:
+        return {}
+    staleness, retrain = (0.0, plan.kappa) if plan.retrain else (plan.psi_bar, 0.0)
+    staleness, retrain = staleness * plan.error_cost, retrain * plan.error_cost
+    return {"spend": state.spend + staleness + retrain,
+            "recent_spend": record_spend(state.recent_spend, staleness, retrain)}
+
+
 def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, cooldown: int) -> ManagerState:
     """The state after the plan was applied.
 
@@ -316,9 +335,7 @@ def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, c
     then on is the one serving (the challenger, if it was promoted).
     """
     state = advance(state, plan.batch, plan.previous, late=plan.late)
-    state = replace(state, model_position=plan.model_position,
-                    recent_costs=record_spend(state.recent_costs, 0.0 if plan.retrain else plan.psi_bar,
-                                              plan.kappa if plan.retrain else 0.0))
+    state = replace(state, model_position=plan.model_position, **_spent(plan, state))
     if not plan.retrain:
         return replace(state, policy=plan.policy, cumulative_cost=state.cumulative_cost + plan.psi_bar,
                        model_version=plan.serving)

@@ -232,7 +232,7 @@ def test_tune_stores_the_guard_rails_step_applies_and_overrides_them_and_history
     assert the_batch_run(reg, 11).tags["cara.deferred"] == "budget"
     assert {v.tags.get("cara.trigger") for v in reg.versions() if v.trained_on in (8, 12)} == {"max-age"}
     text = ok(cara(fresh, "status")).stdout
-    assert "model age    1 batches (maximum 2)" in text and "budget       1 of 1 retrain attempts used" in text
+    assert "model age    1 batches (maximum 2)" in text and "budget       1 of 1 retrain attempt used" in text
 
 
 def test_step_switches_a_stored_guard_rail_off_and_refuses_a_bad_one_before_writing(fresh, cara):
@@ -261,13 +261,14 @@ def test_explain_shows_the_logged_figures_and_the_flip_kappa_re_decides_the_othe
         run = the_batch_run(reg, batch)
         assert e["decision"] == run.tags["cara.decision"] and e["psi_bar"] == run.metrics["psi_bar"]
         assert e["psi_terms"]["now"] - e["psi_terms"]["then"] == pytest.approx(e["psi_bar"])
-        assert e["guards"]["in_force"] == "maximum model age 3 batches" and e["kappa"] == 0.5
+        assert e["guards"]["in_force"].startswith("maximum model age 3 batches; cooldown 3") and e["kappa"] == 0.5
         if e["guards"]["applied"] == "max-age":
             assert e["kappa_to_flip"] is None and e["trigger"] == "max-age"
+            assert e["no_flip_reason"] == "the guard rail max-age decided"
             continue
         flip = e["kappa_to_flip"]
         if e["psi_bar"] <= 0:           # Ψ̄ ≥ κ > 0 never holds: no κ retrains
-            assert flip is None and e["decision"] == "keep"
+            assert flip is None and e["decision"] == "keep" and "≤ 0: no κ > 0 retrains" in e["no_flip_reason"]
             continue
         assert flip == pytest.approx(e["psi_bar"], rel=1e-9)
         policy = policy_from_dict(reg.runs.load_json(run.run_id, "policy_state.json")["policy"])

@@ -223,7 +223,7 @@ def test_status_json_says_where_production_stands(ran_store, cara):
     assert s["policy"] == {"name": POLICY, "params": dict(doc.params), "kappa": KAPPA, "version": 1,
                            "task": "classification", "loss": "zero_one", "features": ["x1", "x2"],
                            "feature_kinds": {"x1": "numeric", "x2": "numeric"},
-                           "guards": {"max_model_age": None, "retrain_budget": None}}
+                           "guards": {"max_model_age": None, "retrain_budget": None}, "psi_scale": "paper"}
     last = the_batch_run(reg, ONLINE[-1])
     assert s["cumulative_cost"] == pytest.approx(last.metrics["cumulative_cost"])
     assert s["cooldown_left"] == 0 and s["last_retrain"]["version"] == production.version

@@ -111,12 +111,11 @@ def test_a_fixed_retrain_cost_gives_kappa_in_wrong_answers_and_every_batch_logs_
     ok(cara(fresh, "step", "--all"))
     rows = [r for r in json.loads(ok(cara(fresh, "history", "--json")).stdout) if r["batch"] > 5]
     assert {r["kappa"] for r in rows} == {20.0}
-    for r in rows:
-        assert r["spend"] == pytest.approx(2 * r["cumulative_cost"])
+    # money counts from the first batch decided with an error cost (the init was under --kappa)
+    assert [r["spend"] for r in rows] == pytest.approx(list(2 * np.cumsum([r["psi_bar"] for r in rows])))
     status = json.loads(ok(cara(fresh, "status", "--json")).stdout)
-    paid = 5.0 + sum(r["psi_bar"] for r in rows)      # NR: staleness only, after the init's κ (5, tuned before)
-    assert status["spend"]["total"] == pytest.approx(2 * paid)
-    assert status["spend"]["recent"] == pytest.approx(2 * sum(r["psi_bar"] for r in rows))
+    assert status["spend"]["total"] == pytest.approx(2 * sum(r["psi_bar"] for r in rows))
+    assert status["spend"]["recent"] == pytest.approx(status["spend"]["total"])
     assert status["spend"]["last_batches"] == len(rows) == 8
     assert "spend        " in ok(cara(fresh, "status")).stdout
 
@@ -151,7 +150,7 @@ def test_rent_starts_on_day_one_from_batch_0_with_no_offline_history(tmp_path, c
     made = CliRunner().invoke(cli, ["make-stream", "covcon-d", "--out", str(store), "--n-batches", "9",
                                     "--batch-size", "250"])
     assert made.exit_code == 0, made.output
-    out = ok(cara(store, "tune", "--policy", "rent", "--kappa", "0.4", "--model", "lr"))
+    out = ok(cara(store, "tune", "--policy", "rent", "--kappa", "0.6", "--model", "lr"))
     assert "rent: nothing to tune" in out.stdout and "window 0:1" in out.stdout
     doc = lifecycle.active_policy(registry(store))
     assert doc.offline == (0, 1) and doc.params == {} and doc.tuning["method"] == "none"
@@ -159,13 +158,19 @@ def test_rent_starts_on_day_one_from_batch_0_with_no_offline_history(tmp_path, c
     ok(cara(store, "init", "--batch", "0"))                                 # the same batch
     ok(cara(store, "step", "--all", "--no-gate"))
     rows = [r for r in json.loads(ok(cara(store, "history", "--json")).stdout) if r["batch"] > 0]
-    paid, expected = 0.0, []
+    paid, expected, scores = 0.0, [], []
     for r in rows:                       # the rule, by hand: retrain once the staleness paid reaches κ
         paid += r["psi_bar"]
-        expected.append("retrain" if paid >= 0.4 else "keep")
+        expected.append("retrain" if paid >= 0.6 else "keep")
+        scores.append(paid)
         paid = 0.0 if expected[-1] == "retrain" else paid
     assert [r["decision"] for r in rows] == expected
     assert {"keep", "retrain"} <= set(expected), expected
+    # the staleness paid carries over from step to step (each step is a new process reading the state)
+    reg = registry(store)
+    logged = [the_batch_run(reg, r["batch"]).metrics["score"] for r in rows]
+    assert logged == pytest.approx(scores)
+    assert any(score > r["psi_bar"] + 1e-9 for score, r in zip(scores, rows)), "no two keeps in a row"
 
 
 def test_tune_windows_last_n_and_too_few_batches(fresh, cara):
@@ -179,3 +184,22 @@ def test_tune_windows_last_n_and_too_few_batches(fresh, cara):
     measured = cara(fresh, "tune", "--policy", "rent", "--retrain-cost", "measured", "--price-per-hour", "6",
                     "--error-cost", "2")
     assert measured.returncode == 1 and "trains no offline model" in measured.stderr
+
+
+def test_with_money_from_day_one_the_first_model_is_money_spent(tmp_path, cara):
+    from click.testing import CliRunner
+
+    from cara_mlflow.cli import cli
+
+    store = tmp_path / "store"
+    assert CliRunner().invoke(cli, ["make-stream", "covcon-d", "--out", str(store), "--n-batches", "3",
+                                    "--batch-size", "200"]).exit_code == 0
+    ok(cara(store, "tune", "--policy", "rent", "--retrain-cost", "4", "--error-cost", "2", "--model", "lr"))
+    ok(cara(store, "init", "--batch", "0"))
+    ok(cara(store, "step", "--all", "--no-gate"))
+    rows = json.loads(ok(cara(store, "history", "--json")).stdout)
+    assert rows[0]["spend"] == 4.0 and rows[0]["kappa"] == 2.0            # κ = 4 / 2 wrong answers
+    paid = [2 * r["psi_bar"] if r["decision"] == "keep" else 4.0 for r in rows[1:]]
+    assert [r["spend"] for r in rows[1:]] == pytest.approx(list(4.0 + np.cumsum(paid)))
+    text = ok(cara(store, "status")).stdout
+    assert "κ=2 (wrong answers per retrain)" in text

@@ -76,11 +76,11 @@ def describe(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None) ->
 
 
 def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: ManagerState,
-                 outcome: RetrainOutcome | None, guards_text: str = "none", error_cost: float | None = None) -> None:
+                 outcome: RetrainOutcome | None, guards_text: str = "none") -> None:
     """The decision and its consequences on the batch run (tags and metrics of DESIGN.md), what
     ``explain`` shows (the threshold, the κ that flips the answer, the guard rails in force as
-    ``guards_text``), the money spent when κ comes from money (``error_cost``: the batch's own
-    ``spend_batch`` and the cumulative ``spend``), and :func:`describe`'s sentence as the run's
+    ``guards_text``), the money spent when κ comes from money (the batch's own ``spend_batch``
+    and the running ``spend``), and :func:`describe`'s sentence as the run's
     description in the UI."""
     tags = {reg.TAG_DECISION: plan.action, reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": plan.reason[:500]}
     if outcome is not None:
@@ -97,9 +97,9 @@ def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: Manager
     metrics = {"decision": float(plan.retrain), "cumulative_cost": state.cumulative_cost, "score": plan.score}
     if not plan.late:
         metrics["model_age"] = plan.age
-    if error_cost is not None:
-        metrics.update(error_cost=error_cost, spend=error_cost * state.cumulative_cost,
-                       spend_batch=error_cost * (plan.kappa if plan.retrain else plan.psi_bar))
+    if plan.error_cost is not None:
+        metrics.update(error_cost=plan.error_cost, spend=state.spend,
+                       spend_batch=plan.error_cost * (plan.kappa if plan.retrain else plan.psi_bar))
     for key in ("threshold", "kappa_to_flip"):
         value = getattr(plan, key)
         if value is not None:

@@ -37,7 +37,8 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
                              "use `cara-mlflow step`, or `rollback` to change production")
         batch = store.read(batch_id, target=doc.target, space=doc.space)
         recover(registry, None, batch_id)
-        tags = {reg.TAG_DECISION: "init", reg.TAG_POLICY_VERSION: doc.version}
+        tags = {reg.TAG_DECISION: "init", reg.TAG_POLICY_VERSION: doc.version, reg.TAG_GUARDS: doc.guards.describe(),
+                "cara.reason": "the first production model"}
         with batch_run(registry, batch_id, tags) as run_id:
             if adopt_version is not None:
                 version = adopt(registry, batch, doc, adopt_version, run_id)
@@ -48,13 +49,16 @@ def init(store: BatchStore, registry: reg.Registry, *, batch_id: int, adopt_vers
             seconds = record_seconds((), training_seconds(registry, version.tags.get(reg.TAG_TRAINING_RUN)))
             state = ManagerState.fresh(make_policy(doc.policy, **doc.params), version=version.version,
                                        kappa=doc.kappa, batch=batch_id, position=position_of(store, doc, batch_id),
-                                       training_seconds=seconds, timed_policy=doc.version)
+                                       training_seconds=seconds, timed_policy=doc.version,
+                                       error_cost=doc.money.error_cost if doc.money else None)
             state = state.counted_from(window_start(doc), state.position)
             registry.runs.set_tags(run_id, {reg.TAG_MODEL_VERSION: version.version})
             how = ("adopted registered" if adopt_version is not None else "trained") + f" v{version.version}"
             registry.runs.set_description(run_id, f"Init: {how} as the first production model, on batch {batch_id}.")
+            spend = {} if doc.money is None else {"spend": state.spend, "spend_batch": state.spend,
+                                                  "error_cost": doc.money.error_cost}
             registry.runs.log_metrics(run_id, {"decision": 1.0, "kappa": doc.kappa, "cumulative_cost": doc.kappa,
-                                               "n_data": batch.n_rows, "n_queries": len(batch.queries)})
+                                               "n_data": batch.n_rows, "n_queries": len(batch.queries), **spend})
             commit(registry, run_id, batch_id, state, on_phase)
         write_timeline(registry, store, batch_id)
     return StepResult("processed", batch_id, None, "init", "first production model", version.version, "off",

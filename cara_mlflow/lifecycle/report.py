@@ -95,7 +95,7 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
     out["schema_change"] = None if change is None else {"added": list(change.added), "removed": list(change.removed)}
     out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version,
                      "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
-                     "feature_kinds": doc.feature_kinds, "guards": doc.guards.to_dict()}
+                     "feature_kinds": doc.feature_kinds, "guards": doc.guards.to_dict(), "psi_scale": doc.psi.scale}
     if state is not None:
         out["cumulative_cost"] = state.cumulative_cost
         out["last_retrain"] = None if state.last_retrain is None else state.last_retrain.to_dict()
@@ -103,8 +103,7 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
         out["position"] = state.position
         out["model_age"] = state.model_age(state.position)
         out["kappa_next"] = doc.kappa_at(state.retrain_seconds(doc.version))
-        if doc.money is not None:
-            out["spend"] = _spend(doc.money.error_cost, state)
+        out["spend"] = None if doc.money is None else _spend(doc.money.error_cost, state)
         budget = doc.guards.retrain_budget
         out["retrain_attempts_in_window"] = (None if budget is None else
                                              sum(1 for a in state.retrain_attempts if a > state.position - budget[1]))
@@ -137,7 +136,7 @@ def explain(registry: reg.Registry, batch_id: int) -> dict:
                          "`cara-mlflow history` lists the batches processed")
     tags, metrics = run.tags, run.metrics
     policy = registry.runs.load_json(run.run_id, STATE_FILE).get("policy", {})
-    return {"batch": batch_id, "decision": tags.get(reg.TAG_DECISION), "reason": tags.get("cara.reason", ""),
+    out = {"batch": batch_id, "decision": tags.get(reg.TAG_DECISION), "reason": tags.get("cara.reason", ""),
             "psi_bar": metrics.get("psi_bar"),
             "psi_terms": {"now": metrics.get("psi_now"), "then": metrics.get("psi_then")},
             "score": metrics.get("score"), "threshold": metrics.get("threshold"), "kappa": metrics.get("kappa"),
@@ -151,12 +150,33 @@ def explain(registry: reg.Registry, batch_id: int) -> dict:
             "trigger": tags.get(reg.TAG_TRIGGER), "gate": tags.get(reg.TAG_GATE),
             "version": _int_or_none(tags.get(reg.TAG_MODEL_VERSION)), "late": tags.get(reg.TAG_LATE) == "true",
             "run_id": run.run_id}
+    return {**out, "no_flip_reason": None if out["kappa_to_flip"] is not None else _no_flip(out)}
+
+
+def _no_flip(e: dict) -> str:
+    """Why no κ turns this batch's answer around."""
+    reason = e["reason"] or ""
+    if e["decision"] in ("init", "skip"):
+        return f"not a policy's decision ({e['decision']})"
+    if e["late"]:
+        return "a late batch is never retrained, whatever κ"
+    if e["guards"]["applied"]:
+        return f"the guard rail {e['guards']['applied']} decided"
+    if e["trigger"] == "manual":
+        return "forced by --force-retrain"
+    if reason.startswith("resuming"):
+        return "a promotion resumed after a crash"
+    if e["trigger"] == "schema":
+        return "a retrain onto the re-tuned features"
+    if e["score"] is not None and e["score"] <= 0 and e["threshold"] is not None:
+        return f"the policy's score {e['score']:.4g} ≤ 0: no κ > 0 retrains"
+    return f"{e['policy']['name'] or 'the policy'} does not compare anything with κ"
 
 
 def _spend(error_cost: float, state: ManagerState) -> dict:
-    """The money spent: in all, and over the last batches (staleness × error cost, retrains × their cost)."""
-    staleness = sum(a for a, _ in state.recent_costs)
-    retrains = sum(b for _, b in state.recent_costs)
-    return {"error_cost": error_cost, "total": error_cost * state.cumulative_cost,
-            "last_batches": len(state.recent_costs), "recent": error_cost * (staleness + retrains),
-            "recent_staleness": error_cost * staleness, "recent_retrains": error_cost * retrains}
+    """The money spent (on the batches decided with an error cost): in all, and over the last
+    batches (staleness × error cost, retrains × their cost)."""
+    staleness = sum(a for a, _ in state.recent_spend)
+    retrains = sum(b for _, b in state.recent_spend)
+    return {"error_cost": error_cost, "total": state.spend, "last_batches": len(state.recent_spend),
+            "recent": staleness + retrains, "recent_staleness": staleness, "recent_retrains": retrains}

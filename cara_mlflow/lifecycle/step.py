@@ -202,8 +202,8 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
                                     psi_method=where.psi_method,
                                     project_uri=options.project_uri, on_phase=on_phase, parent_run_id=run_id)
         after = settle(plan, state, outcome, cooldown=options.cooldown)
-        log_decision(registry, run_id, plan, after, outcome, where.guards.describe(),
-                     where.doc.money.error_cost if where.doc.money else None)
+        log_decision(registry, run_id, plan, after, outcome,
+                     f"{where.guards.describe()}; cooldown {options.cooldown} after a rejected challenger")
         commit(registry, run_id, plan.batch, after, on_phase, late=plan.late)
     write_timeline(registry, store, max(plan.batch, previous), previous=previous, late=after.late)
     return StepResult("processed", plan.batch, None if plan.schema else plan.psi_bar, plan.action, plan.reason,

@@ -15,7 +15,7 @@ from .records import finished_batch_run
 
 __all__ = ["write_timeline"]
 
-_METRICS = ("psi_bar", "decision", "cumulative_cost", "kappa")
+_METRICS = ("psi_bar", "decision", "cumulative_cost", "kappa", "spend", "model_age")
 TAG_TIMELINE_LATE = "cara.timeline_late"
 
 

@@ -29,7 +29,7 @@ from ..tracking.projects import resolve_project_uri
 from ..train import TrainerSettings, fit_batch
 from ..tuning import PolicyTuner
 from . import training
-from .frame import managed
+from .frame import default_project_uri, managed
 from .training import train_on_batch, training_seconds
 
 __all__ = ["tune", "QUERY_RULE"]
@@ -80,7 +80,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
                                                psi=PsiSettings(0.0, method=psi_method, scale=psi_scale)))
         if untuned:
             return _register_untuned(registry, replace(draft, kappa=kappa or money.kappa(()), money=money), notes)
-        predictions, seconds = _offline_predictions(registry, batches, draft, progress)
+        predictions, seconds = _offline_predictions(registry, batches, draft, progress,
+                                                    timed=money is not None and money.measured)
         if money is not None:
             draft = replace(draft, kappa=money.kappa(seconds), money=money, training_seconds=tuple(seconds))
             notes += _money_notes(draft, seconds)
@@ -243,14 +244,17 @@ def _identifier_notes(batches, space) -> list[str]:
     return notes
 
 
-def _offline_predictions(registry, batches, doc: PolicyDocument, progress) -> tuple[list, list[float]]:
+def _offline_predictions(registry, batches, doc: PolicyDocument, progress, *,
+                         timed: bool = False) -> tuple[list, list[float]]:
     """Each offline model's predictions on its batch and every later one, and each training's wall
-    time: models trained in-process, or through the user's project (as retrains will be, and
-    timed as they will be: from the run's start until its model is logged)."""
+    time: models trained in-process, or through the retrain project — the user's, or with
+    ``timed`` (a measured retrain cost) ours — as retrains will be, and timed as they will be:
+    from the run's start until its model is logged."""
     models, seconds = [], []
+    project = doc.project_uri or (default_project_uri() if timed else None)
     for k, batch in enumerate(batches):
-        if doc.project_uri:
-            run_id = train_on_batch(registry, batch, doc, doc.project_uri, run_type="tune-train")
+        if project:
+            run_id = train_on_batch(registry, batch, doc, project, run_type="tune-train")
             seconds.append(training_seconds(registry, run_id))
             with tempfile.TemporaryDirectory() as tmp:
                 models.append(registry.load_model_uri(registry.model_of_run(run_id), tmp))
