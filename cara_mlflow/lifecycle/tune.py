@@ -94,7 +94,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         advice = kappa_advice(terms.psi_bar, draft.kappa, policy, tuned.result_.n_retrains, best.n_retrains)
         notes += [f"guard rails: {draft.guards.describe()}"] if draft.guards.any else []
         doc = _document(draft, tuned, best, method, notes + list(advice.notes), [b.id for b in batches], advice)
-        return _register(registry, doc, C, tuned, best)
+        return _register_tuned(registry, doc, C, tuned, best)
 
 
 #: Policies ``tune`` registers without offline models: nothing to tune, the window fixes only the
@@ -157,17 +157,7 @@ def _register_untuned(registry: reg.Registry, draft: PolicyDocument, notes: list
                  "their kinds, the task and the kernel. Re-tune a tuned policy once history exists")
     notes += [f"guard rails: {draft.guards.describe()}"] if draft.guards.any else []
     doc = replace(draft, tuning={"method": "none", "notes": notes})
-    run_id = registry.runs.start("tune", run_name=f"tune-{doc.policy}-kappa{doc.kappa:.4g}")
-    try:
-        registry.runs.log_params(run_id, _params(doc))
-        registry.runs.log_metrics(run_id, {"kappa": doc.kappa, "gamma": doc.psi.gamma})
-        registry.runs.log_dict(run_id, doc.to_dict(), reg.POLICY_FILE)
-        version = registry.register_policy(doc.to_dict(), run_id)
-        registry.runs.end(run_id, "FINISHED")
-    except BaseException:
-        registry.runs.end(run_id, "FAILED")
-        raise
-    return replace(doc, version=version)
+    return _register(registry, doc, {"kappa": doc.kappa, "gamma": doc.psi.gamma})
 
 
 def units_note(scale: str, loss: str) -> str:
@@ -290,17 +280,24 @@ def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str],
     return replace(draft, params=dict(tuned.best_params_), tuning=figures)
 
 
-def _register(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned, best) -> PolicyDocument:
-    """The tuning run (params, figures, the matrix and its heat map), then ``NAME.policy@active``."""
+def _register_tuned(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned, best) -> PolicyDocument:
+    """The tuning run with its figures, the matrix and its heat map; then ``NAME.policy@active``."""
+    metrics = {"offline_cost": tuned.best_cost_, "oracle_cost": best.cost, "kappa": doc.kappa,
+               "gamma": doc.psi.gamma, "offline_retrains": tuned.result_.n_retrains,
+               "oracle_retrains": best.n_retrains, "kappa_oracle_never": doc.tuning["kappa_oracle_never"],
+               "kappa_oracle_always": doc.tuning["kappa_oracle_always"]}
+    return _register(registry, doc, metrics, lambda run_id: _log_tuning_artifacts(
+        registry, run_id, C, doc, tuned.best_strategy_, best.strategy))
+
+
+def _register(registry: reg.Registry, doc: PolicyDocument, metrics: dict,
+              artifacts: Callable[[str], None] = lambda run_id: None) -> PolicyDocument:
+    """The tuning run (params, ``metrics``, ``artifacts``), then ``NAME.policy@active``."""
     run_id = registry.runs.start("tune", run_name=f"tune-{doc.policy}-kappa{doc.kappa:.4g}")
     try:
         registry.runs.log_params(run_id, _params(doc))
-        metrics = {"offline_cost": tuned.best_cost_, "oracle_cost": best.cost, "kappa": doc.kappa,
-                   "gamma": doc.psi.gamma, "offline_retrains": tuned.result_.n_retrains,
-                   "oracle_retrains": best.n_retrains, "kappa_oracle_never": doc.tuning["kappa_oracle_never"],
-                   "kappa_oracle_always": doc.tuning["kappa_oracle_always"]}
         registry.runs.log_metrics(run_id, {k: v for k, v in metrics.items() if v is not None and v == v})
-        _log_tuning_artifacts(registry, run_id, C, doc, tuned.best_strategy_, best.strategy)
+        artifacts(run_id)
         registry.runs.log_dict(run_id, doc.to_dict(), reg.POLICY_FILE)
         version = registry.register_policy(doc.to_dict(), run_id)
         registry.runs.end(run_id, "FINISHED")
