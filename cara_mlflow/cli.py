@@ -22,6 +22,7 @@ from .cli_options import (
     guard_options,
     json_option,
     kappa_option,
+    kappa_schedule_option,
     lock_timeout_option,
     loss_option,
     managed,
@@ -151,6 +152,7 @@ def _units(policy: dict) -> str:
 @click.option("--stream", default="covcon-d", show_default=True, type=click.Choice(STREAM_NAMES),
               help="Synthetic stream to simulate (-d: queries sampled from the data, -s: static queries).")
 @kappa_option("Retraining cost κ > 0, in Ψ units: one retrain is worth κ similarity-weighted query errors.")
+@kappa_schedule_option()
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the stream, the models and the tuner.")
 @policies_option()
@@ -165,11 +167,14 @@ def _units(policy: dict) -> str:
 @psi_method_option()
 @loss_option()
 @json_option("Print a JSON list, one object per policy.")
-def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_size, tuning_method, psi_method,
-             loss, as_json):
+def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_batches, batch_size, tuning_method,
+             psi_method, loss, as_json):
     """Tune every policy on the offline batches of a stream, run it online, print the table.
 
-    Example: cara-mlflow simulate --stream covcon-d --kappa 20 --seed 0
+    \b
+    Examples:
+      cara-mlflow simulate --stream covcon-d --kappa 20 --seed 0
+      cara-mlflow simulate --stream covcon-d --kappa 20 --kappa-schedule day-night:1.5:0.5:5
     """
     from .losses import resolve_loss
     from .simulate import simulate as run
@@ -179,7 +184,7 @@ def simulate(stream, kappa, seed, policies, model, n_offline, n_batches, batch_s
     progress = (lambda message: click.echo(f"… {message}", err=True)) if sys.stderr.isatty() and not as_json else None
     report = run(stream, kappa=kappa, policies=policies, n_offline=n_offline, model=model, seed=seed,
                  tuning_method=tuning_method, n_batches=n_batches, batch_size=batch_size,
-                 psi_method=psi_method, loss=loss, progress=progress)
+                 psi_method=psi_method, loss=loss, progress=progress, kappa_schedule=kappa_schedule)
     click.echo(report.to_json() if as_json else report.table())
 
 
@@ -542,6 +547,7 @@ def _paper_sweep(stream: str | None, n_batches: int, batch_size: int) -> list[fl
 @click.option("--kappa", "kappas", required=True, callback=checked(_kappa_list), metavar="LIST",
               help="Retraining costs: '5,10,20,50', 'log:START:STOP:NUM', or 'paper': the 10 values of the "
                    "paper-implied range of --stream (benchmarks/results/kappa_ranges.md).")
+@kappa_schedule_option()
 @policies_option()
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Seeds 0..N-1.")
 @model_option()
@@ -557,8 +563,8 @@ def _paper_sweep(stream: str | None, n_batches: int, batch_size: int) -> list[fl
 @psi_method_option()
 @click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream or store name>).")
 @json_option("Print one JSON object per (policy, κ, seed).")
-def compare(stream, data_path, store_dir, target, features, exclude, task, loss, kappas, policies, seeds, model,
-            offline, n_batches, batch_size, tuning_method, psi_method, experiment, as_json):
+def compare(stream, data_path, store_dir, target, features, exclude, task, loss, kappas, kappa_schedule, policies,
+            seeds, model, offline, n_batches, batch_size, tuning_method, psi_method, experiment, as_json):
     """Compare policies over a κ sweep and seeds, logged as an MLflow experiment.
 
     On a named stream (--stream) or on your own history (--store DIR --offline 0:25). One parent
@@ -572,6 +578,7 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
       cara-mlflow compare --stream covcon-d --kappa 5,10,20,50 --seeds 5
       cara-mlflow compare --store /data/store --offline 0:25 --kappa log:1:100:5
       cara-mlflow compare --stream circle-d --kappa paper --seeds 10
+      cara-mlflow compare --stream gauss-d --kappa 10,40 --kappa-schedule ramp:1:2
     """
     from .compare import compare as run_compare, summarise
 
@@ -593,10 +600,13 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     # the paper's streams are classification streams: only a store's task is inferred
     # a store's offline window holds the complete batches whose ids lie in it (ids may have gaps)
     n_offline = sum(start <= i < stop for i in batch_ids) if batch_ids is not None else stop - start
+    if kappa_schedule is not None:      # a CSV covers every batch compared: said before any training
+        kappa_schedule.values(batch_ids if batch_ids is not None else n_batches)
     task, loss = _comparison_task(source, n_offline, task or (None if store_dir else "classification"), loss)
     with click.progressbar(length=seeds * (1 + len(kappas)), label=f"comparing on {label}", file=sys.stderr) as bar:
         result = run_compare(source, kappas=kappas, policies=policies, seeds=range(seeds), model=model,
                              n_offline=n_offline, tuning_method=tuning_method, batch_ids=batch_ids,
+                             kappa_schedule=kappa_schedule,
                              prepare_kwargs={"psi_method": psi_method, "task": task, "loss": loss},
                              progress=lambda message: bar.update(1))
     from .tracking import mask_uri
@@ -609,7 +619,8 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
         click.echo(jsonout.dumps(result.rows(), indent=2))
         return
     _, overall = summarise(result)
-    click.echo(f"{result.stream} ({model}), κ ∈ {{{', '.join(f'{k:g}' for k in kappas)}}}, "
+    schedule = "" if kappa_schedule is None else f" × {kappa_schedule.describe()}"
+    click.echo(f"{result.stream} ({model}), κ ∈ {{{', '.join(f'{k:g}' for k in kappas)}}}{schedule}, "
                f"{seeds} seed(s): means over κ and seeds")
     click.echo(f"{'policy':<8} {'SCPE %':>9} {'query acc':>9} {'retrains':>9} {'cost':>10}")
     for row in overall.itertuples():

@@ -24,7 +24,8 @@ from .names import (
 )
 
 __all__ = ["managed", "kappa_option", "policies_option", "model_option", "tuning_method_option", "psi_method_option",
-           "lock_timeout_option", "project_uri_option", "json_option", "checked", "column_options", "loss_option"]
+           "lock_timeout_option", "project_uri_option", "json_option", "checked", "column_options", "loss_option",
+           "kappa_schedule_option"]
 
 
 def checked(check, **kwargs):
@@ -175,3 +176,12 @@ def column_options(fixed_where: str):
         return fn
 
     return decorate
+
+
+def kappa_schedule_option():
+    """``--kappa-schedule SPEC`` (simulate, compare): κ_t per batch as multiples of ``--kappa``;
+    parsed (and a CSV read and checked) when given, its coverage checked against the stream."""
+    from .kappa_schedule import SCHEDULE_HELP, parse_kappa_schedule
+
+    return click.option("--kappa-schedule", default=None, metavar="PATTERN|CSV", callback=checked(parse_kappa_schedule),
+                        help=SCHEDULE_HELP)

@@ -12,6 +12,9 @@ nested run per (policy, κ, seed) with params (policy, κ, tuned θ*, seed, mode
 ``step = batch id`` (cumulative_cost, decision, psi_bar), so the MLflow UI's compare view and
 charts work. The parent run holds the figures (metrics against κ, cumulative cost, the offline
 cost matrix with the tuned CARA-T and ORACLE strategies) and a summary table (CSV + Markdown).
+
+With a κ schedule (:mod:`cara_mlflow.kappa_schedule`) each κ of the sweep is the level the
+schedule multiplies: the cost matrices carry κ_t = κ × value_t on their diagonal.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from . import validate
 from .costs import cumulative_strategy_cost
 from .errors import InputError
 from .features import infer_task
-from .simulate import Prepared, Report, evaluate, prepare
+from .kappa_schedule import KappaSchedule, parse_kappa_schedule
+from .simulate import Report, evaluate, prepare
 from .store import read_window, window_ids
 
 __all__ = ["parse_kappas", "store_stream", "stream_task", "ComparisonResult", "compare", "summarise",
@@ -136,6 +140,7 @@ class ComparisonResult:
     parent_run_id: str | None = None
     experiment_id: str | None = None
     batch_ids: list | None = None          # a store's batch ids by stream position (else the position)
+    kappa_schedule: str | None = None      # the schedule κ multiplies, as reports name it (None: constant κ)
 
     def batch_id(self, position: int) -> int:
         """The batch id of stream position ``position`` (they differ for a store's stream)."""
@@ -154,12 +159,14 @@ class ComparisonResult:
 def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None = None,
             seeds: Sequence[int] = (0,), model: str = "rf", n_offline: int = 25, tuning_method: str = "exact",
             prepare_kwargs: dict | None = None, progress: Callable[[str], None] | None = None,
-            batch_ids: Sequence[int] | None = None) -> ComparisonResult:
+            batch_ids: Sequence[int] | None = None,
+            kappa_schedule: str | KappaSchedule | None = None) -> ComparisonResult:
     """Run every policy at every κ and seed, sharing models and matrices per seed.
 
     ``stream`` is a stream name or a callable ``seed -> stream`` (for real data, whose batches do
     not change with the seed but whose query samples do). ``batch_ids`` names the stream's
-    batches by position (a store's ids, :func:`store_stream`) in what is logged.
+    batches by position (a store's ids, :func:`store_stream`) in what is logged, and in a CSV
+    ``kappa_schedule`` (κ_t = κ × its value; :mod:`cara_mlflow.kappa_schedule`).
 
     >>> result = compare("covcon-d", kappas=[2.0, 20.0], policies=["cara-t", "nr"], model="lr",
     ...                  prepare_kwargs={"n_batches": 12, "batch_size": 150}, n_offline=4)
@@ -170,6 +177,10 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
     if not kappas:
         raise InputError("kappa: expected at least one retraining cost")
     kappas = [validate.kappa(k) for k in kappas]
+    schedule = None if kappa_schedule is None else parse_kappa_schedule(kappa_schedule)
+    if schedule is not None and (batch_ids is not None or isinstance(stream, str)):
+        # a CSV's coverage of the stream, said before any training
+        schedule.values(list(batch_ids) if batch_ids is not None else (prepare_kwargs or {}).get("n_batches", 100))
     note = progress or (lambda message: None)
     reports, prepared = {}, {}
     timings = {"prepare": 0.0, "evaluate": 0.0}
@@ -185,11 +196,13 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
         for kappa in kappas:
             note(f"seed {seed}: κ={kappa:g}")
             reports[(seed, kappa)] = evaluate(prepared[seed], kappa=kappa, policies=policies,
-                                              tuning_method=tuning_method)
+                                              tuning_method=tuning_method, kappa_schedule=schedule,
+                                              batch_ids=batch_ids)
         timings["evaluate"] += time.perf_counter() - clock
     return ComparisonResult(stream=name, model=model, kappas=kappas, seeds=list(seeds), policies=policies,
                             reports=reports, prepared=prepared, timings=timings,
-                            batch_ids=None if batch_ids is None else list(batch_ids))
+                            batch_ids=None if batch_ids is None else list(batch_ids),
+                            kappa_schedule=None if schedule is None else schedule.describe())
 
 
 def summarise(result: ComparisonResult):
@@ -205,8 +218,10 @@ def summarise(result: ComparisonResult):
 
 def summary_markdown(overall, result: ComparisonResult) -> str:
     """The overall summary (:func:`summarise`) as a Markdown table."""
+    schedule = "" if result.kappa_schedule is None else f", each × the κ schedule {result.kappa_schedule}"
     lines = [f"# {result.stream}, model {result.model}",
-             f"κ ∈ {{{', '.join(f'{k:g}' for k in result.kappas)}}}, seeds {result.seeds}; means over κ and seeds.", "",
+             f"κ ∈ {{{', '.join(f'{k:g}' for k in result.kappas)}}}{schedule}, seeds {result.seeds}; "
+             "means over κ and seeds.", "",
              "| policy | SCPE % | query accuracy | # retrains | strategy cost |", "|---|---:|---:|---:|---:|"]
     for row in overall.itertuples():
         lines.append(f"| {row.policy} | {row.scpe:.2f} | {row.query_accuracy:.3f} | {row.n_retrains:.2f} | "
@@ -223,12 +238,11 @@ def comparison_figures(result: ComparisonResult) -> dict:
     seed = result.seeds[0]
     kappa = result.kappas[len(result.kappas) // 2]
     report: Report = result.reports[(seed, kappa)]
-    prepared: Prepared = result.prepared[seed]
     curves = {}
     for r in report.results:
         local = [s - report.n_offline for s in r.strategy]
         curves[r.policy] = cumulative_strategy_cost(report.online_matrix, local)
-    C_off = prepared.offline_terms.cost_matrix(kappa)
+    C_off = report.offline_matrix           # κ_t on its diagonal under a κ schedule
     tuned = PolicyTuner("cara-t").fit(C_off)
     return {
         "metrics_vs_kappa.png": metrics_vs_kappa_figure(result.rows(), title=f"{result.stream} ({result.model})"),

@@ -28,7 +28,7 @@ import inspect
 import math
 import numbers
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,6 +50,7 @@ __all__ = [
     "Policy",
     "RentOrBuy",
     "make_policy",
+    "mean_kappa",
     "policy_from_dict",
 ]
 
@@ -135,7 +136,8 @@ class Observation:
         The current model's per-sample 0/1 errors on the batch's data, in order; only the drift
         detector policies need them.
     kappa
-        Retraining cost ``κ_t`` at this batch, if known (MARKOV uses it).
+        Retraining cost ``κ_t`` at this batch, if known (MARKOV and rent compare with it; CARA-T and
+        CARA-CT tuned at a κ̄ scale their thresholds by ``κ_t/κ̄``).
 
     Examples
     --------
@@ -172,17 +174,26 @@ class Decision:
         One human sentence saying why, e.g. ``"Ψ̄=3.2 ≥ τ=2.5"``.
     score
         The number the decision compared (Ψ̄, the cumulative Ψ̄, the number of detections, ...).
+    threshold
+        The value the score was compared with at this batch: CARA-T's τ_t, CARA-CT's τ_cum_t
+        (relative to κ_t when the policy was tuned at a κ̄), MARKOV's and rent's κ_t; None for the
+        policies that compare no score with a threshold (CARA-P, NR, the ORACLE follower, the drift
+        detectors). Left out of the repr.
 
     Examples
     --------
-    >>> Decision(True, "Ψ̄=3.2 ≥ τ=2.5", 3.2).action
-    'retrain'
+    >>> d = Decision(True, "Ψ̄=3.2 ≥ τ=2.5", 3.2, 2.5)
+    >>> d.action, d.threshold
+    ('retrain', 2.5)
+    >>> d
+    Decision(retrain=True, reason='Ψ̄=3.2 ≥ τ=2.5', score=3.2)
 
     """
 
     retrain: bool
     reason: str
     score: float
+    threshold: float | None = field(default=None, repr=False)
 
     @property
     def action(self) -> str:
@@ -207,6 +218,9 @@ class Policy(abc.ABC):
     """Registry name, as users type it (``"cara-t"``)."""
     tunable: ClassVar[tuple[str, ...]] = ()
     """Names of the parameters that are tuned offline."""
+    offline_fixed: ClassVar[tuple[str, ...]] = ()
+    """Constructor parameters that shape an offline evaluation without being searched: read off the
+    cost matrix (:meth:`offline_params`) and passed with θ (CARA-T's and CARA-CT's κ̄, ``kappa``)."""
     needs_errors: ClassVar[bool] = False
     """True if :meth:`decide` needs the model's per-sample errors (``Observation.errors``): the
     drift detectors. A cost matrix does not hold them, so such a policy has no offline evaluation."""
@@ -316,6 +330,8 @@ class Policy(abc.ABC):
             The :attr:`tunable` parameters, each a number or a 1-D sequence of ``m`` values
             (broadcast together); one left out takes its constructor default. Each θ is checked
             as the constructor checks it. A policy with nothing tuned takes none: ``m = 1``.
+            The :attr:`offline_fixed` ones may be given too, in the same way (CARA-T's
+            ``kappa=κ̄``: thresholds relative to κ_t = ``C[t, t]``); left out, they are not used.
 
         Returns
         -------
@@ -331,6 +347,9 @@ class Policy(abc.ABC):
         [[0, 0, 2], [0, 1, 1]]
         >>> Markov.offline_costs(C)[1].tolist()
         [[0, 0, 2]]
+        >>> C[2, 2] = 3.0               # κ_2 = 3κ̄: CARA-T tuned at κ̄ = 1 needs Ψ̄ ≥ 3τ at batch 2
+        >>> CaraT.offline_costs(C, tau=0.8, kappa=1.0)[1].tolist(), CaraT.offline_costs(C, tau=0.8)[1].tolist()
+        ([[0, 0, 0]], [[0, 0, 2]])
         >>> AdwinPolicy.offline_costs(C)
         Traceback (most recent call last):
         ...
@@ -354,12 +373,14 @@ class Policy(abc.ABC):
     def _check_theta(cls, theta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """θ as 1-D arrays of one length, every parameter given, each θ accepted by the constructor."""
         for n in theta:
-            if n not in cls.tunable:
+            if n not in cls.tunable and n not in cls.offline_fixed:
+                fixed = "".join(f" (or {f}, not searched)" for f in cls.offline_fixed)
                 raise InputError(f"{n}: not a tuned parameter of the {cls.name} policy: expected "
-                                 f"{', '.join(cls.tunable) or 'none'}")
+                                 f"{', '.join(cls.tunable) or 'none'}{fixed}")
         signature = inspect.signature(cls.__init__).parameters
+        names = [*cls.tunable, *(f for f in cls.offline_fixed if theta.get(f) is not None)]
         values = []
-        for n in cls.tunable:
+        for n in names:
             if n not in theta and signature[n].default is inspect.Parameter.empty:
                 raise InputError(f"{n}: the {cls.name} policy needs this parameter")
             v = np.asarray(theta.get(n, signature[n].default))
@@ -369,9 +390,9 @@ class Policy(abc.ABC):
         try:
             values = np.broadcast_arrays(*values)
         except ValueError:
-            lengths = ", ".join(f"{n}: {v.size}" for n, v in zip(cls.tunable, values))
+            lengths = ", ".join(f"{n}: {v.size}" for n, v in zip(names, values))
             raise InputError(f"theta: expected values of one length (or single numbers), got {lengths}") from None
-        grid = dict(zip(cls.tunable, values))
+        grid = dict(zip(names, values))
         for k in range(values[0].size if values else 0):
             cls(**{n: v[k] for n, v in grid.items()})  # the constructor's checks, said once
         return grid
@@ -393,16 +414,21 @@ class Policy(abc.ABC):
         return {}
 
     @classmethod
-    def offline_thresholds(cls, C) -> np.ndarray | None:
-        """The sorted distinct scores a threshold policy compares its θ with when run on ``C``.
+    def offline_thresholds(cls, C, **fixed) -> np.ndarray | None:
+        """The sorted distinct θ at which a threshold policy's offline strategy on ``C`` changes.
 
-        For a policy whose one tunable parameter is a threshold (Retrain iff a score ≥ θ), the
-        offline strategy is constant for θ in each interval ``(v_k, v_{k+1}]`` between two
-        consecutive values; None for the other policies.
+        For a policy whose one tunable parameter is a threshold (Retrain iff a score ≥ θ), these
+        are the scores it compares θ with, and the offline strategy is constant for θ in each
+        interval ``(v_k, v_{k+1}]`` between two consecutive values; None for the other policies.
+        With the :attr:`offline_fixed` ``kappa=κ̄`` the threshold is relative to κ_t
+        (:class:`CaraT`), and each value is the largest θ whose scaled threshold a score reaches.
 
         >>> C = np.array([[1.0, 0.5, 2.0], [np.inf, 1.0, 0.1], [np.inf, np.inf, 1.0]])
         >>> CaraT.offline_thresholds(C).tolist(), CaraCT.offline_thresholds(C).tolist()
         ([0.1, 0.5, 2.0], [0.1, 0.5, 2.5])
+        >>> C[2, 2] = 2.0                            # κ_2 = 2κ̄: batch 2's scores count half
+        >>> CaraT.offline_thresholds(C, kappa=1.0).tolist()
+        [0.05, 0.5, 1.0]
         >>> CaraP.offline_thresholds(C) is None
         True
         """
@@ -410,11 +436,12 @@ class Policy(abc.ABC):
 
     @classmethod
     def offline_params(cls, C) -> dict[str, Any]:
-        """Parameters read off the cost matrix rather than searched (MARKOV's κ when constant).
+        """Parameters read off the cost matrix rather than searched: MARKOV's κ when constant, the κ̄
+        CARA-T's and CARA-CT's thresholds are tuned at (:func:`mean_kappa`).
 
         >>> C = np.array([[2.0, 0.5], [np.inf, 2.0]])
-        >>> Markov.offline_params(C), CaraT.offline_params(C)
-        ({'kappa': 2.0}, {})
+        >>> Markov.offline_params(C), CaraT.offline_params(C), CaraP.offline_params(C)
+        ({'kappa': 2.0}, {'kappa': 2.0}, {})
         """
         return {}
 
@@ -423,22 +450,58 @@ def _psi_bar(obs: Observation) -> float:
     return _check_real("psi_bar", obs.psi_bar)
 
 
-def _at_least(psi: float, symbol: str, threshold: float) -> Decision:
+def _at_least(psi: float, symbol: str, threshold: float, note: str = "") -> Decision:
     """Retrain iff Ψ̄ >= threshold: the rule shared by CARA-T (Eq. 8) and MARKOV (Eq. 17)."""
     retrain = psi >= threshold
     return Decision(
-        retrain, f"Ψ̄={_fmt(psi)} {'≥' if retrain else '<'} {symbol}={_fmt(threshold)}", psi
+        retrain, f"Ψ̄={_fmt(psi)} {'≥' if retrain else '<'} {symbol}={_fmt(threshold)}{note}", psi, threshold
     )
 
 
-def _threshold_run(C: np.ndarray, taus: np.ndarray | None, *, cumulative: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def mean_kappa(C) -> float:
+    """κ̄ of a cost matrix: the mean of its diagonal κ_t, exactly κ when it is constant.
+
+    The κ a CARA-T or CARA-CT threshold tuned on ``C`` is relative to (:class:`CaraT`).
+
+    >>> mean_kappa(np.diag([2.0, 2.0, 2.0])), mean_kappa(np.diag([1.0, 2.0, 6.0]))
+    (2.0, 3.0)
+    """
+    kappa = np.diag(np.asarray(C, dtype=np.float64))
+    # np.mean of equal values may be an ulp off them: a constant κ is taken as it is.
+    return float(kappa[0]) if np.all(kappa == kappa[0]) else float(np.mean(kappa))
+
+
+def _relative(threshold: float, kappa_t: float | None, kbar: float | None) -> float:
+    """The threshold at κ_t of a threshold tuned at κ̄: ``τ·(κ_t/κ̄)`` for τ > 0, else τ as tuned.
+
+    The ratio is taken first, so that κ_t = κ̄ gives τ bit for bit. A τ <= 0 (retrain unless the
+    model got better) has no cost scale: it stays, and a Retrain at κ stays one at any smaller κ.
+    """
+    if kbar is None or kappa_t is None or not threshold > 0:
+        return threshold
+    return threshold * (kappa_t / kbar)
+
+
+def _relative_note(symbol: str, tuned: float, used: float, kappa_t: float | None, kbar: float | None) -> str:
+    """`` (τ·κ_t/κ̄ = 2·10/5)`` when the threshold was scaled, else nothing."""
+    if used == tuned:
+        return ""
+    return f" ({symbol}·κ_t/κ̄ = {_fmt(tuned)}·{_fmt(kappa_t)}/{_fmt(kbar)})"
+
+
+def _obs_kappa(obs: Observation) -> float | None:
+    return None if obs.kappa is None else _check_real("kappa", obs.kappa, low=0, low_open=True)
+
+
+def _threshold_run(C: np.ndarray, taus: np.ndarray | None, *, cumulative: bool = False,
+                   kbar: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Algorithm 1 on ``C`` for ``m`` thresholds side by side: ``(costs, strategies)``.
 
     Retrain iff Ψ̄ (``cumulative``: its sum since the model was trained, added left to right as
-    :class:`CaraCT` does) ≥ τ; ``taus=None`` compares with κ_t = ``C[t, t]`` instead (MARKOV;
-    ``cumulative``: rent-or-buy). A loop over batches, vectorised over thresholds; the cost is
-    summed left to right.
+    :class:`CaraCT` does) ≥ τ; with ``kbar`` (κ̄, one or one per τ) each τ > 0 is relative to
+    κ_t = ``C[t, t]``: τ·(κ_t/κ̄), as :func:`_relative`. ``taus=None`` compares with κ_t itself
+    instead (MARKOV; ``cumulative``: rent-or-buy). A loop over batches, vectorised over
+    thresholds; the cost is summed left to right.
     """
     T = C.shape[0]
     m = 1 if taus is None else taus.shape[0]
@@ -448,7 +511,12 @@ def _threshold_run(C: np.ndarray, taus: np.ndarray | None, *, cumulative: bool =
     strategies = np.zeros((m, T), dtype=np.int64)
     for t in range(1, T):
         psi = C[tp, t]
-        threshold = C[t, t] if taus is None else taus
+        if taus is None:
+            threshold = C[t, t]
+        elif kbar is None:
+            threshold = taus
+        else:
+            threshold = np.where(taus > 0, taus * (C[t, t] / kbar), taus)
         if cumulative:
             cum = cum + psi
             retrain = cum >= threshold
@@ -467,25 +535,61 @@ def _path_costs(C: np.ndarray, strategies: np.ndarray) -> np.ndarray:
 
 
 class _Threshold(Policy):
-    """A policy whose one tunable parameter is a threshold θ: Retrain iff a score ≥ θ."""
+    """A policy whose one tunable parameter is a threshold θ: Retrain iff a score ≥ θ, where θ is
+    relative to κ_t (θ·κ_t/κ̄ for θ > 0) when the policy has the κ̄ it was tuned at (``kappa``)."""
 
     _cumulative: ClassVar[bool]
     """The score is the sum of Ψ̄ since the model was trained (CARA-CT), not Ψ̄ itself (CARA-T)."""
+    offline_fixed = ("kappa",)
+
+    def get_params(self) -> dict[str, Any]:
+        # κ-blind (kappa None): the parameters, documents and reprs from before κ-relative thresholds.
+        params = super().get_params()
+        if params["kappa"] is None:
+            del params["kappa"]
+        return params
 
     @classmethod
-    def offline_thresholds(cls, C) -> np.ndarray:
+    def offline_params(cls, C) -> dict[str, Any]:
+        return {"kappa": mean_kappa(C)}
+
+    @classmethod
+    def offline_thresholds(cls, C, *, kappa: float | None = None) -> np.ndarray:
         C = np.asarray(C, dtype=np.float64)
         T = C.shape[0]
         above = np.triu_indices(T, 1)
         if not cls._cumulative:
-            return np.unique(C[above])
-        # Row t' summed left to right from t'+1, exactly as the policy adds (0 + x is x).
-        return np.unique(np.cumsum(np.where(np.triu(np.ones((T, T), bool), 1), C, 0.0), axis=1)[above])
+            scores = C[above]
+        else:
+            # Row t' summed left to right from t'+1, exactly as the policy adds (0 + x is x).
+            scores = np.cumsum(np.where(np.triu(np.ones((T, T), bool), 1), C, 0.0), axis=1)[above]
+        if kappa is not None:
+            scores = _largest_reaching(scores, np.diag(C)[above[1]] / _check_real("kappa", kappa, low=0, low_open=True))
+        return np.unique(scores)
 
     @classmethod
     def _offline_costs(cls, C, theta, start):
         taus = np.asarray(theta[cls.tunable[0]], dtype=np.float64)
-        return _threshold_run(C, taus, cumulative=cls._cumulative)
+        kbar = theta.get("kappa")
+        return _threshold_run(C, taus, cumulative=cls._cumulative,
+                              kbar=None if kbar is None else np.asarray(kbar, dtype=np.float64))
+
+
+def _largest_reaching(scores: np.ndarray, ratio: np.ndarray) -> np.ndarray:
+    """Per score s at a batch with κ_t/κ̄ = ``ratio``: the largest θ with ``s >= _relative(θ)``.
+
+    s itself for s <= 0 (θ <= 0 is not scaled); else s/ratio, moved by ulps until θ·ratio <= s
+    and the next θ up's is not, so that the strategy is constant on each ``(v_k, v_{k+1}]`` in
+    floating point as it is for the κ-blind scores. ``ratio == 1`` gives the scores unchanged.
+    """
+    up = np.nextafter
+    v = np.where(scores > 0, scores / ratio, scores)
+    pos = scores > 0
+    for _ in range(4):     # a quotient is within an ulp or two of the boundary
+        v = np.where(pos & (v * ratio > scores), up(v, -np.inf), v)
+        nxt = up(v, np.inf)
+        v = np.where(pos & (nxt * ratio <= scores), nxt, v)
+    return v
 
 
 # --------------------------------------------------------------------------- CARA variants
@@ -494,11 +598,20 @@ class _Threshold(Policy):
 class CaraT(_Threshold):
     """CARA-T, the threshold variant (Eq. 8): Retrain iff ``Ψ̄_{t,t'} >= τ``.
 
+    Under a changing retraining cost (the paper's §9, "non-static κ") a τ tuned at κ̄ means a
+    trade-off between staleness and κ̄; with ``kappa=κ̄`` the policy keeps that trade-off at
+    every κ_t it is shown (``Observation.kappa``): Retrain iff ``Ψ̄_{t,t'} >= τ_t = τ·κ_t/κ̄``
+    (for τ > 0; a τ <= 0, retrain unless the model got better, is not scaled). When κ_t = κ̄
+    this is the κ-blind rule bit for bit; without ``kappa``, or without κ_t, τ is used as tuned.
+
     Parameters
     ----------
     tau
-        Threshold on the relative staleness, in the units of Ψ̄. Ψ̄ is a difference and may be
-        negative, so any finite τ is allowed.
+        Threshold on the relative staleness, in the units of Ψ̄, at κ̄. Ψ̄ is a difference and
+        may be negative, so any finite τ is allowed.
+    kappa
+        κ̄, the retraining cost τ was tuned at (κ̄ > 0): the tuner's is the mean κ of its offline
+        window. None: κ-blind, τ whatever κ_t is (policies tuned before κ-relative thresholds).
 
     Examples
     --------
@@ -509,18 +622,31 @@ class CaraT(_Threshold):
     Decision(retrain=True, reason='Ψ̄=2 ≥ τ=2', score=2.0)
     Decision(retrain=True, reason='Ψ̄=2.1 ≥ τ=2', score=2.1)
 
+    Tuned at κ̄ = 5, a retrain at κ_t = 10 needs twice the staleness:
+
+    >>> p = CaraT(tau=2.0, kappa=5.0)
+    >>> for kappa in (5.0, 10.0):
+    ...     d = p.decide(Observation(t=1, trained_on=0, psi_bar=3.0, kappa=kappa))
+    ...     print(d.action, d.threshold, d.reason)
+    retrain 2.0 Ψ̄=3 ≥ τ=2
+    keep 4.0 Ψ̄=3 < τ=4 (τ·κ_t/κ̄ = 2·10/5)
+
     """
 
     name = "cara-t"
     tunable = ("tau",)
     _cumulative = False
 
-    def __init__(self, tau: float):
+    def __init__(self, tau: float, kappa: float | None = None):
         self.tau = _check_real("tau", tau)
+        self.kappa = None if kappa is None else _check_real("kappa", kappa, low=0, low_open=True)
         self._reset_state()
 
     def decide(self, obs: Observation) -> Decision:
-        return _at_least(_psi_bar(obs), "τ", self.tau)
+        psi = _psi_bar(obs)
+        kappa_t = _obs_kappa(obs)
+        tau = _relative(self.tau, kappa_t, self.kappa)
+        return _at_least(psi, "τ", tau, _relative_note("τ", self.tau, tau, kappa_t, self.kappa))
 
 
 class CaraCT(_Threshold):
@@ -529,10 +655,16 @@ class CaraCT(_Threshold):
     The sum runs over the batches seen since the last :meth:`reset`, the current one included.
     A Retrain *decision* does not clear it: only a landed retrain does, through ``reset``.
 
+    With ``kappa=κ̄`` the threshold is relative to κ_t as :class:`CaraT`'s:
+    ``τ_cum_t = τ_cum·κ_t/κ̄`` at the batch deciding (for τ_cum > 0); the staleness already
+    paid is not re-priced.
+
     Parameters
     ----------
     tau_cum
-        Threshold on the cumulative relative staleness (any finite number).
+        Threshold on the cumulative relative staleness (any finite number), at κ̄.
+    kappa
+        κ̄, the retraining cost τ_cum was tuned at (κ̄ > 0), or None: κ-blind (:class:`CaraT`).
 
     Examples
     --------
@@ -546,6 +678,12 @@ class CaraCT(_Threshold):
     >>> p.reset(4)
     >>> p.decide(Observation(t=5, trained_on=4, psi_bar=1.0)).action
     'keep'
+    >>> p = CaraCT(tau_cum=2.5, kappa=4.0)
+    >>> for t, kappa in ((1, 4.0), (2, 8.0), (3, 2.0)):
+    ...     print(p.decide(Observation(t=t, trained_on=0, psi_bar=1.0, kappa=kappa)).reason)
+    ΣΨ̄=1 over 1 batch < τ_cum=2.5
+    ΣΨ̄=2 over 2 batches < τ_cum=5 (τ_cum·κ_t/κ̄ = 2.5·8/4)
+    ΣΨ̄=3 over 3 batches ≥ τ_cum=1.25 (τ_cum·κ_t/κ̄ = 2.5·2/4)
 
     """
 
@@ -553,8 +691,9 @@ class CaraCT(_Threshold):
     tunable = ("tau_cum",)
     _cumulative = True
 
-    def __init__(self, tau_cum: float):
+    def __init__(self, tau_cum: float, kappa: float | None = None):
         self.tau_cum = _check_real("tau_cum", tau_cum)
+        self.kappa = None if kappa is None else _check_real("kappa", kappa, low=0, low_open=True)
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -565,14 +704,18 @@ class CaraCT(_Threshold):
         psi = _psi_bar(obs)
         # Sequential float addition, exactly as np.cumsum along a row of the offline cost
         # matrix: the tuner and the online policy then agree bit for bit at the threshold.
+        kappa_t = _obs_kappa(obs)
+        tau = _relative(self.tau_cum, kappa_t, self.kappa)
         self._cum = self._cum + psi
         self._n += 1
-        retrain = self._cum >= self.tau_cum
+        retrain = self._cum >= tau
+        note = _relative_note("τ_cum", self.tau_cum, tau, kappa_t, self.kappa)
         return Decision(
             retrain,
             f"ΣΨ̄={_fmt(self._cum)} over {self._n} batch{'es' if self._n != 1 else ''} "
-            f"{'≥' if retrain else '<'} τ_cum={_fmt(self.tau_cum)}",
+            f"{'≥' if retrain else '<'} τ_cum={_fmt(tau)}{note}",
             self._cum,
+            tau,
         )
 
     def get_state(self) -> dict[str, Any]:
@@ -779,6 +922,7 @@ class RentOrBuy(Policy):
             retrain,
             f"paid Σ Ψ̄={_fmt(self._paid)} {'≥' if retrain else '<'} κ={_fmt(kappa)} since the last retrain",
             self._paid,
+            kappa,
         )
 
     def get_state(self) -> dict[str, Any]:

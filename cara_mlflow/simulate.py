@@ -9,6 +9,10 @@ Prequential accuracy (§7.5, "test-then-train"): the queries Q_t are answered by
 the model in use *before* the decision at t, i.e. ``M_{s_{t-1}}``. The first
 online batch has no earlier online model (its model is trained on it), so the
 average runs over the online batches after the first (26–99 by default).
+
+Under a κ schedule (:mod:`cara_mlflow.kappa_schedule`) both cost matrices carry κ_t on their
+diagonal: the thresholds are tuned relative to the offline window's mean κ and scaled by κ_t
+online, MARKOV and rent compare with κ_t, and the ORACLE solves with κ_t.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from .costs import (
     strategy_cost,
 )
 from .errors import InputError
+from .kappa_schedule import KappaSchedule, kappa_per_batch, parse_kappa_schedule
 from .names import MODEL_NAMES
 from .oracle import solve
 from .policies import POLICIES, Observation, make_policy
@@ -164,7 +169,11 @@ class PolicyResult:
 
 @dataclass
 class Report:
-    """Everything :func:`simulate` measured; ``results`` has one :class:`PolicyResult` per policy."""
+    """Everything :func:`simulate` measured; ``results`` has one :class:`PolicyResult` per policy.
+
+    ``kappa`` is the retraining cost given; under a ``kappa_schedule`` (its name) κ_t is ``kappa``
+    times the schedule's value, on the diagonals of ``offline_matrix`` and ``online_matrix``.
+    """
 
     stream: str
     kappa: float
@@ -177,6 +186,7 @@ class Report:
     offline_matrix: np.ndarray = field(repr=False)
     online_matrix: np.ndarray = field(repr=False)
     timings: dict = field(default_factory=dict)
+    kappa_schedule: str | None = None
 
     def __getitem__(self, policy: str) -> PolicyResult:
         for r in self.results:
@@ -191,7 +201,11 @@ class Report:
     def table(self) -> str:
         """The policy table as fixed-width text."""
         head = f"{'policy':<8} {'cost':>10} {'oracle':>10} {'SCPE %':>9} {'query acc':>9} {'retrains':>8}  params"
-        lines = [f"{self.stream}  κ={self.kappa:g}  seed={self.seed}  model={self.model}  γ={self.gamma:.4g}  "
+        kappa = f"κ={self.kappa:g}"
+        if self.kappa_schedule is not None:
+            k = np.concatenate([np.diag(self.offline_matrix), np.diag(self.online_matrix)])
+            kappa += f" × {self.kappa_schedule} (κ_t {k.min():.4g}…{k.max():.4g})"
+        lines = [f"{self.stream}  {kappa}  seed={self.seed}  model={self.model}  γ={self.gamma:.4g}  "
                  f"offline 0–{self.n_offline - 1}, online {self.n_offline}–{self.n_batches - 1}", head]
         for r in self.results:
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
@@ -293,19 +307,33 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
 
 
 def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None = None,
-             tuning_method: str = "exact", progress: Callable[[str], None] | None = None) -> Report:
+             tuning_method: str = "exact", progress: Callable[[str], None] | None = None,
+             kappa_schedule: str | KappaSchedule | None = None, batch_ids: Sequence[int] | None = None,
+             kappa_relative: bool = True) -> Report:
     """Tune and run each policy at one κ on prepared models and matrices; nothing is retrained.
+
+    ``kappa_schedule`` (:mod:`cara_mlflow.kappa_schedule`): κ_t = ``kappa`` × its value at each
+    batch, named by ``batch_ids`` (default: the positions 0…T−1). ``kappa_relative=False`` tunes
+    CARA-T's and CARA-CT's thresholds κ-blind (:class:`~cara_mlflow.tuning.PolicyTuner`).
 
     >>> p = prepare("covcon-d", model="lr", n_batches=12, batch_size=200, n_offline=4)
     >>> [round(evaluate(p, kappa=k, policies=["nr"])["nr"].strategy_cost, 3) > 0 for k in (1, 50)]
     [True, True]
+    >>> r = evaluate(p, kappa=10, policies=["cara-t", "oracle"], kappa_schedule="ramp:1:2")
+    >>> np.diag(r.online_matrix)[[0, -1]].tolist(), r["cara-t"].params["kappa"]
+    ([13.636363636363637, 20.0], 11.363636363636363)
     """
     policies = validate.policy_names(policies)
     kappa_value = float(check_kappa(kappa, 1)[0])
     note = progress or (lambda message: None)
     p = prepared
-    C_off = p.offline_terms.cost_matrix(kappa_value)
-    C_on = p.online_terms.cost_matrix(kappa_value)
+    schedule = None if kappa_schedule is None else parse_kappa_schedule(kappa_schedule)
+    ids = p.n_batches if batch_ids is None else batch_ids
+    if not isinstance(ids, int) and len(ids) != p.n_batches:
+        raise InputError(f"batch_ids: expected {p.n_batches} ids (one per batch of the stream), got {len(ids)}")
+    kappas = kappa_per_batch(kappa_value, schedule, ids)
+    C_off = p.offline_terms.cost_matrix(kappas[:p.n_offline])
+    C_on = p.online_terms.cost_matrix(kappas[p.n_offline:])
     oracle = solve(C_on)
     results = []
     clock = time.perf_counter()
@@ -315,7 +343,8 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
             params = {"retrain_at": [p.n_offline + t for t in oracle.retrain_at[1:]]}
             offline_cost = None
         else:
-            tuned = PolicyTuner(policy_name, method=tuning_method, seed=p.seed).fit(C_off)
+            tuned = PolicyTuner(policy_name, method=tuning_method, seed=p.seed,
+                                kappa_relative=kappa_relative).fit(C_off)
             # A drift detector has no offline cost: a cost matrix has no per-sample errors.
             params = tuned.best_params_
             offline_cost = tuned.best_cost_ if POLICIES[policy_name].from_costs() else None
@@ -334,13 +363,14 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
     timings = {**p.timings, "policies": time.perf_counter() - clock}
     return Report(stream=p.stream, kappa=kappa_value, seed=p.seed, model=p.model, gamma=p.gamma,
                   n_offline=p.n_offline, n_batches=p.n_batches, results=results, offline_matrix=C_off,
-                  online_matrix=C_on, timings=timings)
+                  online_matrix=C_on, timings=timings, kappa_schedule=None if schedule is None else schedule.describe())
 
 
 def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_offline: int = 25,
              model: str | Callable[[int], object] = "rf", seed: int = 0, gamma=DEFAULT_GAMMA,
              loss="zero_one", tuning_method: str = "exact", n_batches: int = 100, batch_size: int = 1000,
-             psi_method: str = "auto", progress: Callable[[str], None] | None = None) -> Report:
+             psi_method: str = "auto", progress: Callable[[str], None] | None = None,
+             kappa_schedule: str | KappaSchedule | None = None) -> Report:
     """Tune each policy on the offline batches, run it on the online ones, and score it.
 
     ``stream`` is a stream name (``covcon-d``, …; generated with ``seed``) or a
@@ -350,7 +380,8 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     ``gamma="scale"`` is resolved once on the offline data and kept online.
     ``n_batches`` and ``batch_size`` apply to a stream given by name. ``psi_method``: how Ψ
     sums are computed (:data:`~cara_mlflow.staleness.PSI_METHODS`; ``auto`` is exact on
-    batches of the paper's sizes).
+    batches of the paper's sizes). ``kappa_schedule``: a retraining cost per batch, κ_t =
+    ``kappa`` × the schedule's value (:mod:`cara_mlflow.kappa_schedule`); checked before training.
     :func:`prepare` + :func:`evaluate`; to sweep κ, prepare once and evaluate per κ.
 
     >>> report = simulate("covcon-d", kappa=20, policies=["cara-t", "nr", "oracle"], model="lr",
@@ -362,6 +393,10 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     """
     validate.policy_names(policies)
     check_kappa(kappa, 1)
+    if kappa_schedule is not None and isinstance(stream, str):   # a CSV's coverage: before any training
+        kappa_schedule = parse_kappa_schedule(kappa_schedule)
+        kappa_schedule.values(n_batches)
     prepared = prepare(stream, n_offline=n_offline, model=model, seed=seed, gamma=gamma, loss=loss,
                        n_batches=n_batches, batch_size=batch_size, psi_method=psi_method, progress=progress)
-    return evaluate(prepared, kappa=kappa, policies=policies, tuning_method=tuning_method, progress=progress)
+    return evaluate(prepared, kappa=kappa, policies=policies, tuning_method=tuning_method, progress=progress,
+                    kappa_schedule=kappa_schedule)

@@ -20,6 +20,13 @@ chosen by what the class says, never by its name:
   κ, so a "never retrain" optimum still gives a finite threshold (between the largest
   offline value and κ) and the policy can react online to staleness beyond anything
   seen offline without retraining for trifles when κ is large.
+  The threshold is tuned **relative to κ̄**, the mean κ of the window's diagonal
+  (``offline_params``; ``kappa_relative=True``, the default): the policy retrains iff
+  its score reaches ``τ·κ_t/κ̄`` (:class:`~cara_mlflow.policies.CaraT`), offline as
+  online, and ``best_params_`` holds ``kappa: κ̄`` beside τ. The candidate values are
+  then the largest τ each score reaches at its batch's κ_t/κ̄, the top bound at least
+  κ̄. With a constant κ, κ_t/κ̄ is exactly 1: the candidates, the search and θ* are
+  bit for bit the κ-blind ones (``kappa_relative=False``: τ whatever κ_t is).
 * A finite grid (``offline_grid``), searched exhaustively: CARA-P's every period
   φ ∈ [1, T_offline] and offset a ∈ [0, φ) with the absolute batch index ``t``; ties
   broken by fewer offline retrains, then the grid's order (the longer period, then the
@@ -87,20 +94,27 @@ class PolicyTuner:
         Absolute index of the window's first batch (CARA-P's ``t`` is absolute).
     seed
         Seed of the dual-annealing search.
+    kappa_relative
+        Tune thresholds relative to κ̄ (the default; see the module doc), or κ-blind (False:
+        τ alone, as before κ-relative thresholds; a baseline under a changing κ).
 
     Examples
     --------
     >>> C = np.array([[1.0, 0.5, 2.0], [np.inf, 1.0, 0.1], [np.inf, np.inf, 1.0]])
     >>> tuner = PolicyTuner("cara-t").fit(C)
     >>> tuner.best_params_, tuner.best_cost_, tuner.best_strategy_
-    ({'tau': 0.3}, 2.1, [0, 1, 1])
+    ({'tau': 0.3, 'kappa': 1.0}, 2.1, [0, 1, 1])
+    >>> PolicyTuner("cara-t", kappa_relative=False).fit(C).best_params_
+    {'tau': 0.3}
     """
 
-    def __init__(self, policy: str, *, method: str = "exact", start: int = 0, seed: int = 0):
+    def __init__(self, policy: str, *, method: str = "exact", start: int = 0, seed: int = 0,
+                 kappa_relative: bool = True):
         self.policy = policy
         self.method = method
         self.start = start
         self.seed = seed
+        self.kappa_relative = kappa_relative
 
     def fit(self, C) -> "PolicyTuner":
         cls = POLICIES[validate.policy_name(self.policy)]
@@ -117,9 +131,10 @@ class PolicyTuner:
             # that a cost matrix does not hold.
             result = TuningResult(self.policy, {}, float("nan"), [], "none",
                                   details={"note": "drift detector: default parameters, nothing tuned"})
+        elif cls.offline_thresholds(C) is None:
+            result = self._fit_grid(cls, C)
         else:
-            values = cls.offline_thresholds(C)
-            result = self._fit_grid(cls, C) if values is None else self._fit_threshold(cls, C, values)
+            result = self._fit_threshold(cls, C, cls.offline_params(C) if self.kappa_relative else {})
         self.result_ = result
         self.best_params_ = result.params
         self.best_cost_ = result.cost
@@ -127,24 +142,28 @@ class PolicyTuner:
         return self
 
     # -- a threshold: one representative per interval, or dual annealing ----
-    def _fit_threshold(self, cls: type[Policy], C: np.ndarray, values: np.ndarray) -> TuningResult:
+    def _fit_threshold(self, cls: type[Policy], C: np.ndarray, fixed: dict) -> TuningResult:
+        """``fixed``: the parameters read off C that the threshold is relative to (κ̄), or none."""
         name = cls.tunable[0]
+        values = cls.offline_thresholds(C, **fixed)
 
         def evaluate(taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return cls._offline_costs(C, {name: taus}, self.start)
+            return cls._offline_costs(C, {name: taus, **fixed}, self.start)
 
         spread = float(values[-1] - values[0])
         pad = _PAD_FRACTION * (spread if spread > 0 else float(np.mean(np.diag(C))))
         # The top interval ("never retrain offline") reaches at least κ: a batch whose staleness
-        # alone costs a retrain is a reason to retrain whatever the history said.
-        lo, hi = values[0] - pad, max(values[-1] + pad, float(np.max(np.diag(C))))
+        # alone costs a retrain is a reason to retrain whatever the history said. Relative to κ̄,
+        # τ = κ̄ is a threshold of κ_t at every batch (κ̄ is the constant κ when there is one).
+        top = fixed["kappa"] if "kappa" in fixed else float(np.max(np.diag(C)))
+        lo, hi = values[0] - pad, max(values[-1] + pad, top)
         if self.method == "dual_annealing":
             from scipy.optimize import dual_annealing
 
             found = dual_annealing(lambda x: float(evaluate(x)[0][0]), bounds=[(lo, hi)], seed=self.seed)
             tau = float(found.x[0])
             cost, strategies = evaluate(np.array([tau]))
-            return TuningResult(self.policy, {name: tau}, float(cost[0]), strategies[0].tolist(),
+            return TuningResult(self.policy, {name: tau, **fixed}, float(cost[0]), strategies[0].tolist(),
                                 self.method, details={"bounds": [lo, hi], "evaluations": int(found.nfev)})
         # One representative per interval (v_k, v_{k+1}]: its right end (see the module doc).
         costs, strategies = evaluate(np.concatenate([values, [np.inf]]))
@@ -155,7 +174,7 @@ class PolicyTuner:
         optimal = np.flatnonzero(costs == best)
         k = int(optimal[np.argmax(width[optimal])])  # argmax takes the first (lowest) of ties
         tau = float(0.5 * (left[k] + right[k]))
-        return TuningResult(self.policy, {name: tau}, float(best), strategies[k].tolist(), self.method,
+        return TuningResult(self.policy, {name: tau, **fixed}, float(best), strategies[k].tolist(), self.method,
                             interval=(float(left[k]), float(right[k])),
                             details={"n_candidates": int(values.size), "n_optimal_intervals": int(optimal.size),
                                      "bounds": [float(lo), float(hi)]})

@@ -270,7 +270,7 @@ def test_explain_shows_the_logged_figures_and_the_flip_kappa_re_decides_the_othe
         if e["psi_bar"] <= 0:           # Ψ̄ ≥ κ > 0 never holds: no κ retrains
             assert flip is None and e["decision"] == "keep" and "≤ 0: no κ > 0 retrains" in e["no_flip_reason"]
             continue
-        assert flip == pytest.approx(e["psi_bar"], rel=1e-9)
+        assert flip == pytest.approx(e["psi_bar"], rel=1e-9) and e["threshold"] == 0.5     # MARKOV compares with κ
         policy = policy_from_dict(reg.runs.load_json(run.run_id, "policy_state.json")["policy"])
         obs = Observation(t=1, trained_on=0, psi_bar=e["psi_bar"])
         for kappa, retrain in ((flip * (1 - 1e-6), True), (flip * (1 + 1e-6), False)):

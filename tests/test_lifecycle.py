@@ -257,7 +257,7 @@ def test_tuning_run_and_active_policy_document(ran_store, tmp_path):
     doc = json.loads(text)
     assert version == 1 and lifecycle.active_policy(reg).to_dict() == doc   # the typed document writes it back
     assert doc["policy"] == POLICY and doc["kappa"] == KAPPA
-    assert set(doc["params"]) == {"tau_cum"}
+    assert set(doc["params"]) == {"tau_cum", "kappa"} and doc["params"]["kappa"] == KAPPA   # τ relative to κ̄
     assert doc["params"]["tau_cum"] == pytest.approx(float(tune_run.params["theta.tau_cum"]))
     assert isinstance(doc["psi"]["gamma"], float) and doc["psi"]["gamma"] > 0
     assert doc["psi"]["method"] == "auto"   # tune's default, every step's default
@@ -805,8 +805,9 @@ def test_tune_input_error_is_one_line(fresh):
     (["--offline", "0:5", "--kappa", "-1"], "Invalid value for '--kappa'"),
     (["--offline", "0:5", "--kappa", "nan"], "Invalid value for '--kappa'"),
     (["--offline", "4:5", "--kappa", "5"], "offline: 1 complete batch has an id in 4:5"),
-    (["--offline", "0:5"], "kappa: give --kappa K, or --retrain-cost AMOUNT|measured with --error-cost AMOUNT"),
-    (["--offline", "0:5", "--kappa", "5", "--error-cost", "2"], "--retrain-cost: κ from money needs"),
+    (["--offline", "0:5"], "kappa: give --kappa K, or the money it stands for: --retrain-cost AMOUNT|measured"),
+    (["--offline", "0:5", "--kappa", "5", "--error-cost", "2"], "error-cost: κ comes from --kappa or from money"),
+    (["--offline", "0:5", "--error-cost", "2"], "--retrain-cost: κ from money needs the cost of one retrain"),
 ])
 def test_tune_usage_errors_exit_1_and_change_nothing(fresh, cara, args, expected):
     before = snapshot(fresh)

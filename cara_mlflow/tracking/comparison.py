@@ -42,7 +42,8 @@ def log_comparison(result: ComparisonResult, tracking_uri: str, *, experiment: s
     try:
         runs.log_params(parent, {"stream": result.stream, "model": result.model,
                                  "kappas": ",".join(f"{k:g}" for k in result.kappas),
-                                 "seeds": ",".join(map(str, result.seeds)), "policies": ",".join(result.policies)})
+                                 "seeds": ",".join(map(str, result.seeds)), "policies": ",".join(result.policies),
+                                 **({"kappa_schedule": result.kappa_schedule} if result.kappa_schedule else {})})
         for (seed, kappa), report in sorted(result.reports.items()):
             note(f"logging seed {seed}, κ={kappa:g}")
             for r in report.results:
