@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .policies import Observation, policy_from_dict
+from .policies import POLICIES, Observation, policy_from_dict
 
 __all__ = ["kappa_to_flip"]
 
@@ -40,7 +40,11 @@ def kappa_to_flip(policy: Mapping[str, Any], obs: Observation) -> float | None:
     2.5
     >>> kappa_to_flip(make_policy("cara-p", phi=3).to_dict(), obs) is None
     True
+    >>> kappa_to_flip(make_policy("adwin").to_dict(), obs) is None
+    True
     """
+    if POLICIES[policy["policy"]].needs_errors:    # the drift detectors never look at κ: spare a pass over
+        return None                                # the batch's errors for each κ tried
     kappa = float(obs.kappa)
     base = _retrains(policy, obs, kappa)
     far = kappa * (_SPAN if base else 1 / _SPAN)
