@@ -290,6 +290,15 @@ def _weighted_kernel_sums(A: np.ndarray, B: np.ndarray, weights: np.ndarray | No
     out = np.zeros((A.shape[0],) + (() if weights is None else weights.shape[1:]), dtype=np.float64)
     if B.shape[0] == 0 or A.shape[0] == 0:
         return out
+    for rows, block in _exponent_blocks(A, B, gamma, max_block_bytes):
+        np.exp(block, out=block)
+        out[rows] = block.sum(axis=1) if weights is None else block @ weights
+    return out
+
+
+def _exponent_blocks(A, B, gamma: float, max_block_bytes: int):
+    """Yield ``(rows, block)`` with ``block[i, j] = −γ||a_i − b_j||²`` over bounded blocks of A's rows
+    (see :func:`_weighted_kernel_sums`); each block is the caller's to overwrite. No validation."""
     b_sq = _row_sq_norms(B) * -gamma
     a_sq = _row_sq_norms(A) * -gamma
     B2 = B * (2.0 * gamma)
@@ -302,30 +311,18 @@ def _weighted_kernel_sums(A: np.ndarray, B: np.ndarray, weights: np.ndarray | No
         block += a_sq[start:start + rows, None]
         block += b_sq[None, :]
         np.minimum(block, 0.0, out=block)
-        np.exp(block, out=block)
-        out[start:start + rows] = block.sum(axis=1) if weights is None else block @ weights
-    return out
+        yield slice(start, start + block.shape[0]), block
 
 
 def _shifted_kernel_blocks(A, B, gamma: float, max_block_bytes: int):
     """Yield ``(rows, shift, block)`` over blocks of A's rows, bounded as in :func:`_weighted_kernel_sums`:
     ``shift[i] = max_j −γ||a_i − b_j||²`` and ``block[i, j] = exp(−γ||a_i − b_j||² − shift[i])``, so the
     row's nearest b gets 1 however far it is (no underflow to an all-zero row). No validation."""
-    b_sq = _row_sq_norms(B) * -gamma
-    a_sq = _row_sq_norms(A) * -gamma
-    B2 = B * (2.0 * gamma)
-    rows = _block_rows(B.shape[0], min(max_block_bytes, _WORK_BLOCK_BYTES))
-    for start in range(0, A.shape[0], rows):
-        a = A[start:start + rows]
-        block = a @ B2.T
-        block = block.toarray() if sparse.issparse(block) else np.asarray(block, dtype=np.float64)
-        block += a_sq[start:start + rows, None]
-        block += b_sq[None, :]
-        np.minimum(block, 0.0, out=block)
+    for rows, block in _exponent_blocks(A, B, gamma, max_block_bytes):
         shift = block.max(axis=1)
         block -= shift[:, None]
         np.exp(block, out=block)
-        yield slice(start, start + block.shape[0]), shift, block
+        yield rows, shift, block
 
 
 def _shifted_sums(A, B, W: np.ndarray, gamma: float, max_block_bytes: int) -> tuple[np.ndarray, np.ndarray]:
