@@ -473,15 +473,22 @@ def _explain_lines(e: dict) -> list[str]:
 
 @cli.command()
 @managed
+@click.option("--production", "moves", is_flag=True,
+              help="List the moves of the production alias instead (init, promotion, auto-revert, rollback, "
+                   "schema retrain): when, what moved it, from and to which version, and why.")
 @json_option()
-def history(name, store, as_json):
-    """The decision table: one row per committed batch."""
-    from .lifecycle import history as run_history
+def history(name, store, moves, as_json):
+    """The decision table: one row per committed batch (--production: every production move)."""
+    from .lifecycle import history as run_history, production_history
 
     _, registry = _open(name, store, read_only=True)
-    rows = run_history(registry)
+    rows = production_history(registry) if moves else run_history(registry)
     if as_json:
         click.echo(jsonout.dumps(rows, indent=2))
+        return
+    if moves:
+        for line in _moves_table(rows):
+            click.echo(line)
         return
     click.echo(f"{'batch':>6} {'decision':<8} {'Ψ̄':>10} {'cost':>10} {'version':>7} {'gate':<8} reason")
     for r in rows:
@@ -490,6 +497,16 @@ def history(name, store, as_json):
         click.echo(f"{r['batch']:>6} {r['decision'] or '':<8} {psi:>10} {cost:>10} "
                    f"{'v' + str(r['version']) if r['version'] else '':>7} {r['gate'] or '':<8} "
                    f"{'(late) ' if r.get('late') and not r['reason'].startswith('late') else ''}{r['reason']}")
+
+
+def _moves_table(rows: list[dict]) -> list[str]:
+    """``history --production`` as a table: one line per move of the production alias."""
+    lines = [f"{'time (UTC)':<25} {'by':<14} {'from':>5} {'to':>5} {'batch':>8}  reason"]
+    for r in rows:
+        was = "" if r["from"] is None else f"v{r['from']}"
+        batch = "" if r["batch"] is None else str(r["batch"])
+        lines.append(f"{r['time']:<25} {r['by']:<14} {was:>5} {'v' + str(r['to']):>5} {batch:>8}  {r['reason']}")
+    return lines
 
 
 @cli.command("make-stream")

@@ -19,12 +19,12 @@ from .batch_ids import is_date_id
 from .errors import InputError
 from .policies import Policy, policy_from_dict
 
-__all__ = ["STATE_FILE", "LastRetrain", "ManagerState"]
+__all__ = ["STATE_FILE", "LastRetrain", "PendingCheck", "ManagerState"]
 
 STATE_FILE = "policy_state.json"
 _FIELDS = ("policy", "cumulative_cost", "cooldown_left", "model_version", "last_retrain", "position", "missing",
            "late", "dated", "position_from", "model_position", "retrain_attempts",
-           "training_seconds", "timed_policy", "spend", "recent_spend")
+           "training_seconds", "timed_policy", "spend", "recent_spend", "verify")
 _LEGACY = ("cooldown_until",)      # written before counts replaced id differences: converted on reading
 
 
@@ -38,6 +38,32 @@ class LastRetrain:
 
     def to_dict(self) -> dict:
         return {"batch": self.batch, "version": self.version, "gate": self.gate}
+
+
+@dataclass(frozen=True)
+class PendingCheck:
+    """A promotion whose check waits for the next batch in order (:mod:`cara_mlflow.verify`): the
+    version promoted, the version it replaced, the batch that promoted it, and why it will not be
+    checked (``skip``; e.g. a schema promotion) or None."""
+
+    version: int
+    replaced: int
+    batch: int
+    skip: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "replaced": self.replaced, "batch": self.batch, "skip": self.skip}
+
+    @classmethod
+    def from_dict(cls, data) -> "PendingCheck | None":
+        return None if data is None else cls(int(data["version"]), int(data["replaced"]), int(data["batch"]),
+                                             data.get("skip"))
+
+
+def _is_check(data) -> bool:
+    return data is None or (isinstance(data, dict) and set(data) == {"version", "replaced", "batch", "skip"}
+                            and all(_is_int(data[k]) for k in ("version", "replaced", "batch"))
+                            and (data["skip"] is None or isinstance(data["skip"], str)))
 
 
 def _is_int(value) -> bool:
@@ -71,6 +97,7 @@ def _checks(data: dict) -> dict[str, bool]:
             "recent_spend": isinstance(data.get("recent_spend", []), list)
             and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, numbers.Real) for v in r)
                     for r in data.get("recent_spend", [])),
+            "verify": _is_check(data.get("verify")),
             "last_retrain": last is None or (isinstance(last, dict) and set(last) == {"batch", "version", "gate"}
                                              and _is_int(last["batch"]) and _is_int(last["version"]))}
 
@@ -112,6 +139,7 @@ class ManagerState:
     timed_policy: int | None = None               # the policy version those trainings ran under
     spend: float = 0.0                            # money spent on batches decided with an error cost
     recent_spend: tuple[tuple[float, float], ...] = ()   # the last such batches' (staleness, retrain) money
+    verify: PendingCheck | None = None            # a promotion to check at the next batch in order
 
     @classmethod
     def fresh(cls, policy: Policy, *, version: int, kappa: float, batch: int,
@@ -176,7 +204,8 @@ class ManagerState:
                    training_seconds=tuple(float(v) for v in data.get("training_seconds", ())),
                    timed_policy=data.get("timed_policy"),
                    spend=float(data.get("spend", 0.0)),
-                   recent_spend=tuple((float(a), float(b)) for a, b in data.get("recent_spend", ())))
+                   recent_spend=tuple((float(a), float(b)) for a, b in data.get("recent_spend", ())),
+                   verify=PendingCheck.from_dict(data.get("verify")))
 
     def to_dict(self) -> dict:
         """The JSON stored as ``policy_state.json``."""
@@ -187,7 +216,8 @@ class ManagerState:
                 "dated": self.dated, "position_from": self.position_from, "model_position": self.model_position,
                 "retrain_attempts": list(self.retrain_attempts), "training_seconds": list(self.training_seconds),
                 "timed_policy": self.timed_policy,
-                "spend": self.spend, "recent_spend": [list(r) for r in self.recent_spend]}
+                "spend": self.spend, "recent_spend": [list(r) for r in self.recent_spend],
+                "verify": None if self.verify is None else self.verify.to_dict()}
 
     def model_age(self, t: int) -> int:
         """Batches processed in order between the model in use's training batch and position ``t``

@@ -36,16 +36,18 @@ from .batch_ids import add_range, gap, is_date_id, remove_id
 from .errors import InputError
 from .explain import kappa_to_flip
 from .guards import Guards, record_attempt
-from .manager_state import LastRetrain, ManagerState
+from .manager_state import LastRetrain, ManagerState, PendingCheck
 from .money import record_seconds, record_spend
 from .policies import Decision, Observation, Policy, make_policy
 from .policy_doc import PolicyDocument
 
 __all__ = ["Production", "InUse", "SchemaChange", "BatchObservation", "Plan", "RetrainOutcome", "model_in_use",
-           "plan_step", "settle", "advance", "PROMOTED"]
+           "plan_step", "settle", "advance", "after_revert", "PROMOTED", "SCHEMA_SKIP"]
 
 #: Gate outcomes that put the challenger in production.
 PROMOTED = ("passed", "off")
+#: Why a schema promotion is not checked at the next batch.
+SCHEMA_SKIP = "a schema promotion: reverting it would bring back the features the re-tune dropped"
 
 
 @dataclass(frozen=True)
@@ -325,15 +327,33 @@ def _spent(plan: Plan, state: ManagerState) -> dict:
             "recent_spend": record_spend(state.recent_spend, staleness, retrain)}
 
 
+def after_revert(state: ManagerState, cooldown: int) -> ManagerState:
+    """The state a batch is planned from once its check reverted the promotion before it: the
+    check is done, and a reverted challenger counts as a rejected one (``cooldown`` batches, this
+    one first, without a retrain attempt). The policy restarts because production changed."""
+    return replace(state, verify=None, cooldown_left=max(state.cooldown_left, cooldown))
+
+
+def _pending_check(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None) -> PendingCheck | None:
+    """What the next batch in order checks: a promotion made now; a late batch leaves a pending
+    check for the batch in order; any other batch in order has done it."""
+    if outcome is not None and outcome.gate in PROMOTED:
+        replaced = state.model_version if plan.resumed else plan.serving
+        return PendingCheck(outcome.challenger, replaced, plan.batch, SCHEMA_SKIP if plan.schema else None)
+    return state.verify if plan.late else None
+
+
 def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, cooldown: int) -> ManagerState:
     """The state after the plan was applied.
 
     Keep: Ψ̄ is paid. Retrain: κ is paid whether the challenger landed or not, and the attempt
     counts against the retrain budget; a promotion resets the policy (production changed), the
-    model's age and any cooldown; a rejection starts ``cooldown`` batches without a retrain
-    attempt and leaves the policy's accumulated staleness as it was. The version in use from
-    then on is the one serving (the challenger, if it was promoted).
+    model's age and any cooldown, and is checked at the next batch in order (``verify``); a
+    rejection starts ``cooldown`` batches without a retrain attempt and leaves the policy's
+    accumulated staleness as it was. The version in use from then on is the one serving (the
+    challenger, if it was promoted).
     """
+    state = replace(state, verify=_pending_check(plan, state, outcome))
     state = advance(state, plan.batch, plan.previous, late=plan.late)
     state = replace(state, model_position=plan.model_position, **_spent(plan, state))
     if not plan.retrain:

@@ -97,6 +97,7 @@ __all__ = [
     "zero_one_loss",
     "squared_loss",
     "kernel_sums",
+    "point_weights",
     "PSI_METHODS",
     "AUTO_EXACT_PAIRS",
     "DEFAULT_REL_ERROR",
@@ -375,6 +376,29 @@ def kernel_sums(queries, points, gamma: Gamma = DEFAULT_GAMMA, *,
     P = _check_points("points", points)
     Q = _check_points("queries", queries, P.shape[1])
     return _weighted_kernel_sums(P, Q, None, resolve_gamma(gamma, P), max_block_bytes)
+
+
+def point_weights(queries, points, gamma: float, *, scale: str = DEFAULT_PSI_SCALE,
+                  max_block_bytes: int = MAX_BLOCK_BYTES) -> np.ndarray:
+    """The weight w(x) of every point in Ψ = Σ_x w(x) ℓ(x) (``points`` = the whole batch, every row):
+    ``paper``: Σ_q K(q, x) / |D|; ``expected-loss``: Σ_q K(q, x) / m(q) (stabilised per query).
+
+    Ψ is linear in the losses with these weights, so two models' losses on the same rows are
+    compared with one set of kernels.
+
+    >>> Q, X = np.zeros((1, 1)), np.array([[0.0], [5.0]])
+    >>> w = point_weights(Q, X, 1.0)
+    >>> float(w @ [1.0, 0.0]) == psi_from_losses(Q, X, np.array([1.0, 0.0]), 1.0)
+    True
+    >>> point_weights(Q, X, 1.0, scale="expected-loss").round(6).tolist()
+    [1.0, 0.0]
+    """
+    check_psi_scale(scale)
+    P = _check_points("points", points)
+    Q = _check_points("queries", queries, P.shape[1])
+    if scale == "paper":
+        return _weighted_kernel_sums(P, Q, None, float(gamma), max_block_bytes) / max(P.shape[0], 1)
+    return _nw_point_weights(Q, P, float(gamma), max_block_bytes)
 
 
 def similarity_spread(queries: np.ndarray, points: np.ndarray, gamma: float, *, sample: int = 1000,

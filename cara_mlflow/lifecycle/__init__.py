@@ -17,12 +17,12 @@ step passes; the crash tests use it to kill or pause the process there.
 """
 
 from ..manager_state import STATE_FILE
-from .frame import PHASES, Phase, StepResult, active_policy, default_project_uri, managed, no_phase
+from .frame import PHASES, REVERT_PHASE, Phase, StepResult, active_policy, default_project_uri, managed, no_phase
 from .manual import init, rollback, skip
-from .report import explain, history, status
+from .report import explain, history, production_history, status
 from .step import StepOptions, step, steps
 from .tune import QUERY_RULE, tune
 
-__all__ = ["tune", "init", "step", "steps", "skip", "rollback", "status", "history", "explain", "StepOptions",
-           "StepResult", "PHASES", "Phase", "no_phase", "managed", "active_policy", "default_project_uri", "STATE_FILE",
-           "QUERY_RULE"]
+__all__ = ["tune", "init", "step", "steps", "skip", "rollback", "status", "history", "production_history", "explain",
+           "StepOptions", "StepResult", "PHASES", "REVERT_PHASE", "Phase", "no_phase", "managed", "active_policy",
+           "default_project_uri", "STATE_FILE", "QUERY_RULE"]

@@ -14,10 +14,13 @@ __all__ = ["batch_run", "commit"]
 
 
 @contextlib.contextmanager
-def batch_run(registry: reg.Registry, batch_id: int, tags: Mapping[str, object]) -> Iterator[str]:
+def batch_run(registry: reg.Registry, batch_id: int | None, tags: Mapping[str, object], *, run_type: str = "batch",
+              run_name: str | None = None) -> Iterator[str]:
     """The batch run of one batch: FAILED (with the error) if the block raises; else, once the
-    block has committed, FINISHED (the caller then draws it on the timeline)."""
-    run_id = registry.runs.start("batch", run_name=f"batch-{batch_id}", tags={reg.TAG_BATCH: batch_id, **tags})
+    block has committed, FINISHED (the caller then draws it on the timeline). Another kind of run
+    recorded the same way (``run_type``, ``run_name``; ``batch_id`` None: no batch)."""
+    batch_tag = {} if batch_id is None else {reg.TAG_BATCH: batch_id}
+    run_id = registry.runs.start(run_type, run_name=run_name or f"batch-{batch_id}", tags={**batch_tag, **tags})
     try:
         yield run_id
     except BaseException as exc:

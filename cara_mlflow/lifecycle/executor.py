@@ -4,6 +4,8 @@ register → gate → promote. Every write here comes before the commit point, a
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from ..manager_state import ManagerState
 from ..planner import PROMOTED, Plan, RetrainOutcome
 from ..policy_doc import PolicyDocument
@@ -76,12 +78,14 @@ def describe(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None) ->
 
 
 def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: ManagerState,
-                 outcome: RetrainOutcome | None, guards_text: str = "none") -> None:
+                 outcome: RetrainOutcome | None, guards_text: str = "none", *, extra_tags: Mapping = {},
+                 extra_metrics: Mapping = {}, reverted: Mapping | None = None) -> None:
     """The decision and its consequences on the batch run (tags and metrics of DESIGN.md), what
     ``explain`` shows (the threshold, the κ that flips the answer, the guard rails in force as
     ``guards_text``), the money spent when κ comes from money (the batch's own ``spend_batch``
     and the running ``spend``), and :func:`describe`'s sentence as the run's
-    description in the UI."""
+    description in the UI (after the revert, when the check of a promotion ``reverted`` one:
+    ``{"from": V, "to": W}``). ``extra_tags`` and ``extra_metrics`` go in the same requests."""
     tags = {reg.TAG_DECISION: plan.action, reg.TAG_MODEL_VERSION: state.model_version, "cara.reason": plan.reason[:500]}
     if outcome is not None:
         tags[reg.TAG_GATE] = outcome.gate
@@ -92,9 +96,14 @@ def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: Manager
     if plan.trigger is not None:
         tags[reg.TAG_TRIGGER] = plan.trigger
     tags[reg.TAG_GUARDS] = guards_text
-    tags[TAG_NOTE] = one_line(describe(plan, state, outcome), 300)     # the UI's description, same request
+    sentence = describe(plan, state, outcome)
+    if reverted:
+        sentence = f"Auto-reverted v{reverted['from']} -> v{reverted['to']}, then {sentence[0].lower()}{sentence[1:]}"
+    tags[TAG_NOTE] = one_line(sentence, 300)     # the UI's description, same request
+    tags.update(extra_tags)
     registry.runs.set_tags(run_id, tags)
-    metrics = {"decision": float(plan.retrain), "cumulative_cost": state.cumulative_cost, "score": plan.score}
+    metrics = {"decision": float(plan.retrain), "cumulative_cost": state.cumulative_cost, "score": plan.score,
+               **extra_metrics}
     if not plan.late:
         metrics["model_age"] = plan.age
     if plan.error_cost is not None:

@@ -15,12 +15,15 @@ from ..policy_doc import PolicyDocument
 from ..store import BatchStore
 from ..tracking import registry as reg
 
-__all__ = ["PHASES", "Phase", "no_phase", "managed", "active_policy", "default_project_uri", "StepResult"]
+__all__ = ["PHASES", "REVERT_PHASE", "Phase", "no_phase", "managed", "active_policy", "default_project_uri",
+           "StepResult"]
 
 #: The points of a step (and of ``init``) at which ``on_phase`` is called, in order.
 #: ``during-retrain`` is called just before the retrain project's child process starts.
 PHASES = ("after-read", "after-psi", "after-batch-run", "during-retrain", "after-retrain", "after-register",
           "after-gate", "after-alias", "after-commit")
+#: Between ``after-read`` and ``after-psi``, only when the check of a promotion moves production back.
+REVERT_PHASE = "after-revert"
 
 Phase = Callable[[str], None]
 
@@ -70,6 +73,7 @@ class StepResult:
     message: str = ""
     late: bool = False              # a batch processed after a later one (never retrained on)
     deferred: str | None = None     # "budget": a Retrain the retrain budget deferred (kept)
+    revert: dict | None = None      # {"from": V, "to": W}: the check of the promotion before moved production back
 
     def line(self) -> str:
         if self.status in ("waiting", "nothing"):
@@ -78,5 +82,7 @@ class StepResult:
         gate = f"  gate={self.gate}" if self.gate else ""
         prefix = "[dry run] " if self.status == "dry-run" else ""
         late = " (late)" if self.late else ""
+        if self.revert:
+            prefix += f"auto-revert v{self.revert['from']} -> v{self.revert['to']}; "
         return (f"{prefix}batch {self.batch}{late}: {psi}{self.decision} ({self.reason})  "
                 f"production=v{self.version}{gate}")

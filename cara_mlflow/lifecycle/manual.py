@@ -20,6 +20,7 @@ from .pending import Pending, late_batches, position_of, window_start
 from .records import commit_point, committed_state, recover
 from .timeline import write_timeline
 from .training import training_seconds
+from .verification import TAG_REVERTED
 
 __all__ = ["init", "skip", "rollback"]
 
@@ -121,7 +122,14 @@ def rollback(store: BatchStore, registry: reg.Registry, *, reason: str, to_versi
     with managed(store, registry, lock_timeout):
         current = _current_production(registry, required=to_version is None)
         target = _rollback_target(registry, current, to_version)
-        registry.set_production(target.version)
+        # the production history's record of the move: a run of type rollback, FINISHED once it is made
+        tags = {reg.TAG_PRODUCTION_FROM: "" if current is None else current.version, reg.TAG_MODEL_VERSION:
+                target.version, "cara.reason": reason[:500]}
+        with batch_run(registry, None, tags, run_type="rollback", run_name="rollback") as run_id:
+            registry.runs.set_description(run_id, f"Rolled back by hand: v{target.version} serves, "
+                                                  f"{'no alias' if current is None else f'v{current.version}'} "
+                                                  f"before: {reason}")
+            registry.set_production(target.version)
         before = f"v{current.version}" if current is not None else "no alias"
         registry.set_model_tag(reg.TAG_ROLLBACK, f"{before} -> v{target.version}: {reason}"[:5000])
         if current is not None:
@@ -143,8 +151,10 @@ def _rollback_target(registry: reg.Registry, current: reg.VersionInfo | None,
     if to_version is None:
         # Only versions that were fit to serve: gated and passed, or promoted without a gate
         # (init, adopt, --no-gate). A version a killed step registered but never gated is not one.
+        # A version the check after its promotion reverted (cara.reverted) never serves again by default.
         candidates = [v for v in registry.versions() if v.version < current.version
-                      and v.tags.get(reg.TAG_GATE) in PROMOTED and v.trained_on is not None]
+                      and v.tags.get(reg.TAG_GATE) in PROMOTED and v.trained_on is not None
+                      and TAG_REVERTED not in v.tags]
         if not candidates:
             raise InputError(f"to: no version before v{current.version} to roll back to; pass --to VERSION")
         target = candidates[0]

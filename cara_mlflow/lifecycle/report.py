@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import tempfile
+from datetime import datetime, timezone
 
 from ..batch_ids import remove_id, show_range
 from ..errors import InputError, SetupError
 from ..manager_state import STATE_FILE, ManagerState
-from ..planner import SchemaChange
+from ..planner import PROMOTED, SchemaChange
 from ..store import BatchStore
 from ..tracking import registry as reg
 from .frame import active_policy
 from .pending import late_batches, next_pending
 from .records import commit_point, committed_state, finished_batch_run
 
-__all__ = ["status", "history", "explain"]
+__all__ = ["status", "history", "production_history", "explain"]
+
+
+def _managed(registry: reg.Registry) -> None:
+    registry.check_reachable()
+    if not registry.exists():
+        raise SetupError(f"model {registry.name!r} is not managed in {registry.where}: check --name, "
+                         "or run `cara-mlflow tune` and `cara-mlflow init` first")
+
+
+def _revert(tags) -> dict | None:
+    """``{"from": V, "to": W}`` of a batch run whose check reverted production, else None."""
+    if reg.TAG_REVERT_FROM not in tags:
+        return None
+    return {"from": int(tags[reg.TAG_REVERT_FROM]), "to": int(tags[reg.TAG_REVERT_TO])}
 
 
 def history(registry: reg.Registry) -> list[dict]:
     """The decision table: one row per committed batch, in batch order (a late batch at its id,
     with ``late`` true and the cumulative cost as of when it was processed)."""
-    registry.check_reachable()
-    if not registry.exists():
-        raise SetupError(f"model {registry.name!r} is not managed in {registry.where}: check --name, "
-                         "or run `cara-mlflow tune` and `cara-mlflow init` first")
+    _managed(registry)
     rows = []
     for run in registry.runs.find("batch", statuses=("FINISHED",), max_results=50000):
         tags, metrics = run.tags, run.metrics
@@ -35,8 +47,45 @@ def history(registry: reg.Registry) -> list[dict]:
                      "late": tags.get(reg.TAG_LATE) == "true", "deferred": tags.get(reg.TAG_DEFERRED),
                      "guard": tags.get(reg.TAG_GUARD), "spend": metrics.get("spend"),
                      "model_age": None if metrics.get("model_age") is None else int(metrics["model_age"]),
-                     "run_id": run.run_id})
+                     "revert": _revert(tags), "verify": tags.get(reg.TAG_VERIFY), "run_id": run.run_id})
     return sorted(rows, key=lambda r: r["batch"])
+
+
+def _when(run) -> str:
+    return datetime.fromtimestamp(run.start_time / 1000, timezone.utc).isoformat(timespec="seconds")
+
+
+def _moves_of(run) -> list[dict]:
+    """The production moves one FINISHED run records, in the order they were made."""
+    tags = run.tags
+    base = {"time": _when(run), "batch": run.batch, "run_id": run.run_id}
+    to = _int_or_none(tags.get(reg.TAG_MODEL_VERSION))
+    if run.run_type == "rollback":
+        return [{**base, "by": "rollback", "from": _int_or_none(tags.get(reg.TAG_PRODUCTION_FROM)), "to": to,
+                 "reason": tags.get("cara.reason", "")}]
+    moves, decision = [], tags.get(reg.TAG_DECISION)
+    if decision == "init":
+        moves.append({**base, "by": "init", "from": None, "to": to, "reason": tags.get("cara.reason", "")})
+    revert = _revert(tags)
+    if revert is not None:
+        moves.append({**base, "by": "auto-revert", **revert, "reason": tags.get(reg.TAG_VERIFY, "")})
+    if decision == "retrain" and tags.get(reg.TAG_GATE) in PROMOTED:
+        by = "schema retrain" if tags.get(reg.TAG_TRIGGER) == "schema" else "promotion"
+        moves.append({**base, "by": by, "from": _int_or_none(tags.get(reg.TAG_PRODUCTION_FROM)), "to": to,
+                      "reason": tags.get("cara.reason", ""), "trigger": tags.get(reg.TAG_TRIGGER),
+                      "gate": tags.get(reg.TAG_GATE)})
+    return moves
+
+
+def production_history(registry: reg.Registry) -> list[dict]:
+    """Every move of the production alias, oldest first: ``by`` (init, promotion, auto-revert,
+    rollback, schema retrain), ``from`` and ``to`` (versions; ``from`` null for init), ``time``
+    (UTC), ``batch`` (null for a rollback), ``reason`` and the ``run_id`` that records it."""
+    _managed(registry)
+    runs = [*registry.runs.find("batch", statuses=("FINISHED",), max_results=50000),
+            *registry.runs.find("rollback", statuses=("FINISHED",), max_results=50000)]
+    runs.sort(key=lambda r: r.start_time)
+    return [move for run in runs for move in _moves_of(run)]
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -126,10 +175,7 @@ def explain(registry: reg.Registry, batch_id: int) -> dict:
     ``kappa_to_flip`` — the κ at which the policy's answer flips (Retrain at or below it, Keep
     above; null when no κ changes it: CARA-P, NR, the detectors, or when a guard rail, a forced
     retrain, a resumed promotion or a late batch decided)."""
-    registry.check_reachable()
-    if not registry.exists():
-        raise SetupError(f"model {registry.name!r} is not managed in {registry.where}: check --name, "
-                         "or run `cara-mlflow tune` and `cara-mlflow init` first")
+    _managed(registry)
     run = finished_batch_run(registry, batch_id)
     if run is None:
         raise InputError(f"batch: no committed batch {batch_id} for {registry.name!r}; "

@@ -13,7 +13,7 @@ from ..errors import SetupError
 from ..guards import Guards
 from ..manager_state import ManagerState
 from ..names import DEFAULT_COOLDOWN, DEFAULT_LOCK_TIMEOUT
-from ..planner import InUse, Plan, Production, model_in_use, plan_step, settle
+from ..planner import PROMOTED, InUse, Plan, Production, after_revert, model_in_use, plan_step, settle
 from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
 from ..store import BatchStore, BatchStoreError, BatchStoreWarning
@@ -26,6 +26,7 @@ from .observe import PsiTerms, observe
 from .pending import Pending, counted_from_window, next_pending, position_of
 from .records import commit_point, committed_state, recover
 from .timeline import write_timeline
+from .verification import Check, check_promotion, revert
 
 __all__ = ["StepOptions", "step", "steps"]
 
@@ -115,26 +116,54 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     method = options.psi_method or doc.psi.method
     in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     if work.late and obs.schema is not None:
-        # production predates the re-tuned features and a late batch never retrains: the batch in
-        # order goes first, and retrains on them
-        following = store.next_after(last)
-        if following is None or not following.complete:
-            return StepResult("waiting", work.info.id, message=(
-                f"waiting: late batch {work.info.id} cannot be scored by production v{serving.version} "
-                f"({obs.schema.describe()}); it is processed after the next batch in order retrains on them"))
-        work, batch = Pending(following, False), _read(store, doc, following.id)
+        instead = _in_order_first(store, registry, doc, options, last, serving, work, obs)
+        if isinstance(instead, StepResult):
+            return instead
+        work, batch = instead
+        in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
+    check = None
+    if not work.late and not in_use.resumed:
+        check = check_promotion(registry, doc, state, version, batch, None if terms is None else terms.errors)
+    if check is not None and check.reverted:
+        # the restored model serves from here: the batch is measured and decided with it
         if not options.dry_run:
-            recover(registry, None, following.id)
+            revert(registry, check, batch.id, on_phase)
+        serving = registry.version(check.old)
+        production = _production(store, doc, state, serving)
+        state = after_revert(state, options.cooldown)
         in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     obs = replace(obs, late=work.late, previous=None if work.late else last)
     on_phase("after-psi")
     guards = options.guards(doc.guards)
     plan = plan_step(doc, state, production, in_use, obs, force_retrain=options.force_retrain, guards=guards)
+    if check is not None and check.reverted:
+        plan = replace(plan, reason=f"{check.reason}; {plan.reason}")
     if options.dry_run:
         return StepResult("dry-run", batch.id, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
-                          serving.version, None, state.cumulative_cost, late=plan.late, deferred=plan.deferred)
-    where = _Where(store, registry, doc, batch, version, method, guards)
+                          serving.version, None, state.cumulative_cost, late=plan.late, deferred=plan.deferred,
+                          revert=_revert_of(check))
+    where = _Where(store, registry, doc, batch, version, method, guards, check)
     return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
+
+
+def _in_order_first(store: BatchStore, registry: reg.Registry, doc: PolicyDocument, options: StepOptions, last: int,
+                    serving: reg.VersionInfo, work: Pending, obs) -> "StepResult | tuple[Pending, Batch]":
+    """A late batch that production cannot score (it predates the re-tuned features) waits: a late
+    batch never retrains, so the batch in order goes first, and retrains on them."""
+    following = store.next_after(last)
+    if following is None or not following.complete:
+        return StepResult("waiting", work.info.id, message=(
+            f"waiting: late batch {work.info.id} cannot be scored by production v{serving.version} "
+            f"({obs.schema.describe()}); it is processed after the next batch in order retrains on them"))
+    batch = _read(store, doc, following.id)
+    if not options.dry_run:
+        recover(registry, None, following.id)
+    return Pending(following, False), batch
+
+
+def _revert_of(check: Check | None) -> dict | None:
+    """``{"from": V, "to": W}`` when the check reverted production (``history --json``'s ``revert``)."""
+    return {"from": check.new, "to": check.old} if check is not None and check.reverted else None
 
 
 def _production(store: BatchStore, doc: PolicyDocument, state: ManagerState, serving: reg.VersionInfo) -> Production:
@@ -181,6 +210,24 @@ class _Where:
     in_use: reg.VersionInfo
     psi_method: str
     guards: Guards
+    check: Check | None = None       # the check of the promotion before this batch, if one was due
+
+
+def _check_record(check: Check | None, plan: Plan, outcome, in_use: reg.VersionInfo) -> tuple[dict, dict]:
+    """The tags and metrics of the batch run that record the check, a revert, and the version a
+    promotion replaced (``cara.production_from``: the production history's ``from``)."""
+    tags, metrics = {}, {}
+    if outcome is not None and outcome.gate in PROMOTED:
+        tags[reg.TAG_PRODUCTION_FROM] = in_use.version
+    if check is None:
+        return tags, metrics
+    tags[reg.TAG_VERIFY] = check.tag
+    if check.reverted:
+        tags.update({reg.TAG_REVERT_FROM: check.new, reg.TAG_REVERT_TO: check.old})
+    if check.verdict is not None:
+        metrics = {"verify_loss_new": check.verdict.loss_new, "verify_loss_old": check.verdict.loss_old,
+                   "verify_half_width": check.verdict.half_width}
+    return tags, metrics
 
 
 def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Where, options: StepOptions, *,
@@ -202,10 +249,12 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
                                     psi_method=where.psi_method,
                                     project_uri=options.project_uri, on_phase=on_phase, parent_run_id=run_id)
         after = settle(plan, state, outcome, cooldown=options.cooldown)
+        tags, metrics = _check_record(where.check, plan, outcome, where.in_use)
         log_decision(registry, run_id, plan, after, outcome,
-                     f"{where.guards.describe()}; cooldown {options.cooldown} after a rejected challenger")
+                     f"{where.guards.describe()}; cooldown {options.cooldown} after a rejected challenger",
+                     extra_tags=tags, extra_metrics=metrics, reverted=_revert_of(where.check))
         commit(registry, run_id, plan.batch, after, on_phase, late=plan.late)
     write_timeline(registry, store, max(plan.batch, previous), previous=previous, late=after.late)
     return StepResult("processed", plan.batch, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
                       after.model_version, None if outcome is None else outcome.gate, after.cumulative_cost,
-                      late=plan.late, deferred=plan.deferred)
+                      late=plan.late, deferred=plan.deferred, revert=_revert_of(where.check))

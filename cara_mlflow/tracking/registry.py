@@ -57,6 +57,10 @@ TAG_GUARD = "cara.guard"             # the guard rail that changed the policy's 
 TAG_GUARDS = "cara.guards"           # on a batch run: the guard rails in force when it was decided
 TAG_DEFERRED = "cara.deferred"       # a retrain the budget deferred: "budget"
 TAG_LATE = "cara.late"               # on the batch run of a batch processed after a later one
+TAG_VERIFY = "cara.verify"           # on a batch run: the check of the promotion before it (passed/reverted/skipped: …)
+TAG_REVERT_FROM = "cara.revert_from"   # on a batch run whose check reverted production: from this version…
+TAG_REVERT_TO = "cara.revert_to"       # …back to this one
+TAG_PRODUCTION_FROM = "cara.production_from"   # on a batch run that promoted: the version it replaced
 #: Registered-model tag ``<batch>:<run_id>``: the batch run of the last commit, written just before
 #: ``cara.last_batch`` (a late batch's commit is this tag alone). The run holding the manager state,
 #: found by id instead of by a search; trusted only when the run's own tags agree. A hint naming a

@@ -1,0 +1,146 @@
+"""Trust after promotion, end to end through the CLI (real MLflow, real project runs): a promoted
+model checked at the next batch and reverted when it is worse, the history of every production
+move, and a kill after the revert's alias move.
+
+The bad model is a trainer that inverts the labels (``tests/fixtures/inverting_project``),
+promoted with the gate off, as a mislabelled export would be.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cara_mlflow import lifecycle
+
+from .crash_harness import KILL_ENV
+from .helpers import INIT_BATCH, drop_batches_from, ok, one_line_error, registry, run_cli, runs_of, the_batch_run
+
+INVERTING = str(Path(__file__).parent / "fixtures" / "inverting_project")
+
+
+def _promote_inverted(store: Path) -> None:
+    """Batch 6: a forced retrain by the inverting trainer, promoted without a gate (v2)."""
+    line = ok(run_cli(store, "step", "--force-retrain", "--no-gate", "--project-uri", INVERTING)).stdout
+    assert line.startswith("batch 6:") and "production=v2" in line and "gate=off" in line
+
+
+@pytest.fixture(scope="module")
+def reverted(base_store, tmp_path_factory) -> Path:
+    """Batches 6 (the inverted model promoted) and 7 (its check) processed."""
+    from .helpers import copy_store
+
+    store = copy_store(base_store, tmp_path_factory.mktemp("reverted") / "store")
+    _promote_inverted(store)
+    ok(run_cli(store, "step"))
+    return store
+
+
+def test_a_model_trained_on_inverted_labels_is_reverted_at_the_next_batch(reverted, cara):
+    reg = registry(reverted)
+    assert reg.production().version == 1
+    run = the_batch_run(reg, 7)
+    assert run.tags["cara.verify"] == "reverted"
+    assert (run.tags["cara.revert_from"], run.tags["cara.revert_to"]) == ("2", "1")
+    assert run.tags["cara.model_version"] == "1"               # the batch was decided with v1
+    assert run.metrics["verify_loss_new"] > 3 * run.metrics["verify_loss_old"]
+    assert run.tags["cara.reason"].startswith("v2 worse than v1 on this batch")
+    assert "cooling down" in run.tags["cara.reason"]            # a reverted challenger counts as rejected
+    assert run.tags["mlflow.note.content"].startswith("Auto-reverted v2 -> v1, then kept v1")
+    v2 = reg.version(2)
+    assert v2.tags["cara.reverted_at"] == "7" and v2.tags["cara.reverted"].startswith("batch 7: v2 worse")
+    state = reg.runs.load_json(run.run_id, "policy_state.json")
+    assert state["model_version"] == 1 and state["verify"] is None and state["cooldown_left"] == 2
+    rows = {r["batch"]: r for r in json.loads(ok(cara(reverted, "history", "--json")).stdout)}
+    assert rows[7]["revert"] == {"from": 2, "to": 1} and rows[7]["verify"] == "reverted"
+    assert rows[6]["revert"] is None and rows[INIT_BATCH]["revert"] is None
+    # the Ψ̄ of batch 7 is v1's: the same as a step on v1 would have measured
+    assert run.metrics["psi_bar"] == pytest.approx(run.metrics["psi_now"] - run.metrics["psi_then"])
+
+
+def test_a_good_promotion_is_checked_and_kept_and_a_reverted_version_is_never_rolled_back_to(reverted, tmp_path,
+                                                                                            cara):
+    from .helpers import copy_store
+
+    store = copy_store(reverted, tmp_path / "store")
+    reg = registry(store)
+    ok(run_cli(store, "step", "--force-retrain", "--no-gate"))          # batch 8: the default trainer → v3
+    assert reg.production().version == 3
+    line = ok(run_cli(store, "step")).stdout                             # batch 9: v3 checked against v1
+    assert "auto-revert" not in line
+    run = the_batch_run(reg, 9)
+    assert run.tags["cara.verify"] == "passed" and "cara.revert_from" not in run.tags
+    assert reg.production().version == 3
+    assert the_batch_run(reg, 10 - 2).tags.get("cara.production_from") == "1"
+    # the default rollback skips v2 (reverted) and goes back to v1
+    result = ok(cara(store, "rollback", "--reason", "checking"))
+    assert result.stdout.strip() == "production of demo: v3 -> v1 (checking)"
+
+    moves = json.loads(ok(cara(store, "history", "--production", "--json")).stdout)
+    assert [(m["by"], m["from"], m["to"], m["batch"]) for m in moves] == [
+        ("init", None, 1, INIT_BATCH), ("promotion", 1, 2, 6), ("auto-revert", 2, 1, 7), ("promotion", 1, 3, 8),
+        ("rollback", 3, 1, None)]
+    assert moves[-1]["reason"] == "checking" and moves[2]["reason"] == "reverted"
+    assert all(m["time"].endswith("+00:00") for m in moves)
+    assert [m["time"] for m in moves] == sorted(m["time"] for m in moves)
+    table = ok(cara(store, "history", "--production")).stdout.splitlines()
+    assert table[0].split()[:3] == ["time", "(UTC)", "by"] and len(table) == 1 + len(moves)
+    assert "auto-revert" in table[3] and " v2 " in table[3] and " v1 " in table[3]
+    # a rollback is a run of its own (type rollback), never a batch
+    (rollback,) = runs_of(reg, "rollback")
+    assert rollback.status == "FINISHED" and rollback.tags["cara.model_version"] == "1"
+    assert reg.last_batch() == 9
+
+
+def test_dry_run_shows_the_revert_and_changes_nothing(base_store, tmp_path):
+    from .helpers import copy_store
+
+    store = copy_store(base_store, tmp_path / "store")
+    _promote_inverted(store)
+    line = ok(run_cli(store, "step", "--dry-run")).stdout
+    assert line.startswith("[dry run] auto-revert v2 -> v1; batch 7:") and "production=v1" in line
+    reg = registry(store)
+    assert reg.production().version == 2 and "cara.reverted" not in reg.version(2).tags
+    assert reg.last_batch() == 6
+
+
+def test_kill_after_the_revert_alias_move_then_rerun_reverts_exactly_once(base_store, tmp_path):
+    from .helpers import copy_store
+
+    store = copy_store(base_store, tmp_path / "store")
+    drop_batches_from(store, 9)
+    _promote_inverted(store)
+    killed = run_cli(store, "step", **{KILL_ENV: lifecycle.REVERT_PHASE})
+    assert killed.returncode in (-9, 137), killed.stderr
+    reg = registry(store)
+    assert reg.production().version == 1 and reg.last_batch() == 6          # moved, not committed
+    rerun = ok(run_cli(store, "step", "--all")).stdout.splitlines()
+    assert rerun[0].startswith("auto-revert v2 -> v1; batch 7:") and rerun[1].startswith("batch 8:")
+    runs = runs_of(reg, "batch", 7)
+    assert [r.status for r in runs].count("FINISHED") == 1
+    run = the_batch_run(reg, 7)
+    assert run.tags["cara.verify"] == "reverted" and run.tags["cara.model_version"] == "1"
+    state = reg.runs.load_json(run.run_id, "policy_state.json")
+    assert state["model_version"] == 1 and state["verify"] is None
+    assert reg.production().version == 1 and len(reg.versions()) == 2       # nothing retrained again
+    moves = lifecycle.production_history(reg)
+    assert [m["by"] for m in moves].count("auto-revert") == 1
+
+
+def test_a_rollback_by_hand_before_the_check_skips_it(base_store, tmp_path, cara):
+    from .helpers import copy_store
+
+    store = copy_store(base_store, tmp_path / "store")
+    _promote_inverted(store)
+    ok(cara(store, "rollback", "--to", "1", "--reason", "looked wrong"))
+    ok(run_cli(store, "step"))
+    run = the_batch_run(registry(store), 7)
+    assert run.tags["cara.verify"].startswith("skipped: production was moved by hand (to v1)")
+    assert "cara.revert_from" not in run.tags
+
+
+def test_history_production_of_an_unknown_model_is_one_line(fresh):
+    line = one_line_error(run_cli(fresh, "history", "--production", "--name", "nobody"))
+    assert "nobody" in line
