@@ -28,6 +28,7 @@ from .cli_options import (
     managed,
     model_option,
     money_options,
+    notify_options,
     policies_option,
     project_uri_option,
     psi_method_option,
@@ -132,6 +133,17 @@ def _batch_store(store_dir: str, *, existing: bool = True):
     return store
 
 
+def _stored_notify(command: str | None, timeout: float | None) -> dict | None:
+    """The policy's ``notify`` from tune's options (a timeout alone is refused: it would do nothing)."""
+    from .notify import DEFAULT_NOTIFY_TIMEOUT, check_command
+
+    if check_command(command) is None:
+        if timeout is not None:
+            raise InputError("notify-timeout: it bounds the --notify command; give --notify CMD too, or drop it")
+        return None
+    return {"command": command, "timeout": timeout or DEFAULT_NOTIFY_TIMEOUT}
+
+
 def _theta(params: dict) -> str:
     """The tuned parameters (κ̄, the κ a threshold is relative to, is shown as κ already)."""
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
@@ -223,10 +235,11 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
                    "answers (0-1 loss), so κ = retrain cost / cost of one wrong answer. Default: paper with --kappa, "
                    "expected-loss with --retrain-cost. Stored in the policy.")
 @guard_options(stored=True)
+@notify_options(stored=True)
 @lock_timeout_option()
 def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, policy, target, features, exclude,
-         task, loss, model, seed, holdout, n_estimators,
-         max_depth, project_uri, tuning_method, psi_method, psi_scale, max_model_age, retrain_budget, lock_timeout):
+         task, loss, model, seed, holdout, n_estimators, max_depth, project_uri, tuning_method, psi_method, psi_scale,
+         max_model_age, retrain_budget, notify, notify_timeout, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
@@ -250,6 +263,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
         raise InputError("kappa: give --kappa K, or the money it stands for: --retrain-cost AMOUNT|measured with "
                          "--error-cost AMOUNT")
     money = Money.parse(retrain_cost=retrain_cost, error_cost=error_cost, price_per_hour=price_per_hour)
+    notify = _stored_notify(notify, notify_timeout)
     # the window is checked against the store before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
     batch_store, registry = _open(name, store)
@@ -263,7 +277,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
         doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
-                       guards=guards, psi_scale=psi_scale, money=money,
+                       guards=guards, psi_scale=psi_scale, money=money, notify=notify,
                        progress=(lambda done, total: bar.update(1)) if show_bar else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
@@ -305,12 +319,13 @@ def init(name, store, batch_id, adopt_version, project_uri, lock_timeout):
 @click.option("--cooldown", default=DEFAULT_COOLDOWN, show_default=True, type=click.IntRange(min=0),
               help="Batches without a retrain attempt after a rejected challenger.")
 @guard_options(stored=False)
+@notify_options(stored=False)
 @lock_timeout_option()
 @project_uri_option()
 @psi_method_option(None)
 @json_option("One JSON object per batch.")
 def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, max_model_age, retrain_budget,
-         lock_timeout, project_uri, psi_method, as_json):
+         notify, notify_timeout, lock_timeout, project_uri, psi_method, as_json):
     """Process the next batch: Ψ̄, decision, retrain/gate/promote when it pays, commit.
 
     Exit codes: 0 processed or nothing to do (it says which), 1 bad input or environment
@@ -324,7 +339,7 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, ma
     batch_store, registry = _open(name, store)
     options = StepOptions(dry_run=dry_run, force_retrain=force_retrain, gate=not no_gate, cooldown=cooldown,
                           project_uri=project_uri, psi_method=psi_method, max_model_age=max_model_age,
-                          retrain_budget=retrain_budget)
+                          retrain_budget=retrain_budget, notify=notify, notify_timeout=notify_timeout)
     kwargs = dict(lock_timeout=lock_timeout, **_phase_hook())
     results = (run_steps(batch_store, registry, options, **kwargs) if process_all
                else [run_step(batch_store, registry, options, **kwargs)])

@@ -124,6 +124,23 @@ def guard_options(*, stored: bool):
     return decorate
 
 
+def notify_options(*, stored: bool):
+    """``--notify`` and ``--notify-timeout``: stored by ``tune``, overridable at ``step``."""
+    where = ("Stored in the policy for every step (a step's --notify overrides it)." if stored
+             else "Default: the command stored at tune, if any; off: none for this step.")
+
+    def decorate(f):
+        f = click.option("--notify-timeout", default=None, type=click.FloatRange(min=0, min_open=True, max=3600),
+                         metavar="SECONDS", help="Kill a notify command (and its children) after this long; the "
+                                                 f"step goes on. Default 10.{' Stored.' if stored else ''}")(f)
+        return click.option("--notify", default=None, metavar="CMD" if stored else "CMD|off",
+                            help="Run CMD (with /bin/sh) for each event: a retrain starting, a promotion, a "
+                                 "rejection, an automatic revert, a budget deferral, a failed step. One JSON "
+                                 "object on its stdin (keys event, model, batch, text, time, ...; env CARA_EVENT); "
+                                 "a failing or hanging CMD never fails the step. " + where)(f)
+    return decorate
+
+
 def lock_timeout_option():
     return click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
                         type=click.FloatRange(min=0),

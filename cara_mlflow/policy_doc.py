@@ -19,6 +19,7 @@ from .guards import Guards
 from .losses import TASKS, check_loss_name
 from .money import Money
 from .names import PSI_METHODS
+from .notify import check_command, check_timeout
 from .policies import make_policy
 from .staleness import DEFAULT_PSI_SCALE, PSI_SCALES
 from .validate import is_positive, tunable_policies
@@ -34,7 +35,7 @@ READ_FORMATS = (1, 2)
 FIELDS = {"format": True, "name": True, "policy": True, "params": True, "kappa": True, "psi": True,
           "target": True, "features": True, "trainer": True, "project_uri": False, "offline": False,
           "tuning": False, "task": False, "feature_kinds": False, "guards": False,
-          "money": False}
+          "money": False, "notify": False}
 
 _FIX = "re-run `cara-mlflow tune` to register a valid policy"
 
@@ -157,10 +158,22 @@ def _check_optional(doc: dict, source: str, bad) -> None:
         Money.from_dict(doc.get("money"), source)
     except InputError:
         raise bad("money", "{error_cost, retrain_cost, price_per_hour, training_seconds} as tune writes them") from None
+    if doc.get("notify") is not None:
+        _check_notify(doc["notify"], bad)
     try:
         Guards.from_dict(doc.get("guards"), source)
     except InputError:
         raise bad("guards", "{max_model_age, retrain_budget: {attempts, window}} as tune writes them") from None
+
+
+def _check_notify(notify, bad) -> None:
+    try:
+        if not isinstance(notify, dict) or set(notify) != {"command", "timeout"} or check_command(notify["command"]) \
+                is None:
+            raise InputError("notify")
+        check_timeout(notify["timeout"])
+    except InputError:
+        raise bad("notify", "{command, timeout} as tune writes them") from None
 
 
 def _money(data, source: str) -> dict:
@@ -233,6 +246,7 @@ class PolicyDocument:
     guards: Guards = Guards()
     money: Money | None = None                  # κ from money (None: κ was given as a number)
     training_seconds: tuple[float, ...] = ()    # the offline trainings' wall times (measured retrain cost)
+    notify: Mapping[str, Any] | None = None     # {command, timeout}: run on every event (cara_mlflow.notify)
     version: int | None = field(default=None, compare=False)
 
     @property
@@ -267,7 +281,7 @@ class PolicyDocument:
                    project_uri=doc.get("project_uri"),
                    offline=None if offline is None else (offline["start"], offline["stop"]),
                    tuning=doc.get("tuning"), guards=Guards.from_dict(doc.get("guards"), source),
-                   **_money(doc.get("money"), source), version=version)
+                   **_money(doc.get("money"), source), notify=doc.get("notify"), version=version)
 
     def to_dict(self) -> dict:
         """The JSON document (``policy.json``), as ``tune`` writes it."""
@@ -278,7 +292,8 @@ class PolicyDocument:
                 "offline": None if self.offline is None else {"start": self.offline[0], "stop": self.offline[1]},
                 "tuning": None if self.tuning is None else dict(self.tuning),
                 **({"guards": self.guards.to_dict()} if self.guards.any else {}),
-                **({"money": self.money.to_dict(self.training_seconds)} if self.money else {})}
+                **({"money": self.money.to_dict(self.training_seconds)} if self.money else {}),
+                **({"notify": dict(self.notify)} if self.notify else {})}
 
     def kappa_at(self, retrain_seconds=()) -> float:
         """κ_t of a batch: the tuned κ, or the money's: the last trainings' wall times priced, those

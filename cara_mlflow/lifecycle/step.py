@@ -13,6 +13,7 @@ from ..errors import SetupError
 from ..guards import Guards
 from ..manager_state import ManagerState
 from ..names import DEFAULT_COOLDOWN, DEFAULT_LOCK_TIMEOUT
+from ..notify import check_command, check_timeout
 from ..planner import PROMOTED, InUse, Plan, Production, after_revert, model_in_use, plan_step, settle
 from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
@@ -20,6 +21,7 @@ from ..store import BatchStore, BatchStoreError, BatchStoreWarning
 from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
 from .batch_run import batch_run, commit
+from .events import Notifier, outcome_events, reporting_failure
 from .executor import apply_retrain, log_decision, log_observation
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .observe import PsiTerms, observe
@@ -39,7 +41,8 @@ class StepOptions:
     promotes a retrained model without comparing it with production; ``cooldown`` is the number
     of batches without a retrain attempt after a rejected challenger. ``max_model_age`` and
     ``retrain_budget`` override the policy's guard rails (:class:`~cara_mlflow.guards.Guards`:
-    ``"off"`` switches one off, ``None`` keeps the policy's).
+    ``"off"`` switches one off, ``None`` keeps the policy's). ``notify`` and ``notify_timeout``
+    override the policy's notification command (:mod:`cara_mlflow.lifecycle.events`).
     """
 
     dry_run: bool = False
@@ -50,9 +53,14 @@ class StepOptions:
     psi_method: str | None = None
     max_model_age: str | None = None
     retrain_budget: str | None = None
+    notify: str | None = None               # a command per event (None: the policy's; "off": none)
+    notify_timeout: float | None = None     # seconds (None: the policy's, else 10)
 
     def __post_init__(self):
         validate.count(self.cooldown, "cooldown")
+        check_command(self.notify)
+        if self.notify_timeout is not None:
+            check_timeout(self.notify_timeout)
         self.guards(Guards())           # checked before anything is read or written
         if self.psi_method is not None:
             check_psi_method(self.psi_method)
@@ -67,8 +75,9 @@ class StepOptions:
 def step(store: BatchStore, registry: reg.Registry, options: StepOptions = StepOptions(), *,
          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, on_phase: Phase = no_phase) -> StepResult:
     """Process the next batch after ``cara.last_batch`` (DESIGN.md "Batch store" order)."""
-    with managed(store, registry, lock_timeout):
-        return _step(store, registry, options, on_phase)
+    notifier = Notifier(registry.name, options.notify, options.notify_timeout)
+    with reporting_failure(notifier), managed(store, registry, lock_timeout):
+        return _step(store, registry, options, on_phase, notifier)
 
 
 def steps(store: BatchStore, registry: reg.Registry, options: StepOptions = StepOptions(), *,
@@ -77,16 +86,20 @@ def steps(store: BatchStore, registry: reg.Registry, options: StepOptions = Step
 
     Ends after the first result that is not a processed batch (waiting, nothing to do, dry run).
     """
-    with managed(store, registry, lock_timeout):
+    notifier = Notifier(registry.name, options.notify, options.notify_timeout)
+    with reporting_failure(notifier), managed(store, registry, lock_timeout):
         while True:
-            result = _step(store, registry, options, on_phase)
+            notifier.batch = None
+            result = _step(store, registry, options, on_phase, notifier)
             yield result
             if result.status != "processed":
                 return
 
 
-def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_phase: Phase) -> StepResult:
+def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_phase: Phase,
+          notifier: Notifier) -> StepResult:
     doc = active_policy(registry)
+    notifier.configure(doc)
     last = commit_point(registry, write=not options.dry_run)
     if last is None:
         raise SetupError(f"model {registry.name!r} is not initialised in {registry.where}: "
@@ -108,6 +121,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     if state.dated and not is_date_id(work.info.id):
         warnings.warn(f"batch {work.info.id}: not a YYYYMMDD date, while every id processed so far is one; "
                       "processed anyway (check the producer's ids)", BatchStoreWarning, stacklevel=2)
+    notifier.batch = work.info.id
     batch = _read(store, doc, work.info.id, late=work.late)
     on_phase("after-read")
     if not options.dry_run:
@@ -120,6 +134,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         if isinstance(instead, StepResult):
             return instead
         work, batch = instead
+        notifier.batch = work.info.id
         in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     check = None
     if not work.late and not in_use.resumed:
@@ -142,7 +157,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         return StepResult("dry-run", batch.id, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
                           serving.version, None, state.cumulative_cost, late=plan.late, deferred=plan.deferred,
                           revert=_revert_of(check))
-    where = _Where(store, registry, doc, batch, version, method, guards, check)
+    where = _Where(store, registry, doc, batch, version, method, guards, check, notifier)
     return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
 
 
@@ -159,6 +174,17 @@ def _in_order_first(store: BatchStore, registry: reg.Registry, doc: PolicyDocume
     if not options.dry_run:
         recover(registry, None, following.id)
     return Pending(following, False), batch
+
+
+def _announce(where: _Where, plan: Plan) -> None:
+    """The ``retrain`` event, as a retrain starts (not when a crashed one is resumed)."""
+    if where.notifier is None or plan.resumed:
+        return
+    psi = "" if plan.schema else f"Ψ̄={plan.psi_bar:.4g}, "
+    where.notifier.send("retrain", plan.batch, f"Batch {plan.batch}: retraining {where.registry.name} "
+                                               f"({psi}κ={plan.kappa:.4g}; {plan.reason})",
+                        trigger=plan.trigger, serving=where.in_use.version, reason=plan.reason,
+                        psi_bar=None if plan.schema else plan.psi_bar, kappa=plan.kappa)
 
 
 def _revert_of(check: Check | None) -> dict | None:
@@ -211,6 +237,7 @@ class _Where:
     psi_method: str
     guards: Guards
     check: Check | None = None       # the check of the promotion before this batch, if one was due
+    notifier: Notifier | None = None
 
 
 def _check_record(check: Check | None, plan: Plan, outcome, in_use: reg.VersionInfo) -> tuple[dict, dict]:
@@ -244,6 +271,7 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
         on_phase("after-batch-run")
         outcome = None
         if plan.retrain:
+            _announce(where, plan)
             outcome = apply_retrain(plan, store=store, registry=registry, doc=where.doc, batch=batch,
                                     in_use=where.in_use, gate_enabled=options.gate and not plan.schema,
                                     psi_method=where.psi_method,
@@ -255,6 +283,11 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
                      extra_tags=tags, extra_metrics=metrics, reverted=_revert_of(where.check))
         commit(registry, run_id, plan.batch, after, on_phase, late=plan.late)
     write_timeline(registry, store, max(plan.batch, previous), previous=previous, late=after.late)
+    if where.notifier is not None:
+        check = where.check
+        where.notifier.send_all(registry, run_id, outcome_events(
+            plan, outcome, _revert_of(check), serving=where.in_use.version,
+            reason_of_revert="" if check is None else check.reason))
     return StepResult("processed", plan.batch, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
                       after.model_version, None if outcome is None else outcome.gate, after.cumulative_cost,
                       late=plan.late, deferred=plan.deferred, revert=_revert_of(where.check))

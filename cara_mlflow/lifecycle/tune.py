@@ -43,7 +43,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          psi_method: str = DEFAULT_PSI_METHOD, progress: Callable[[int, int], None] | None = None,
          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, features: Sequence[str] | None = None,
          exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
-         guards: Guards | None = None, psi_scale: str | None = None, money: Money | None = None) -> PolicyDocument:
+         guards: Guards | None = None, psi_scale: str | None = None, money: Money | None = None,
+         notify: dict | None = None) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -56,7 +57,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     stored in the document for every later step. ``psi_scale`` fixes the unit of Ψ̄ and κ
     (:data:`~cara_mlflow.staleness.PSI_SCALES`; a note says which): by default ``paper`` when κ
     is given, ``expected-loss`` when it comes from ``money`` (κ = retrain cost ÷ error cost,
-    the retrain cost fixed or priced from the offline trainings' wall times).
+    the retrain cost fixed or priced from the offline trainings' wall times). ``notify``
+    (``{command, timeout}``, :mod:`cara_mlflow.notify`) is stored for every later step.
     """
     check_psi_method(psi_method)
     if (kappa is None) == (money is None):
@@ -77,7 +79,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         batches, draft, notes = _draft(store, registry, offline, target, features, exclude, task, loss, gamma,
                                        replace(_SETTINGS, policy=policy, kappa=kappa or 1.0, trainer=trainer or
                                                TrainerSettings(), project_uri=project_uri, guards=guards or Guards(),
-                                               psi=PsiSettings(0.0, method=psi_method, scale=psi_scale)))
+                                               notify=notify, psi=PsiSettings(0.0, method=psi_method, scale=psi_scale)))
         if untuned:
             return _register_untuned(registry, replace(draft, kappa=kappa or money.kappa(()), money=money), notes)
         predictions, seconds = _offline_predictions(registry, batches, draft, progress,
