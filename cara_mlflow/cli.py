@@ -418,6 +418,11 @@ def status(name, store, ui_base, as_json):
         over = " (over: --force-retrain ignores the budget)" if used > n else ""
         lines.append(f"budget       {used} of {n} retrain attempt{'s' if n != 1 else ''} used in the last {w} "
                      f"batches{over}")
+    if s.get("pending_check"):
+        c = s["pending_check"]
+        what = (f"skipped ({c['skip']})" if c["skip"] else
+                f"v{c['version']} against v{c['replaced']}, reverted if worse")
+        lines.append(f"next check   {what} at the next batch (promoted at batch {c['batch']})")
     if s.get("cooldown_left"):
         n = s["cooldown_left"]
         lines.append(f"cooldown     no retrain attempt for the next {n} batch{'es' if n != 1 else ''}")
@@ -465,6 +470,9 @@ def _explain_lines(e: dict) -> list[str]:
     if e["gate"]:
         head += f" (gate {e['gate']})"
     lines = [head + f", v{e['version']} serves after it" if e["version"] else head, f"  why       {e['reason']}"]
+    if e.get("verify"):
+        revert = e["revert"]
+        lines.append(f"  check     {e['verify']}" + (f" (v{revert['from']} -> v{revert['to']})" if revert else ""))
     if e["psi_bar"] is not None:
         t = e["psi_terms"]
         lines.append(f"  Ψ̄         {num(e['psi_bar'])} (now {num(t['now'])} − then {num(t['then'])}); "

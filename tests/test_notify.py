@@ -138,3 +138,17 @@ def test_a_timeout_without_a_command_at_tune_is_one_line(fresh):
     result = run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--notify-timeout", "5")
     assert result.returncode == 1 and error_lines(result) == [
         "cara-mlflow: error: notify-timeout: it bounds the --notify command; give --notify CMD too, or drop it"]
+
+
+def test_a_budget_deferral_is_an_event(fresh, tmp_path):
+    out = tmp_path / "events.jsonl"
+    drop_batches_from(fresh, 8)
+    ok(run_cli(fresh, "step", "--force-retrain", "--no-gate", "--retrain-budget", "1:10"))   # the one attempt
+    data = read_data(fresh, 7)
+    rewrite_batch(fresh, 7, data.assign(label=1 - data["label"]))     # every answer now wrong: the policy retrains
+    line = ok(run_cli(fresh, "step", "--retrain-budget", "1:10", "--notify", f"cat >> {out}")).stdout
+    assert "deferred" in line
+    kinds = [e["event"] for e in _events(out)]
+    assert kinds[-1] == "deferred" and "retrain" not in kinds
+    deferred = _events(out)[-1]
+    assert deferred["batch"] == 7 and deferred["reason"] == "budget" and deferred["serving"] == 2

@@ -94,16 +94,29 @@ def test_a_good_promotion_is_checked_and_kept_and_a_reverted_version_is_never_ro
     assert reg.last_batch() == 9
 
 
-def test_dry_run_shows_the_revert_and_changes_nothing(base_store, tmp_path):
+def test_dry_run_shows_the_revert_and_changes_nothing_then_the_step_notifies_it(base_store, tmp_path, cara):
     from .helpers import copy_store
 
     store = copy_store(base_store, tmp_path / "store")
     _promote_inverted(store)
+    status = json.loads(ok(cara(store, "status", "--json")).stdout)
+    assert status["pending_check"] == {"version": 2, "replaced": 1, "batch": 6, "skip": None}
+    assert "next check   v2 against v1, reverted if worse" in ok(cara(store, "status")).stdout
     line = ok(run_cli(store, "step", "--dry-run")).stdout
     assert line.startswith("[dry run] auto-revert v2 -> v1; batch 7:") and "production=v1" in line
     reg = registry(store)
     assert reg.production().version == 2 and "cara.reverted" not in reg.version(2).tags
     assert reg.last_batch() == 6
+
+    events = tmp_path / "events.jsonl"
+    ok(run_cli(store, "step", "--notify", f"cat >> {events}"))
+    (revert,) = [json.loads(line) for line in events.read_text().splitlines()]   # cooling down: no retrain
+    assert (revert["event"], revert["from"], revert["to"], revert["batch"]) == ("revert", 2, 1, 7)
+    assert revert["text"].startswith("Batch 7: production reverted from v2 to v1 (v2 worse than v1")
+    explained = json.loads(ok(cara(store, "explain", "--batch", "7", "--json")).stdout)
+    assert explained["verify"] == "reverted" and explained["revert"] == {"from": 2, "to": 1}
+    assert "  check     reverted (v2 -> v1)" in ok(cara(store, "explain", "--batch", "7")).stdout.splitlines()
+    assert json.loads(ok(cara(store, "status", "--json")).stdout)["pending_check"] is None
 
 
 def test_kill_after_the_revert_alias_move_then_rerun_reverts_exactly_once(base_store, tmp_path):

@@ -156,6 +156,7 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
         budget = doc.guards.retrain_budget
         out["retrain_attempts_in_window"] = (None if budget is None else
                                              sum(1 for a in state.retrain_attempts if a > state.position - budget[1]))
+        out["pending_check"] = None if state.verify is None else state.verify.to_dict()
         out["late_batches"] = sorted(state.late)
         present = late_batches(store, state)
         out["late_pending"] = [info.id for info in present if info.complete]
@@ -195,7 +196,7 @@ def explain(registry: reg.Registry, batch_id: int) -> dict:
                        "model_age": None if metrics.get("model_age") is None else int(metrics["model_age"])},
             "trigger": tags.get(reg.TAG_TRIGGER), "gate": tags.get(reg.TAG_GATE),
             "version": _int_or_none(tags.get(reg.TAG_MODEL_VERSION)), "late": tags.get(reg.TAG_LATE) == "true",
-            "run_id": run.run_id}
+            "verify": tags.get(reg.TAG_VERIFY), "revert": _revert(tags), "run_id": run.run_id}
     return {**out, "no_flip_reason": None if out["kappa_to_flip"] is not None else _no_flip(out)}
 
 
