@@ -68,7 +68,7 @@ def _moves_of(run) -> list[dict]:
         moves.append({**base, "by": "init", "from": None, "to": to, "reason": tags.get("cara.reason", "")})
     revert = _revert(tags)
     if revert is not None:
-        moves.append({**base, "by": "auto-revert", **revert, "reason": tags.get(reg.TAG_VERIFY, "")})
+        moves.append({**base, "by": "auto-revert", **revert, "reason": tags.get(reg.TAG_REVERT_REASON, "")})
     if decision == "retrain" and tags.get(reg.TAG_GATE) in PROMOTED:
         by = "schema retrain" if tags.get(reg.TAG_TRIGGER) == "schema" else "promotion"
         moves.append({**base, "by": by, "from": _int_or_none(tags.get(reg.TAG_PRODUCTION_FROM)), "to": to,

@@ -250,7 +250,8 @@ def _check_record(check: Check | None, plan: Plan, outcome, in_use: reg.VersionI
         return tags, metrics
     tags[reg.TAG_VERIFY] = check.tag
     if check.reverted:
-        tags.update({reg.TAG_REVERT_FROM: check.new, reg.TAG_REVERT_TO: check.old})
+        tags.update({reg.TAG_REVERT_FROM: check.new, reg.TAG_REVERT_TO: check.old,
+                     reg.TAG_REVERT_REASON: check.reason[:500]})
     if check.verdict is not None:
         metrics = {"verify_loss_new": check.verdict.loss_new, "verify_loss_old": check.verdict.loss_old,
                    "verify_half_width": check.verdict.half_width}

@@ -60,6 +60,7 @@ TAG_LATE = "cara.late"               # on the batch run of a batch processed aft
 TAG_VERIFY = "cara.verify"           # on a batch run: the check of the promotion before it (passed/reverted/skipped: …)
 TAG_REVERT_FROM = "cara.revert_from"   # on a batch run whose check reverted production: from this version…
 TAG_REVERT_TO = "cara.revert_to"       # …back to this one
+TAG_REVERT_REASON = "cara.revert_reason"   # …and why (the check's figures)
 TAG_PRODUCTION_FROM = "cara.production_from"   # on a batch run that promoted: the version it replaced
 #: Registered-model tag ``<batch>:<run_id>``: the batch run of the last commit, written just before
 #: ``cara.last_batch`` (a late batch's commit is this tag alone). The run holding the manager state,

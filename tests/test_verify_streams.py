@@ -1,0 +1,75 @@
+"""The verification margin on the six synthetic streams (short form of ``benchmarks/verify_margin.py``).
+
+Batches 0–29, seed 0, the ``lr`` model, the paper's Ψ scale; the enumeration is the benchmark's
+(imported from its file). Passing the gate does not make a promotion good on the next batch: these
+streams drift between batches (CovCon's concept flips every 10 batches; GAUSS's and CovCon's covariates
+jump back every 15 and 7), so a gate-passed model can be truly much worse on D_{t+1}, and an
+inverted one truly no worse (the concept flipped, or the replaced model was at chance). Reverting
+the former is the check doing its job. So each verdict is judged against the truth, both models'
+query-weighted losses on a fresh draw of batch t+1 at the same queries (``Truth``):
+
+* no *false* revert: every reverted promotion is truly worse by more than the margin;
+* every inverted challenger is reverted, except where inverting did not make it much worse
+  (truly at most :data:`EXCUSED` more loss, relatively, than the model it replaced).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from cara_mlflow.verify import VERIFY_MARGIN
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "verify_margin.py"
+STREAMS = ["covcon-d", "covcon-s", "circle-d", "circle-s", "gauss-d", "gauss-s"]
+N_BATCHES = 30
+#: An inverted challenger may be kept when it is truly at most twice as bad as the model it replaced.
+EXCUSED = 1.0
+
+
+@pytest.fixture(scope="module")
+def vm():
+    spec = importlib.util.spec_from_file_location("verify_margin_under_test", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checks(vm):
+    out = {}
+    for stream in STREAMS:
+        batches = vm.load_batches(stream, 0, N_BATCHES, vm.DATA_DIR)
+        found, _ = vm.enumerate_checks(batches, "lr", 0, ("paper",), stream)
+        out[stream] = found["paper"]
+    return out
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_no_false_revert_of_a_good_promotion(checks, stream):
+    good = [c for c in checks[stream] if c.kind == "good"]
+    assert len(good) >= 30      # the gate let promotions through
+    false = [c for c in good if c.reverted(VERIFY_MARGIN) and not c.true_ratio > VERIFY_MARGIN]
+    assert not false, f"reverted although not truly worse by more than {VERIFY_MARGIN:.0%}: {false}"
+
+
+@pytest.mark.parametrize("stream", STREAMS)
+def test_inverted_challengers_are_reverted(checks, stream):
+    inverted = [c for c in checks[stream] if c.kind == "inverted"]
+    assert len(inverted) == N_BATCHES - 2
+    kept = [c for c in inverted if not c.reverted(VERIFY_MARGIN)]
+    assert all(c.true_ratio <= EXCUSED for c in kept), f"kept although truly much worse: {kept}"
+    assert len(kept) <= len(inverted) // 4
+
+
+def test_the_reverts_are_the_drift_steps(checks):
+    """What the literal rule (no gate-passed promotion reverted at all) runs into: reverts happen, and on
+    CIRCLE (gradual drift only) none."""
+    reverted = {s: sum(c.reverted(VERIFY_MARGIN) for c in checks[s] if c.kind == "good") for s in STREAMS}
+    assert reverted["circle-d"] == reverted["circle-s"] == 0
+    assert all(c.true_ratio > 2 * VERIFY_MARGIN for s in STREAMS for c in checks[s]
+               if c.kind == "good" and c.reverted(VERIFY_MARGIN))
