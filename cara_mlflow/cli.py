@@ -33,6 +33,7 @@ from .cli_options import (
     project_uri_option,
     psi_method_option,
     tuning_method_option,
+    verify_margin_option,
 )
 from .errors import EXIT_ERROR, CaraError, InputError, RetryLater
 from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY
@@ -236,10 +237,11 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
                    "expected-loss with --retrain-cost. Stored in the policy.")
 @guard_options(stored=True)
 @notify_options(stored=True)
+@verify_margin_option(stored=True)
 @lock_timeout_option()
 def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, policy, target, features, exclude,
          task, loss, model, seed, holdout, n_estimators, max_depth, project_uri, tuning_method, psi_method, psi_scale,
-         max_model_age, retrain_budget, notify, notify_timeout, lock_timeout):
+         max_model_age, retrain_budget, notify, notify_timeout, verify_margin, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
@@ -252,6 +254,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     from .money import Money
     from .store import window_ids
     from .train import TrainerSettings
+    from .verify import VERIFY_MARGIN, parse_margin
 
     guards = Guards.parse(max_model_age=max_model_age, retrain_budget=retrain_budget)
     money_given = [name for name, value in (("--retrain-cost", retrain_cost), ("--error-cost", error_cost),
@@ -264,6 +267,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
                          "--error-cost AMOUNT")
     money = Money.parse(retrain_cost=retrain_cost, error_cost=error_cost, price_per_hour=price_per_hour)
     notify = _stored_notify(notify, notify_timeout)
+    margin = VERIFY_MARGIN if verify_margin is None else parse_margin(verify_margin)
     # the window is checked against the store before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
     batch_store, registry = _open(name, store)
@@ -277,7 +281,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
         doc = run_tune(batch_store, registry, offline=offline, kappa=kappa, policy=policy, target=target,
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
-                       guards=guards, psi_scale=psi_scale, money=money, notify=notify,
+                       guards=guards, psi_scale=psi_scale, money=money, notify=notify, verify_margin=margin,
                        progress=(lambda done, total: bar.update(1)) if show_bar else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
@@ -320,12 +324,13 @@ def init(name, store, batch_id, adopt_version, project_uri, lock_timeout):
               help="Batches without a retrain attempt after a rejected challenger.")
 @guard_options(stored=False)
 @notify_options(stored=False)
+@verify_margin_option(stored=False)
 @lock_timeout_option()
 @project_uri_option()
 @psi_method_option(None)
 @json_option("One JSON object per batch.")
 def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, max_model_age, retrain_budget,
-         notify, notify_timeout, lock_timeout, project_uri, psi_method, as_json):
+         notify, notify_timeout, verify_margin, lock_timeout, project_uri, psi_method, as_json):
     """Process the next batch: Ψ̄, decision, retrain/gate/promote when it pays, commit.
 
     Exit codes: 0 processed or nothing to do (it says which), 1 bad input or environment
@@ -339,7 +344,8 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, ma
     batch_store, registry = _open(name, store)
     options = StepOptions(dry_run=dry_run, force_retrain=force_retrain, gate=not no_gate, cooldown=cooldown,
                           project_uri=project_uri, psi_method=psi_method, max_model_age=max_model_age,
-                          retrain_budget=retrain_budget, notify=notify, notify_timeout=notify_timeout)
+                          retrain_budget=retrain_budget, notify=notify, notify_timeout=notify_timeout,
+                          verify_margin=verify_margin)
     kwargs = dict(lock_timeout=lock_timeout, **_phase_hook())
     results = (run_steps(batch_store, registry, options, **kwargs) if process_all
                else [run_step(batch_store, registry, options, **kwargs)])

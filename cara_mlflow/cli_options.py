@@ -141,6 +141,16 @@ def notify_options(*, stored: bool):
     return decorate
 
 
+def verify_margin_option(*, stored: bool):
+    """``--verify-margin``: the check after a promotion, stored by ``tune``, overridable at ``step``."""
+    where = "Stored in the policy; `step` may override it." if stored else "Default: the policy's."
+    return click.option("--verify-margin", default=None, metavar="FRACTION|off",
+                        help="At the batch after a promotion, the new production model and the version it replaced "
+                             "are scored on it; production moves back by itself when the new one's query-weighted "
+                             "loss is higher by more than FRACTION of the old one's (at the low end of a 99% "
+                             f"interval). Default 0.25; off: no check. {where}")
+
+
 def lock_timeout_option():
     return click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
                         type=click.FloatRange(min=0),

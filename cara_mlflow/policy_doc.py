@@ -23,6 +23,7 @@ from .notify import check_command, check_timeout
 from .policies import make_policy
 from .staleness import DEFAULT_PSI_SCALE, PSI_SCALES
 from .validate import is_positive, tunable_policies
+from .verify import VERIFY_MARGIN, check_margin
 
 __all__ = ["POLICY_FORMAT", "FIELDS", "PsiSettings", "PolicyDocument", "parse_policy_document",
            "check_policy_document"]
@@ -35,7 +36,7 @@ READ_FORMATS = (1, 2)
 FIELDS = {"format": True, "name": True, "policy": True, "params": True, "kappa": True, "psi": True,
           "target": True, "features": True, "trainer": True, "project_uri": False, "offline": False,
           "tuning": False, "task": False, "feature_kinds": False, "guards": False,
-          "money": False, "notify": False}
+          "money": False, "notify": False, "verify": False}
 
 _FIX = "re-run `cara-mlflow tune` to register a valid policy"
 
@@ -160,10 +161,22 @@ def _check_optional(doc: dict, source: str, bad) -> None:
         raise bad("money", "{error_cost, retrain_cost, price_per_hour, training_seconds} as tune writes them") from None
     if doc.get("notify") is not None:
         _check_notify(doc["notify"], bad)
+    verify = doc.get("verify")
+    if verify is not None and not (isinstance(verify, dict) and set(verify) == {"margin"}
+                                   and (verify["margin"] is None or _is_margin(verify["margin"]))):
+        raise bad("verify", "{margin: a fraction >= 0, or null for no check}")
     try:
         Guards.from_dict(doc.get("guards"), source)
     except InputError:
         raise bad("guards", "{max_model_age, retrain_budget: {attempts, window}} as tune writes them") from None
+
+
+def _is_margin(value) -> bool:
+    try:
+        check_margin(value)
+    except InputError:
+        return False
+    return True
 
 
 def _check_notify(notify, bad) -> None:
@@ -247,6 +260,7 @@ class PolicyDocument:
     money: Money | None = None                  # κ from money (None: κ was given as a number)
     training_seconds: tuple[float, ...] = ()    # the offline trainings' wall times (measured retrain cost)
     notify: Mapping[str, Any] | None = None     # {command, timeout}: run on every event (cara_mlflow.notify)
+    verify_margin: float | None = VERIFY_MARGIN  # the check after a promotion (None: off; cara_mlflow.verify)
     version: int | None = field(default=None, compare=False)
 
     @property
@@ -281,7 +295,8 @@ class PolicyDocument:
                    project_uri=doc.get("project_uri"),
                    offline=None if offline is None else (offline["start"], offline["stop"]),
                    tuning=doc.get("tuning"), guards=Guards.from_dict(doc.get("guards"), source),
-                   **_money(doc.get("money"), source), notify=doc.get("notify"), version=version)
+                   **_money(doc.get("money"), source), notify=doc.get("notify"),
+                   verify_margin=(doc["verify"]["margin"] if doc.get("verify") else VERIFY_MARGIN), version=version)
 
     def to_dict(self) -> dict:
         """The JSON document (``policy.json``), as ``tune`` writes it."""
@@ -293,7 +308,8 @@ class PolicyDocument:
                 "tuning": None if self.tuning is None else dict(self.tuning),
                 **({"guards": self.guards.to_dict()} if self.guards.any else {}),
                 **({"money": self.money.to_dict(self.training_seconds)} if self.money else {}),
-                **({"notify": dict(self.notify)} if self.notify else {})}
+                **({"notify": dict(self.notify)} if self.notify else {}),
+                **({"verify": {"margin": self.verify_margin}} if self.verify_margin != VERIFY_MARGIN else {})}
 
     def kappa_at(self, retrain_seconds=()) -> float:
         """κ_t of a batch: the tuned κ, or the money's: the last trainings' wall times priced, those

@@ -38,7 +38,7 @@ from .errors import InputError
 from .staleness import DEFAULT_PSI_SCALE, point_weights
 
 __all__ = ["VERIFY_MARGIN", "VERIFY_CONFIDENCE", "VERIFY_ROWS", "VERIFY_QUERIES", "Verdict", "compare_models",
-           "check_margin"]
+           "check_margin", "parse_margin"]
 
 #: How much worse (relative to the replaced model's query-weighted loss) the new model must be, at
 #: the lower end of its 99% interval, to be reverted. Chosen on the paper's streams (module docstring).
@@ -90,6 +90,24 @@ def check_margin(margin) -> float:
     if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not np.isfinite(margin) or margin < 0:
         raise InputError(f"verify margin: expected a number >= 0 (a fraction: 0.25 = 25% worse), got {margin!r}")
     return float(margin)
+
+
+def parse_margin(text: str) -> float | None:
+    """``--verify-margin``: a fraction ≥ 0, or ``off`` (None: no check after a promotion).
+
+    >>> parse_margin("0.5"), parse_margin("off")
+    (0.5, None)
+    """
+    if text.strip().lower() == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not np.isfinite(value) or value < 0:
+        raise InputError(f"verify-margin: expected a fraction >= 0 (0.25: reverted when 25% worse) or off, "
+                         f"got {text!r}")
+    return value
 
 
 def _sample(n: int, most: int, rng: np.random.Generator) -> np.ndarray | slice:

@@ -157,3 +157,21 @@ def test_a_rollback_by_hand_before_the_check_skips_it(base_store, tmp_path, cara
 def test_history_production_of_an_unknown_model_is_one_line(fresh):
     line = one_line_error(run_cli(fresh, "history", "--production", "--name", "nobody"))
     assert "nobody" in line
+
+
+def test_the_check_can_be_switched_off_for_a_step_and_bad_margins_are_one_line(base_store, tmp_path, cara):
+    from .helpers import copy_store
+
+    store = copy_store(base_store, tmp_path / "store")
+    _promote_inverted(store)
+    bad = run_cli(store, "step", "--verify-margin", "-1")
+    assert one_line_error(bad).startswith("cara-mlflow: error: verify-margin: expected a fraction >= 0")
+    ok(run_cli(store, "step", "--verify-margin", "off"))
+    run = the_batch_run(registry(store), 7)
+    assert run.tags["cara.verify"] == "skipped: the check after a promotion is off (--verify-margin off)"
+    assert registry(store).production().version == 2
+    # stored at tune: status shows it (the default is 0.25)
+    assert json.loads(ok(cara(store, "status", "--json")).stdout)["policy"]["verify_margin"] == 0.25
+    ok(run_cli(store, "tune", "--offline", "0:5", "--kappa", "5", "--policy", "cara-ct", "--model", "lr",
+               "--verify-margin", "off"))
+    assert json.loads(ok(cara(store, "status", "--json")).stdout)["policy"]["verify_margin"] is None

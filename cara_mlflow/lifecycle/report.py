@@ -144,7 +144,8 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
     out["schema_change"] = None if change is None else {"added": list(change.added), "removed": list(change.removed)}
     out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version,
                      "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
-                     "feature_kinds": doc.feature_kinds, "guards": doc.guards.to_dict(), "psi_scale": doc.psi.scale}
+                     "feature_kinds": doc.feature_kinds, "guards": doc.guards.to_dict(), "psi_scale": doc.psi.scale,
+                     "verify_margin": doc.verify_margin}
     if state is not None:
         out["cumulative_cost"] = state.cumulative_cost
         out["last_retrain"] = None if state.last_retrain is None else state.last_retrain.to_dict()

@@ -20,6 +20,7 @@ from ..staleness import check_psi_method
 from ..store import BatchStore, BatchStoreError, BatchStoreWarning
 from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
+from ..verify import parse_margin
 from .batch_run import batch_run, commit
 from .events import Notifier, outcome_events, reporting_failure
 from .executor import apply_retrain, log_decision, log_observation
@@ -42,7 +43,8 @@ class StepOptions:
     of batches without a retrain attempt after a rejected challenger. ``max_model_age`` and
     ``retrain_budget`` override the policy's guard rails (:class:`~cara_mlflow.guards.Guards`:
     ``"off"`` switches one off, ``None`` keeps the policy's). ``notify`` and ``notify_timeout``
-    override the policy's notification command (:mod:`cara_mlflow.lifecycle.events`).
+    override the policy's notification command (:mod:`cara_mlflow.lifecycle.events`),
+    ``verify_margin`` its margin for the check after a promotion (``"off"``: no check).
     """
 
     dry_run: bool = False
@@ -55,10 +57,13 @@ class StepOptions:
     retrain_budget: str | None = None
     notify: str | None = None               # a command per event (None: the policy's; "off": none)
     notify_timeout: float | None = None     # seconds (None: the policy's, else 10)
+    verify_margin: str | None = None        # the check after a promotion: a fraction, or "off" (None: the policy's)
 
     def __post_init__(self):
         validate.count(self.cooldown, "cooldown")
         check_command(self.notify)
+        if self.verify_margin is not None:
+            parse_margin(self.verify_margin)
         if self.notify_timeout is not None:
             check_timeout(self.notify_timeout)
         self.guards(Guards())           # checked before anything is read or written
@@ -138,7 +143,9 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     check = None
     if not work.late and not in_use.resumed:
-        check = check_promotion(registry, doc, state, version, batch, None if terms is None else terms.errors)
+        margin = doc.verify_margin if options.verify_margin is None else parse_margin(options.verify_margin)
+        check = check_promotion(registry, doc, state, version, batch, None if terms is None else terms.errors,
+                                margin=margin)
     if check is not None and check.reverted:
         # the restored model serves from here: the batch is measured and decided with it
         if not options.dry_run:

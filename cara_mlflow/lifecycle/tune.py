@@ -28,6 +28,7 @@ from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
 from ..train import TrainerSettings, fit_batch
 from ..tuning import PolicyTuner
+from ..verify import VERIFY_MARGIN
 from . import training
 from .frame import default_project_uri, managed
 from .training import train_on_batch, training_seconds
@@ -44,7 +45,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, features: Sequence[str] | None = None,
          exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
          guards: Guards | None = None, psi_scale: str | None = None, money: Money | None = None,
-         notify: dict | None = None) -> PolicyDocument:
+         notify: dict | None = None, verify_margin: float | None = VERIFY_MARGIN) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -58,7 +59,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     (:data:`~cara_mlflow.staleness.PSI_SCALES`; a note says which): by default ``paper`` when κ
     is given, ``expected-loss`` when it comes from ``money`` (κ = retrain cost ÷ error cost,
     the retrain cost fixed or priced from the offline trainings' wall times). ``notify``
-    (``{command, timeout}``, :mod:`cara_mlflow.notify`) is stored for every later step.
+    (``{command, timeout}``, :mod:`cara_mlflow.notify`) and ``verify_margin`` (the check after a
+    promotion, :mod:`cara_mlflow.verify`; None: off) are stored for every later step.
     """
     check_psi_method(psi_method)
     if (kappa is None) == (money is None):
@@ -79,7 +81,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         batches, draft, notes = _draft(store, registry, offline, target, features, exclude, task, loss, gamma,
                                        replace(_SETTINGS, policy=policy, kappa=kappa or 1.0, trainer=trainer or
                                                TrainerSettings(), project_uri=project_uri, guards=guards or Guards(),
-                                               notify=notify, psi=PsiSettings(0.0, method=psi_method, scale=psi_scale)))
+                                               notify=notify, verify_margin=verify_margin,
+                                               psi=PsiSettings(0.0, method=psi_method, scale=psi_scale)))
         if untuned:
             return _register_untuned(registry, replace(draft, kappa=kappa or money.kappa(()), money=money), notes)
         predictions, seconds = _offline_predictions(registry, batches, draft, progress,

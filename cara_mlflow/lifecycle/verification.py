@@ -19,7 +19,7 @@ from ..manager_state import ManagerState, PendingCheck
 from ..planner import SchemaChange
 from ..policy_doc import PolicyDocument
 from ..tracking import registry as reg
-from ..verify import Verdict, compare_models
+from ..verify import VERIFY_MARGIN, Verdict, compare_models
 from .frame import REVERT_PHASE, Phase, no_phase
 
 __all__ = ["Check", "check_promotion", "revert", "TAG_REVERTED", "TAG_REVERTED_AT"]
@@ -78,13 +78,16 @@ def _skip_reason(registry: reg.Registry, pending: PendingCheck, serving: reg.Ver
 
 
 def check_promotion(registry: reg.Registry, doc: PolicyDocument, state: ManagerState, serving: reg.VersionInfo,
-                    batch, serving_losses) -> Check | None:
+                    batch, serving_losses, *, margin: float | None = VERIFY_MARGIN) -> Check | None:
     """The check due at ``batch`` (None when no promotion waits for one). ``serving_losses``: the
-    per-row losses of production on the batch, as the step measured them (None: not measured)."""
+    per-row losses of production on the batch, as the step measured them (None: not measured).
+    ``margin`` None: the check is off (recorded as skipped), unless it already reverted."""
     pending = state.verify
     if pending is None:
         return None
     why, done = _skip_reason(registry, pending, serving, batch.id, doc)
+    if why is None and margin is None and not done:
+        why = "the check after a promotion is off (--verify-margin off)"
     if why is not None:
         return Check("skipped", why, pending.version, pending.replaced)
     def losses_of(version: int):
@@ -92,7 +95,8 @@ def check_promotion(registry: reg.Registry, doc: PolicyDocument, state: ManagerS
             return serving_losses
         return _losses(registry, registry.version(version), batch, doc)
     verdict = compare_models(batch.queries, batch.X, losses_of(pending.version), losses_of(pending.replaced),
-                             doc.psi.gamma, scale=doc.psi.scale, seed=(batch.id, 3))
+                             doc.psi.gamma, scale=doc.psi.scale, seed=(batch.id, 3),
+                             margin=VERIFY_MARGIN if margin is None else margin)
     if verdict is None:
         return Check("skipped", "the batch's rows carry no weight near its queries", pending.version,
                      pending.replaced)
