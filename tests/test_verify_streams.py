@@ -66,10 +66,12 @@ def test_inverted_challengers_are_reverted(checks, stream):
     assert len(kept) <= len(inverted) // 4
 
 
-def test_the_reverts_are_the_drift_steps(checks):
-    """What the literal rule (no gate-passed promotion reverted at all) runs into: reverts happen, and on
-    CIRCLE (gradual drift only) none."""
-    reverted = {s: sum(c.reverted(VERIFY_MARGIN) for c in checks[s] if c.kind == "good") for s in STREAMS}
-    assert reverted["circle-d"] == reverted["circle-s"] == 0
-    assert all(c.true_ratio > 2 * VERIFY_MARGIN for s in STREAMS for c in checks[s]
-               if c.kind == "good" and c.reverted(VERIFY_MARGIN))
+def test_the_reverts_are_the_covariate_jumps(checks):
+    """Why no margin keeps every gate-passed promotion: the reverts all fall on the batch where the covariates
+    jump back (batch b with mean ((b + 1) % 7) / 10 on CovCon, centre ((b + 1) % 15) / 30 on GAUSS), where an
+    older model, trained near there, is far better; CIRCLE drifts gradually and reverts none."""
+    period = {"covcon": 7, "gauss": 15, "circle": None}
+    for stream in STREAMS:
+        steps = [c.t + 1 for c in checks[stream] if c.kind == "good" and c.reverted(VERIFY_MARGIN)]
+        every = period[stream.split("-")[0]]
+        assert (steps == []) if every is None else (steps and all((b + 1) % every == 0 for b in steps)), steps
