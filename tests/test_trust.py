@@ -175,3 +175,16 @@ def test_the_check_can_be_switched_off_for_a_step_and_bad_margins_are_one_line(b
     ok(run_cli(store, "tune", "--offline", "0:5", "--kappa", "5", "--policy", "cara-ct", "--model", "lr",
                "--verify-margin", "off"))
     assert json.loads(ok(cara(store, "status", "--json")).stdout)["policy"]["verify_margin"] is None
+
+
+def test_the_check_is_skipped_and_recorded_when_the_batch_lacks_features_a_version_needs(base_store, tmp_path):
+    from .helpers import copy_store
+
+    store = copy_store(base_store, tmp_path / "store")
+    _promote_inverted(store)
+    ok(run_cli(store, "tune", "--offline", "0:5", "--kappa", "5", "--policy", "cara-ct", "--model", "lr",
+               "--features", "x1"))                                  # the batches are read without x2 from now on
+    line = ok(run_cli(store, "step")).stdout
+    assert line.startswith("batch 7: retrain (features changed at re-tune (removed x2)")
+    run = the_batch_run(registry(store), 7)
+    assert run.tags["cara.verify"].startswith("skipped: v2 was trained on other features than the batch's")
