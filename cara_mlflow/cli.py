@@ -134,15 +134,24 @@ def _batch_store(store_dir: str, *, existing: bool = True):
     return store
 
 
-def _stored_notify(command: str | None, timeout: float | None) -> dict | None:
-    """The policy's ``notify`` from tune's options (a timeout alone is refused: it would do nothing)."""
+def _stored_notify(command: str | None, timeout: float | None) -> dict | str | None:
+    """The policy's ``notify`` from tune's options: ``{command, timeout}``, ``"off"``, or None (not
+    given: the active policy's is kept). A timeout alone is refused: it would do nothing."""
     from .notify import DEFAULT_NOTIFY_TIMEOUT, check_command
 
     if check_command(command) is None:
         if timeout is not None:
             raise InputError("notify-timeout: it bounds the --notify command; give --notify CMD too, or drop it")
-        return None
+        return None if command is None else "off"
     return {"command": command, "timeout": timeout or DEFAULT_NOTIFY_TIMEOUT}
+
+
+def _checks_line(policy: dict) -> str:
+    """``status``: the check after a promotion and the notify command."""
+    margin = policy["verify_margin"]
+    line = f"checks       verify margin {'off' if margin is None else format(margin, '.0%')}"
+    notify = policy.get("notify")
+    return line + (f"; notify `{notify['command']}` (timeout {notify['timeout']:g} s)" if notify else "; no notify")
 
 
 def _theta(params: dict) -> str:
@@ -254,9 +263,11 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     from .money import Money
     from .store import window_ids
     from .train import TrainerSettings
-    from .verify import VERIFY_MARGIN, parse_margin
+    from .verify import parse_margin
 
-    guards = Guards.parse(max_model_age=max_model_age, retrain_budget=retrain_budget)
+    # options not given keep the active policy's (a re-tune from cron drops nothing)
+    guards = (None if max_model_age is None and retrain_budget is None
+              else Guards.parse(max_model_age=max_model_age, retrain_budget=retrain_budget))
     money_given = [name for name, value in (("--retrain-cost", retrain_cost), ("--error-cost", error_cost),
                                             ("--price-per-hour", price_per_hour)) if value is not None]
     if kappa is not None and money_given:
@@ -267,7 +278,8 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
                          "--error-cost AMOUNT")
     money = Money.parse(retrain_cost=retrain_cost, error_cost=error_cost, price_per_hour=price_per_hour)
     notify = _stored_notify(notify, notify_timeout)
-    margin = VERIFY_MARGIN if verify_margin is None else parse_margin(verify_margin)
+    margin = None if verify_margin is None else parse_margin(verify_margin)
+    margin = "off" if verify_margin is not None and margin is None else margin
     # the window is checked against the store before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
     batch_store, registry = _open(name, store)
@@ -370,7 +382,8 @@ def skip(name, store, batch_id, reason, lock_timeout):
 @cli.command()
 @managed
 @click.option("--to", "to_version", type=click.IntRange(min=1), default=None,
-              help="Version to put back in production (default: the previous one that passed its gate).")
+              help="Version to put back in production (default: the latest earlier version that served: it "
+                   "passed its gate or was promoted without one, and was never reverted automatically).")
 @click.option("--reason", required=True, help="Why (recorded as the tag cara.rollback_reason).")
 @lock_timeout_option()
 def rollback(name, store, to_version, reason, lock_timeout):
@@ -424,6 +437,7 @@ def status(name, store, ui_base, as_json):
         over = " (over: --force-retrain ignores the budget)" if used > n else ""
         lines.append(f"budget       {used} of {n} retrain attempt{'s' if n != 1 else ''} used in the last {w} "
                      f"batches{over}")
+    lines.append(_checks_line(s["policy"]))
     if s.get("pending_check"):
         c = s["pending_check"]
         what = (f"skipped ({c['skip']})" if c["skip"] else

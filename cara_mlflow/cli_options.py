@@ -108,7 +108,8 @@ def psi_method_option(default: str | None = DEFAULT_PSI_METHOD, *, stored: bool 
 
 def guard_options(*, stored: bool):
     """``--max-model-age`` and ``--retrain-budget``: stored by ``tune``, overridable at ``step``."""
-    where = ("Stored in the policy; `step` may override it (off or 0: none)." if stored
+    where = ("Stored in the policy; `step` may override it (off or 0: none). A re-tune given neither guard option "
+             "keeps the active policy's; either one replaces both." if stored
              else "Overrides the policy's for this step; off or 0 switches it off. Default: the policy's.")
     off = "" if stored else "|off"
 
@@ -130,25 +131,30 @@ def notify_options(*, stored: bool):
              else "Default: the command stored at tune, if any; off: none for this step.")
 
     def decorate(f):
+        default = "Default 10. Stored." if stored else "Default: the policy's (10 unless tune stored another)."
         f = click.option("--notify-timeout", default=None, type=click.FloatRange(min=0, min_open=True, max=3600),
                          metavar="SECONDS", help="Kill a notify command (and its children) after this long; the "
-                                                 f"step goes on. Default 10.{' Stored.' if stored else ''}")(f)
+                                                 f"step goes on. {default}")(f)
         return click.option("--notify", default=None, metavar="CMD" if stored else "CMD|off",
                             help="Run CMD (with /bin/sh) for each event: a retrain starting, a promotion, a "
                                  "rejection, an automatic revert, a budget deferral, a failed step. One JSON "
                                  "object on its stdin (keys event, model, batch, text, time, ...; env CARA_EVENT); "
-                                 "a failing or hanging CMD never fails the step. " + where)(f)
+                                 "a failing or hanging CMD never fails the step. " + where + (
+                                     " A re-tune without --notify keeps the active policy's; off drops it."
+                                     if stored else ""))(f)
     return decorate
 
 
 def verify_margin_option(*, stored: bool):
     """``--verify-margin``: the check after a promotion, stored by ``tune``, overridable at ``step``."""
-    where = "Stored in the policy; `step` may override it." if stored else "Default: the policy's."
+    where = ("Default 0.25 (a re-tune keeps the active policy's); off: no check. Stored in the policy; `step` "
+             "may override it." if stored else "Default: the policy's (0.25 unless tune stored another); off: no "
+             "check in this run.")
     return click.option("--verify-margin", default=None, metavar="FRACTION|off",
                         help="At the batch after a promotion, the new production model and the version it replaced "
                              "are scored on it; production moves back by itself when the new one's query-weighted "
                              "loss is higher by more than FRACTION of the old one's (at the low end of a 99% "
-                             f"interval). Default 0.25; off: no check. {where}")
+                             f"interval). {where}")
 
 
 def lock_timeout_option():

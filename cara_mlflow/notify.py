@@ -55,15 +55,15 @@ class Delivery:
 
 
 def check_command(command) -> str | None:
-    """A notify command: a non-empty string, or None / ``off`` / empty for none.
+    """A notify command: a non-empty string, or None / ``off`` for none.
 
     >>> check_command("off") is None, check_command("cat")
     (True, 'cat')
     """
-    if command is None or (isinstance(command, str) and command.strip().lower() in ("", "off")):
+    if command is None or (isinstance(command, str) and command.strip().lower() == "off"):
         return None
-    if not isinstance(command, str) or "\x00" in command:
-        raise InputError(f"notify: expected a shell command (or off), got {command!r:.60}")
+    if not isinstance(command, str) or "\x00" in command or not command.strip():
+        raise InputError(f"notify: expected a shell command, or off for none; got {command!r:.60}")
     return command
 
 

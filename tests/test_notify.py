@@ -90,7 +90,7 @@ def test_a_step_sends_retrain_then_promotion_and_records_the_delivery(fresh, tmp
     assert promotion["text"].startswith("Batch 6: v2 promoted without a gate and serves (was v1")
     run = the_batch_run(registry(fresh), 6)
     assert promotion["run_id"] == run.run_id
-    assert run.tags["cara.notify"] == "promotion: sent"
+    assert run.tags["cara.notify"] == "retrain: sent; promotion: sent"
 
 
 def test_a_failing_or_hanging_command_never_fails_the_step(fresh):
@@ -101,7 +101,8 @@ def test_a_failing_or_hanging_command_never_fails_the_step(fresh):
     assert len(warnings) == 2 and all(w.startswith("cara-mlflow: warning: notify: the ") for w in warnings)
     assert "retrain event of batch 6 was not delivered (failed: exit 7)" in warnings[0]
     reg = registry(fresh)
-    assert reg.last_batch() == 6 and the_batch_run(reg, 6).tags["cara.notify"] == "promotion: failed: exit 7"
+    assert reg.last_batch() == 6 and the_batch_run(reg, 6).tags["cara.notify"] == (
+        "retrain: failed: exit 7; promotion: failed: exit 7")
 
     start = time.monotonic()
     hanging = ok(run_cli(fresh, "step", "--force-retrain", "--notify", "sleep 120", "--notify-timeout", "1"))
@@ -132,6 +133,17 @@ def test_a_command_stored_at_tune_is_used_unless_the_step_says_off(fresh, tmp_pa
     ok(run_cli(fresh, "step", "--force-retrain", "--no-gate"))
     assert [e["event"] for e in _events(out)] == ["retrain", "promotion"]
     assert _events(out)[0]["batch"] == 7
+    # a re-tune (the weekly cron line) keeps the command, and says so; --notify off drops it
+    retuned = ok(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "4", "--policy", "cara-ct", "--model", "lr"))
+    assert "kept from the active policy v2: its notify command" in retuned.stdout + retuned.stderr
+    stored = json.loads(ok(run_cli(fresh, "status", "--json")).stdout)["policy"]["notify"]
+    assert stored == {"command": f"cat >> {out}", "timeout": 5.0}
+    assert f"notify `cat >> {out}` (timeout 5 s)" in ok(run_cli(fresh, "status")).stdout
+    ok(run_cli(fresh, "tune", "--offline", "0:5", "--kappa", "4", "--policy", "cara-ct", "--model", "lr",
+               "--notify", "off"))
+    assert json.loads(ok(run_cli(fresh, "status", "--json")).stdout)["policy"]["notify"] is None
+    empty = run_cli(fresh, "step", "--notify", " ")
+    assert error_lines(empty) == ["cara-mlflow: error: notify: expected a shell command, or off for none; got ' '"]
 
 
 def test_a_timeout_without_a_command_at_tune_is_one_line(fresh):

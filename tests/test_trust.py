@@ -92,6 +92,10 @@ def test_a_good_promotion_is_checked_and_kept_and_a_reverted_version_is_never_ro
     (rollback,) = runs_of(reg, "rollback")
     assert rollback.status == "FINISHED" and rollback.tags["cara.model_version"] == "1"
     assert reg.last_batch() == 9
+    # by hand, a reverted version may serve again: said in one warning line
+    again = ok(run_cli(store, "rollback", "--to", "2", "--reason", "on purpose"))
+    assert again.stderr.startswith("cara-mlflow: warning: rollback: v2 was reverted automatically (batch 7: ")
+    assert reg.production().version == 2
 
 
 def test_dry_run_shows_the_revert_and_changes_nothing_then_the_step_notifies_it(base_store, tmp_path, cara):
@@ -148,6 +152,8 @@ def test_a_rollback_by_hand_before_the_check_skips_it(base_store, tmp_path, cara
     store = copy_store(base_store, tmp_path / "store")
     _promote_inverted(store)
     ok(cara(store, "rollback", "--to", "1", "--reason", "looked wrong"))
+    pending = json.loads(ok(cara(store, "status", "--json")).stdout)["pending_check"]
+    assert pending["version"] == 2 and pending["skip"] == "production was moved by hand (to v1) since v2 was promoted"
     ok(run_cli(store, "step"))
     run = the_batch_run(registry(store), 7)
     assert run.tags["cara.verify"].startswith("skipped: production was moved by hand (to v1)")

@@ -37,6 +37,7 @@ class Notifier:
         self.command = check_command(command)
         self.timeout = timeout or DEFAULT_NOTIFY_TIMEOUT
         self.batch: int | None = None        # the batch being processed, for a failure's event
+        self.delivered: list[Delivery] = []  # this batch's deliveries so far
 
     def configure(self, doc: PolicyDocument) -> None:
         """Take the policy's stored command and timeout, unless the step was given its own."""
@@ -49,17 +50,24 @@ class Notifier:
         if self.command is None:
             return None
         delivery = deliver(self.command, event(kind, self.model, batch, text, **fields), timeout=self.timeout)
+        self.delivered.append(delivery)
         if not delivery.ok:
             where = "" if batch is None else f" of batch {batch}"
-            warnings.warn(f"notify: the {kind} event{where} was not delivered ({delivery.outcome}); "
-                          "the step went on", NotifyWarning, stacklevel=2)
+            after = "" if kind == "failed" else "; the step went on"
+            warnings.warn(f"notify: the {kind} event{where} was not delivered ({delivery.outcome}){after}",
+                          NotifyWarning, stacklevel=2)
         return delivery
 
+    def begin(self, batch: int | None) -> None:
+        """A new batch: its events are recorded on its own run."""
+        self.batch, self.delivered = batch, []
+
     def send_all(self, registry: reg.Registry, run_id: str, events: list[tuple[str, int, str, dict]]) -> None:
-        """Deliver a committed batch's events, then record each outcome on its run."""
-        outcomes = [(kind, self.send(kind, batch, text, run_id=run_id, **fields))
-                    for kind, batch, text, fields in events]
-        record = "; ".join(f"{kind}: {d.outcome}" for kind, d in outcomes if d is not None)
+        """Deliver a committed batch's events, then record each of the batch's deliveries (the
+        ``retrain`` announced before the commit too) on its run."""
+        for kind, batch, text, fields in events:
+            self.send(kind, batch, text, run_id=run_id, **fields)
+        record = "; ".join(f"{d.kind}: {d.outcome}" for d in self.delivered)
         if record:
             with contextlib.suppress(Exception):       # the record is a courtesy: the batch is committed
                 registry.runs.set_tags(run_id, {TAG_NOTIFY: record[:500]})

@@ -3,6 +3,8 @@ past a batch) and ``rollback`` (production back to an earlier version)."""
 
 from __future__ import annotations
 
+import warnings
+
 from .. import validate
 from ..errors import InputError, SetupError
 from ..manager_state import ManagerState
@@ -122,6 +124,9 @@ def rollback(store: BatchStore, registry: reg.Registry, *, reason: str, to_versi
     with managed(store, registry, lock_timeout):
         current = _current_production(registry, required=to_version is None)
         target = _rollback_target(registry, current, to_version)
+        if TAG_REVERTED in target.tags:
+            warnings.warn(f"rollback: v{target.version} was reverted automatically "
+                          f"({target.tags[TAG_REVERTED][:200]}); it serves again, as asked", UserWarning, stacklevel=2)
         # the production history's record of the move: a run of type rollback, FINISHED once it is made
         tags = {reg.TAG_PRODUCTION_FROM: "" if current is None else current.version, reg.TAG_MODEL_VERSION:
                 target.version, "cara.reason": reason[:500]}

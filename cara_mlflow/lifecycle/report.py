@@ -145,7 +145,7 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
     out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version,
                      "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
                      "feature_kinds": doc.feature_kinds, "guards": doc.guards.to_dict(), "psi_scale": doc.psi.scale,
-                     "verify_margin": doc.verify_margin}
+                     "verify_margin": doc.verify_margin, "notify": None if not doc.notify else dict(doc.notify)}
     if state is not None:
         out["cumulative_cost"] = state.cumulative_cost
         out["last_retrain"] = None if state.last_retrain is None else state.last_retrain.to_dict()
@@ -157,7 +157,7 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
         budget = doc.guards.retrain_budget
         out["retrain_attempts_in_window"] = (None if budget is None else
                                              sum(1 for a in state.retrain_attempts if a > state.position - budget[1]))
-        out["pending_check"] = None if state.verify is None else state.verify.to_dict()
+        out["pending_check"] = _pending_check(state, production)
         out["late_batches"] = sorted(state.late)
         present = late_batches(store, state)
         out["late_pending"] = [info.id for info in present if info.complete]
@@ -219,6 +219,17 @@ def _no_flip(e: dict) -> str:
     if e["score"] is not None and e["score"] <= 0 and e["threshold"] is not None:
         return f"the policy's score {e['score']:.4g} ≤ 0: no κ > 0 retrains"
     return f"{e['policy']['name'] or 'the policy'} does not compare anything with κ"
+
+
+def _pending_check(state: ManagerState, production: reg.VersionInfo) -> dict | None:
+    """The check due at the next batch in order, with why it will be skipped (as ``step`` would say)."""
+    if state.verify is None:
+        return None
+    check = state.verify.to_dict()
+    if check["skip"] is None and production.version != check["version"]:
+        check["skip"] = (f"production was moved by hand (to v{production.version}) since v{check['version']} "
+                         "was promoted")
+    return check
 
 
 def _spend(error_cost: float, state: ManagerState) -> dict:

@@ -94,7 +94,7 @@ def steps(store: BatchStore, registry: reg.Registry, options: StepOptions = Step
     notifier = Notifier(registry.name, options.notify, options.notify_timeout)
     with reporting_failure(notifier), managed(store, registry, lock_timeout):
         while True:
-            notifier.batch = None
+            notifier.begin(None)
             result = _step(store, registry, options, on_phase, notifier)
             yield result
             if result.status != "processed":
@@ -126,7 +126,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     if state.dated and not is_date_id(work.info.id):
         warnings.warn(f"batch {work.info.id}: not a YYYYMMDD date, while every id processed so far is one; "
                       "processed anyway (check the producer's ids)", BatchStoreWarning, stacklevel=2)
-    notifier.batch = work.info.id
+    notifier.begin(work.info.id)
     batch = _read(store, doc, work.info.id, late=work.late)
     on_phase("after-read")
     if not options.dry_run:
@@ -139,7 +139,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
         if isinstance(instead, StepResult):
             return instead
         work, batch = instead
-        notifier.batch = work.info.id
+        notifier.begin(work.info.id)
         in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     check = None
     if not work.late and not in_use.resumed:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import validate
 from ..costs import predict_later, staleness_terms
-from ..errors import InputError
+from ..errors import InputError, SetupError
 from ..features import infer_task
 from ..guards import Guards
 from ..kappa_scale import kappa_advice
@@ -30,7 +30,7 @@ from ..train import TrainerSettings, fit_batch
 from ..tuning import PolicyTuner
 from ..verify import VERIFY_MARGIN
 from . import training
-from .frame import default_project_uri, managed
+from .frame import active_policy, default_project_uri, managed
 from .training import train_on_batch, training_seconds
 
 __all__ = ["tune", "QUERY_RULE"]
@@ -45,7 +45,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, features: Sequence[str] | None = None,
          exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
          guards: Guards | None = None, psi_scale: str | None = None, money: Money | None = None,
-         notify: dict | None = None, verify_margin: float | None = VERIFY_MARGIN) -> PolicyDocument:
+         notify: dict | str | None = None, verify_margin: float | str | None = None) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -60,7 +60,9 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     is given, ``expected-loss`` when it comes from ``money`` (κ = retrain cost ÷ error cost,
     the retrain cost fixed or priced from the offline trainings' wall times). ``notify``
     (``{command, timeout}``, :mod:`cara_mlflow.notify`) and ``verify_margin`` (the check after a
-    promotion, :mod:`cara_mlflow.verify`; None: off) are stored for every later step.
+    promotion, :mod:`cara_mlflow.verify`) are stored for every later step; ``"off"`` stores none.
+    ``guards``, ``notify`` and ``verify_margin`` left None keep the active policy's (a re-tune
+    from cron does not drop them; a note says so), or the defaults on a first tune.
     """
     check_psi_method(psi_method)
     if (kappa is None) == (money is None):
@@ -78,11 +80,12 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
         offline = resolve_window(store, offline, minimum=1 if untuned else 2)
+        kept, kept_notes = _kept_settings(registry, guards, notify, verify_margin)
         batches, draft, notes = _draft(store, registry, offline, target, features, exclude, task, loss, gamma,
                                        replace(_SETTINGS, policy=policy, kappa=kappa or 1.0, trainer=trainer or
-                                               TrainerSettings(), project_uri=project_uri, guards=guards or Guards(),
-                                               notify=notify, verify_margin=verify_margin,
+                                               TrainerSettings(), project_uri=project_uri, **kept,
                                                psi=PsiSettings(0.0, method=psi_method, scale=psi_scale)))
+        notes += kept_notes
         if untuned:
             return _register_untuned(registry, replace(draft, kappa=kappa or money.kappa(()), money=money), notes)
         predictions, seconds = _offline_predictions(registry, batches, draft, progress,
@@ -100,6 +103,30 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         notes += [f"guard rails: {draft.guards.describe()}"] if draft.guards.any else []
         doc = _document(draft, tuned, best, method, notes + list(advice.notes), [b.id for b in batches], advice)
         return _register_tuned(registry, doc, C, tuned, best)
+
+
+def _kept_settings(registry: reg.Registry, guards: Guards | None, notify, verify_margin) -> tuple[dict, list[str]]:
+    """The guard rails, notify command and verify margin of a (re-)tuned policy: those given (``"off"``:
+    none), else the active policy's, else the defaults; and a note naming what was kept."""
+    try:
+        previous = active_policy(registry)
+    except (SetupError, InputError):       # a first tune, or an active policy that cannot be read
+        previous = None
+    kept = []
+    if guards is None and previous is not None and previous.guards.any:
+        kept.append("its guard rails")
+    if notify is None and previous is not None and previous.notify:
+        kept.append("its notify command")
+    if verify_margin is None and previous is not None and previous.verify_margin != VERIFY_MARGIN:
+        kept.append("its verify margin")
+    settings = {"guards": guards if guards is not None else previous.guards if previous else Guards(),
+                "notify": None if notify == "off" else notify if notify is not None else
+                previous.notify if previous else None,
+                "verify_margin": None if verify_margin == "off" else verify_margin if verify_margin is not None else
+                previous.verify_margin if previous else VERIFY_MARGIN}
+    notes = [f"kept from the active policy v{previous.version}: {', '.join(kept)} (give the options to change them, "
+             "off to drop them)"] if kept else []
+    return settings, notes
 
 
 #: Policies ``tune`` registers without offline models: nothing to tune, the window fixes only the
