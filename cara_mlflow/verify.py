@@ -4,19 +4,23 @@ The gate compares a challenger with production on held-out rows of the batch it 
 a mislabelled export, a bad join or an unrepresentative batch passes that check. So at the first
 labelled batch after a promotion both models answer that batch, and each row's loss is weighted
 as Ψ weights it (the query-weighted loss of the gate, :func:`~cara_mlflow.staleness.point_weights`).
-The query-weighted mean losses λ = Σ w ℓ / Σ w are compared; the paired difference
-Δ = λ_new − λ_old gets a 99% interval from the rows (each row's weighted difference, by the delta
-method for a ratio), and the new model is reverted when
+With λ = Σ w ℓ / Σ w, the query-weighted mean loss of each model, the new model is reverted when
 
-    Δ − half-width > margin · λ_old
+    λ_new − (1 + margin) · λ_old  >  half-width + floor
 
-that is, when it is worse by more than ``margin`` (relative to the replaced model's loss) with
-99% confidence. Both models are judged on the same rows and queries (common random samples when
-the batch is large), so most of the noise cancels in Δ.
+that is, when it is worse by more than ``margin`` (a fraction of the replaced model's loss) with
+99% confidence, and by more than ``floor`` in absolute terms. The half-width is that of the
+per-row quantity ℓ_new − (1 + margin) · ℓ_old (so the replaced model's loss, an estimate too, is
+inside the interval), the larger of two estimates: rows as independent draws, and 30 contiguous
+blocks of rows (batch means), since a real batch's rows come in time order and are correlated.
+Both models are judged on the same rows and queries (the same samples when the batch is large),
+so most of the noise cancels.
 
-The margin (:data:`VERIFY_MARGIN`) was chosen on the paper's streams: on every one, no promotion
-that passed the gate came near it, while a model trained on inverted labels exceeds it many times
-over (``benchmarks/verify_margin.py``; figures in ``benchmarks/README.md``).
+The margin (:data:`VERIFY_MARGIN`) and the floor (:data:`VERIFY_FLOOR`, for losses in [0, 1])
+were chosen on the paper's streams (``benchmarks/verify_margin.py``; figures in
+``benchmarks/README.md``): no revert there was false (the new model truly worse by less than the
+margin, measured on a fresh draw of the batch), while models trained on inverted labels are
+reverted wherever inverting hurts.
 
 >>> rng = np.random.default_rng(0)
 >>> Q, X = rng.normal(size=(200, 2)), rng.normal(size=(1000, 2))
@@ -35,15 +39,19 @@ from statistics import NormalDist
 import numpy as np
 
 from .errors import InputError
-from .staleness import DEFAULT_PSI_SCALE, point_weights
+from .staleness import DEFAULT_PSI_SCALE, _student_t_quantile, point_weights
 
-__all__ = ["VERIFY_MARGIN", "VERIFY_CONFIDENCE", "VERIFY_ROWS", "VERIFY_QUERIES", "Verdict", "compare_models",
-           "check_margin", "parse_margin"]
+__all__ = ["VERIFY_MARGIN", "VERIFY_FLOOR", "VERIFY_CONFIDENCE", "VERIFY_BLOCKS", "VERIFY_ROWS", "VERIFY_QUERIES",
+           "Verdict", "PairedLosses", "paired_losses", "compare_models", "check_margin", "parse_margin"]
 
 #: How much worse (relative to the replaced model's query-weighted loss) the new model must be, at
 #: the lower end of its 99% interval, to be reverted. Chosen on the paper's streams (module docstring).
 VERIFY_MARGIN = 0.25
+#: And by how much in absolute terms, for a loss in [0, 1] (0-1: one percentage point of the
+#: query-weighted error rate); a loss without a scale (squared, absolute, a user's) has none.
+VERIFY_FLOOR = 0.01
 VERIFY_CONFIDENCE = 0.99
+VERIFY_BLOCKS = 30
 #: Above these sizes the rows and the queries are sampled (uniformly, seeded, the same for both models).
 VERIFY_ROWS = 20_000
 VERIFY_QUERIES = 5_000
@@ -52,7 +60,7 @@ VERIFY_QUERIES = 5_000
 @dataclass(frozen=True)
 class Verdict:
     """What the check after a promotion found: the two models' query-weighted mean losses on the
-    batch, the 99% half-width of their difference, and whether the new model is reverted."""
+    batch, the 99% half-width of λ_new − (1 + margin) λ_old, and whether the new model is reverted."""
 
     revert: bool
     loss_new: float
@@ -61,24 +69,62 @@ class Verdict:
     margin: float
     rows: int                     # rows compared (all of them, or the sample)
     queries: int
+    floor: float = 0.0
 
     @property
     def difference(self) -> float:
         return self.loss_new - self.loss_old
 
+    @property
+    def excess(self) -> float:
+        """How far past the margin and the interval the new model's loss is (> floor: reverted)."""
+        return self.loss_new - (1 + self.margin) * self.loss_old - self.half_width
+
     def describe(self, new: int, old: int) -> str:
         """One clause for the batch run's reason.
 
         >>> print(Verdict(True, 0.41, 0.12, 0.03, 0.25, 1000, 200).describe(5, 4))
-        v5 worse than v4 on this batch (query-weighted loss 0.41 vs 0.12, difference ± 0.03; margin 25%): reverted to v4
-        >>> Verdict(False, 0.1, 0.12, 0.01, 0.25, 1000, 200).describe(5, 4)
-        'v5 verified against v4 on this batch (query-weighted loss 0.1 vs 0.12, difference ± 0.01)'
+        v5 worse than v4 on this batch (query-weighted loss 0.41 vs 0.12, ± 0.03; margin 25%): reverted to v4
+        >>> print(Verdict(False, 0.1, 0.12, 0.01, 0.25, 1000, 200).describe(5, 4))
+        v5 verified against v4 on this batch (query-weighted loss 0.1 vs 0.12, ± 0.01)
         """
-        figures = (f"query-weighted loss {self.loss_new:.3g} vs {self.loss_old:.3g}, "
-                   f"difference ± {self.half_width:.2g}")
+        figures = f"query-weighted loss {self.loss_new:.3g} vs {self.loss_old:.3g}, ± {self.half_width:.2g}"
         if self.revert:
             return f"v{new} worse than v{old} on this batch ({figures}; margin {self.margin:.0%}): reverted to v{old}"
         return f"v{new} verified against v{old} on this batch ({figures})"
+
+
+@dataclass(frozen=True)
+class PairedLosses:
+    """Two models' losses on the same rows, and each row's weight near the queries: what a verdict
+    at any margin is made from (:meth:`verdict`)."""
+
+    weights: np.ndarray
+    new: np.ndarray
+    old: np.ndarray
+    queries: int
+
+    def verdict(self, margin: float = VERIFY_MARGIN, floor: float = 0.0) -> Verdict:
+        """Revert iff λ_new − (1 + margin) λ_old − half-width > floor (module docstring)."""
+        w = self.weights
+        loss_new, loss_old = float(w @ self.new / w.sum()), float(w @ self.old / w.sum())
+        d = self.new - (1 + margin) * self.old
+        z = w * (d - (loss_new - (1 + margin) * loss_old)) / w.mean()      # each row's part, linearised
+        half = _half_width(z)
+        revert = loss_new - (1 + margin) * loss_old - half > floor
+        return Verdict(bool(revert), loss_new, loss_old, half, margin, int(w.size), self.queries, floor)
+
+
+def _half_width(z: np.ndarray) -> float:
+    """99% half-width of mean(z) (Σ z = 0): rows independent, or correlated within contiguous blocks."""
+    n = z.size
+    rows = NormalDist().inv_cdf(0.5 + VERIFY_CONFIDENCE / 2) * float(z.std(ddof=1)) / np.sqrt(n)
+    k = min(VERIFY_BLOCKS, n // 2)
+    if k < 15:           # too few rows for batch means (and for the t quantile's expansion)
+        return rows
+    sums = np.array([block.sum() for block in np.array_split(z, k)])
+    blocks = float(np.sqrt(k / (k - 1) * (sums ** 2).sum())) / n
+    return max(rows, _student_t_quantile(0.5 + VERIFY_CONFIDENCE / 2, k - 1) * blocks)
 
 
 def check_margin(margin) -> float:
@@ -114,28 +160,28 @@ def _sample(n: int, most: int, rng: np.random.Generator) -> np.ndarray | slice:
     return slice(None) if n <= most else np.sort(rng.choice(n, most, replace=False))
 
 
-def compare_models(queries, X, losses_new, losses_old, gamma: float, *, scale: str = DEFAULT_PSI_SCALE,
-                   seed=0, margin: float = VERIFY_MARGIN, max_rows: int = VERIFY_ROWS,
-                   max_queries: int = VERIFY_QUERIES) -> Verdict | None:
-    """The verdict on a new model (``losses_new``, one per row of ``X``) against the model it
-    replaced (``losses_old``), at ``queries``; None when the batch cannot tell (fewer than two
-    rows, or rows that carry no query weight at all).
-
-    Rows and queries beyond ``max_rows`` / ``max_queries`` are sampled uniformly with ``seed``;
-    the interval then covers the sampling too.
-    """
-    new, old = np.asarray(losses_new, dtype=np.float64), np.asarray(losses_old, dtype=np.float64)
+def paired_losses(queries, X, losses_new, losses_old, gamma: float, *, scale: str = DEFAULT_PSI_SCALE, seed=0,
+                  max_rows: int = VERIFY_ROWS, max_queries: int = VERIFY_QUERIES) -> PairedLosses | None:
+    """Both models' per-row losses (one per row of ``X``) with each row's weight near ``queries``;
+    rows and queries beyond ``max_rows`` / ``max_queries`` sampled uniformly with ``seed`` (rows
+    kept in their order). None when the batch cannot tell: fewer than two rows, or rows that carry
+    no query weight at all."""
     rng = np.random.default_rng(seed)
     rows = _sample(X.shape[0], max_rows, rng)
     picked = _sample(np.shape(queries)[0], max_queries, rng)
     w = point_weights(queries[picked], X[rows], gamma, scale=scale)
-    new, old = new[rows], old[rows]
     if w.size < 2 or not w.sum() > 0:
         return None
-    mean_w = w.mean()
-    loss_new, loss_old = float(w @ new / w.sum()), float(w @ old / w.sum())
-    delta = loss_new - loss_old
-    z = w * ((new - old) - delta) / mean_w               # each row's part of Δ, linearised
-    half = NormalDist().inv_cdf(0.5 + VERIFY_CONFIDENCE / 2) * float(z.std(ddof=1)) / np.sqrt(w.size)
-    revert = delta - half > margin * loss_old
-    return Verdict(bool(revert), loss_new, loss_old, half, margin, int(w.size), int(np.shape(queries[picked])[0]))
+    new, old = (np.asarray(v, dtype=np.float64)[rows] for v in (losses_new, losses_old))
+    return PairedLosses(w, new, old, int(np.shape(queries[picked])[0]))
+
+
+def compare_models(queries, X, losses_new, losses_old, gamma: float, *, scale: str = DEFAULT_PSI_SCALE,
+                   seed=0, margin: float = VERIFY_MARGIN, floor: float = 0.0, max_rows: int = VERIFY_ROWS,
+                   max_queries: int = VERIFY_QUERIES) -> Verdict | None:
+    """The verdict on a new model (``losses_new``, one per row of ``X``) against the model it
+    replaced (``losses_old``), at ``queries`` (:func:`paired_losses`, then :meth:`PairedLosses.verdict`);
+    None when the batch cannot tell."""
+    paired = paired_losses(queries, X, losses_new, losses_old, gamma, scale=scale, seed=seed, max_rows=max_rows,
+                           max_queries=max_queries)
+    return None if paired is None else paired.verdict(margin, floor)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from cara_mlflow.errors import InputError
 from cara_mlflow.staleness import point_weights, psi_from_losses
@@ -21,18 +22,26 @@ def _weights_loop(Q, X, gamma, scale):
     return np.array([sum(K[i][j] / sum(K[i]) for i in range(len(Q))) for j in range(len(X))])
 
 
-def _verdict_loop(Q, X, new, old, gamma, scale, margin):
+def _verdict_loop(Q, X, new, old, gamma, scale, margin, floor=0.0):
+    """λ's, the half-width of λ_new − (1+m)λ_old (the larger of the row-wise one and, from 30
+    rows on, that of min(30, n // 2) contiguous blocks of rows), and the rule."""
     w = _weights_loop(Q, X, gamma, scale)
     total = sum(w)
     loss_new = sum(wi * li for wi, li in zip(w, new)) / total
     loss_old = sum(wi * li for wi, li in zip(w, old)) / total
-    delta = loss_new - loss_old
+    delta = loss_new - (1 + margin) * loss_old
     mean_w = total / len(w)
-    z = [wi * ((a - b) - delta) / mean_w for wi, a, b in zip(w, new, old)]
+    z = [wi * ((a - (1 + margin) * b) - delta) / mean_w for wi, a, b in zip(w, new, old)]
     mean_z = sum(z) / len(z)
     sd = math.sqrt(sum((v - mean_z) ** 2 for v in z) / (len(z) - 1))
     half = 2.5758293035489 * sd / math.sqrt(len(z))
-    return loss_new, loss_old, half, delta - half > margin * loss_old
+    n = len(z)
+    k = min(30, n // 2)
+    if k >= 15:
+        edges = [i * (n // k) + min(i, n % k) for i in range(k + 1)]        # numpy's array_split sizes
+        sums = [sum(z[edges[i]:edges[i + 1]]) for i in range(k)]
+        half = max(half, stats.t.ppf(0.995, k - 1) * math.sqrt(k / (k - 1) * sum(v * v for v in sums)) / n)
+    return loss_new, loss_old, half, delta - half > floor
 
 
 @pytest.mark.parametrize("scale", ["paper", "expected-loss"])
@@ -42,13 +51,29 @@ def test_verdict_matches_the_per_point_reference(scale, seed):
     Q, X = rng.normal(size=(15, 3)), rng.normal(size=(40, 3))
     old = (rng.random(40) < 0.2).astype(float)
     new = np.where(rng.random(40) < 0.3, 1.0 - old, old)        # flips some answers either way
-    for margin in (0.0, 0.25, 1.0):
-        verdict = compare_models(Q, X, new, old, 0.4, scale=scale, margin=margin)
-        loss_new, loss_old, half, revert = _verdict_loop(Q, X, new, old, 0.4, scale, margin)
+    for margin, floor in ((0.0, 0.0), (0.25, 0.0), (1.0, 0.0), (0.25, 0.01)):
+        verdict = compare_models(Q, X, new, old, 0.4, scale=scale, margin=margin, floor=floor)
+        loss_new, loss_old, half, revert = _verdict_loop(Q, X, new, old, 0.4, scale, margin, floor)
         assert verdict.loss_new == pytest.approx(loss_new, rel=1e-9)
         assert verdict.loss_old == pytest.approx(loss_old, rel=1e-9)
-        assert verdict.half_width == pytest.approx(half, rel=1e-9)
+        # the t quantile is a series expansion (3e-4 of scipy's from 15 degrees of freedom)
+        assert verdict.half_width == pytest.approx(half, rel=1e-3)
         assert verdict.revert == revert and (verdict.rows, verdict.queries) == (40, 15)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blocks_of_correlated_rows_widen_the_interval_as_the_reference_says(seed):
+    rng = np.random.default_rng(seed)
+    Q, X = rng.normal(size=(20, 2)), rng.normal(size=(301, 2))
+    old = np.repeat(rng.random(43) < 0.3, 7).astype(float)             # runs of 7 rows: correlated in order
+    new = np.repeat(rng.random(43) < 0.4, 7).astype(float)
+    verdict = compare_models(Q, X, new, old, 0.3, margin=0.25)
+    loss_new, loss_old, half, revert = _verdict_loop(Q, X, new, old, 0.3, "paper", 0.25)
+    assert verdict.half_width == pytest.approx(half, rel=1e-3) and verdict.revert == revert
+    shuffled = rng.permutation(301)                                    # the same rows, order broken
+    wide, narrow = verdict.half_width, compare_models(Q[:, :], X[shuffled], new[shuffled], old[shuffled], 0.3,
+                                                      margin=0.25).half_width
+    assert wide > 1.3 * narrow
 
 
 def test_point_weights_give_psi_for_any_losses():
@@ -72,6 +97,11 @@ def test_the_rule_reverts_a_clearly_worse_model_and_keeps_equal_or_better_ones()
     slightly = np.where((old == 0) & (rng.random(3000) < 0.01), 1.0, old)
     verdict = compare_models(Q, X, slightly, old, 0.5, margin=0.25)
     assert verdict.loss_new > verdict.loss_old and not verdict.revert
+    # a small old loss, tripled: past a relative margin, within an absolute floor of one point
+    rare = (rng.random(3000) < 0.002).astype(float)
+    tripled = np.where((rare == 0) & (rng.random(3000) < 0.004), 1.0, rare)
+    assert compare_models(Q, X, tripled, rare, 0.5, margin=0.25, floor=0.0).excess > 0
+    assert not compare_models(Q, X, tripled, rare, 0.5, margin=0.25, floor=0.01).revert
 
 
 def test_a_perfect_old_model_and_one_new_error_is_not_enough_to_revert():

@@ -19,7 +19,7 @@ from ..manager_state import ManagerState, PendingCheck
 from ..planner import SchemaChange
 from ..policy_doc import PolicyDocument
 from ..tracking import registry as reg
-from ..verify import VERIFY_MARGIN, Verdict, compare_models
+from ..verify import VERIFY_FLOOR, VERIFY_MARGIN, Verdict, compare_models
 from .frame import REVERT_PHASE, Phase, no_phase
 
 __all__ = ["Check", "check_promotion", "revert", "TAG_REVERTED", "TAG_REVERTED_AT"]
@@ -96,7 +96,8 @@ def check_promotion(registry: reg.Registry, doc: PolicyDocument, state: ManagerS
         return _losses(registry, registry.version(version), batch, doc)
     verdict = compare_models(batch.queries, batch.X, losses_of(pending.version), losses_of(pending.replaced),
                              doc.psi.gamma, scale=doc.psi.scale, seed=(batch.id, 3),
-                             margin=VERIFY_MARGIN if margin is None else margin)
+                             margin=VERIFY_MARGIN if margin is None else margin,
+                             floor=VERIFY_FLOOR if doc.psi.loss == "zero_one" else 0.0)
     if verdict is None:
         return Check("skipped", "the batch's rows carry no weight near its queries", pending.version,
                      pending.replaced)
