@@ -349,15 +349,26 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, ma
     (one line: what and how to fix), 75 another step holds the lock or the tracking server
     cannot be reached (cron may retry).
     """
-    from dataclasses import asdict
 
-    from .lifecycle import StepOptions, step as run_step, steps as run_steps
+    from .lifecycle import StepOptions
+    from .lifecycle.events import Notifier, reporting_failure
 
-    batch_store, registry = _open(name, store)
     options = StepOptions(dry_run=dry_run, force_retrain=force_retrain, gate=not no_gate, cooldown=cooldown,
                           project_uri=project_uri, psi_method=psi_method, max_model_age=max_model_age,
                           retrain_budget=retrain_budget, notify=notify, notify_timeout=notify_timeout,
                           verify_margin=verify_margin)
+    # a failure before the step reads its policy (a store that is not there, say) goes to --notify too
+    with reporting_failure(Notifier(name, notify, notify_timeout)):
+        _run_steps(name, store, options, process_all=process_all, as_json=as_json, lock_timeout=lock_timeout)
+
+
+def _run_steps(name, store, options, *, process_all: bool, as_json: bool, lock_timeout: float) -> None:
+    """``step``'s work: one batch, or every pending one, each printed as soon as it is done."""
+    from dataclasses import asdict
+
+    from .lifecycle import step as run_step, steps as run_steps
+
+    batch_store, registry = _open(name, store)
     kwargs = dict(lock_timeout=lock_timeout, **_phase_hook())
     results = (run_steps(batch_store, registry, options, **kwargs) if process_all
                else [run_step(batch_store, registry, options, **kwargs)])

@@ -164,3 +164,13 @@ def test_a_budget_deferral_is_an_event(fresh, tmp_path):
     assert kinds[-1] == "deferred" and "retrain" not in kinds
     deferred = _events(out)[-1]
     assert deferred["batch"] == 7 and deferred["reason"] == "budget" and deferred["serving"] == 2
+
+
+def test_a_store_that_is_not_there_is_a_failed_event_too(tmp_path):
+    out = tmp_path / "events.jsonl"
+    missing = tmp_path / "no-store"
+    result = run_cli(missing, "step", "--notify", f"cat >> {out}")
+    assert result.returncode == 1 and len(error_lines(result)) == 1
+    (failed,) = _events(out)
+    assert failed["event"] == "failed" and failed["batch"] is None and "is not a batch store" in failed["error"]
+    assert not missing.exists()

@@ -105,8 +105,12 @@ def reporting_failure(notifier: Notifier) -> Iterator[None]:
     except LockBusy:
         raise
     except Exception as exc:
+        if getattr(exc, "cara_notified", False):        # an inner frame sent it already
+            raise
         line = exc.line() if isinstance(exc, CaraError) else f"{type(exc).__name__}: {exc}".splitlines()[0]
         notifier.send("failed", notifier.batch, f"A step of {notifier.model} failed"
                       f"{'' if notifier.batch is None else f' on batch {notifier.batch}'}: {line[:300]}",
                       error=line[:1000], exit_code=getattr(exc, "exit_code", 1))
+        with contextlib.suppress(AttributeError):
+            exc.cara_notified = notifier.command is not None
         raise
