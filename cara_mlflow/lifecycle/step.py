@@ -105,13 +105,7 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
           notifier: Notifier) -> StepResult:
     doc = active_policy(registry)
     notifier.configure(doc)
-    last = commit_point(registry, write=not options.dry_run)
-    if last is None:
-        raise SetupError(f"model {registry.name!r} is not initialised in {registry.where}: "
-                         "run `cara-mlflow init --batch ID` first")
-    if not options.dry_run:
-        recover(registry, last, None)
-    state = counted_from_window(store, doc, committed_state(registry, last), last)
+    last, state = _committed(store, registry, doc, options)
     serving = registry.production()
     production = _production(store, doc, state, serving)
     resuming = production.trained_on is not None and production.trained_on > last
@@ -166,6 +160,18 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
                           revert=_revert_of(check))
     where = _Where(store, registry, doc, batch, version, method, guards, check, notifier)
     return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
+
+
+def _committed(store: BatchStore, registry: reg.Registry, doc: PolicyDocument,
+               options: StepOptions) -> tuple[int, ManagerState]:
+    """The commit point (a commit a kill cut short finished first) and the state committed there."""
+    last = commit_point(registry, write=not options.dry_run)
+    if last is None:
+        raise SetupError(f"model {registry.name!r} is not initialised in {registry.where}: "
+                         "run `cara-mlflow init --batch ID` first")
+    if not options.dry_run:
+        recover(registry, last, None)
+    return last, counted_from_window(store, doc, committed_state(registry, last), last)
 
 
 def _in_order_first(store: BatchStore, registry: reg.Registry, doc: PolicyDocument, options: StepOptions, last: int,
