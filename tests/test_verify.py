@@ -133,6 +133,11 @@ def test_a_batch_that_cannot_tell_gives_no_verdict():
     assert compare_models(Q, far[:1], np.ones(1), np.zeros(1), 5.0) is None     # one row
 
 
+def test_losses_of_the_wrong_length_are_one_line():
+    with pytest.raises(InputError, match=r"losses_old: expected one loss per row \(3\)"):
+        compare_models(np.zeros((1, 1)), np.zeros((3, 1)), np.zeros(3), np.zeros(2), 1.0)
+
+
 def test_margin_is_checked_and_the_default_is_documented():
     assert check_margin(VERIFY_MARGIN) == VERIFY_MARGIN
     for bad in (-0.1, float("nan"), "1", True):
