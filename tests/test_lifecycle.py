@@ -223,7 +223,13 @@ def test_status_json_says_where_production_stands(ran_store, cara):
     assert s["policy"] == {"name": POLICY, "params": dict(doc.params), "kappa": KAPPA, "version": 1,
                            "task": "classification", "loss": "zero_one", "features": ["x1", "x2"],
                            "feature_kinds": {"x1": "numeric", "x2": "numeric"},
-                           "guards": {"max_model_age": None, "retrain_budget": None}, "psi_scale": "paper"}
+                           "guards": {"max_model_age": None, "retrain_budget": None}, "psi_scale": "paper",
+                           "verify_margin": 0.25, "notify": None}
+    # the last batch promoted (this store's history): its check waits for the next batch
+    assert production.trained_on == ONLINE[-1]
+    assert s["pending_check"] == {"version": production.version, "replaced": s["pending_check"]["replaced"],
+                                  "batch": ONLINE[-1], "skip": None}
+    assert s["pending_check"]["replaced"] < production.version
     last = the_batch_run(reg, ONLINE[-1])
     assert s["cumulative_cost"] == pytest.approx(last.metrics["cumulative_cost"])
     assert s["cooldown_left"] == 0 and s["last_retrain"]["version"] == production.version
