@@ -192,3 +192,15 @@ def with_x3(store: Path, batch_ids) -> None:
         data, queries = pd.read_parquet(path / "data.parquet"), pd.read_parquet(path / "queries.parquet")
         shutil.rmtree(path)
         bs.write(b, data.assign(x3=data["x1"] - data["x2"]), queries=queries.assign(x3=queries["x1"] - queries["x2"]))
+
+
+def load_benchmark(script: str):
+    """``benchmarks/SCRIPT`` imported as a module, for the tests of its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,8 +1,6 @@
 """benchmarks/appendix_e.py: the covertype evaluation subsample, the airlines nominal rows, stale raw files."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +10,12 @@ import pytest
 from cara_mlflow.streams import make_stream
 from cara_mlflow.streams.real import airlines
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "appendix_e.py"
+from .helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def ae():
-    spec = importlib.util.spec_from_file_location("appendix_e_under_test", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("appendix_e.py")
 
 
 def test_subsample_keeps_the_d_query_contract(ae):

@@ -17,15 +17,12 @@ query-weighted losses on a fresh draw of batch t+1 at the same queries (``Truth`
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from cara_mlflow.verify import VERIFY_FLOOR, VERIFY_MARGIN
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "verify_margin.py"
+from .helpers import load_benchmark
+
 STREAMS = ["covcon-d", "covcon-s", "circle-d", "circle-s", "gauss-d", "gauss-s"]
 N_BATCHES = 30
 #: An inverted challenger may be kept when it is truly at most twice as bad as the model it replaced.
@@ -34,11 +31,7 @@ EXCUSED = 1.0
 
 @pytest.fixture(scope="module")
 def vm():
-    spec = importlib.util.spec_from_file_location("verify_margin_under_test", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("verify_margin.py")
 
 
 @pytest.fixture(scope="module")
