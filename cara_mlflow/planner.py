@@ -327,11 +327,13 @@ def _spent(plan: Plan, state: ManagerState) -> dict:
             "recent_spend": record_spend(state.recent_spend, staleness, retrain)}
 
 
-def after_revert(state: ManagerState, cooldown: int) -> ManagerState:
+def after_revert(state: ManagerState) -> ManagerState:
     """The state a batch is planned from once its check reverted the promotion before it: the
-    check is done, and a reverted challenger counts as a rejected one (``cooldown`` batches, this
-    one first, without a retrain attempt). The policy restarts because production changed."""
-    return replace(state, verify=None, cooldown_left=max(state.cooldown_left, cooldown))
+    check is done. The policy restarts (production changed) and decides the batch with the
+    restored model as it would any batch: it may retrain on it at once, since the revert says the
+    last training batch misled, not this one (a source that keeps misleading is capped by the
+    retrain budget, and every revert is an event)."""
+    return replace(state, verify=None)
 
 
 def _pending_check(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None) -> PendingCheck | None:

@@ -40,24 +40,25 @@ def reverted(base_store, tmp_path_factory) -> Path:
 
 def test_a_model_trained_on_inverted_labels_is_reverted_at_the_next_batch(reverted, cara):
     reg = registry(reverted)
-    assert reg.production().version == 1
     run = the_batch_run(reg, 7)
     assert run.tags["cara.verify"] == "reverted"
     assert (run.tags["cara.revert_from"], run.tags["cara.revert_to"]) == ("2", "1")
-    assert run.tags["cara.model_version"] == "1"               # the batch was decided with v1
     assert run.metrics["verify_loss_new"] > 3 * run.metrics["verify_loss_old"]
     assert run.tags["cara.reason"].startswith("v2 worse than v1 on this batch")
-    assert "cooling down" in run.tags["cara.reason"]            # a reverted challenger counts as rejected
-    assert run.tags["mlflow.note.content"].startswith("Auto-reverted v2 -> v1, then kept v1")
+    # then batch 7 was decided with the restored v1, by a policy that restarted (ΣΨ̄ over 1 batch):
+    # it retrained at once, and v3 replaced v1, not v2
+    assert "ΣΨ̄=" in run.tags["cara.reason"] and " over 1 batch ≥ τ_cum" in run.tags["cara.reason"]
+    assert run.tags["cara.decision"] == "retrain" and run.tags["cara.gate"] == "passed"
+    assert run.tags["cara.production_from"] == "1" and run.tags["cara.model_version"] == "3"
+    assert reg.production().version == 3 and reg.version(3).trained_on == 7
+    assert run.tags["mlflow.note.content"].startswith("Auto-reverted v2 -> v1, then retrained: v3 passed the gate")
     v2 = reg.version(2)
     assert v2.tags["cara.reverted_at"] == "7" and v2.tags["cara.reverted"].startswith("batch 7: v2 worse")
     state = reg.runs.load_json(run.run_id, "policy_state.json")
-    assert state["model_version"] == 1 and state["verify"] is None and state["cooldown_left"] == 2
+    assert state["model_version"] == 3 and state["verify"] == {"version": 3, "replaced": 1, "batch": 7, "skip": None}
     rows = {r["batch"]: r for r in json.loads(ok(cara(reverted, "history", "--json")).stdout)}
     assert rows[7]["revert"] == {"from": 2, "to": 1} and rows[7]["verify"] == "reverted"
     assert rows[6]["revert"] is None and rows[INIT_BATCH]["revert"] is None
-    # the Ψ̄ of batch 7 is v1's: the same as a step on v1 would have measured
-    assert run.metrics["psi_bar"] == pytest.approx(run.metrics["psi_now"] - run.metrics["psi_then"])
 
 
 def test_a_good_promotion_is_checked_and_kept_and_a_reverted_version_is_never_rolled_back_to(reverted, tmp_path,
@@ -66,22 +67,23 @@ def test_a_good_promotion_is_checked_and_kept_and_a_reverted_version_is_never_ro
 
     store = copy_store(reverted, tmp_path / "store")
     reg = registry(store)
-    ok(run_cli(store, "step", "--force-retrain", "--no-gate"))          # batch 8: the default trainer → v3
-    assert reg.production().version == 3
-    line = ok(run_cli(store, "step")).stdout                             # batch 9: v3 checked against v1
+    ok(run_cli(store, "step", "--force-retrain", "--no-gate"))          # batch 8: v3 checked, then v4 forced
+    assert the_batch_run(reg, 8).tags["cara.verify"] == "passed"
+    assert the_batch_run(reg, 8).tags["cara.production_from"] == "3" and reg.production().version == 4
+    line = ok(run_cli(store, "step")).stdout                             # batch 9: v4 checked against v3
     assert "auto-revert" not in line
     run = the_batch_run(reg, 9)
     assert run.tags["cara.verify"] == "passed" and "cara.revert_from" not in run.tags
-    assert reg.production().version == 3
-    assert the_batch_run(reg, 10 - 2).tags.get("cara.production_from") == "1"
+    assert reg.production().version == 4
+    assert ok(cara(store, "rollback", "--reason", "first")).stdout.strip() == "production of demo: v4 -> v3 (first)"
     # the default rollback skips v2 (reverted) and goes back to v1
     result = ok(cara(store, "rollback", "--reason", "checking"))
     assert result.stdout.strip() == "production of demo: v3 -> v1 (checking)"
 
     moves = json.loads(ok(cara(store, "history", "--production", "--json")).stdout)
     assert [(m["by"], m["from"], m["to"], m["batch"]) for m in moves] == [
-        ("init", None, 1, INIT_BATCH), ("promotion", 1, 2, 6), ("auto-revert", 2, 1, 7), ("promotion", 1, 3, 8),
-        ("rollback", 3, 1, None)]
+        ("init", None, 1, INIT_BATCH), ("promotion", 1, 2, 6), ("auto-revert", 2, 1, 7), ("promotion", 1, 3, 7),
+        ("promotion", 3, 4, 8), ("rollback", 4, 3, None), ("rollback", 3, 1, None)]
     assert moves[-1]["reason"] == "checking" and moves[2]["reason"].startswith("v2 worse than v1 on this batch")
     assert all(m["time"].endswith("+00:00") for m in moves)
     assert [m["time"] for m in moves] == sorted(m["time"] for m in moves)
@@ -89,8 +91,8 @@ def test_a_good_promotion_is_checked_and_kept_and_a_reverted_version_is_never_ro
     assert table[0].split()[:3] == ["time", "(UTC)", "by"] and len(table) == 1 + len(moves)
     assert "auto-revert" in table[3] and " v2 " in table[3] and " v1 " in table[3]
     # a rollback is a run of its own (type rollback), never a batch
-    (rollback,) = runs_of(reg, "rollback")
-    assert rollback.status == "FINISHED" and rollback.tags["cara.model_version"] == "1"
+    rollbacks = runs_of(reg, "rollback")
+    assert [r.status for r in rollbacks] == ["FINISHED"] * 2 and rollbacks[0].tags["cara.model_version"] == "1"
     assert reg.last_batch() == 9
     # by hand, a reverted version may serve again: said in one warning line
     again = ok(run_cli(store, "rollback", "--to", "2", "--reason", "on purpose"))
@@ -114,13 +116,17 @@ def test_dry_run_shows_the_revert_and_changes_nothing_then_the_step_notifies_it(
 
     events = tmp_path / "events.jsonl"
     ok(run_cli(store, "step", "--notify", f"cat >> {events}"))
-    (revert,) = [json.loads(line) for line in events.read_text().splitlines()]   # cooling down: no retrain
+    sent = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in sent] == ["revert", "retrain", "promotion"]    # as they happened
+    revert = sent[0]
     assert (revert["event"], revert["from"], revert["to"], revert["batch"]) == ("revert", 2, 1, 7)
+    assert (sent[2]["from"], sent[2]["to"]) == (1, 3)
     assert revert["text"].startswith("Batch 7: production reverted from v2 to v1 (v2 worse than v1")
     explained = json.loads(ok(cara(store, "explain", "--batch", "7", "--json")).stdout)
     assert explained["verify"] == "reverted" and explained["revert"] == {"from": 2, "to": 1}
     assert "  check     reverted (v2 -> v1)" in ok(cara(store, "explain", "--batch", "7")).stdout.splitlines()
-    assert json.loads(ok(cara(store, "status", "--json")).stdout)["pending_check"] is None
+    assert json.loads(ok(cara(store, "status", "--json")).stdout)["pending_check"] == {
+        "version": 3, "replaced": 1, "batch": 7, "skip": None}
 
 
 def test_kill_after_the_revert_alias_move_then_rerun_reverts_exactly_once(base_store, tmp_path):
@@ -138,10 +144,11 @@ def test_kill_after_the_revert_alias_move_then_rerun_reverts_exactly_once(base_s
     runs = runs_of(reg, "batch", 7)
     assert [r.status for r in runs].count("FINISHED") == 1
     run = the_batch_run(reg, 7)
-    assert run.tags["cara.verify"] == "reverted" and run.tags["cara.model_version"] == "1"
+    assert run.tags["cara.verify"] == "reverted" and run.tags["cara.production_from"] == "1"
     state = reg.runs.load_json(run.run_id, "policy_state.json")
-    assert state["model_version"] == 1 and state["verify"] is None
-    assert reg.production().version == 1 and len(reg.versions()) == 2       # nothing retrained again
+    assert state["model_version"] == int(run.tags["cara.model_version"]) == 3
+    assert len(reg.versions(trained_on=7)) == 1 and len(runs_of(reg, "retrain", 7)) == 1   # retrained once
+    assert reg.production().version == int(the_batch_run(reg, 8).tags["cara.model_version"])
     moves = lifecycle.production_history(reg)
     assert [m["by"] for m in moves].count("auto-revert") == 1
 

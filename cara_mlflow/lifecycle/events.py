@@ -20,7 +20,7 @@ from ..planner import PROMOTED, Plan, RetrainOutcome
 from ..policy_doc import PolicyDocument
 from ..tracking import registry as reg
 
-__all__ = ["Notifier", "NotifyWarning", "outcome_events", "reporting_failure", "TAG_NOTIFY"]
+__all__ = ["Notifier", "NotifyWarning", "outcome_events", "revert_event", "reporting_failure", "TAG_NOTIFY"]
 
 TAG_NOTIFY = "cara.notify"      # batch-run tag: each event's delivery, e.g. "promotion: sent"
 
@@ -73,13 +73,19 @@ class Notifier:
                 registry.runs.set_tags(run_id, {TAG_NOTIFY: record[:500]})
 
 
+def revert_event(batch: int, new: int, old: int, reason: str) -> tuple[str, int, str, dict]:
+    """The ``revert`` event: (kind, batch, text, fields)."""
+    return "revert", batch, f"Batch {batch}: production reverted from v{new} to v{old} ({reason})", \
+        {"from": new, "to": old}
+
+
 def outcome_events(plan: Plan, outcome: RetrainOutcome | None, revert: dict | None, *, serving: int,
                    reason_of_revert: str = "") -> list[tuple[str, int, str, dict]]:
-    """The events of a committed batch, in the order things happened: (kind, batch, text, fields)."""
+    """The events of a committed batch, in the order things happened: (kind, batch, text, fields);
+    ``revert``: one not said yet (a killed step's move, recognised by its rerun)."""
     events, b = [], plan.batch
     if revert is not None:
-        events.append(("revert", b, f"Batch {b}: production reverted from v{revert['from']} to v{revert['to']} "
-                                    f"({reason_of_revert})", {"from": revert["from"], "to": revert["to"]}))
+        events.append(revert_event(b, revert["from"], revert["to"], reason_of_revert))
     if outcome is not None and outcome.gate in PROMOTED:
         gate = "passed the gate" if outcome.gate == "passed" else "promoted without a gate"
         events.append(("promotion", b, f"Batch {b}: v{outcome.challenger} {gate} and serves (was v{serving}; "

@@ -22,7 +22,7 @@ from ..tracking import registry as reg
 from ..tracking.projects import resolve_project_uri
 from ..verify import parse_margin
 from .batch_run import batch_run, commit
-from .events import Notifier, outcome_events, reporting_failure
+from .events import Notifier, outcome_events, reporting_failure, revert_event
 from .executor import apply_retrain, log_decision, log_observation
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .observe import PsiTerms, observe
@@ -143,10 +143,10 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     if check is not None and check.reverted:
         # the restored model serves from here: the batch is measured and decided with it
         if not options.dry_run:
-            revert(registry, check, batch.id, on_phase)
+            _revert_now(registry, check, batch.id, notifier, on_phase)
         serving = registry.version(check.old)
         production = _production(store, doc, state, serving)
-        state = after_revert(state, options.cooldown)
+        state = after_revert(state)
         in_use, version, obs, terms = _measure(registry, doc, state, production, serving, work, batch, method)
     obs = replace(obs, late=work.late, previous=None if work.late else last)
     on_phase("after-psi")
@@ -160,6 +160,15 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
                           revert=_revert_of(check))
     where = _Where(store, registry, doc, batch, version, method, guards, check, notifier)
     return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
+
+
+def _revert_now(registry: reg.Registry, check: Check, batch_id: int, notifier: Notifier, on_phase: Phase) -> None:
+    """Move production back, and say so at once (a killed step's move, recognised by its rerun, is
+    said after that rerun's commit)."""
+    revert(registry, check, batch_id, on_phase)
+    if not check.done:
+        kind, batch, text, fields = revert_event(batch_id, check.new, check.old, check.reason)
+        notifier.send(kind, batch, text, **fields)
 
 
 def _committed(store: BatchStore, registry: reg.Registry, doc: PolicyDocument,
@@ -299,8 +308,9 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
     write_timeline(registry, store, max(plan.batch, previous), previous=previous, late=after.late)
     if where.notifier is not None:
         check = where.check
+        resumed_revert = _revert_of(check) if check is not None and check.done else None
         where.notifier.send_all(registry, run_id, outcome_events(
-            plan, outcome, _revert_of(check), serving=where.in_use.version,
+            plan, outcome, resumed_revert, serving=where.in_use.version,
             reason_of_revert="" if check is None else check.reason))
     return StepResult("processed", plan.batch, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
                       after.model_version, None if outcome is None else outcome.gate, after.cumulative_cost,
