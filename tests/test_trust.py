@@ -85,6 +85,7 @@ def test_a_good_promotion_is_checked_and_kept_and_a_reverted_version_is_never_ro
         ("init", None, 1, INIT_BATCH), ("promotion", 1, 2, 6), ("auto-revert", 2, 1, 7), ("promotion", 1, 3, 7),
         ("promotion", 3, 4, 8), ("rollback", 4, 3, None), ("rollback", 3, 1, None)]
     assert moves[-1]["reason"] == "checking" and moves[2]["reason"].startswith("v2 worse than v1 on this batch")
+    assert moves[2]["trigger"] == "auto-revert" and moves[3]["trigger"] == "cara-ct"
     assert all(m["time"].endswith("+00:00") for m in moves)
     assert [m["time"] for m in moves] == sorted(m["time"] for m in moves)
     table = ok(cara(store, "history", "--production")).stdout.splitlines()
@@ -120,6 +121,7 @@ def test_dry_run_shows_the_revert_and_changes_nothing_then_the_step_notifies_it(
     assert [e["event"] for e in sent] == ["revert", "retrain", "promotion"]    # as they happened
     revert = sent[0]
     assert (revert["event"], revert["from"], revert["to"], revert["batch"]) == ("revert", 2, 1, 7)
+    assert revert["trigger"] == "auto-revert"
     assert (sent[2]["from"], sent[2]["to"]) == (1, 3)
     assert revert["text"].startswith("Batch 7: production reverted from v2 to v1 (v2 worse than v1")
     explained = json.loads(ok(cara(store, "explain", "--batch", "7", "--json")).stdout)

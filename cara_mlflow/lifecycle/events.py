@@ -76,7 +76,7 @@ class Notifier:
 def revert_event(batch: int, new: int, old: int, reason: str) -> tuple[str, int, str, dict]:
     """The ``revert`` event: (kind, batch, text, fields)."""
     return "revert", batch, f"Batch {batch}: production reverted from v{new} to v{old} ({reason})", \
-        {"from": new, "to": old}
+        {"from": new, "to": old, "trigger": "auto-revert"}
 
 
 def outcome_events(plan: Plan, outcome: RetrainOutcome | None, revert: dict | None, *, serving: int,

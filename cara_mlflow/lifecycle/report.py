@@ -68,7 +68,8 @@ def _moves_of(run) -> list[dict]:
         moves.append({**base, "by": "init", "from": None, "to": to, "reason": tags.get("cara.reason", "")})
     revert = _revert(tags)
     if revert is not None:
-        moves.append({**base, "by": "auto-revert", **revert, "reason": tags.get(reg.TAG_REVERT_REASON, "")})
+        moves.append({**base, "by": "auto-revert", **revert, "reason": tags.get(reg.TAG_REVERT_REASON, ""),
+                      "trigger": "auto-revert"})
     if decision == "retrain" and tags.get(reg.TAG_GATE) in PROMOTED:
         by = "schema retrain" if tags.get(reg.TAG_TRIGGER) == "schema" else "promotion"
         moves.append({**base, "by": by, "from": _int_or_none(tags.get(reg.TAG_PRODUCTION_FROM)), "to": to,
@@ -80,7 +81,8 @@ def _moves_of(run) -> list[dict]:
 def production_history(registry: reg.Registry) -> list[dict]:
     """Every move of the production alias, oldest first: ``by`` (init, promotion, auto-revert,
     rollback, schema retrain), ``from`` and ``to`` (versions; ``from`` null for init), ``time``
-    (UTC), ``batch`` (null for a rollback), ``reason`` and the ``run_id`` that records it."""
+    (UTC), ``batch`` (null for a rollback), ``reason`` and the ``run_id`` that records it; a
+    promotion and a revert also carry ``trigger`` (the retrain's, or ``auto-revert``)."""
     _managed(registry)
     runs = [*registry.runs.find("batch", statuses=("FINISHED",), max_results=50000),
             *registry.runs.find("rollback", statuses=("FINISHED",), max_results=50000)]
