@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "QueryBatch"]
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -166,3 +166,30 @@ class Batch:
         n, d = self.X.shape
         index = "None" if self.query_index is None else "rows of X"
         return f"Batch(n={n}, d={d}, m={self.queries.shape[0]}, query_index={index})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class QueryBatch:
+    """A batch whose queries are complete and whose labels are not in yet (``_QUERIES``).
+
+    ``queries`` are the queries' coordinates in ``space`` (the policy's kernel space) and
+    ``query_frame`` their feature columns as read (what models answer from).
+
+    >>> import pandas as pd
+    >>> f = pd.DataFrame({"a": [0.0, 2.0]})
+    >>> QueryBatch(id=4, queries=f.to_numpy(), query_frame=f)
+    QueryBatch(id=4, n_queries=2)
+    """
+
+    id: int
+    queries: np.ndarray
+    query_frame: Any
+    space: Any = None
+    query_path: Path | None = None
+
+    @property
+    def n_queries(self) -> int:
+        return int(self.queries.shape[0])
+
+    def __repr__(self) -> str:
+        return f"QueryBatch(id={self.id}, n_queries={self.n_queries})"

@@ -39,10 +39,18 @@ from .errors import EXIT_ERROR, CaraError, InputError, RetryLater
 from .names import DEFAULT_COOLDOWN, DEFAULT_POLICY
 from .staleness import PSI_SCALES
 from .streams import STREAM_NAMES
-from .validate import offline_spec, offline_window, tunable_policies
+from .validate import decides_before_labels, offline_spec, offline_window, tunable_policies
 
 KAPPA_HELP = ("What one retrain is worth (κ > 0), in the units of Ψ̄: the paper's (similarity-weighted losses near "
               "the queries, per data row) by default, expected wrong answers with --psi-scale expected-loss.")
+
+
+def label_delay_option():
+    """``--label-delay L`` of simulate and compare (0: labels at once, the paper's convention)."""
+    return click.option("--label-delay", "label_delay", default=0, show_default=True, type=click.IntRange(min=0),
+                        metavar="L", help="Labels land L batches late: run each policy (a) waiting for them and "
+                        "(b) deciding on estimated Ψ̄, reconciled when they land, against the ORACLE and the "
+                        "delay-constrained ORACLE. 0: labels at once.")
 
 
 def _error_line(exc: CaraError) -> str:
@@ -146,6 +154,23 @@ def _stored_notify(command: str | None, timeout: float | None) -> dict | str | N
     return {"command": command, "timeout": timeout or DEFAULT_NOTIFY_TIMEOUT}
 
 
+def _before_labels_lines(s: dict) -> list[str]:
+    """``status``'s lines on decisions before labels: what waits for its labels, and how far the
+    estimates were from the realized Ψ̄ on the last reconciled batches (how far to trust them)."""
+    if not s["policy"].get("decide_before_labels"):
+        return []
+    waiting = s.get("provisional") or []
+    lines = ["before labels " + (", ".join(map(str, waiting)) + " decided on an estimate, reconciled when their "
+                                 "labels land" if waiting else "nothing waits for its labels")]
+    error = s.get("estimate_error")
+    if error:
+        n = len(error["batches"])
+        lines.append(f"estimates    off by {error['mean_abs_error']:.3g} on average (bias {error['mean_error']:+.3g}; "
+                     f"realized |Ψ̄| {error['mean_abs_realized']:.3g}) over the last {n} reconciled "
+                     f"batch{'es' if n != 1 else ''}; a label flip with unchanged inputs is never seen before labels")
+    return lines
+
+
 def _checks_line(policy: dict) -> str:
     """``status``: the check after a promotion and the notify command."""
     margin = policy["verify_margin"]
@@ -188,15 +213,18 @@ def _units(policy: dict) -> str:
 @tuning_method_option()
 @psi_method_option()
 @loss_option()
-@json_option("Print a JSON list, one object per policy.")
+@label_delay_option()
+@json_option("Print a JSON list, one object per policy (with --label-delay: one object naming the delay, "
+             "both modes per policy).")
 def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_batches, batch_size, tuning_method,
-             psi_method, loss, as_json):
+             psi_method, loss, label_delay, as_json):
     """Tune every policy on the offline batches of a stream, run it online, print the table.
 
     \b
     Examples:
       cara-mlflow simulate --stream covcon-d --kappa 20 --seed 0
       cara-mlflow simulate --stream covcon-d --kappa 20 --kappa-schedule day-night:1.5:0.5:5
+      cara-mlflow simulate --stream gauss-d --kappa 68 --model lr --label-delay 3
     """
     from .losses import resolve_loss
     from .simulate import simulate as run
@@ -204,6 +232,15 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
     loss = loss or "zero_one"       # the streams are classification streams
     resolve_loss(loss)              # a bad name or module: one line before any training
     progress = (lambda message: click.echo(f"… {message}", err=True)) if sys.stderr.isatty() and not as_json else None
+    if label_delay:
+        from .label_delay import simulate_delayed
+
+        delayed = simulate_delayed(stream, kappa=kappa, label_delay=label_delay, policies=policies, n_offline=n_offline,
+                                   model=model, seed=seed, tuning_method=tuning_method, n_batches=n_batches,
+                                   batch_size=batch_size, psi_method=psi_method, loss=loss, progress=progress,
+                                   kappa_schedule=kappa_schedule)
+        click.echo(delayed.to_json() if as_json else delayed.table())
+        return
     report = run(stream, kappa=kappa, policies=policies, n_offline=n_offline, model=model, seed=seed,
                  tuning_method=tuning_method, n_batches=n_batches, batch_size=batch_size,
                  psi_method=psi_method, loss=loss, progress=progress, kappa_schedule=kappa_schedule)
@@ -247,10 +284,15 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
 @guard_options(stored=True)
 @notify_options(stored=True)
 @verify_margin_option(stored=True)
+@click.option("--decide-before-labels/--wait-for-labels", "decide_before_labels", default=None,
+              help="Act on a batch as soon as its queries are complete (the marker _QUERIES beside queries.parquet), "
+                   "on a Ψ̄ estimated without labels; when its labels land (data.parquet, _SUCCESS) the batch is "
+                   "reconciled on the same run, and a retrain the estimate missed is caught up. A retrain trains on "
+                   "the latest labelled batch. Default: wait for labels (or keep the active policy's choice).")
 @lock_timeout_option()
 def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, policy, target, features, exclude,
          task, loss, model, seed, holdout, n_estimators, max_depth, project_uri, tuning_method, psi_method, psi_scale,
-         max_model_age, retrain_budget, notify, notify_timeout, verify_margin, lock_timeout):
+         max_model_age, retrain_budget, notify, notify_timeout, verify_margin, decide_before_labels, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
@@ -280,6 +322,8 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     notify = _stored_notify(notify, notify_timeout)
     margin = None if verify_margin is None else parse_margin(verify_margin)
     margin = "off" if verify_margin is not None and margin is None else margin
+    if decide_before_labels:
+        decides_before_labels(policy)
     # the window is checked against the store before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
     batch_store, registry = _open(name, store)
@@ -294,6 +338,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
                        guards=guards, psi_scale=psi_scale, money=money, notify=notify, verify_margin=margin,
+                       decide_before_labels=decide_before_labels,
                        progress=(lambda done, total: bar.update(1)) if show_bar else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
@@ -454,6 +499,7 @@ def status(name, store, ui_base, as_json):
         what = (f"skipped ({c['skip']})" if c["skip"] else
                 f"v{c['version']} against v{c['replaced']}, reverted if worse")
         lines.append(f"next check   {what} at the next batch (promoted at batch {c['batch']})")
+    lines += _before_labels_lines(s)
     if s.get("cooldown_left"):
         n = s["cooldown_left"]
         lines.append(f"cooldown     no retrain attempt for the next {n} batch{'es' if n != 1 else ''}")
@@ -508,6 +554,10 @@ def _explain_lines(e: dict) -> list[str]:
         t = e["psi_terms"]
         lines.append(f"  Ψ̄         {num(e['psi_bar'])} (now {num(t['now'])} − then {num(t['then'])}); "
                      f"policy score {num(e['score'])} against threshold {num(e['threshold'])}")
+    if e.get("psi_bar_estimated") is not None:
+        realized = ("not yet (its labels have not landed)" if e["provisional"] else num(e["psi_bar_realized"]))
+        lines.append(f"  labels    decided before them on the estimate {num(e['psi_bar_estimated'])}; realized Ψ̄ "
+                     f"{realized}" + (f"; catch-up: {e['catchup']}" if e.get("catchup") else ""))
     policy = e["policy"]["name"] or "?"
     lines.append(f"  κ         {num(e['kappa'])} ({policy}, policy v{e['policy']['version']})")
     flip = e["kappa_to_flip"]
@@ -633,9 +683,10 @@ def _paper_sweep(stream: str | None, n_batches: int, batch_size: int) -> list[fl
 @tuning_method_option()
 @psi_method_option()
 @click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream or store name>).")
-@json_option("Print one JSON object per (policy, κ, seed).")
+@label_delay_option()
+@json_option("Print one JSON object per (policy, κ, seed) (with --label-delay: the delay and both modes' metrics).")
 def compare(stream, data_path, store_dir, target, features, exclude, task, loss, kappas, kappa_schedule, policies,
-            seeds, model, offline, n_batches, batch_size, tuning_method, psi_method, experiment, as_json):
+            seeds, model, offline, n_batches, batch_size, tuning_method, psi_method, experiment, label_delay, as_json):
     """Compare policies over a κ sweep and seeds, logged as an MLflow experiment.
 
     On a named stream (--stream) or on your own history (--store DIR --offline 0:25). One parent
@@ -673,11 +724,15 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     n_offline = sum(start <= i < stop for i in batch_ids) if batch_ids is not None else stop - start
     if kappa_schedule is not None:      # a CSV covers every batch compared: said before any training
         kappa_schedule.values(batch_ids if batch_ids is not None else n_batches)
+    if label_delay:                     # said before any training
+        from .label_delay import check_label_delay
+
+        check_label_delay(label_delay, (len(batch_ids) if batch_ids is not None else n_batches) - n_offline)
     task, loss = _comparison_task(source, n_offline, task or (None if store_dir else "classification"), loss)
     with click.progressbar(length=seeds * (1 + len(kappas)), label=f"comparing on {label}", file=sys.stderr) as bar:
         result = run_compare(source, kappas=kappas, policies=policies, seeds=range(seeds), model=model,
                              n_offline=n_offline, tuning_method=tuning_method, batch_ids=batch_ids,
-                             kappa_schedule=kappa_schedule,
+                             kappa_schedule=kappa_schedule, label_delay=label_delay,
                              prepare_kwargs={"psi_method": psi_method, "task": task, "loss": loss},
                              progress=lambda message: bar.update(1))
     from .tracking import mask_uri
@@ -697,6 +752,10 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     for row in overall.itertuples():
         click.echo(f"{row.policy:<8} {row.scpe:>9.2f} {row.query_accuracy:>9.3f} {row.n_retrains:>9.2f} "
                    f"{row.strategy_cost:>10.2f}")
+    if label_delay:
+        from .compare import delayed_summary
+
+        click.echo("\n".join(delayed_summary(result)))
     click.echo(f"logged to {mask_uri(uri)} (experiment {experiment or 'cara-compare/' + result.stream}, "
                f"run {parent})")
 

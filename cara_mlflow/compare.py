@@ -34,9 +34,12 @@ from .simulate import Report, evaluate, prepare
 from .store import read_window, window_ids
 
 __all__ = ["parse_kappas", "store_stream", "stream_task", "ComparisonResult", "compare", "summarise",
-           "summary_markdown", "comparison_figures"]
+           "summary_markdown", "delayed_summary", "comparison_figures"]
 
 METRICS = ("strategy_cost", "oracle_cost", "scpe", "query_accuracy", "n_retrains")
+#: Per mode under a label delay: (metric name, attribute of cara_mlflow.label_delay.DelayedRun).
+DELAYED_METRICS = (("strategy_cost", "cost"), ("scpe", "scpe"), ("n_retrains", "n_retrains"),
+                   ("n_catch_ups", "n_catch_ups"), ("n_deferred", "n_deferred"))
 
 
 def parse_kappas(text: str) -> list[float]:
@@ -141,6 +144,8 @@ class ComparisonResult:
     experiment_id: str | None = None
     batch_ids: list | None = None          # a store's batch ids by stream position (else the position)
     kappa_schedule: str | None = None      # the schedule κ multiplies, as reports name it (None: constant κ)
+    label_delay: int = 0                   # labels L batches late (cara_mlflow.label_delay); 0: at once
+    delayed: dict = field(default_factory=dict, repr=False)   # (seed, kappa) -> DelayReport, with label_delay
 
     def batch_id(self, position: int) -> int:
         """The batch id of stream position ``position`` (they differ for a store's stream)."""
@@ -152,7 +157,21 @@ class ComparisonResult:
         for (seed, kappa), report in sorted(self.reports.items()):
             for r in report.results:
                 out.append({"policy": r.policy, "kappa": kappa, "seed": seed, "model": self.model,
-                            **{m: getattr(r, m) for m in METRICS}, "params": r.params})
+                            **{m: getattr(r, m) for m in METRICS}, "params": r.params,
+                            **self.delayed_metrics(seed, kappa, r.policy)})
+        return out
+
+    def delayed_metrics(self, seed: int, kappa: float, policy: str) -> dict:
+        """With a label delay: the delay and both modes' metrics of one (policy, κ, seed) (None where a
+        mode does not apply: the ORACLE follower, the detectors' provisional mode); else nothing."""
+        if not self.label_delay:
+            return {}
+        d = self.delayed[(seed, kappa)]
+        run = next((r for r in d.results if r.policy == policy), None)
+        out = {"label_delay": self.label_delay, "delayed_oracle_cost": d.delayed_oracle_cost}
+        for mode in ("wait", "provisional"):
+            m = None if run is None else getattr(run, mode)
+            out.update({f"{mode}.{k}": None if m is None else getattr(m, name) for k, name in DELAYED_METRICS})
         return out
 
 
@@ -160,13 +179,15 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
             seeds: Sequence[int] = (0,), model: str = "rf", n_offline: int = 25, tuning_method: str = "exact",
             prepare_kwargs: dict | None = None, progress: Callable[[str], None] | None = None,
             batch_ids: Sequence[int] | None = None,
-            kappa_schedule: str | KappaSchedule | None = None) -> ComparisonResult:
+            kappa_schedule: str | KappaSchedule | None = None, label_delay: int = 0) -> ComparisonResult:
     """Run every policy at every κ and seed, sharing models and matrices per seed.
 
     ``stream`` is a stream name or a callable ``seed -> stream`` (for real data, whose batches do
     not change with the seed but whose query samples do). ``batch_ids`` names the stream's
     batches by position (a store's ids, :func:`store_stream`) in what is logged, and in a CSV
-    ``kappa_schedule`` (κ_t = κ × its value; :mod:`cara_mlflow.kappa_schedule`).
+    ``kappa_schedule`` (κ_t = κ × its value; :mod:`cara_mlflow.kappa_schedule`). ``label_delay`` L > 0
+    also runs every policy with labels L batches late, waiting and provisional
+    (:func:`cara_mlflow.label_delay.evaluate_delayed`), into ``delayed`` and the rows.
 
     >>> result = compare("covcon-d", kappas=[2.0, 20.0], policies=["cara-t", "nr"], model="lr",
     ...                  prepare_kwargs={"n_batches": 12, "batch_size": 150}, n_offline=4)
@@ -182,14 +203,16 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
         # a CSV's coverage of the stream, said before any training
         schedule.values(list(batch_ids) if batch_ids is not None else (prepare_kwargs or {}).get("n_batches", 100))
     note = progress or (lambda message: None)
-    reports, prepared = {}, {}
+    _check_delay(label_delay, stream, n_offline, batch_ids, prepare_kwargs)
+    reports, prepared, delayed = {}, {}, {}
     timings = {"prepare": 0.0, "evaluate": 0.0}
     name = stream if isinstance(stream, str) else None
     for seed in seeds:
         clock = time.perf_counter()
         source = stream(seed) if callable(stream) else stream
         note(f"seed {seed}: training models and building cost matrices")
-        prepared[seed] = prepare(source, n_offline=n_offline, model=model, seed=seed, **(prepare_kwargs or {}))
+        prepared[seed] = prepare(source, n_offline=n_offline, model=model, seed=seed, keep_models=label_delay > 0,
+                                 **(prepare_kwargs or {}))
         name = name or prepared[seed].stream
         timings["prepare"] += time.perf_counter() - clock
         clock = time.perf_counter()
@@ -198,11 +221,38 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
             reports[(seed, kappa)] = evaluate(prepared[seed], kappa=kappa, policies=policies,
                                               tuning_method=tuning_method, kappa_schedule=schedule,
                                               batch_ids=batch_ids)
+        if label_delay:
+            delayed.update(_delayed_runs(prepared[seed], reports, seed, kappas, label_delay))
         timings["evaluate"] += time.perf_counter() - clock
     return ComparisonResult(stream=name, model=model, kappas=kappas, seeds=list(seeds), policies=policies,
                             reports=reports, prepared=prepared, timings=timings,
                             batch_ids=None if batch_ids is None else list(batch_ids),
-                            kappa_schedule=None if schedule is None else schedule.describe())
+                            kappa_schedule=None if schedule is None else schedule.describe(),
+                            label_delay=label_delay, delayed=delayed)
+
+
+def _check_delay(label_delay: int, stream, n_offline: int, batch_ids, prepare_kwargs) -> None:
+    """A label delay the online window can hold, said before any training when the window is known."""
+    from .label_delay import check_label_delay
+
+    if not label_delay:
+        return
+    if batch_ids is not None:
+        check_label_delay(label_delay, len(batch_ids) - n_offline)
+    elif isinstance(stream, str):        # a callable's window is checked once it is prepared
+        check_label_delay(label_delay, (prepare_kwargs or {}).get("n_batches", 100) - n_offline)
+
+
+def _delayed_runs(prepared, reports: dict, seed: int, kappas, label_delay: int) -> dict:
+    """Every κ's policies of one seed under the label delay, sharing the Ψ̂ estimators; then the
+    seed's models and batches are let go (a comparison keeps its prepared seeds)."""
+    from .label_delay import PsiEstimates, evaluate_delayed
+
+    estimates = PsiEstimates(prepared)
+    out = {(seed, kappa): evaluate_delayed(prepared, reports[(seed, kappa)], label_delay, estimates=estimates)
+           for kappa in kappas}
+    prepared.models = prepared.batches = None
+    return out
 
 
 def summarise(result: ComparisonResult):
@@ -214,6 +264,27 @@ def summarise(result: ComparisonResult):
     per_kappa.columns = [f"{m}_{s}" for m, s in per_kappa.columns]
     overall = frame.groupby("policy", sort=False)[["scpe", "query_accuracy", "n_retrains", "strategy_cost"]].mean()
     return per_kappa.reset_index(), overall.reset_index()
+
+
+def delayed_summary(result: ComparisonResult) -> list[str]:
+    """With a label delay: per policy, both modes' mean cost, SCPE, retrains, catch-ups and deferrals
+    over κ and seeds, and both ORACLEs' mean cost, as lines of text."""
+    import pandas as pd
+
+    frame = pd.DataFrame([r for r in result.rows() if r["wait.strategy_cost"] is not None]).drop(columns=["params"])
+    means = frame.groupby("policy", sort=False).mean(numeric_only=True)
+    lines = [f"labels {result.label_delay} batches late: (a) wait for them, (b) provisional on estimated Ψ̄ "
+             f"(ORACLE {means['oracle_cost'].mean():.2f}, delayed ORACLE {means['delayed_oracle_cost'].mean():.2f})",
+             f"{'policy':<8} {'wait cost':>10} {'SCPE %':>8} {'retrains':>8}  {'prov cost':>10} {'SCPE %':>8} "
+             f"{'retrains':>8} {'catch-ups':>9} {'deferred':>8}"]
+    for policy, row in means.iterrows():
+        right = ("(wait mode only: needs the labels of the batch)" if pd.isna(row["provisional.strategy_cost"]) else
+                 f"{row['provisional.strategy_cost']:>10.2f} {row['provisional.scpe']:>8.2f} "
+                 f"{row['provisional.n_retrains']:>8.2f} {row['provisional.n_catch_ups']:>9.2f} "
+                 f"{row['provisional.n_deferred']:>8.2f}")
+        lines.append(f"{policy:<8} {row['wait.strategy_cost']:>10.2f} {row['wait.scpe']:>8.2f} "
+                     f"{row['wait.n_retrains']:>8.2f}  {right}")
+    return lines
 
 
 def summary_markdown(overall, result: ComparisonResult) -> str:

@@ -19,12 +19,13 @@ from .batch_ids import is_date_id
 from .errors import InputError
 from .policies import Policy, policy_from_dict
 
-__all__ = ["STATE_FILE", "LastRetrain", "PendingCheck", "ManagerState"]
+__all__ = ["STATE_FILE", "LastRetrain", "PendingCheck", "Provisional", "Observed", "ManagerState"]
 
 STATE_FILE = "policy_state.json"
 _FIELDS = ("policy", "cumulative_cost", "cooldown_left", "model_version", "last_retrain", "position", "missing",
            "late", "dated", "position_from", "model_position", "retrain_attempts",
-           "training_seconds", "timed_policy", "spend", "recent_spend", "verify")
+           "training_seconds", "timed_policy", "spend", "recent_spend", "verify",
+           "provisional", "policy_base", "observed", "estimate_errors")
 _LEGACY = ("cooldown_until",)      # written before counts replaced id differences: converted on reading
 
 
@@ -58,6 +59,58 @@ class PendingCheck:
     def from_dict(cls, data) -> "PendingCheck | None":
         return None if data is None else cls(int(data["version"]), int(data["replaced"]), int(data["batch"]),
                                              data.get("skip"))
+
+
+@dataclass(frozen=True)
+class Provisional:
+    """A batch decided on an estimated Ψ̄ (before its labels), waiting to be reconciled: the version
+    that was in use at it, the estimate, its position, and whether it paid staleness (a Keep: its
+    cost is corrected to the realized Ψ̄; a retrain paid κ)."""
+
+    batch: int
+    version: int
+    estimate: float
+    t: int
+    kept: bool
+
+    def to_dict(self) -> dict:
+        return {"batch": self.batch, "version": self.version, "estimate": self.estimate, "t": self.t,
+                "kept": self.kept}
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One observation the policy decided on since its last reset (kept while any is estimated, so
+    the policy can be replayed with realized values): the batch, its position, Ψ̄, κ, whether Ψ̄
+    was an estimate, and whether the policy itself asked for a retrain."""
+
+    batch: int
+    t: int
+    psi_bar: float
+    kappa: float
+    estimated: bool
+    wanted: bool
+
+    def to_dict(self) -> dict:
+        return {"batch": self.batch, "t": self.t, "psi_bar": self.psi_bar, "kappa": self.kappa,
+                "estimated": self.estimated, "wanted": self.wanted}
+
+
+def _records(data, fields: dict) -> bool:
+    """A list of objects with exactly ``fields`` (name → check)."""
+    return isinstance(data, list) and all(isinstance(d, dict) and set(d) == set(fields)
+                                          and all(check(d[k]) for k, check in fields.items()) for d in data)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+_PROVISIONAL = {"batch": lambda v: _is_count(v), "version": lambda v: _is_int(v), "estimate": lambda v: _is_real(v),
+                "t": lambda v: _is_count(v), "kept": lambda v: isinstance(v, bool)}
+_OBSERVED = {"batch": lambda v: _is_count(v), "t": lambda v: _is_count(v), "psi_bar": lambda v: _is_real(v),
+             "kappa": lambda v: _is_real(v), "estimated": lambda v: isinstance(v, bool),
+             "wanted": lambda v: isinstance(v, bool)}
 
 
 def _is_check(data) -> bool:
@@ -98,6 +151,12 @@ def _checks(data: dict) -> dict[str, bool]:
             and all(isinstance(r, list) and len(r) == 2 and all(isinstance(v, numbers.Real) for v in r)
                     for r in data.get("recent_spend", [])),
             "verify": _is_check(data.get("verify")),
+            "provisional": _records(data.get("provisional", []), _PROVISIONAL),
+            "observed": _records(data.get("observed", []), _OBSERVED),
+            "policy_base": data.get("policy_base") is None or isinstance(data["policy_base"], dict),
+            "estimate_errors": isinstance(data.get("estimate_errors", []), list)
+            and all(isinstance(r, list) and len(r) == 3 and _is_count(r[0]) and _is_real(r[1]) and _is_real(r[2])
+                    for r in data.get("estimate_errors", [])),
             "last_retrain": last is None or (isinstance(last, dict) and set(last) == {"batch", "version", "gate"}
                                              and _is_int(last["batch"]) and _is_int(last["version"]))}
 
@@ -140,6 +199,10 @@ class ManagerState:
     spend: float = 0.0                            # money spent on batches decided with an error cost
     recent_spend: tuple[tuple[float, float], ...] = ()   # the last such batches' (staleness, retrain) money
     verify: PendingCheck | None = None            # a promotion to check at the next batch in order
+    provisional: tuple[Provisional, ...] = ()     # batches decided before their labels, to reconcile
+    policy_base: Mapping[str, Any] | None = None  # the policy at its last reset, while `observed` is kept
+    observed: tuple[Observed, ...] = ()           # what the policy decided on since (replayed when labels land)
+    estimate_errors: tuple[tuple[int, float, float], ...] = ()   # the last reconciled (batch, estimate, realized)
 
     @classmethod
     def fresh(cls, policy: Policy, *, version: int, kappa: float, batch: int,
@@ -205,7 +268,11 @@ class ManagerState:
                    timed_policy=data.get("timed_policy"),
                    spend=float(data.get("spend", 0.0)),
                    recent_spend=tuple((float(a), float(b)) for a, b in data.get("recent_spend", ())),
-                   verify=PendingCheck.from_dict(data.get("verify")))
+                   verify=PendingCheck.from_dict(data.get("verify")),
+                   provisional=tuple(Provisional(**d) for d in data.get("provisional", ())),
+                   policy_base=data.get("policy_base"),
+                   observed=tuple(Observed(**d) for d in data.get("observed", ())),
+                   estimate_errors=tuple((int(b), float(e), float(r)) for b, e, r in data.get("estimate_errors", ())))
 
     def to_dict(self) -> dict:
         """The JSON stored as ``policy_state.json``."""
@@ -217,7 +284,18 @@ class ManagerState:
                 "retrain_attempts": list(self.retrain_attempts), "training_seconds": list(self.training_seconds),
                 "timed_policy": self.timed_policy,
                 "spend": self.spend, "recent_spend": [list(r) for r in self.recent_spend],
-                "verify": None if self.verify is None else self.verify.to_dict()}
+                "verify": None if self.verify is None else self.verify.to_dict(),
+                **self._before_labels()}
+
+    def _before_labels(self) -> dict:
+        """The fields of decisions before labels, written only when in use (older readers and
+        states stay as they were)."""
+        if not (self.provisional or self.observed or self.estimate_errors or self.policy_base):
+            return {}
+        return {"provisional": [p.to_dict() for p in self.provisional],
+                "policy_base": None if self.policy_base is None else dict(self.policy_base),
+                "observed": [o.to_dict() for o in self.observed],
+                "estimate_errors": [list(r) for r in self.estimate_errors]}
 
     def model_age(self, t: int) -> int:
         """Batches processed in order between the model in use's training batch and position ``t``

@@ -40,12 +40,15 @@ from .manager_state import LastRetrain, ManagerState, PendingCheck
 from .money import record_seconds, record_spend
 from .policies import Decision, Observation, Policy, make_policy
 from .policy_doc import PolicyDocument
+from .reconcile import remember
 
 __all__ = ["Production", "InUse", "SchemaChange", "BatchObservation", "Plan", "RetrainOutcome", "model_in_use",
-           "plan_step", "settle", "advance", "after_revert", "PROMOTED", "SCHEMA_SKIP"]
+           "plan_step", "settle", "advance", "after_revert", "PROMOTED", "SCHEMA_SKIP", "NO_NEW_LABELS"]
 
 #: Gate outcomes that put the challenger in production.
 PROMOTED = ("passed", "off")
+#: The guard of a provisional Retrain with no labelled batch newer than production's (tag cara.deferred).
+NO_NEW_LABELS = "no-new-labels"
 #: Why a schema promotion is not checked at the next batch.
 SCHEMA_SKIP = "a schema promotion: reverting it would bring back the features the re-tune dropped"
 
@@ -57,6 +60,12 @@ class Production:
     version: int
     trained_on: int | None
     trained_at: int | None = None    # the position of its training batch, when known (after a rollback)
+    decided_at: int | None = None    # the batch whose step asked for it, when later than trained_on
+
+    @property
+    def landed_at(self) -> int | None:
+        """The batch at which this version became production's: the one that decided it."""
+        return self.trained_on if self.decided_at is None else self.decided_at
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,8 @@ class BatchObservation:
     late: bool = False                     # a batch that arrived after a later one was processed
     previous: int | None = None            # the batch processed in order before this one (its gap)
     schema: SchemaChange | None = None     # the model in use cannot be scored: Ψ̄ was not measured
+    provisional: bool = False              # Ψ̄ estimated from the queries alone (the labels are not in)
+    labelled: int | None = None            # provisional: the labelled batch a retrain trains on (None: none new)
 
 
 @dataclass(frozen=True)
@@ -134,11 +145,18 @@ class Plan:
     error_cost: float | None = None     # the cost of one wrong answer, when κ comes from money
     threshold: float | None = None   # what the policy compared its score with (None: nothing comparable)
     kappa_to_flip: float | None = None   # the κ at which the policy's answer flips (None: no κ, or overridden)
+    provisional: bool = False    # decided on an estimated Ψ̄, before the batch's labels
+    train_on: int | None = None  # the batch a retrain trains on, when not this one (a provisional batch's)
+    in_use: int | None = None    # the version the batch was judged with
+    wanted: bool = False         # the policy itself asked for a retrain (before any guard)
+    policy_before: dict | None = None   # the policy as it decided (after any restart)
+    track: bool = False          # keep the policy's observations for reconciling (decisions before labels)
 
     @property
     def deferred(self) -> str | None:
-        """``"budget"`` when the retrain budget turned a Retrain into a Keep (the tag ``cara.deferred``)."""
-        return "budget" if self.guard == "budget" else None
+        """Why a Retrain became a Keep (the tag ``cara.deferred``): ``"budget"`` (the retrain budget) or
+        ``"no-new-labels"`` (decided before labels, and no labelled batch newer than production's)."""
+        return self.guard if self.guard in ("budget", NO_NEW_LABELS) else None
 
     @property
     def age(self) -> int:
@@ -166,8 +184,9 @@ class RetrainOutcome:
 
 def model_in_use(state: ManagerState, production: Production, batch: int) -> InUse:
     """Which version judges ``batch``: production, unless a promotion to a model trained on this
-    batch (or later) already landed, in which case the version before it (the state's)."""
-    resumed = production.trained_on is not None and production.trained_on >= batch
+    batch (or later; or decided at it, before its labels) already landed, in which case the
+    version before it (the state's)."""
+    resumed = production.landed_at is not None and production.landed_at >= batch
     return InUse(state.model_version if resumed else production.version, resumed)
 
 
@@ -202,6 +221,8 @@ def _reason(decision: Decision, state: ManagerState, in_use: InUse, force: bool,
     if guard == "budget":
         n, w = guards.retrain_budget
         return f"{why}; deferred: the retrain budget allows {n} attempt{'s' if n != 1 else ''} in any {w} batches"
+    if guard == NO_NEW_LABELS:
+        return f"{why}; deferred: no new labels (no labelled batch is newer than the one production was trained on)"
     return why
 
 
@@ -257,6 +278,8 @@ def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, 
     if obs.late or in_use.resumed or force_retrain:
         guard = None
     retrain = not obs.late and (in_use.resumed or force_retrain or wants)
+    if retrain and obs.provisional and obs.labelled is None and not in_use.resumed:
+        retrain, guard = False, NO_NEW_LABELS     # one labelled batch never trains two versions
     if retrain and not in_use.resumed and obs.n_classes < 2:
         raise InputError(f"batch {obs.batch}: column {doc.target!r} holds one class only: a model retrained on it "
                          "would predict that label for everything; fix the batch, or skip it with "
@@ -270,7 +293,9 @@ def plan_step(doc: PolicyDocument, state: ManagerState, production: Production, 
                 serving=production.version, t=t, late=obs.late, previous=obs.previous, guard=guard,
                 model_position=position, policy_version=doc.version, error_cost=_error_cost(doc),
                 threshold=getattr(decision, "threshold", None),
-                kappa_to_flip=kappa_to_flip(before, seen) if policy_decided else None)
+                kappa_to_flip=kappa_to_flip(before, seen) if policy_decided else None,
+                provisional=obs.provisional, train_on=obs.labelled if obs.provisional and retrain else None,
+                in_use=in_use.version, wanted=decision.retrain, policy_before=before, track=doc.decide_before_labels)
 
 
 def _schema_plan(doc: PolicyDocument, state: ManagerState, production: Production, in_use: InUse,
@@ -291,7 +316,7 @@ def _schema_plan(doc: PolicyDocument, state: ManagerState, production: Productio
                 kappa=doc.kappa_at(state.retrain_seconds(doc.version)), serving=production.version,
                 t=max(1, state.position + 1), previous=obs.previous,
                 model_position=_model_position(state, production, in_use), policy_version=doc.version,
-                error_cost=_error_cost(doc))
+                error_cost=_error_cost(doc), track=doc.decide_before_labels)
 
 
 def advance(state: ManagerState, batch: int, previous: int | None, *, late: bool = False) -> ManagerState:
@@ -353,8 +378,21 @@ def settle(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, *, c
     model's age and any cooldown, and is checked at the next batch in order (``verify``); a
     rejection starts ``cooldown`` batches without a retrain attempt and leaves the policy's
     accumulated staleness as it was. The version in use from then on is the one serving (the
-    challenger, if it was promoted).
+    challenger, if it was promoted). Under decisions before labels (``plan.track``) the batch's
+    observation is remembered for reconciling (:func:`cara_mlflow.reconcile.remember`).
     """
+    after = _settled(plan, state, outcome, cooldown)
+    if not plan.track:
+        return after
+    return remember(state, after, batch=plan.batch, t=plan.t, psi_bar=plan.psi_bar, kappa=plan.kappa,
+                    estimated=plan.provisional, wanted=plan.wanted,
+                    version=plan.serving if plan.in_use is None else plan.in_use,
+                    policy_before=plan.policy_before or plan.policy, retrained=plan.retrain,
+                    promoted=plan.retrain and outcome is not None and outcome.gate in PROMOTED)
+
+
+def _settled(plan: Plan, state: ManagerState, outcome: RetrainOutcome | None, cooldown: int) -> ManagerState:
+
     state = replace(state, verify=_pending_check(plan, state, outcome))
     state = advance(state, plan.batch, plan.previous, late=plan.late)
     state = replace(state, model_position=plan.model_position, **_spent(plan, state))

@@ -36,7 +36,7 @@ READ_FORMATS = (1, 2)
 FIELDS = {"format": True, "name": True, "policy": True, "params": True, "kappa": True, "psi": True,
           "target": True, "features": True, "trainer": True, "project_uri": False, "offline": False,
           "tuning": False, "task": False, "feature_kinds": False, "guards": False,
-          "money": False, "notify": False, "verify": False}
+          "money": False, "notify": False, "verify": False, "decide_before_labels": False}
 
 _FIX = "re-run `cara-mlflow tune` to register a valid policy"
 
@@ -161,6 +161,10 @@ def _check_optional(doc: dict, source: str, bad) -> None:
         raise bad("money", "{error_cost, retrain_cost, price_per_hour, training_seconds} as tune writes them") from None
     if doc.get("notify") is not None:
         _check_notify(doc["notify"], bad)
+    if not isinstance(doc.get("decide_before_labels", False), bool):
+        raise bad("decide_before_labels", "true or false")
+    if doc.get("decide_before_labels") and not make_policy(doc["policy"], **doc["params"]).from_costs():
+        raise bad("decide_before_labels", f"false for {doc['policy']!r}: a drift detector needs the labels' errors")
     verify = doc.get("verify")
     if verify is not None and not (isinstance(verify, dict) and set(verify) == {"margin"}
                                    and (verify["margin"] is None or _is_margin(verify["margin"]))):
@@ -261,6 +265,7 @@ class PolicyDocument:
     training_seconds: tuple[float, ...] = ()    # the offline trainings' wall times (measured retrain cost)
     notify: Mapping[str, Any] | None = None     # {command, timeout}: run on every event (cara_mlflow.notify)
     verify_margin: float | None = VERIFY_MARGIN  # the check after a promotion (None: off; cara_mlflow.verify)
+    decide_before_labels: bool = False          # act on a batch's queries (_QUERIES), reconcile with its labels
     version: int | None = field(default=None, compare=False)
 
     @property
@@ -296,7 +301,8 @@ class PolicyDocument:
                    offline=None if offline is None else (offline["start"], offline["stop"]),
                    tuning=doc.get("tuning"), guards=Guards.from_dict(doc.get("guards"), source),
                    **_money(doc.get("money"), source), notify=doc.get("notify"),
-                   verify_margin=(doc["verify"]["margin"] if doc.get("verify") else VERIFY_MARGIN), version=version)
+                   verify_margin=(doc["verify"]["margin"] if doc.get("verify") else VERIFY_MARGIN),
+                   decide_before_labels=bool(doc.get("decide_before_labels", False)), version=version)
 
     def to_dict(self) -> dict:
         """The JSON document (``policy.json``), as ``tune`` writes it."""
@@ -309,7 +315,8 @@ class PolicyDocument:
                 **({"guards": self.guards.to_dict()} if self.guards.any else {}),
                 **({"money": self.money.to_dict(self.training_seconds)} if self.money else {}),
                 **({"notify": dict(self.notify)} if self.notify else {}),
-                **({"verify": {"margin": self.verify_margin}} if self.verify_margin != VERIFY_MARGIN else {})}
+                **({"verify": {"margin": self.verify_margin}} if self.verify_margin != VERIFY_MARGIN else {}),
+                **({"decide_before_labels": True} if self.decide_before_labels else {})}
 
     def kappa_at(self, retrain_seconds=()) -> float:
         """κ_t of a batch: the tuned κ, or the money's: the last trainings' wall times priced, those

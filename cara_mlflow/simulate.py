@@ -241,16 +241,24 @@ class Prepared:
     errors: list = field(repr=False)          # errors[t'][t - t']: model t' on batch t (online, local)
     query_hits: list = field(repr=False)      # query_hits[t'][t - t']: its answers to Q_t were right
     timings: dict = field(default_factory=dict)
+    # keep_models=True (the label-delay runs, cara_mlflow.label_delay): the online window's models and
+    # batches, the loss and the Ψ method, for estimating Ψ̄ before the labels; None otherwise.
+    models: list | None = field(default=None, repr=False)
+    batches: list | None = field(default=None, repr=False)
+    loss: object = "zero_one"
+    psi_method: str = "auto"
 
 
 def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object] = "rf", seed: int = 0,
             gamma=DEFAULT_GAMMA, loss="zero_one", n_batches: int = 100, batch_size: int = 1000,
             psi_method: str = "auto", progress: Callable[[str], None] | None = None,
-            task: str = "classification") -> Prepared:
+            task: str = "classification", keep_models: bool = False) -> Prepared:
     """Train one model per batch and compute everything a policy evaluation needs, once.
 
     Arguments as :func:`simulate`; ``task="regression"`` trains regressors (give a regression
-    ``loss``) and leaves the query accuracy undefined (NaN).
+    ``loss``) and leaves the query accuracy undefined (NaN). ``keep_models=True`` keeps the online
+    window's models and batches (``models``, ``batches``), which :mod:`cara_mlflow.label_delay`
+    needs to estimate Ψ̄ before the labels; nothing else changes.
 
     >>> p = prepare("gauss-d", model="lr", n_batches=8, batch_size=100, n_offline=3)
     >>> p.offline_terms.psi_bar.shape, p.online_terms.psi_bar.shape
@@ -303,7 +311,9 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
     model_name = model if isinstance(model, str) else getattr(model, "__name__", "custom")
     return Prepared(stream=name, seed=seed, model=model_name, gamma=g, n_offline=n_offline, n_batches=T,
                     offline_terms=terms["offline"], online_terms=terms["online"], errors=errors,
-                    query_hits=query_hits, timings=timings)
+                    query_hits=query_hits, timings=timings, loss=loss, psi_method=psi_method,
+                    models=models[n_offline:] if keep_models else None,
+                    batches=batches[n_offline:] if keep_models else None)
 
 
 def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None = None,

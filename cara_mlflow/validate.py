@@ -66,6 +66,24 @@ def policy_name(name, *, tunable: bool = False) -> str:
     return name
 
 
+def decides_before_labels(name: str) -> str:
+    """``name``, a policy that can decide on a Ψ̄ estimated before labels (not a drift detector).
+
+    >>> decides_before_labels("adwin")
+    Traceback (most recent call last):
+    ...
+    cara_mlflow.errors.InputError: decide-before-labels: adwin watches the errors of labelled rows, which a
+    batch's queries do not have; tune a cost-based policy (cara-t, cara-ct, cara-p, ...) to decide before labels
+    """
+    from .policies import POLICIES
+
+    if not POLICIES[name].from_costs():
+        raise InputError(f"decide-before-labels: {name} watches the errors of labelled rows, which a batch's "
+                         "queries do not have; tune a cost-based policy (cara-t, cara-ct, cara-p, ...) to decide "
+                         "before labels")
+    return name
+
+
 def tunable_policies() -> tuple[str, ...]:
     """The policies ``tune`` accepts: every registered one but those that follow the ORACLE,
     which needs the future (``Policy.follows_oracle``)."""

@@ -654,3 +654,49 @@ def test_write_stream_rejects_feature_names_that_do_not_fit(tmp_path, names):
     with pytest.raises(BatchStoreError, match="feature_names"):
         write_stream(stream, tmp_path, feature_names=names)
     assert not BatchStore(tmp_path).exists()
+
+
+# --- queries before labels (_QUERIES) ------------------------------------------------------------
+
+
+def _space() -> FeatureSpace:
+    return FeatureSpace.fit(pd.DataFrame({"x": [0.0, 1.0], "day": ["Mon", "Tue"]}),
+                            {"x": "numeric", "day": "categorical"}, scaling="raw")
+
+
+def test_queries_first_then_labels(tmp_path):
+    """The producer's two goes: queries and _QUERIES, later data and _SUCCESS; the queries stay."""
+    store = BatchStore(tmp_path)
+    queries = pd.DataFrame({"x": [0.5, 2.0], "day": ["Tue", "Mon"]})
+    info = store.write_queries(4, queries)
+    listed = store.list()[0]
+    assert (listed.complete, listed.queries_ready) == (False, True) and not info.complete
+    assert store.next_after(None).id == 4
+    q = store.read_queries(4, space=_space())
+    assert q.id == 4 and q.n_queries == 2 and q.queries.shape == (2, 3)
+    np.testing.assert_array_equal(q.queries, _space().transform(queries))
+    with pytest.raises(BatchStoreError, match="incomplete"):
+        store.read(4, target="label", space=_space())
+    store.write(4, pd.DataFrame({"x": [1.0, 3.0, 0.0], "day": ["Mon", "Mon", "Tue"], "label": [0, 1, 1]}))
+    batch = store.read(4, target="label", space=_space())
+    assert batch.has_query_file and batch.n_queries == 2 and batch.n_rows == 3
+    assert sorted(p.name for p in (tmp_path / "batches" / "4").iterdir()) == [
+        "_QUERIES", "_SUCCESS", "data.parquet", "queries.parquet"]
+    with pytest.raises(BatchStoreError, match="already exists and is complete"):
+        store.write_queries(4, queries)
+
+
+def test_read_queries_errors_are_one_line(tmp_path):
+    store = BatchStore(tmp_path)
+    (tmp_path / "batches" / "3").mkdir(parents=True)
+    with pytest.raises(BatchStoreError, match="neither _QUERIES nor _SUCCESS"):
+        store.read_queries(3, space=_space())
+    (tmp_path / "batches" / "3" / "_QUERIES").touch()
+    with pytest.raises(BatchStoreError, match="_QUERIES but no queries file"):
+        store.read_queries(3, space=_space())
+    store.write_queries(5, pd.DataFrame({"x": [0.5]}))
+    with pytest.raises(BatchStoreError, match="has no column 'day'"):
+        store.read_queries(5, space=_space())
+    store.write_queries(6, pd.DataFrame({"x": [np.nan], "day": ["Mon"]}))
+    with pytest.raises(BatchStoreError, match="NaN/inf"):
+        store.read_queries(6, space=_space())

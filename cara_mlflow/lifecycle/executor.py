@@ -17,7 +17,10 @@ from .models import gate, train_and_register
 from .observe import PsiTerms
 from .training import training_seconds
 
-__all__ = ["log_observation", "apply_retrain", "log_decision", "describe"]
+__all__ = ["log_observation", "log_estimate", "apply_retrain", "log_decision", "describe", "ESTIMATOR_FILE"]
+
+#: The loss estimator behind a provisional batch's Ψ̄, with its provenance, on the batch run.
+ESTIMATOR_FILE = "estimator.json"
 
 
 def log_observation(registry: reg.Registry, run_id: str, terms: PsiTerms, batch, kappa: float) -> None:
@@ -26,14 +29,26 @@ def log_observation(registry: reg.Registry, run_id: str, terms: PsiTerms, batch,
                                        "kappa": kappa, "n_data": batch.n_rows, "n_queries": len(batch.queries)})
 
 
+def log_estimate(registry: reg.Registry, run_id: str, estimate, queries, kappa: float) -> None:
+    """What was estimated on a batch before its labels (``psi_bar`` is the estimate until the
+    batch is reconciled, so the charts draw it), and the estimator, on the batch's run."""
+    registry.runs.log_metrics(run_id, {"psi_bar": estimate.psi_bar, "psi_bar_estimated": estimate.psi_bar,
+                                       "psi_now_estimated": estimate.now, "psi_then": estimate.then, "kappa": kappa,
+                                       "n_queries": queries.n_queries, "provisional": 1.0,
+                                       "estimator_fit_error": estimate.estimator.provenance["fit_error"]})
+    registry.runs.log_dict(run_id, estimate.estimator.to_dict(), ESTIMATOR_FILE)
+
+
 def apply_retrain(plan: Plan, *, store: BatchStore, registry: reg.Registry, doc: PolicyDocument, batch,
                   in_use: reg.VersionInfo, gate_enabled: bool, psi_method: str, project_uri: str | None,
-                  on_phase: Phase = no_phase, parent_run_id: str | None = None) -> RetrainOutcome:
+                  on_phase: Phase = no_phase, parent_run_id: str | None = None,
+                  decided_at: int | None = None) -> RetrainOutcome:
     """Train (or reuse) the challenger of ``plan``, gate it against the model in use, promote it if
     it passed. A gate outcome already on the version (a killed step's) is kept, not re-judged.
-    ``parent_run_id``: the batch run, under which the UI nests the retrain run."""
+    ``parent_run_id``: the batch run, under which the UI nests the retrain run; ``decided_at``: the
+    batch that decided it, when ``batch`` (the one it trains on) is an earlier, labelled one."""
     challenger = train_and_register(registry, batch, doc, project_uri, trigger=plan.trigger, on_phase=on_phase,
-                                    parent_run_id=parent_run_id)
+                                    parent_run_id=parent_run_id, decided_at=decided_at)
     outcome = challenger.tags.get(reg.TAG_GATE) or gate(registry, challenger, in_use, batch, doc,
                                                         enabled=gate_enabled, method=psi_method)
     registry.tag_version(challenger.version, reg.TAG_GATE, outcome)
@@ -97,6 +112,8 @@ def log_decision(registry: reg.Registry, run_id: str, plan: Plan, state: Manager
         tags[reg.TAG_TRIGGER] = plan.trigger
     tags[reg.TAG_GUARDS] = guards_text
     sentence = describe(plan, state, outcome)
+    if plan.provisional:
+        sentence = f"{sentence.rstrip('.')}, on Ψ̄ estimated before the labels."
     if reverted:
         sentence = f"Auto-reverted v{reverted['from']} -> v{reverted['to']}, then {sentence[0].lower()}{sentence[1:]}"
     tags[TAG_NOTE] = one_line(sentence, 300)     # the UI's description, same request

@@ -58,6 +58,14 @@ def default_project_uri() -> str:
     return str(root)
 
 
+def _reconciled_line(r: dict) -> str:
+    text = (f"reconciled batch {r['batch']}: Ψ̄ estimated {r['psi_bar_estimated']:.4g}, "
+            f"realized {r['psi_bar_realized']:.4g}")
+    if r.get("catchup"):
+        text += f"; catch-up retrain: v{r['version']} gate={r['gate']} ({r['catchup']})"
+    return text
+
+
 @dataclass
 class StepResult:
     """One processed (or waited-for) batch, as printed by ``step``."""
@@ -74,14 +82,20 @@ class StepResult:
     late: bool = False              # a batch processed after a later one (never retrained on)
     deferred: str | None = None     # "budget": a Retrain the retrain budget deferred (kept)
     revert: dict | None = None      # {"from": V, "to": W}: the check of the promotion before moved production back
+    provisional: bool = False       # decided on a Ψ̄ estimated from the queries, before the labels
+    reconciled: tuple = ()          # the provisional batches reconciled first (their Reconciled.to_dict())
 
     def line(self) -> str:
+        first = "".join(f"{_reconciled_line(r)}\n" for r in self.reconciled)
+        return first + self._own_line()
+
+    def _own_line(self) -> str:
         if self.status in ("waiting", "nothing"):
             return self.message
         psi = "" if self.psi_bar is None else f"Ψ̄={self.psi_bar:.4g}  "
         gate = f"  gate={self.gate}" if self.gate else ""
         prefix = "[dry run] " if self.status == "dry-run" else ""
-        late = " (late)" if self.late else ""
+        late = " (late)" if self.late else " (provisional: before its labels)" if self.provisional else ""
         if self.revert:
             prefix += f"auto-revert v{self.revert['from']} -> v{self.revert['to']}; "
         return (f"{prefix}batch {self.batch}{late}: {psi}{self.decision} ({self.reason})  "

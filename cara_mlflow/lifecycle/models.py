@@ -45,11 +45,12 @@ def _finished_retrain(registry: reg.Registry, batch, doc: PolicyDocument,
 
 def train_and_register(registry: reg.Registry, batch, doc: PolicyDocument, project_uri: str | None, *,
                        trigger: str, gate_tag: str | None = None, on_phase: Phase = no_phase,
-                       parent_run_id: str | None = None) -> reg.VersionInfo:
+                       parent_run_id: str | None = None, decided_at: int | None = None) -> reg.VersionInfo:
     """A registered version trained on ``batch``: reuse what a killed step left, else train.
 
     ``parent_run_id``: the batch run asking for it; the retrain run is its child in the UI
-    (None, e.g. an offline training: a top-level run)."""
+    (None, e.g. an offline training: a top-level run). ``decided_at``: the batch that asked for
+    it, when not ``batch`` (decided before its own labels; tag ``cara.decided_at``)."""
     existing = registry.versions(trained_on=batch.id)
     if existing:
         training_run = existing[0].tags.get(reg.TAG_TRAINING_RUN)
@@ -62,7 +63,8 @@ def train_and_register(registry: reg.Registry, batch, doc: PolicyDocument, proje
         run_id = train_on_batch(registry, batch, doc, uri, before_start=lambda: on_phase("during-retrain"),
                                 parent_run_id=parent_run_id)
     on_phase("after-retrain")
-    tags = {reg.TAG_TRAINED_ON: batch.id, reg.TAG_TRIGGER: trigger, reg.TAG_TRAINING_RUN: run_id}
+    tags = {reg.TAG_TRAINED_ON: batch.id, reg.TAG_TRIGGER: trigger, reg.TAG_TRAINING_RUN: run_id,
+            **({reg.TAG_DECIDED_AT: decided_at} if decided_at is not None else {})}
     if gate_tag:
         tags[reg.TAG_GATE] = gate_tag
     version = registry.register(registry.model_of_run(run_id), run_id=run_id, tags=tags)

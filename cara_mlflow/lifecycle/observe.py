@@ -14,7 +14,7 @@ from ..policy_doc import PolicyDocument
 from ..staleness import psi_from_losses
 from ..tracking import registry as reg
 
-__all__ = ["PsiTerms", "psi_terms", "observe"]
+__all__ = ["PsiTerms", "psi_terms", "then_term", "observe"]
 
 
 @dataclass(frozen=True)
@@ -38,19 +38,25 @@ def psi_terms(model, batch, doc: PolicyDocument, info: dict, rows, method: str) 
     batch id, so a step rerun after a crash computes the same Ψ̄.
     """
     losses = per_sample_losses(resolve_loss(doc.psi.loss), batch.y, model.predict(batch.frame), f"batch {batch.id}")
-    scale = doc.psi.scale
     now = psi_from_losses(batch.queries, batch.X, losses, doc.psi.gamma, method=method, seed=(batch.id, 0),
-                          scale=scale)
-    then = 0.0
-    if len(rows):
-        X_then = doc.space.transform(rows)
-        then = psi_from_losses(batch.queries, X_then, rows["loss"].to_numpy(dtype=np.float64), doc.psi.gamma,
-                               int(info["n_rows"]), method=method, seed=(batch.id, 1), scale=scale,
-                               **_then_mass(scale, rows, batch, int(info["n_rows"])))
-    return PsiTerms(now, then, losses)
+                          scale=doc.psi.scale)
+    return PsiTerms(now, then_term(batch.queries, batch.X, batch.id, doc, info, rows, method), losses)
 
 
-def _then_mass(scale: str, rows, batch, n_rows: int) -> dict:
+def then_term(queries, points, batch_id: int, doc: PolicyDocument, info: dict, rows, method: str) -> float:
+    """Ψ(Q_t, D_t', M): the queries against the model's training batch, from its stored rows with a
+    non-zero loss. ``points``: the batch's own rows (or its queries, before its labels), whose
+    kernel mass stands for the training batch's on the expected-loss scale for a version trained
+    before mass samples were stored."""
+    if not len(rows):
+        return 0.0
+    X_then = doc.space.transform(rows)
+    return psi_from_losses(queries, X_then, rows["loss"].to_numpy(dtype=np.float64), doc.psi.gamma,
+                           int(info["n_rows"]), method=method, seed=(batch_id, 1), scale=doc.psi.scale,
+                           **_then_mass(doc.psi.scale, rows, points, int(info["n_rows"])))
+
+
+def _then_mass(scale: str, rows, points, n_rows: int) -> dict:
     """The kernel mass of the training batch for the expected-loss scale: its stored sample; for a
     version trained before samples were stored, the current batch's rows stand for it (the
     densities of two batches differ where the stream drifted: re-train to measure it exactly)."""
@@ -58,7 +64,7 @@ def _then_mass(scale: str, rows, batch, n_rows: int) -> dict:
         return {}
     if "mass_weight" in rows:
         return {"mass_weight": rows["mass_weight"].to_numpy(dtype=np.float64)}
-    return {"mass_points": batch.X, "mass_weight": n_rows / batch.n_rows}
+    return {"mass_points": points, "mass_weight": n_rows / points.shape[0]}
 
 
 def observe(registry: reg.Registry, version: reg.VersionInfo, batch, doc: PolicyDocument,

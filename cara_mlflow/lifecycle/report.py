@@ -9,6 +9,7 @@ from ..batch_ids import remove_id, show_range
 from ..errors import InputError, SetupError
 from ..manager_state import STATE_FILE, ManagerState
 from ..planner import PROMOTED, SchemaChange
+from ..reconcile import estimate_error
 from ..store import BatchStore
 from ..tracking import registry as reg
 from .frame import active_policy
@@ -40,7 +41,7 @@ def history(registry: reg.Registry) -> list[dict]:
     for run in registry.runs.find("batch", statuses=("FINISHED",), max_results=50000):
         tags, metrics = run.tags, run.metrics
         rows.append({"batch": int(tags[reg.TAG_BATCH]), "decision": tags.get(reg.TAG_DECISION),
-                     "psi_bar": metrics.get("psi_bar"), "cumulative_cost": metrics.get("cumulative_cost"),
+                     **_psi_columns(tags, metrics), "cumulative_cost": metrics.get("cumulative_cost"),
                      "version": int(tags[reg.TAG_MODEL_VERSION]) if tags.get(reg.TAG_MODEL_VERSION) else None,
                      "gate": tags.get(reg.TAG_GATE), "reason": tags.get("cara.reason", ""),
                      "kappa": metrics.get("kappa"), "policy_version": _int_or_none(tags.get(reg.TAG_POLICY_VERSION)),
@@ -49,6 +50,17 @@ def history(registry: reg.Registry) -> list[dict]:
                      "model_age": None if metrics.get("model_age") is None else int(metrics["model_age"]),
                      "revert": _revert(tags), "verify": tags.get(reg.TAG_VERIFY), "run_id": run.run_id})
     return sorted(rows, key=lambda r: r["batch"])
+
+
+def _psi_columns(tags, metrics) -> dict:
+    """Ψ̄ of a batch decided before its labels: ``provisional`` until reconciled, the estimate and the
+    realized value (null until known); ``psi_bar`` the realized value when known, else the estimate."""
+    realized = metrics.get("psi_bar_realized")
+    estimated = metrics.get("psi_bar_estimated")
+    return {"psi_bar": realized if realized is not None else metrics.get("psi_bar"),
+            "provisional": tags.get(reg.TAG_PROVISIONAL) == "true", "psi_bar_estimated": estimated,
+            "psi_bar_realized": realized if estimated is not None else metrics.get("psi_bar"),
+            "catchup": tags.get(reg.TAG_CATCHUP)}
 
 
 def _when(run) -> str:
@@ -109,6 +121,8 @@ def _next_batch(store: BatchStore, last: int | None, state: ManagerState | None,
     if info is None:
         return None, "none pending"
     if not info.complete:
+        if doc.decide_before_labels and not late and info.queries_ready:
+            return info.id, "ready (queries only: decided on an estimate before its labels)"
         return info.id, "waiting"
     if late and change is not None:
         return info.id, (f"waiting: production cannot score this late batch ({change.describe()}); it goes "
@@ -141,13 +155,14 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
                  "last_batch": last}
     state = committed_state(registry, last) if last is not None else None
     change = _schema_change(registry, production, doc) if last is not None else None
-    resuming = last is not None and production.trained_on is not None and production.trained_on > last
+    resuming = last is not None and production.decided_at is not None and production.decided_at > last
     out["next_batch"], out["next_state"] = _next_batch(store, last, state, doc, resuming=resuming, change=change)
     out["schema_change"] = None if change is None else {"added": list(change.added), "removed": list(change.removed)}
     out["policy"] = {"name": doc.policy, "params": dict(doc.params), "kappa": doc.kappa, "version": doc.version,
                      "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
                      "feature_kinds": doc.feature_kinds, "guards": doc.guards.to_dict(), "psi_scale": doc.psi.scale,
-                     "verify_margin": doc.verify_margin, "notify": None if not doc.notify else dict(doc.notify)}
+                     "verify_margin": doc.verify_margin, "notify": None if not doc.notify else dict(doc.notify),
+                     "decide_before_labels": doc.decide_before_labels}
     if state is not None:
         out["cumulative_cost"] = state.cumulative_cost
         out["last_retrain"] = None if state.last_retrain is None else state.last_retrain.to_dict()
@@ -160,6 +175,8 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
         out["retrain_attempts_in_window"] = (None if budget is None else
                                              sum(1 for a in state.retrain_attempts if a > state.position - budget[1]))
         out["pending_check"] = _pending_check(state, production)
+        out["provisional"] = [p.batch for p in state.provisional]
+        out["estimate_error"] = estimate_error(state)
         out["late_batches"] = sorted(state.late)
         present = late_batches(store, state)
         out["late_pending"] = [info.id for info in present if info.complete]
@@ -187,8 +204,10 @@ def explain(registry: reg.Registry, batch_id: int) -> dict:
     tags, metrics = run.tags, run.metrics
     policy = registry.runs.load_json(run.run_id, STATE_FILE).get("policy", {})
     out = {"batch": batch_id, "decision": tags.get(reg.TAG_DECISION), "reason": tags.get("cara.reason", ""),
-            "psi_bar": metrics.get("psi_bar"),
-            "psi_terms": {"now": metrics.get("psi_now"), "then": metrics.get("psi_then")},
+            "psi_bar": metrics.get("psi_bar"),      # what it was decided on (the estimate, before labels)
+            **{k: v for k, v in _psi_columns(tags, metrics).items() if k != "psi_bar"},
+            "psi_terms": {"now": metrics.get("psi_now_estimated", metrics.get("psi_now")),   # as decided
+                          "then": metrics.get("psi_then")},
             "score": metrics.get("score"), "threshold": metrics.get("threshold"), "kappa": metrics.get("kappa"),
             "kappa_to_flip": metrics.get("kappa_to_flip"),
             "retrain_cost_to_flip": (metrics["kappa_to_flip"] * metrics["error_cost"]

@@ -6,15 +6,28 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Iterator
 
+import numpy as np
+
 from .. import validate
-from ..batch import Batch
+from ..batch import Batch, QueryBatch
 from ..batch_ids import is_date_id
 from ..errors import SetupError
 from ..guards import Guards
 from ..manager_state import ManagerState
 from ..names import DEFAULT_COOLDOWN, DEFAULT_LOCK_TIMEOUT
 from ..notify import check_command, check_timeout
-from ..planner import PROMOTED, InUse, Plan, Production, after_revert, model_in_use, plan_step, settle
+from ..planner import (
+    PROMOTED,
+    BatchObservation,
+    InUse,
+    Plan,
+    Production,
+    SchemaChange,
+    after_revert,
+    model_in_use,
+    plan_step,
+    settle,
+)
 from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
 from ..store import BatchStore, BatchStoreError, BatchStoreWarning
@@ -23,10 +36,12 @@ from ..tracking.projects import resolve_project_uri
 from ..verify import parse_margin
 from .batch_run import batch_run, commit
 from .events import Notifier, outcome_events, reporting_failure, revert_event
-from .executor import apply_retrain, log_decision, log_observation
+from .executor import apply_retrain, log_decision, log_estimate, log_observation
 from .frame import Phase, StepResult, active_policy, managed, no_phase
 from .observe import PsiTerms, observe
 from .pending import Pending, counted_from_window, next_pending, position_of
+from .provisional import Estimate, estimate, labelled_batch
+from .reconciliation import Reconciled, reconcile_ready
 from .records import commit_point, committed_state, recover
 from .timeline import write_timeline
 from .verification import Check, check_promotion, revert
@@ -106,9 +121,26 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
     doc = active_policy(registry)
     notifier.configure(doc)
     last, state = _committed(store, registry, doc, options)
+    state, reconciled = _reconcile(store, registry, doc, state, last, options, on_phase)
+    result = _step_batch(store, registry, options, on_phase, notifier, doc, last, state)
+    return replace(result, reconciled=tuple(r.to_dict() for r in reconciled)) if reconciled else result
+
+
+def _reconcile(store: BatchStore, registry: reg.Registry, doc: PolicyDocument, state: ManagerState, last: int,
+               options: StepOptions, on_phase: Phase) -> tuple[ManagerState, list[Reconciled]]:
+    """The provisional batches whose labels landed, reconciled first (not in a dry run)."""
+    if options.dry_run or not state.provisional:
+        return state, []
+    return reconcile_ready(store, registry, doc, state, last=last, method=options.psi_method or doc.psi.method,
+                           guards=options.guards(doc.guards), cooldown=options.cooldown, gate=options.gate,
+                           project_uri=options.project_uri, on_phase=on_phase)
+
+
+def _step_batch(store: BatchStore, registry: reg.Registry, options: StepOptions, on_phase: Phase,
+                notifier: Notifier, doc: PolicyDocument, last: int, state: ManagerState) -> StepResult:
     serving = registry.production()
     production = _production(store, doc, state, serving)
-    resuming = production.trained_on is not None and production.trained_on > last
+    resuming = production.landed_at is not None and production.landed_at > last
     # a resumed promotion, or a retrain forced by hand, is for the batch in order: before late ones
     work = next_pending(store, state, last, in_order_first=resuming or options.force_retrain)
     if work is None:
@@ -116,7 +148,20 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
             write_timeline(registry, store, last, late=state.late)
         return StepResult("nothing", message=f"nothing to do: batch {last} is the last one in {store.batches_dir}")
     if not work.info.complete:
+        if doc.decide_before_labels and not work.late and work.info.queries_ready:
+            where = _Where(store, registry, doc, None, serving, options.psi_method or doc.psi.method,
+                           options.guards(doc.guards), notifier=notifier)
+            return _provisional(where, state, production, work, options, last, on_phase)
         return _waiting(work.info.id)
+    return _labelled(store, registry, options, on_phase, notifier, doc, (last, state), (serving, production), work)
+
+
+def _labelled(store: BatchStore, registry: reg.Registry, options: StepOptions, on_phase: Phase, notifier: Notifier,
+              doc: PolicyDocument, committed: tuple[int, ManagerState], serves: tuple[reg.VersionInfo, Production],
+              work: Pending) -> StepResult:
+    """A batch whose labels are in: read, measured (after the check of a promotion before it), planned,
+    applied."""
+    (last, state), (serving, production) = committed, serves
     if state.dated and not is_date_id(work.info.id):
         warnings.warn(f"batch {work.info.id}: not a YYYYMMDD date, while every id processed so far is one; "
                       "processed anyway (check the producer's ids)", BatchStoreWarning, stacklevel=2)
@@ -160,6 +205,48 @@ def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_ph
                           revert=_revert_of(check))
     where = _Where(store, registry, doc, batch, version, method, guards, check, notifier)
     return _apply(plan, state, terms, where, options, previous=last, on_phase=on_phase)
+
+
+def _provisional(where: _Where, state: ManagerState, production: Production, work: Pending, options: StepOptions,
+                 last: int, on_phase: Phase) -> StepResult:
+    """A batch whose queries are in and whose labels are not (``_QUERIES``), decided on an estimated
+    Ψ̄; a retrain trains on the latest labelled batch (:mod:`.provisional`)."""
+    store, registry, doc, serving = where.store, where.registry, where.doc, where.in_use
+    where.notifier.begin(work.info.id)
+    queries = _read_queries(store, doc, work.info.id)
+    on_phase("after-read")
+    if not options.dry_run:
+        recover(registry, None, work.info.id)
+        write_timeline(registry, store, last, late=state.late)
+    in_use = model_in_use(state, production, work.info.id)
+    version = registry.version(in_use.version) if in_use.resumed else serving
+    guess = estimate(registry, store, doc, version, queries, where.psi_method)
+    if isinstance(guess, SchemaChange):
+        return StepResult("waiting", work.info.id, message=(
+            f"waiting for batch {work.info.id}'s labels: production v{version.version} cannot be scored on the "
+            f"policy's features ({guess.describe()}); the retrain onto them needs labelled rows"))
+    train_on = labelled_batch(store, registry, serving, work.info.id)
+    batch = None if train_on is None else _read(store, doc, train_on)
+    obs = BatchObservation(batch=work.info.id, psi_bar=guess.psi_bar, previous=last, provisional=True,
+                           labelled=train_on, n_classes=2 if batch is None else int(np.unique(batch.y).size))
+    on_phase("after-psi")
+    plan = plan_step(doc, state, production, in_use, obs, force_retrain=options.force_retrain, guards=where.guards)
+    if options.dry_run:
+        return StepResult("dry-run", plan.batch, plan.psi_bar, plan.action, plan.reason, serving.version, None,
+                          state.cumulative_cost, deferred=plan.deferred, provisional=True)
+    pending = None if in_use.resumed else state.verify     # recorded as skipped: it needs labelled rows
+    check = None if pending is None else Check("skipped", "the batch has no labels yet (decided before them)",
+                                               pending.version, pending.replaced)
+    where = replace(where, batch=batch, in_use=version, estimate=guess, queries=queries, check=check)
+    return _apply(plan, state, None, where, options, previous=last, on_phase=on_phase)
+
+
+def _read_queries(store: BatchStore, doc: PolicyDocument, batch_id: int) -> QueryBatch:
+    try:
+        return store.read_queries(batch_id, space=doc.space)
+    except BatchStoreError as exc:    # malformed: every run fails here, until fixed or skipped
+        raise BatchStoreError(f"{exc}; fix the batch's queries, or commit past it with "
+                              f"`cara-mlflow skip --batch {batch_id} --reason TEXT`") from None
 
 
 def _revert_now(registry: reg.Registry, check: Check, batch_id: int, notifier: Notifier, on_phase: Phase) -> None:
@@ -218,7 +305,8 @@ def _production(store: BatchStore, doc: PolicyDocument, state: ManagerState, ser
     """What serves; after a rollback by hand, with its training batch's position (the model's age)."""
     moved = serving.version != state.model_version and serving.trained_on is not None
     at = position_of(store, doc, serving.trained_on, state) if moved else None
-    return Production(serving.version, serving.trained_on, at)
+    decided = serving.decided_at if serving.decided_at != serving.trained_on else None
+    return Production(serving.version, serving.trained_on, at, decided)
 
 
 def _measure(registry: reg.Registry, doc: PolicyDocument, state: ManagerState, production: Production,
@@ -254,12 +342,14 @@ class _Where:
     store: BatchStore
     registry: reg.Registry
     doc: PolicyDocument
-    batch: Batch
+    batch: Batch | None
     in_use: reg.VersionInfo
     psi_method: str
     guards: Guards
     check: Check | None = None       # the check of the promotion before this batch, if one was due
     notifier: Notifier | None = None
+    estimate: Estimate | None = None   # a provisional batch's Ψ̄ (``batch`` is then the one a retrain trains on)
+    queries: QueryBatch | None = None  # a provisional batch's queries
 
 
 def _check_record(check: Check | None, plan: Plan, outcome, in_use: reg.VersionInfo) -> tuple[dict, dict]:
@@ -284,9 +374,12 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
            previous: int, on_phase: Phase) -> StepResult:
     """The plan applied on the batch's run, then the new state committed."""
     registry, store, batch = where.registry, where.store, where.batch
-    tags = {reg.TAG_POLICY_VERSION: where.doc.version, **({reg.TAG_LATE: "true"} if plan.late else {})}
+    tags = {reg.TAG_POLICY_VERSION: where.doc.version, **({reg.TAG_LATE: "true"} if plan.late else {}),
+            **({reg.TAG_PROVISIONAL: "true"} if plan.provisional else {})}
     with batch_run(registry, plan.batch, tags) as run_id:
-        if terms is None:          # a schema retrain: the model in use could not be scored
+        if where.estimate is not None:
+            log_estimate(registry, run_id, where.estimate, where.queries, plan.kappa)
+        elif terms is None:          # a schema retrain: the model in use could not be scored
             registry.runs.log_metrics(run_id, {"kappa": plan.kappa, "n_data": batch.n_rows,
                                                "n_queries": len(batch.queries)})
         else:
@@ -298,7 +391,8 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
             outcome = apply_retrain(plan, store=store, registry=registry, doc=where.doc, batch=batch,
                                     in_use=where.in_use, gate_enabled=options.gate and not plan.schema,
                                     psi_method=where.psi_method,
-                                    project_uri=options.project_uri, on_phase=on_phase, parent_run_id=run_id)
+                                    project_uri=options.project_uri, on_phase=on_phase, parent_run_id=run_id,
+                                    decided_at=plan.batch if plan.provisional else None)
         after = settle(plan, state, outcome, cooldown=options.cooldown)
         tags, metrics = _check_record(where.check, plan, outcome, where.in_use)
         log_decision(registry, run_id, plan, after, outcome,
@@ -314,4 +408,5 @@ def _apply(plan: Plan, state: ManagerState, terms: PsiTerms | None, where: _Wher
             reason_of_revert="" if check is None else check.reason))
     return StepResult("processed", plan.batch, None if plan.schema else plan.psi_bar, plan.action, plan.reason,
                       after.model_version, None if outcome is None else outcome.gate, after.cumulative_cost,
-                      late=plan.late, deferred=plan.deferred, revert=_revert_of(where.check))
+                      late=plan.late, deferred=plan.deferred, revert=_revert_of(where.check),
+                      provisional=plan.provisional)

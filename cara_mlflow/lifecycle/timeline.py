@@ -13,7 +13,7 @@ from ..store import BatchStore
 from ..tracking import registry as reg
 from .records import finished_batch_run
 
-__all__ = ["write_timeline"]
+__all__ = ["write_timeline", "draw_realized"]
 
 _METRICS = ("psi_bar", "decision", "cumulative_cost", "kappa", "spend", "model_age")
 TAG_TIMELINE_LATE = "cara.timeline_late"
@@ -52,6 +52,13 @@ def _draw(registry: reg.Registry, run_id: str, batch_id: int) -> None:
     # a dated id's point is stamped with its date: the UI's "Time (wall)" axis is then a calendar,
     # where the step axis puts 71 units between 20261130 and 20261201
     registry.runs.log_metrics(run_id, point, step=batch_id, timestamp_ms=date_ms(batch_id))
+
+
+def draw_realized(registry: reg.Registry, batch_id: int, psi_bar: float) -> None:
+    """The realized Ψ̄ of a reconciled batch (decided before its labels), as its own metric
+    ``psi_bar_realized`` at the batch's id: its ``psi_bar`` point stays the estimate it was decided on."""
+    registry.runs.log_metrics(_timeline_run(registry), {"psi_bar_realized": psi_bar}, step=batch_id,
+                              timestamp_ms=date_ms(batch_id))
 
 
 def write_timeline(registry: reg.Registry, store: BatchStore, last: int, previous: int | None = None,

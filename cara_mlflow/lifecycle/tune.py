@@ -21,6 +21,7 @@ from ..money import MEASURED_WINDOW, Money
 from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DEFAULT_TUNING_METHOD
 from ..oracle import solve
 from ..planner import SchemaChange
+from ..policies import POLICIES
 from ..policy_doc import PolicyDocument, PsiSettings
 from ..staleness import DEFAULT_PSI_SCALE, check_psi_method, check_psi_scale, resolve_gamma, similarity_spread
 from ..store import BatchStore, read_window, window_ids
@@ -45,7 +46,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          lock_timeout: float = DEFAULT_LOCK_TIMEOUT, features: Sequence[str] | None = None,
          exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
          guards: Guards | None = None, psi_scale: str | None = None, money: Money | None = None,
-         notify: dict | str | None = None, verify_margin: float | str | None = None) -> PolicyDocument:
+         notify: dict | str | None = None, verify_margin: float | str | None = None,
+         decide_before_labels: bool | None = None) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -61,8 +63,10 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     the retrain cost fixed or priced from the offline trainings' wall times). ``notify``
     (``{command, timeout}``, :mod:`cara_mlflow.notify`) and ``verify_margin`` (the check after a
     promotion, :mod:`cara_mlflow.verify`) are stored for every later step; ``"off"`` stores none.
-    ``guards``, ``notify`` and ``verify_margin`` left None keep the active policy's (a re-tune
-    from cron does not drop them; a note says so), or the defaults on a first tune.
+    ``decide_before_labels``: ``step`` acts on a batch's queries before its labels (``_QUERIES``),
+    on an estimated Ψ̄ it reconciles when the labels land (:mod:`cara_mlflow.estimate`).
+    ``guards``, ``notify``, ``verify_margin`` and ``decide_before_labels`` left None keep the active
+    policy's (a re-tune from cron does not drop them; a note says so), or the defaults on a first tune.
     """
     check_psi_method(psi_method)
     if (kappa is None) == (money is None):
@@ -70,6 +74,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
                          "not both")
     psi_scale = check_psi_scale(psi_scale or ("expected-loss" if money else DEFAULT_PSI_SCALE))
     validate.policy_name(policy, tunable=True)
+    if decide_before_labels:
+        validate.decides_before_labels(policy)
     untuned = policy in UNTUNED
     if untuned and money is not None and money.measured:
         raise InputError(f"retrain-cost: `measured` prices timed trainings, and --policy {policy} trains no offline "
@@ -80,7 +86,11 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     with managed(store, registry, lock_timeout):
         offline = resolve_window(store, offline, minimum=1 if untuned else 2)
-        kept, kept_notes = _kept_settings(registry, guards, notify, verify_margin)
+        kept, kept_notes = _kept_settings(registry, guards, notify, verify_margin, decide_before_labels)
+        if kept["decide_before_labels"] and not POLICIES[policy].from_costs():
+            raise InputError(f"decide-before-labels: the active policy decides before labels, which {policy} "
+                             "cannot (it watches the errors of labelled rows); add --wait-for-labels to re-tune "
+                             f"with {policy}")
         batches, draft, notes = _draft(store, registry, offline, target, features, exclude, task, loss, gamma,
                                        replace(_SETTINGS, policy=policy, kappa=kappa or 1.0, trainer=trainer or
                                                TrainerSettings(), project_uri=project_uri, **kept,
@@ -105,9 +115,11 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         return _register_tuned(registry, doc, C, tuned, best)
 
 
-def _kept_settings(registry: reg.Registry, guards: Guards | None, notify, verify_margin) -> tuple[dict, list[str]]:
-    """The guard rails, notify command and verify margin of a (re-)tuned policy: those given (``"off"``:
-    none), else the active policy's, else the defaults; and a note naming what was kept."""
+def _kept_settings(registry: reg.Registry, guards: Guards | None, notify, verify_margin,
+                   decide_before_labels: bool | None = None) -> tuple[dict, list[str]]:
+    """The guard rails, notify command, verify margin and decide-before-labels of a (re-)tuned policy:
+    those given (``"off"``: none), else the active policy's, else the defaults; and a note naming
+    what was kept."""
     try:
         previous = active_policy(registry)
     except (SetupError, InputError):       # a first tune, or an active policy that cannot be read
@@ -119,11 +131,15 @@ def _kept_settings(registry: reg.Registry, guards: Guards | None, notify, verify
         kept.append("its notify command")
     if verify_margin is None and previous is not None and previous.verify_margin != VERIFY_MARGIN:
         kept.append("its verify margin")
+    if decide_before_labels is None and previous is not None and previous.decide_before_labels:
+        kept.append("its decisions before labels")
     settings = {"guards": guards if guards is not None else previous.guards if previous else Guards(),
                 "notify": None if notify == "off" else notify if notify is not None else
                 previous.notify if previous else None,
                 "verify_margin": None if verify_margin == "off" else verify_margin if verify_margin is not None else
-                previous.verify_margin if previous else VERIFY_MARGIN}
+                previous.verify_margin if previous else VERIFY_MARGIN,
+                "decide_before_labels": bool(decide_before_labels if decide_before_labels is not None else
+                                             previous.decide_before_labels if previous else False)}
     notes = [f"kept from the active policy v{previous.version}: {', '.join(kept)} (give the options to change them, "
              "off to drop them)"] if kept else []
     return settings, notes

@@ -69,12 +69,12 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..batch import Batch
+from ..batch import Batch, QueryBatch
 from ..features import FeatureSpace
 from . import layout, reading, tables, writing
 from .errors import BatchStoreError, BatchStoreWarning
 from .export import write_stream
-from .layout import BATCHES_DIR, FORMATS, SUCCESS_MARKER, BatchInfo
+from .layout import BATCHES_DIR, FORMATS, QUERIES_MARKER, SUCCESS_MARKER, BatchInfo
 from .window import read_window, window_ids
 
 __all__ = [
@@ -88,6 +88,8 @@ __all__ = [
     "window_ids",
     "FORMATS",
     "SUCCESS_MARKER",
+    "QUERIES_MARKER",
+    "QueryBatch",
     "CHUNK_ROWS",
 ]
 
@@ -282,6 +284,28 @@ class BatchStore:
         return reading.read_batch(self.info(batch_id), target=target, features=checked, chunk_rows=CHUNK_ROWS,
                                   space=space)
 
+    def read_queries(self, batch_id: int, *, space: FeatureSpace) -> QueryBatch:
+        """The queries of batch ``batch_id`` before its labels: it holds ``_QUERIES`` (or is
+        complete) and a queries file with every feature of ``space``.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import pandas as pd
+        >>> from cara_mlflow.features import FeatureSpace
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> store = BatchStore(tmp.name)
+        >>> space = FeatureSpace.fit(pd.DataFrame({"x": [0.0, 1.0]}), {"x": "numeric"}, scaling="raw")
+        >>> _ = store.write_queries(6, pd.DataFrame({"x": [0.5, 2.0]}))
+        >>> info = store.info(6)
+        >>> info.complete, info.queries_ready
+        (False, True)
+        >>> store.read_queries(6, space=space).queries.ravel().tolist()
+        [0.5, 2.0]
+        >>> tmp.cleanup()
+        """
+        return reading.read_queries(self.info(batch_id), space=space, chunk_rows=CHUNK_ROWS)
+
     # ----------------------------------------------------------------------------------------
     # Writing
     # ----------------------------------------------------------------------------------------
@@ -343,5 +367,20 @@ class BatchStore:
         existing = next((i for i in self.list() if i.id == batch_id), None) if self.exists() else None
         writing.check_writable(batch_id, existing)
         path = existing.path if existing is not None else self.batches_dir / str(batch_id)
-        writing.write_files(path, data, queries, fmt)
+        keep = queries is None and existing is not None and existing.queries_ready   # its labels land
+        writing.write_files(path, data, queries, fmt, keep_queries=keep)
         return BatchInfo(id=batch_id, path=path, complete=True)
+
+    def write_queries(self, batch_id: int, queries: pd.DataFrame, *, fmt: str = "parquet") -> BatchInfo:
+        """Write batch ``batch_id``'s queries before its labels: ``queries.<fmt>``, then ``_QUERIES``.
+
+        The labels follow with :meth:`write` (data only: the queries written here are kept), which
+        writes ``_SUCCESS`` last. A complete batch is refused, as :meth:`write` refuses it.
+        """
+        batch_id = layout.checked_id(batch_id)
+        writing.check_arguments(batch_id, None, queries, fmt)
+        existing = next((i for i in self.list() if i.id == batch_id), None) if self.exists() else None
+        writing.check_writable(batch_id, existing)
+        path = existing.path if existing is not None else self.batches_dir / str(batch_id)
+        writing.write_queries_first(path, queries, fmt)
+        return BatchInfo(id=batch_id, path=path, complete=False)

@@ -23,11 +23,15 @@ import numpy as np
 
 from .errors import BatchStoreError, BatchStoreWarning
 
-__all__ = ["SUCCESS_MARKER", "BATCHES_DIR", "FORMATS", "BatchInfo", "list_batches", "find_batch",
+__all__ = ["SUCCESS_MARKER", "QUERIES_MARKER", "BATCHES_DIR", "FORMATS", "BatchInfo", "list_batches", "find_batch",
            "checked_id", "batch_file", "inside"]
 
 SUCCESS_MARKER = "_SUCCESS"
 """The file a producer writes last into a batch directory: a batch without it is incomplete."""
+
+QUERIES_MARKER = "_QUERIES"
+"""The file a producer writes when a batch's queries are complete and its labels are not in yet:
+the batch then holds ``queries.<fmt>``; ``data.<fmt>`` and ``_SUCCESS`` follow with the labels."""
 
 BATCHES_DIR = "batches"
 
@@ -54,6 +58,12 @@ class BatchInfo:
     id: int
     path: Path
     complete: bool
+
+    @property
+    def queries_ready(self) -> bool:
+        """Whether ``_QUERIES`` exists in it: its queries are complete, its labels may not be in
+        (checked when asked, so a listing costs no extra file look-up per batch)."""
+        return (self.path / QUERIES_MARKER).is_file()
 
 
 

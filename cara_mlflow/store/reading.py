@@ -23,14 +23,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..batch import Batch
+from ..batch import Batch, QueryBatch
 from ..errors import InputError
 from ..features import FeatureSpace, infer_kinds, kind_of
 from .errors import BatchStoreError
-from .layout import SUCCESS_MARKER, BatchInfo, batch_file
+from .layout import QUERIES_MARKER, SUCCESS_MARKER, BatchInfo, batch_file
 from .tables import Table, is_number_dtype, open_table
 
-__all__ = ["read_batch", "checked_features"]
+__all__ = ["read_batch", "read_queries", "checked_features"]
 
 
 def checked_features(features: Sequence[str] | None, target: str) -> tuple[str, ...] | None:
@@ -93,6 +93,22 @@ def read_batch(
         features=tuple(frame.columns), target=target, data_path=data_path,
         has_query_file=query_path is not None, frame=frame, query_frame=query_frame, space=space,
     )
+
+
+def read_queries(info: BatchInfo, *, space: FeatureSpace, chunk_rows: int) -> QueryBatch:
+    """The queries of a batch whose labels are not in yet (``_QUERIES``), checked as a full
+    read checks them: every feature of ``space`` present, of its kind, numbers finite."""
+    if not (info.queries_ready or info.complete):
+        raise BatchStoreError(f"batch {info.id} has neither {QUERIES_MARKER} nor {SUCCESS_MARKER}: "
+                              "wait for the producer to finish its queries")
+    query_path = batch_file(info, "queries", required=False)
+    if query_path is None:
+        raise BatchStoreError(f"batch {info.id} has {QUERIES_MARKER} but no queries file in {info.path}: "
+                              "expected queries.parquet (or queries.csv) beside the marker")
+    with open_table(info.id, query_path) as table:
+        frame, _ = _read_table(table, space.features, None, (space.kind_of, "its kind at tune"), chunk_rows)
+    return QueryBatch(id=info.id, queries=_coordinates(space, frame), query_frame=frame, space=space,
+                      query_path=query_path)
 
 
 def _coordinates(space: FeatureSpace, frame: pd.DataFrame) -> np.ndarray:

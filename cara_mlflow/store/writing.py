@@ -16,9 +16,9 @@ from typing import Any, Callable
 import pandas as pd
 
 from .errors import BatchStoreError
-from .layout import FORMATS, SUCCESS_MARKER, BatchInfo
+from .layout import FORMATS, QUERIES_MARKER, SUCCESS_MARKER, BatchInfo
 
-__all__ = ["check_arguments", "check_writable", "write_files"]
+__all__ = ["check_arguments", "check_writable", "write_files", "write_queries_first"]
 
 _WRITERS: dict[str, Callable[[pd.DataFrame, str], Any]] = {
     "parquet": lambda frame, path: frame.to_parquet(path, index=False),
@@ -51,21 +51,35 @@ def check_writable(batch_id: int, existing: BatchInfo | None) -> None:
         )
 
 
-def write_files(path: Path, data: pd.DataFrame, queries: pd.DataFrame | None, fmt: str) -> None:
+def write_files(path: Path, data: pd.DataFrame, queries: pd.DataFrame | None, fmt: str, *,
+                keep_queries: bool = False) -> None:
     """Write the batch directory ``path``: ``data.<fmt>``, ``queries.<fmt>`` if given, ``_SUCCESS``.
 
     The directory is created as needed; data/queries files it holds that this call does not
-    write (another format, or queries not given) are removed first.
+    write (another format, or queries not given) are removed first — except, with
+    ``keep_queries``, the queries a ``_QUERIES`` batch already holds (its labels now land).
     """
     path.mkdir(parents=True, exist_ok=True)
     written = {f"data.{fmt}"} | ({f"queries.{fmt}"} if queries is not None else set())
     for stale in (f"{kind}.{other}" for kind in ("data", "queries") for other in FORMATS):
-        if stale not in written:
+        if stale not in written and not (keep_queries and stale.startswith("queries.")):
             (path / stale).unlink(missing_ok=True)
     _write_atomically(path / f"data.{fmt}", lambda tmp: _WRITERS[fmt](data, tmp))
     if queries is not None:
         _write_atomically(path / f"queries.{fmt}", lambda tmp: _WRITERS[fmt](queries, tmp))
     _write_atomically(path / SUCCESS_MARKER, lambda tmp: None)
+    _sync_directory(path)
+
+
+def write_queries_first(path: Path, queries: pd.DataFrame, fmt: str) -> None:
+    """Write ``queries.<fmt>`` into the batch directory ``path``, then ``_QUERIES``: the batch's
+    queries are complete, its labels (``data.<fmt>``, ``_SUCCESS``) follow later."""
+    path.mkdir(parents=True, exist_ok=True)
+    for other in FORMATS:
+        if other != fmt:
+            (path / f"queries.{other}").unlink(missing_ok=True)
+    _write_atomically(path / f"queries.{fmt}", lambda tmp: _WRITERS[fmt](queries, tmp))
+    _write_atomically(path / QUERIES_MARKER, lambda tmp: None)
     _sync_directory(path)
 
 

@@ -2,7 +2,9 @@
 
 One parent run per comparison (tag ``cara.run_type`` = ``compare``) holding the figures and the
 summary table, and one nested run per (policy, κ, seed) (``compare-policy``) with params, the
-comparison's metrics and per-batch curves with ``step = batch id``.
+comparison's metrics and per-batch curves with ``step = batch id``. With a label delay L the parent
+and every nested run carry the param ``label_delay`` (nested runs also the tag ``cara.label_delay``), and
+each nested run the metrics of both modes, ``wait.*`` and ``provisional.*``, and ``delayed_oracle_cost``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def log_comparison(result: ComparisonResult, tracking_uri: str, *, experiment: s
         runs.log_params(parent, {"stream": result.stream, "model": result.model,
                                  "kappas": ",".join(f"{k:g}" for k in result.kappas),
                                  "seeds": ",".join(map(str, result.seeds)), "policies": ",".join(result.policies),
-                                 **({"kappa_schedule": result.kappa_schedule} if result.kappa_schedule else {})})
+                                 **({"kappa_schedule": result.kappa_schedule} if result.kappa_schedule else {}),
+                                 **({"label_delay": str(result.label_delay)} if result.label_delay else {})})
         for (seed, kappa), report in sorted(result.reports.items()):
             note(f"logging seed {seed}, κ={kappa:g}")
             for r in report.results:
@@ -59,11 +62,17 @@ def log_comparison(result: ComparisonResult, tracking_uri: str, *, experiment: s
 
 def _log_policy_run(runs: Runs, parent: str, result: ComparisonResult, report, r, seed: int, kappa: float) -> None:
     """The nested run of one (policy, κ, seed): params, metrics and per-batch curves."""
+    delay = {"cara.label_delay": str(result.label_delay)} if result.label_delay else {}
     child = runs.start("compare-policy", run_name=f"{r.policy}-k{kappa:g}-s{seed}",
-                       tags={"mlflow.parentRunId": parent, "cara.policy": r.policy, "cara.kappa": f"{kappa:g}"})
+                       tags={"mlflow.parentRunId": parent, "cara.policy": r.policy, "cara.kappa": f"{kappa:g}",
+                             **delay})
     runs.log_params(child, {"policy": r.policy, "kappa": f"{kappa:g}", "seed": str(seed), "model": result.model,
-                            **{f"theta.{k}": v for k, v in r.params.items()}})
+                            **{f"theta.{k}": v for k, v in r.params.items()},
+                            **({"label_delay": delay["cara.label_delay"]} if delay else {})})
     points = [(m, float(getattr(r, m)), 0) for m in METRICS]
+    # with a label delay: both modes' metrics (wait.*, provisional.*) and the delayed ORACLE's cost
+    points += [(m, float(v), 0) for m, v in result.delayed_metrics(seed, kappa, r.policy).items()
+               if m != "label_delay" and v is not None]
     C = report.online_matrix
     local = [s - report.n_offline for s in r.strategy]
     cumulative = cumulative_strategy_cost(C, local)

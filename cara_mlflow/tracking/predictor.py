@@ -54,6 +54,19 @@ class Predictor:
         return out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out
 
 
+    def predict_proba(self, frame) -> np.ndarray | None:
+        """Class probabilities for ``frame`` when the model behind pyfunc gives them (a scikit-learn
+        classifier, say); None for a model that does not (a regressor, a flavour without a raw
+        model). Only the estimate of Ψ̄ before labels asks; a model without them is estimated from
+        its predictions and the features alone."""
+        try:
+            raw = self._model.get_raw_model()
+        except Exception:       # MLflow raises for flavours that keep no raw model: no probabilities
+            return None
+        proba = getattr(raw, "predict_proba", None)
+        return None if proba is None else np.asarray(proba(self._input(frame)), dtype=np.float64)
+
+
 def load_predictor(model_uri: str, dst: str) -> Predictor:
     """The pyfunc model at ``model_uri`` (downloaded into ``dst``, which the caller cleans up)."""
     import mlflow.pyfunc

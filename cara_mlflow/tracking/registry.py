@@ -56,6 +56,9 @@ TAG_TIMELINE_THROUGH = "cara.timeline_through"
 TAG_GUARD = "cara.guard"             # the guard rail that changed the policy's answer (max-age, cooldown, budget)
 TAG_GUARDS = "cara.guards"           # on a batch run: the guard rails in force when it was decided
 TAG_DEFERRED = "cara.deferred"       # a retrain the budget deferred: "budget"
+TAG_DECIDED_AT = "cara.decided_at"   # on a version trained on an earlier batch than the one that decided it
+TAG_PROVISIONAL = "cara.provisional"   # on a batch run decided before its labels: true, then false once reconciled
+TAG_CATCHUP = "cara.catchup"         # on a reconciled batch run: the retrain its realized Ψ̄ asked for, taken late
 TAG_LATE = "cara.late"               # on the batch run of a batch processed after a later one
 TAG_VERIFY = "cara.verify"           # on a batch run: the check of the promotion before it (passed/reverted/skipped: …)
 TAG_REVERT_FROM = "cara.revert_from"   # on a batch run whose check reverted production: from this version…
@@ -83,6 +86,13 @@ class VersionInfo:
     def trained_on(self) -> int | None:
         value = self.tags.get(TAG_TRAINED_ON)
         return int(value) if value is not None else None
+
+    @property
+    def decided_at(self) -> int | None:
+        """The batch whose step asked for this version: a batch decided before its labels trains on an
+        earlier, labelled one (tag ``cara.decided_at``); otherwise the batch it was trained on."""
+        value = self.tags.get(TAG_DECIDED_AT)
+        return int(value) if value is not None else self.trained_on
 
 
 def _version_info(mv) -> VersionInfo:
@@ -290,11 +300,14 @@ class Registry:
                 raise InputError(f"version: model {self.name!r} has no version {version}") from None
             raise
 
-    def versions(self, *, trained_on: int | None = None) -> list[VersionInfo]:
-        """Versions of the model (optionally those trained on one batch), newest first."""
+    def versions(self, *, trained_on: int | None = None, decided_at: int | None = None) -> list[VersionInfo]:
+        """Versions of the model (optionally those trained on one batch, or decided at one before
+        its labels: tag ``cara.decided_at``), newest first."""
         query = f"name='{self.name}'"
         if trained_on is not None:
             query += f" and tags.`{TAG_TRAINED_ON}` = '{int(trained_on)}'"
+        if decided_at is not None:
+            query += f" and tags.`{TAG_DECIDED_AT}` = '{int(decided_at)}'"
         found = self._client.search_model_versions(query, order_by=["version_number DESC"])
         return [_version_info(mv) for mv in found]
 
