@@ -17,6 +17,7 @@ import click
 
 from . import jsonout
 from .cli_options import (
+    SINGLE_SCHEDULER,
     checked,
     column_options,
     guard_options,
@@ -80,8 +81,8 @@ def cli():
 
     Exit codes: 0 done (or nothing to do, and it says which); 1 bad input or
     environment (one line: what and how to fix), or a bug (with its traceback);
-    75 another step holds the lock, or the tracking server cannot be reached
-    (cron may retry).
+    75 another step holds the lock, or the tracking server or the object store
+    holding the batches cannot be reached (cron may retry).
     """
 
 
@@ -122,20 +123,32 @@ def _open(name: str, store_dir: str, *, read_only: bool = False, existing: bool 
     """
     _quiet_mlflow()
     from .tracking import Registry, default_artifact_root, default_tracking_uri
+    from .tracking.comparison import local_artifact_root
 
+    _check_tracking_for(store_dir)
     store = _batch_store(store_dir, existing=existing)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(store.root)
     if read_only and not os.environ.get("MLFLOW_TRACKING_URI") and not (store.root / "mlflow.db").exists():
         raise InputError(f"store: no cara-mlflow store at {store.root} (no mlflow.db there); check --store "
                          "(env CARA_STORE), or set MLFLOW_TRACKING_URI to your tracking server")
-    return store, Registry(uri, name, artifact_root=default_artifact_root(store.root))
+    artifacts = local_artifact_root(uri) if store.remote else default_artifact_root(store.root)
+    return store, Registry(uri, name, artifact_root=artifacts)
+
+
+def _check_tracking_for(store_dir: str) -> None:
+    """An object store cannot hold the embedded sqlite default: MLFLOW_TRACKING_URI must say where."""
+    if "://" in store_dir and not store_dir.lower().startswith("file://") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise InputError(f"store: {store_dir} is on an object store, which cannot hold the embedded sqlite tracking "
+                         "store; set MLFLOW_TRACKING_URI, e.g. sqlite:////var/lib/cara/mlflow.db or "
+                         "http://mlflow.internal:5000 (README, 'At scale')")
 
 
 def _batch_store(store_dir: str, *, existing: bool = True):
     """The batch store alone (nothing created): a directory that is not one is refused."""
     from .store import BatchStore
 
-    store = BatchStore(store_dir)
+    ctx = click.get_current_context(silent=True)
+    store = BatchStore(store_dir, single_scheduler=bool(ctx and ctx.meta.get(SINGLE_SCHEDULER)))
     if existing and not store.exists():
         raise InputError(f"store: {store.root} is not a batch store (no {store.batches_dir.name}/ directory); "
                          "check --store (env CARA_STORE)")
@@ -391,8 +404,8 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, ma
     """Process the next batch: Ψ̄, decision, retrain/gate/promote when it pays, commit.
 
     Exit codes: 0 processed or nothing to do (it says which), 1 bad input or environment
-    (one line: what and how to fix), 75 another step holds the lock or the tracking server
-    cannot be reached (cron may retry).
+    (one line: what and how to fix), 75 another step holds the lock (or the store's lease) or the
+    tracking server or object store cannot be reached (cron may retry).
     """
 
     from .lifecycle import StepOptions
@@ -782,10 +795,12 @@ def _comparison_source(stream, data_path, store_dir, target, offline, n_batches,
         from .compare import store_stream
         from .store import BatchStore
 
+        _check_tracking_for(store_dir)
         store = BatchStore(store_dir)
         fixed, batch_ids = store_stream(store, offline=offline, target=target, features=features,
                                         exclude=exclude or ())
-        return (lambda seed: fixed), fixed.name, batch_ids, default_tracking_uri(store.root)
+        uri = os.environ["MLFLOW_TRACKING_URI"] if store.remote else default_tracking_uri(store.root)
+        return (lambda seed: fixed), fixed.name, batch_ids, uri
     from .streams import make_stream
 
     label = stream or "covcon-d"

@@ -23,7 +23,8 @@ from .names import (
     TUNING_METHODS,
 )
 
-__all__ = ["managed", "kappa_option", "policies_option", "model_option", "tuning_method_option", "psi_method_option",
+__all__ = ["SINGLE_SCHEDULER", "managed",
+           "kappa_option", "policies_option", "model_option", "tuning_method_option", "psi_method_option",
            "lock_timeout_option", "project_uri_option", "json_option", "checked", "column_options", "loss_option",
            "kappa_schedule_option"]
 
@@ -43,13 +44,30 @@ def checked(check, **kwargs):
     return callback
 
 
+#: Where ``--single-scheduler`` leaves its value for the command's store (click's ``ctx.meta``).
+SINGLE_SCHEDULER = "cara.single_scheduler"
+
+
+def _remember_single_scheduler(ctx, param, value):
+    ctx.meta[SINGLE_SCHEDULER] = bool(value)
+
+
 def managed(fn):
-    """``--name`` and ``--store`` (env ``CARA_NAME`` / ``CARA_STORE``): the model and its batch store."""
+    """``--name``, ``--store`` and ``--single-scheduler`` (env ``CARA_NAME`` / ``CARA_STORE`` /
+    ``CARA_SINGLE_SCHEDULER``): the model, its batch store, and how the store is locked."""
 
     @click.option("--name", envvar="CARA_NAME", required=True, metavar="NAME",
                   help="Registered model managed (env CARA_NAME).")
-    @click.option("--store", envvar="CARA_STORE", required=True, metavar="DIR",
-                  type=click.Path(file_okay=False), help="Batch store directory (env CARA_STORE).")
+    @click.option("--store", envvar="CARA_STORE", required=True, metavar="DIR|URI",
+                  type=click.Path(file_okay=False),
+                  help="Batch store: a directory, or an s3://, gs://, abfs:// (or file://) URI, configured by the "
+                       "cloud's standard variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); an object store "
+                       "needs MLFLOW_TRACKING_URI (env CARA_STORE).")
+    @click.option("--single-scheduler", envvar="CARA_SINGLE_SCHEDULER", is_flag=True, expose_value=False,
+                  callback=_remember_single_scheduler,
+                  help="Only one scheduler ever runs cara-mlflow on this store: an object store that does not honour "
+                       "conditional writes (probed at each command) is then used without a lease instead of refused "
+                       "(env CARA_SINGLE_SCHEDULER).")
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs)

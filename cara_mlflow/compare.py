@@ -95,7 +95,6 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
     cara_mlflow.errors.InputError: store: expected at least 2 complete online batches after the offline window 0:5 ...
     >>> tmp.cleanup()
     """
-    from pathlib import Path
 
     from .streams import Stream
 
@@ -114,7 +113,7 @@ def store_stream(store, *, offline: tuple[int, int] = (0, 25), target: str = "la
                          "choose an earlier offline window")
     window, space = read_window(store, offline_ids, target=target, features=features, exclude=exclude)
     batches = (*window, *(store.read(i, target=target, space=space) for i in online))
-    return Stream(name=Path(store.root).name, batches=batches, seed=0), offline_ids + online
+    return Stream(name=store.root.name, batches=batches, seed=0), offline_ids + online
 
 
 def stream_task(stream, n_offline: int) -> tuple[str, str]:

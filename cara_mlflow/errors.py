@@ -9,6 +9,7 @@ it reach the terminal with its traceback (exit 1) so that it can be reported.
                                  production alias, a retrain project that failed
 :class:`LockBusy`          75    another cara-mlflow process holds the store lock
 :class:`Unreachable`       75    the tracking server cannot be reached (EX_TEMPFAIL)
+:class:`StoreUnreachable`  75    the object store holding the batches cannot be reached
 ========================  ====  =========================================================
 
 >>> isinstance(InputError("kappa: expected > 0"), ValueError)    # Python callers may catch ValueError
@@ -20,7 +21,7 @@ True
 from __future__ import annotations
 
 __all__ = ["EXIT_ERROR", "EXIT_TEMPFAIL", "CaraError", "InputError", "SetupError", "RetryLater", "LockBusy",
-           "Unreachable"]
+           "Unreachable", "StoreUnreachable"]
 
 EXIT_ERROR = 1
 #: EX_TEMPFAIL (sysexits.h): cron and systemd may simply run the command again later.
@@ -58,3 +59,7 @@ class LockBusy(RetryLater):
 
 class Unreachable(RetryLater):
     """The tracking server (or database) cannot be reached, after MLflow's own retries."""
+
+
+class StoreUnreachable(RetryLater):
+    """The object store holding the batch store (``s3://``, ``gs://``, ``abfs://``) cannot be reached."""

@@ -1,4 +1,5 @@
-"""The store lock: one lifecycle command at a time per batch store (POSIX ``flock``).
+"""The store lock: one lifecycle command at a time per batch store: POSIX ``flock`` on a local
+store, a lease object created only if absent on an object store (:mod:`cara_mlflow.lease`).
 
 >>> import tempfile
 >>> root = tempfile.mkdtemp()
@@ -21,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from .errors import LockBusy
+from .errors import InputError, LockBusy
 
-__all__ = ["LOCK_FILE", "store_lock"]
+__all__ = ["LOCK_FILE", "store_lock", "store_guard"]
 
 LOCK_FILE = ".cara.lock"
 
@@ -55,3 +56,28 @@ def store_lock(root: str | os.PathLike, timeout: float) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def store_guard(root, timeout: float, *, single_scheduler: bool = False) -> Iterator[None]:
+    """The lock of the store at ``root``: :func:`store_lock` on a local directory; on ``s3://`` the
+    lease of :func:`cara_mlflow.lease.object_lease` (conditional writes, probed); on ``gs://`` and
+    ``abfs://``, whose conditional writes we do not drive, only with ``single_scheduler``."""
+    from .store.location import is_remote
+
+    if not is_remote(root):
+        with store_lock(root, timeout):
+            yield
+        return
+    if root.scheme == "s3":
+        from .lease import object_lease
+
+        with object_lease(root.bucket, root.prefix, timeout, single_scheduler=single_scheduler):
+            yield
+        return
+    if not single_scheduler:
+        raise InputError(f"store: {root} has no cross-host lock in cara-mlflow ({root.scheme}:// conditional writes "
+                         "are not driven yet), so two hosts could step at once; use the bucket's S3-compatible "
+                         "endpoint (s3://, AWS_ENDPOINT_URL) or pass --single-scheduler if only one scheduler "
+                         "ever runs cara-mlflow on this store")
+    yield

@@ -339,7 +339,8 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m cara_mlflow.train",
                 description="Train the default model on one batch and log it to the active MLflow run.")
-    p.add_argument("--data", required=True, help="a directory holding the training rows as data.parquet "
+    p.add_argument("--data", required=True, help="a directory (or s3://, gs://, abfs:// folder) holding the "
+                   "training rows as data.parquet "
                    "(or data.csv, as a batch directory STORE/batches/<id>)")
     p.add_argument("--target", default="label", help="the label column")
     p.add_argument("--features", default="", help="comma-separated; empty = every column but the target")
@@ -356,11 +357,15 @@ def _training_rows(data: str, target: str, features_text: str):
     """(frame of the features, y) from ``DATA/data.parquet`` (or ``data.csv``)."""
     import pandas as pd
 
-    directory = Path(data)
+    from .store.location import store_root
+    from .store.tables import opened
+
+    directory = store_root(data) if "://" in data else Path(data)   # a URI: the folder on the store's object store
     found = [directory / f"data.{fmt}" for fmt in ("parquet", "csv") if (directory / f"data.{fmt}").is_file()]
     if not found:
         raise _UsageError(f"--data: no data.parquet or data.csv in {data!r}")
-    frame = pd.read_parquet(found[0]) if found[0].suffix == ".parquet" else pd.read_csv(found[0])
+    with opened(found[0]) as source:
+        frame = pd.read_parquet(source) if found[0].suffix == ".parquet" else pd.read_csv(source)
     if target not in frame.columns:
         raise _UsageError(f"--target: {found[0]} has no column {target!r}")
     names = [n.strip() for n in features_text.split(",")] if features_text.strip() else None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ..errors import SetupError
-from ..lock import store_lock
+from ..lock import store_guard
 from ..names import DEFAULT_LOCK_TIMEOUT, POLICY_ALIAS
 from ..policy_doc import PolicyDocument
 from ..store import BatchStore
@@ -34,10 +34,11 @@ def no_phase(name: str) -> None:
 
 @contextlib.contextmanager
 def managed(store: BatchStore, registry: reg.Registry, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
-    """The store lock (:class:`~cara_mlflow.errors.LockBusy` after ``lock_timeout`` s), then one
+    """The store lock (:class:`~cara_mlflow.errors.LockBusy` after ``lock_timeout`` s; on an object
+    store, its lease), then one
     request to the tracking store (:class:`~cara_mlflow.errors.Unreachable` if it cannot be
     reached): the frame of every lifecycle command that writes."""
-    with store_lock(store.root, lock_timeout):
+    with store_guard(store.root, lock_timeout, single_scheduler=store.single_scheduler):
         registry.check_reachable()
         yield
 

@@ -2,7 +2,9 @@
 the custom-trainer contract.
 
 cara-mlflow writes the batch's training rows (held-out rows withheld) as ``data.parquet`` in a
-scratch directory, runs the project's ``train`` entry point on it (``data``, ``target``,
+scratch directory (for a store on an object store, in the folder ``STORE/retrain/<id>/`` there,
+so that a project running elsewhere reads it by URI; nothing goes to the working directory),
+runs the project's ``train`` entry point on it (``data``, ``target``,
 ``features``, and whichever of our other parameters the entry point declares), finds the one
 model the run logged, and computes what it needs itself: the model's loss on every row of the
 batch, kept with the run (:func:`cara_mlflow.tracking.training.record_training`).
@@ -10,17 +12,19 @@ batch, kept with the run (:func:`cara_mlflow.tracking.training.record_training`)
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..losses import per_sample_losses, resolve_loss
 from ..policy_doc import PolicyDocument
+from ..store.location import is_remote
 from ..tracking import registry as reg
 from ..tracking.projects import declared_parameters, run_training_project
 from ..tracking.training import record_training
@@ -28,6 +32,8 @@ from ..train import project_parameters, split_holdout
 
 __all__ = ["train_on_batch", "complete_record", "holdout_of", "training_seconds", "clock", "TRAINING_SECONDS"]
 
+#: The folder of a remote store that holds a retrain's training rows while its project runs.
+RETRAIN_DIR = "retrain"
 #: The wall clock of training times (a test replaces it with a fake one: nothing sleeps).
 clock = time.monotonic
 #: The training run's metric: seconds from the run's start until its model was logged.
@@ -39,10 +45,32 @@ def holdout_of(batch, doc: PolicyDocument) -> tuple[np.ndarray, np.ndarray]:
     return split_holdout(batch.n_rows, doc.trainer.holdout, doc.trainer.seed)
 
 
-def _write_training_rows(batch, rows: np.ndarray, directory: Path) -> None:
+def _training_frame(batch, rows: np.ndarray):
     frame = batch.frame.iloc[rows].reset_index(drop=True)
     frame[batch.target] = batch.y[rows]
-    frame.to_parquet(directory / "data.parquet", index=False)
+    return frame
+
+
+@contextlib.contextmanager
+def staged_training_rows(batch, rows: np.ndarray) -> Iterator[str]:
+    """The ``data`` parameter of the project: a folder holding ``data.parquet`` (the rows ``rows``
+    of ``batch``), removed afterwards. Beside the batches on an object store (``STORE/retrain/<id>``,
+    a URI), else a local scratch directory."""
+    frame = _training_frame(batch, rows)
+    if is_remote(batch.data_path):
+        folder = batch.data_path.parent.parent.parent / RETRAIN_DIR / str(batch.id)   # STORE/batches/<id>/data
+        (folder / "data.parquet").write_bytes(frame.to_parquet(index=False))
+        try:
+            yield str(folder)
+        finally:
+            folder.remove_tree()
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="cara-data-"))
+    try:
+        frame.to_parquet(scratch / "data.parquet", index=False)
+        yield str(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def train_on_batch(registry: reg.Registry, batch, doc: PolicyDocument, project_uri: str, *,
@@ -52,17 +80,13 @@ def train_on_batch(registry: reg.Registry, batch, doc: PolicyDocument, project_u
     the batch run, when given), record the model's losses on the whole batch there, and return
     the run's id."""
     train_rows, _ = holdout_of(batch, doc)
-    scratch = Path(tempfile.mkdtemp(prefix="cara-data-"))
-    try:
-        _write_training_rows(batch, train_rows, scratch)
-        params = project_parameters(doc.trainer, data=scratch, target=doc.target, features=doc.features,
+    with staged_training_rows(batch, train_rows) as data:
+        params = project_parameters(doc.trainer, data=data, target=doc.target, features=doc.features,
                                     task=doc.task, declared=declared_parameters(project_uri))
         started = clock()
         run_id = run_training_project(registry, project_uri, params, batch_id=batch.id, run_type=run_type,
                                       before_start=before_start, parent_run_id=parent_run_id)
         registry.runs.log_metrics(run_id, {TRAINING_SECONDS: max(clock() - started, 1e-6)})
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     complete_record(registry, run_id, batch, doc)
     return run_id
 

@@ -64,7 +64,6 @@ cara_mlflow.store.BatchStoreError: batch 3: data.parquet has no column 'y' (the 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -75,6 +74,7 @@ from . import layout, reading, tables, writing
 from .errors import BatchStoreError, BatchStoreWarning
 from .export import write_stream
 from .layout import BATCHES_DIR, FORMATS, QUERIES_MARKER, SUCCESS_MARKER, BatchInfo
+from .location import ObjectPath, is_remote, store_root
 from .window import read_window, window_ids
 
 __all__ = [
@@ -91,6 +91,7 @@ __all__ = [
     "QUERIES_MARKER",
     "QueryBatch",
     "CHUNK_ROWS",
+    "ObjectPath",
 ]
 
 CHUNK_ROWS = 65_536
@@ -112,13 +113,18 @@ class BatchStore:
     Parameters
     ----------
     root : str or PathLike
-        The store directory, the one holding ``batches/``.
+        The store directory, the one holding ``batches/``: a path, or a ``file://``, ``s3://``,
+        ``gs://`` or ``abfs://`` URI (:mod:`.location`; an object store is read only: its
+        producer writes the batches).
+    single_scheduler : bool
+        The user's word that one scheduler alone runs cara-mlflow on this store: an object store
+        without conditional writes is then used without a lease (:func:`cara_mlflow.lock.store_guard`).
 
     Attributes
     ----------
-    root : Path
-        ``root``, resolved to an absolute path.
-    batches_dir : Path
+    root : Path or ObjectPath
+        ``root``, resolved to an absolute path (or the object store's folder).
+    batches_dir : Path or ObjectPath
         ``root / "batches"``.
 
     Examples
@@ -142,9 +148,15 @@ class BatchStore:
     >>> tmp.cleanup()
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root).resolve()
+    def __init__(self, root: str | os.PathLike, *, single_scheduler: bool = False) -> None:
+        self.root = store_root(root)
+        self.single_scheduler = single_scheduler
         self.batches_dir = self.root / BATCHES_DIR
+
+    @property
+    def remote(self) -> bool:
+        """Whether the store is on an object store (``s3://``, ``gs://``, ``abfs://``)."""
+        return is_remote(self.root)
 
     def __repr__(self) -> str:
         return f"BatchStore({str(self.root)!r})"
@@ -363,6 +375,7 @@ class BatchStore:
         >>> tmp.cleanup()
         """
         batch_id = layout.checked_id(batch_id)
+        self._check_local_write(batch_id)
         writing.check_arguments(batch_id, data, queries, fmt)
         existing = next((i for i in self.list() if i.id == batch_id), None) if self.exists() else None
         writing.check_writable(batch_id, existing)
@@ -378,9 +391,17 @@ class BatchStore:
         writes ``_SUCCESS`` last. A complete batch is refused, as :meth:`write` refuses it.
         """
         batch_id = layout.checked_id(batch_id)
+        self._check_local_write(batch_id)
         writing.check_arguments(batch_id, None, queries, fmt)
         existing = next((i for i in self.list() if i.id == batch_id), None) if self.exists() else None
         writing.check_writable(batch_id, existing)
         path = existing.path if existing is not None else self.batches_dir / str(batch_id)
         writing.write_queries_first(path, queries, fmt)
         return BatchInfo(id=batch_id, path=path, complete=False)
+
+    def _check_local_write(self, batch_id: int) -> None:
+        if self.remote:
+            raise BatchStoreError(
+                f"batch {batch_id}: {self.root} is on an object store, which cara-mlflow only reads; "
+                "write the batch with your producer (Spark, Dask, pyarrow, `aws s3 cp`), _SUCCESS last"
+            )

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from .errors import BatchStoreError, BatchStoreWarning
+from .location import ObjectPath, is_remote, part_files
 
 __all__ = ["SUCCESS_MARKER", "QUERIES_MARKER", "BATCHES_DIR", "FORMATS", "BatchInfo", "list_batches", "find_batch",
-           "checked_id", "batch_file", "inside"]
+           "checked_id", "batch_file", "dataset_parts", "inside"]
 
 SUCCESS_MARKER = "_SUCCESS"
 """The file a producer writes last into a batch directory: a batch without it is incomplete."""
@@ -49,14 +50,14 @@ class BatchInfo:
     ----------
     id : int
         The batch id (the directory name without zero padding).
-    path : Path
-        The batch directory.
+    path : Path or ObjectPath
+        The batch directory (a folder on an object store for a remote store).
     complete : bool
         Whether ``_SUCCESS`` exists in it.
     """
 
     id: int
-    path: Path
+    path: Path | ObjectPath
     complete: bool
 
     @property
@@ -67,31 +68,28 @@ class BatchInfo:
 
 
 
-def list_batches(root: Path, batches_dir: Path, *, stacklevel: int = 2) -> list[BatchInfo]:
+def list_batches(root, batches_dir, *, stacklevel: int = 2) -> list[BatchInfo]:
     """Every batch under ``batches_dir`` (of the store ``root``), complete or not, sorted by id.
 
     A directory whose name is not a batch id is skipped with a :class:`BatchStoreWarning`
     attributed ``stacklevel`` frames up; a plain file silently. No ``batches_dir``, a link to a
     directory outside it, or two directories with the same id are a :class:`BatchStoreError`.
+    On an object store one listing gives the folders and their ``_SUCCESS`` markers.
     """
     if not batches_dir.is_dir():
         raise BatchStoreError(
             f"no batch store at {root}: expected {batches_dir}/<id>/data.parquet; "
             "create one with `cara-mlflow make-stream` or your producer"
         )
-    by_id: dict[int, Path] = {}
-    with os.scandir(batches_dir) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
-    for entry in entries:
-        batch_id = _entry_id(entry, batches_dir, stacklevel + 1)
+    if is_remote(batches_dir):
+        folders, complete = _remote_folders(batches_dir)
+    else:
+        folders, complete = _local_folders(root, batches_dir), None
+    by_id: dict[int, object] = {}
+    for name, path in folders:
+        batch_id = _folder_id(name, batches_dir, stacklevel + 1)
         if batch_id is None:
             continue
-        path = Path(entry.path)
-        if entry.is_symlink() and not inside(path, batches_dir):
-            raise BatchStoreError(
-                f"batch {batch_id}: {path} is a link to {path.resolve()}, outside the store "
-                f"{root}; expected a directory inside it: copy the batch in"
-            )
         if batch_id in by_id:
             raise BatchStoreError(
                 f"batch {batch_id} has two directories in {batches_dir}: "
@@ -99,24 +97,53 @@ def list_batches(root: Path, batches_dir: Path, *, stacklevel: int = 2) -> list[
             )
         by_id[batch_id] = path
     return [
-        BatchInfo(id=i, path=by_id[i], complete=(by_id[i] / SUCCESS_MARKER).is_file())
+        BatchInfo(id=i, path=by_id[i],
+                  complete=(by_id[i].name in complete) if complete is not None
+                  else (by_id[i] / SUCCESS_MARKER).is_file())
         for i in sorted(by_id)
     ]
 
 
-def _entry_id(entry: os.DirEntry, batches_dir: Path, stacklevel: int) -> int | None:
-    """The batch id a directory entry names; None (with a warning if a directory) otherwise."""
-    if not entry.is_dir():
-        return None
-    if not _ID_PATTERN.fullmatch(entry.name):
+def _local_folders(root: Path, batches_dir: Path) -> list[tuple[str, Path]]:
+    """(name, path) of the directories under ``batches_dir``, links out of the store refused."""
+    with os.scandir(batches_dir) as scan:
+        entries = sorted((e for e in scan if e.is_dir()), key=lambda entry: entry.name)
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink() and _ID_PATTERN.fullmatch(entry.name) and not inside(path, batches_dir):
+            raise BatchStoreError(
+                f"batch {int(entry.name)}: {path} is a link to {path.resolve()}, outside the store "
+                f"{root}; expected a directory inside it: copy the batch in"
+            )
+    return [(e.name, Path(e.path)) for e in entries]
+
+
+def _remote_folders(batches_dir: ObjectPath) -> tuple[list[tuple[str, ObjectPath]], set[str]]:
+    """(name, path) of the folders under ``batches_dir`` and the names holding ``_SUCCESS``."""
+    import pyarrow.fs as pafs
+
+    start = len(batches_dir.key) + 1
+    names, complete = set(), set()
+    for info in batches_dir.listing(recursive=True):
+        parts = info.path[start:].split("/")
+        if len(parts) > 1 or info.type == pafs.FileType.Directory:
+            names.add(parts[0])
+        if parts[1:] == [SUCCESS_MARKER] and info.type == pafs.FileType.File:
+            complete.add(parts[0])
+    return [(n, batches_dir / n) for n in sorted(names)], complete
+
+
+def _folder_id(name: str, batches_dir, stacklevel: int) -> int | None:
+    """The batch id a directory's name gives; None (with a warning) otherwise."""
+    if not _ID_PATTERN.fullmatch(name):
         warnings.warn(
-            f"ignoring directory {entry.name!r} in {batches_dir}: "
+            f"ignoring directory {name!r} in {batches_dir}: "
             "its name is not a batch id (a non-negative integer)",
             BatchStoreWarning,
             stacklevel=stacklevel,
         )
         return None
-    return int(entry.name)
+    return int(name)
 
 
 def find_batch(infos: list[BatchInfo], batch_id: int, batches_dir: Path) -> BatchInfo:
@@ -141,33 +168,57 @@ def checked_id(batch_id: Any) -> int:
     return int(batch_id)
 
 
-def batch_file(info: BatchInfo, kind: str, *, required: bool) -> Path | None:
-    """The ``<kind>.<fmt>`` file of a batch: None if absent (an error if ``required``).
+def batch_file(info: BatchInfo, kind: str, *, required: bool):
+    """The ``<kind>.<fmt>`` file or the ``<kind>/`` folder of part files of a batch: None if
+    absent (an error if ``required``).
 
-    A file that links out of the batch directory, or two files of one kind in different
-    formats, are a :class:`BatchStoreError`.
+    A file that links out of the batch directory, two of one kind (``data.parquet`` and
+    ``data.csv``, or a file and a folder), or a folder without a parquet part file (or with a
+    file that is not one) are a :class:`BatchStoreError`.
     """
     found = [info.path / f"{kind}.{fmt}" for fmt in FORMATS]
     found = [p for p in found if p.is_file()]
+    folder = info.path / kind
+    if folder.is_dir():
+        found.append(folder)
     for p in found:
-        if not inside(p, info.path):
+        if not is_remote(p) and not inside(p, info.path):
             raise BatchStoreError(
                 f"batch {info.id}: {p.name} is a link to {p.resolve()}, outside the batch "
                 f"directory {info.path}; expected a file inside it: copy the file in"
             )
     if len(found) > 1:
+        names = [p.name + ("/" if p == folder else "") for p in found]
         raise BatchStoreError(
-            f"batch {info.id} has both {' and '.join(p.name for p in found)} in {info.path}; "
-            "remove all but one"
+            f"batch {info.id} has both {' and '.join(names)} in {info.path}; "
+            f"keep one data {'file or folder' if folder in found else 'file'}: remove all but one"
         )
     if not found:
         if required:
             raise BatchStoreError(
                 f"batch {info.id} has no data file in {info.path}: expected "
-                f"{' or '.join(f'{kind}.{fmt}' for fmt in FORMATS)}"
+                f"{' or '.join(f'{kind}.{fmt}' for fmt in FORMATS)} (or a folder {kind}/ of parquet part files)"
             )
         return None
+    if found[0] == folder:
+        dataset_parts(info.id, folder)   # checked now: an empty or mixed folder is named before any read
     return found[0]
+
+
+def dataset_parts(batch_id: int, folder) -> list:
+    """The parquet part files of the dataset folder ``folder``, in name order (checked)."""
+    parts, others = part_files(folder)
+    if others:
+        raise BatchStoreError(
+            f"batch {batch_id}: {folder.name}/{others[0].name} is not a parquet part file; a dataset folder "
+            "holds *.parquet parts (files starting with _ or . are ignored): remove it or write parquet"
+        )
+    if not parts:
+        raise BatchStoreError(
+            f"batch {batch_id}: {folder.name}/ holds no parquet part file (part-*.parquet); "
+            "expected the parts a Spark, Dask or pyarrow writer leaves there"
+        )
+    return parts
 
 
 def inside(path: Path, root: Path) -> bool:

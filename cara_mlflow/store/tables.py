@@ -1,15 +1,18 @@
 """A batch file opened for streaming: its columns up front, its rows chunk by chunk.
 
 A parquet file is read through ``pyarrow.parquet.ParquetFile.iter_batches`` (columns, row count
-and most dtypes from its metadata; a few columns per pass), a csv file through
+and most dtypes from its metadata; a few columns per pass), a folder of parquet part files (as
+Spark, Dask or pyarrow write a dataset) the same way, part after part, a csv file through
 ``pandas.read_csv(chunksize=...)`` (columns from its header; dtypes known once every chunk is
 parsed). Either way a table answers what a whole-file pandas read would: its columns in file
 order, the dtype of a whole column, a column whole. Every reader error is a one-line
-:class:`~cara_mlflow.store.BatchStoreError` naming the batch and the file.
+:class:`~cara_mlflow.store.BatchStoreError` naming the batch and the file; a network failure of an
+object store is a :class:`~cara_mlflow.errors.StoreUnreachable` instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BatchStoreError
+from .location import is_remote, unreachable
 
 __all__ = ["Table", "ParquetTable", "CsvTable", "open_table", "reading_errors", "is_number_dtype",
            "is_real_dtype"]
@@ -40,17 +44,35 @@ READ_ERRORS = (OSError, ValueError, TypeError, NotImplementedError, ImportError)
 
 @contextmanager
 def reading_errors(batch_id: int, path: Path) -> Iterator[None]:
-    """Turn an error of a reader inside the block into a one-line :class:`BatchStoreError`."""
+    """Turn an error of a reader inside the block into a one-line :class:`BatchStoreError` (an
+    object store's network failure into :class:`~cara_mlflow.errors.StoreUnreachable`)."""
     try:
         yield
     except BatchStoreError:
         raise
     except READ_ERRORS as error:
+        network = unreachable(error, path)
+        if network is not None:
+            raise network from error
         detail = " ".join(str(error).split())[:200]
+        name = path.name if path.suffix else f"{path.name}/"
         raise BatchStoreError(
-            f"batch {batch_id}: cannot read {path.name} ({type(error).__name__}: {detail}); "
-            f"expected a valid {path.suffix[1:]} file: rewrite it"
+            f"batch {batch_id}: cannot read {name} ({type(error).__name__}: {detail}); "
+            f"expected a valid {path.suffix[1:] or 'parquet'} file: rewrite it"
         ) from error
+
+
+@contextmanager
+def opened(path) -> Iterator[Any]:
+    """What a reader takes for ``path``: the local path as text, or an object store's file, closed after."""
+    if not is_remote(path):
+        yield str(path)
+        return
+    source = path.open_input()
+    try:
+        yield source
+    finally:
+        source.close()
 
 
 class Table(ABC):
@@ -96,30 +118,53 @@ class Table(ABC):
 
 
 class ParquetTable(Table):
-    """A parquet file: columns, row count and (mostly) dtypes from its metadata."""
+    """A parquet file, or a folder of parquet part files read as one table, part after part:
+    columns, row count and (mostly) dtypes from the parts' metadata."""
 
     streams_target = False  # the target is one column: read whole, with its pandas dtype
 
-    def __init__(self, batch_id: int, path: Path) -> None:
+    def __init__(self, batch_id: int, path: Path, parts: list | None = None) -> None:
         super().__init__(batch_id, path)
-        with reading_errors(batch_id, path):
+        self.parts = parts or [path]
+        self._sources: list = []
+        self._files: list = []
+        try:
+            for part in self.parts:
+                self._open_part(part)
+            self._check_columns()
+        except BaseException:
+            self.close()
+            raise
+        self.has_rows = self.capacity() > 0
+
+    def _open_part(self, part) -> None:
+        with reading_errors(self.batch_id, part):
             import pyarrow.parquet as pq  # ImportError: no parquet engine, "cannot read"
 
+            source = part.open_input() if is_remote(part) else part
+            if is_remote(part):
+                self._sources.append(source)
             # pages are read through a small buffer, not whole column chunks up front
-            self._file = pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
-            try:
-                schema = self._file.schema_arrow
+            file = pq.ParquetFile(source, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False)
+            self._files.append(file)
+            if len(self._files) == 1:
+                schema = file.schema_arrow
                 index = (schema.pandas_metadata or {}).get("index_columns", ())
                 index = {c for c in index if isinstance(c, str)}  # not a RangeIndex description
                 self.columns = tuple(n for n in schema.names if n not in index)
-                self.has_rows = self._file.metadata.num_rows > 0
                 self._empty = schema.empty_table().to_pandas()
-            except BaseException:
-                self._file.close()
-                raise
+
+    def _check_columns(self) -> None:
+        for part, file in zip(self.parts[1:], self._files[1:]):
+            missing = [c for c in self.columns if c not in file.schema_arrow.names]
+            if missing:
+                raise BatchStoreError(
+                    f"batch {self.batch_id}: {self.path.name}/{part.name} has no column {missing[0]!r}, which "
+                    f"{self.parts[0].name} has; every part of a dataset holds the same columns: rewrite the dataset"
+                )
 
     def capacity(self) -> int:
-        return int(self._file.metadata.num_rows)
+        return int(sum(file.metadata.num_rows for file in self._files))
 
     def passes(self, names: list[str]) -> list[list[str]]:
         # parquet is stored by column, so a pass reads only its columns; the reader holds a
@@ -130,24 +175,33 @@ class ParquetTable(Table):
     def known_dtype(self, name: str) -> Any:
         dtype = self._empty[name].dtype
         # an arrow bool column is a bool column for pandas, or an object one if it has a null
-        return None if dtype == np.dtype(bool) else dtype
+        return None if dtype == np.dtype(bool) or len(self._files) > 1 else dtype
 
     def chunks(self, names: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-        with reading_errors(self.batch_id, self.path):
-            for batch in self._file.iter_batches(batch_size=chunk_rows, columns=names):
-                yield batch.to_pandas(split_blocks=True)
+        for part, file in zip(self.parts, self._files):
+            with reading_errors(self.batch_id, part):
+                for batch in file.iter_batches(batch_size=chunk_rows, columns=names):
+                    yield batch.to_pandas(split_blocks=True)
 
     def whole_dtype(self, name: str, seen: list[Any]) -> Any:
         # a column's chunk dtypes differ only by nulls (int64/float64, bool/object): a
         # non-numeric chunk dtype is the whole column's
+        if len(self._files) > 1 and all(is_real_dtype(t) for t in seen) and len(set(seen)) > 1:
+            return np.dtype(np.float64)   # integer parts and parts with a null: floats, as one read gives
         return next((t for t in seen if not is_number_dtype(t)), seen[0])
 
     def column(self, name: str) -> pd.Series:
-        with reading_errors(self.batch_id, self.path):
-            return pd.read_parquet(self.path, columns=[name])[name]
+        pieces = []
+        for part in self.parts:
+            with reading_errors(self.batch_id, part), opened(part) as source:
+                pieces.append(pd.read_parquet(source, columns=[name])[name])
+        return pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)
 
     def close(self) -> None:
-        self._file.close()
+        for file in self._files:
+            file.close()
+        for source in self._sources:
+            source.close()
 
 
 class CsvTable(Table):
@@ -157,19 +211,20 @@ class CsvTable(Table):
 
     def __init__(self, batch_id: int, path: Path) -> None:
         super().__init__(batch_id, path)
-        with reading_errors(batch_id, path):
-            head = pd.read_csv(path, nrows=1)
+        with reading_errors(batch_id, path), opened(path) as source:
+            head = pd.read_csv(source, nrows=1)
         self.columns = tuple(head.columns)
         self.has_rows = len(head) > 0
 
     def capacity(self) -> int:
         # one row a line; blank lines and quoted line breaks only make it larger
-        with reading_errors(self.batch_id, self.path), open(self.path, "rb") as f:
+        with reading_errors(self.batch_id, self.path), opened(self.path) as source, \
+                (open(source, "rb") if isinstance(source, str) else contextlib.nullcontext(source)) as f:
             return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
 
     def chunks(self, names: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
-        with reading_errors(self.batch_id, self.path):
-            with pd.read_csv(self.path, usecols=names, chunksize=chunk_rows) as reader:
+        with reading_errors(self.batch_id, self.path), opened(self.path) as source:
+            with pd.read_csv(source, usecols=names, chunksize=chunk_rows) as reader:
                 yield from reader
 
     def whole_dtype(self, name: str, seen: list[Any]) -> Any:
@@ -181,8 +236,8 @@ class CsvTable(Table):
         return self.column(name).dtype
 
     def column(self, name: str) -> pd.Series:
-        with reading_errors(self.batch_id, self.path):
-            return pd.read_csv(self.path, usecols=[name], low_memory=False)[name]
+        with reading_errors(self.batch_id, self.path), opened(self.path) as source:
+            return pd.read_csv(source, usecols=[name], low_memory=False)[name]
 
 
 TABLES: dict[str, Callable[[int, Path], Table]] = {"parquet": ParquetTable, "csv": CsvTable}
@@ -191,12 +246,17 @@ TABLES: dict[str, Callable[[int, Path], Table]] = {"parquet": ParquetTable, "csv
 
 @contextmanager
 def open_table(batch_id: int, path: Path) -> Iterator[Table]:
-    """The batch file ``path`` opened for streaming, with at least one row."""
-    table = TABLES[path.suffix[1:]](batch_id, path)
+    """The batch file ``path`` (or folder of parquet parts) opened for streaming, with at least one row."""
+    if not path.suffix:   # a dataset folder (layout.batch_file): its part files, read as one table
+        from .layout import dataset_parts
+
+        table = ParquetTable(batch_id, path, dataset_parts(batch_id, path))
+    else:
+        table = TABLES[path.suffix[1:]](batch_id, path)
     try:
         if not table.has_rows:
             raise BatchStoreError(
-                f"batch {batch_id}: {path.name} has no rows; expected at least one"
+                f"batch {batch_id}: {path.name}{'' if path.suffix else '/'} has no rows; expected at least one"
             )
         yield table
     finally:

@@ -9,6 +9,7 @@ file gets the mode any new file would (``0666 & ~umask``).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -64,6 +65,8 @@ def write_files(path: Path, data: pd.DataFrame, queries: pd.DataFrame | None, fm
     for stale in (f"{kind}.{other}" for kind in ("data", "queries") for other in FORMATS):
         if stale not in written and not (keep_queries and stale.startswith("queries.")):
             (path / stale).unlink(missing_ok=True)
+    for stale in ("data",) + (() if keep_queries else ("queries",)):   # a dataset folder a producer left
+        shutil.rmtree(path / stale, ignore_errors=True)
     _write_atomically(path / f"data.{fmt}", lambda tmp: _WRITERS[fmt](data, tmp))
     if queries is not None:
         _write_atomically(path / f"queries.{fmt}", lambda tmp: _WRITERS[fmt](queries, tmp))
