@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Iterator
+from typing import Callable, Iterator
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -82,7 +82,8 @@ class LeaseInfo:
     """The lease held by this process; ``etag`` and ``expires`` move with each renewal.
 
     ``lost`` turns True when a renewal finds the lease replaced (taken over after it expired):
-    from then on another process may be stepping the store.
+    from then on another process may be stepping the store. ``confirm()`` renews it at once or
+    raises :class:`LockBusy` (lost) — the fence a command calls before its commit.
     """
 
     bucket: str
@@ -92,6 +93,7 @@ class LeaseInfo:
     acquired: str
     expires: float
     lost: bool = False
+    confirm: Callable[[], None] = dataclasses.field(default=lambda: None, repr=False, compare=False)
 
 
 def lease_key(prefix: str) -> str:
@@ -180,7 +182,8 @@ def object_lease(bucket: str, prefix: str, timeout: float, *, ttl: float = DEFAU
         return
     with _store_errors(client, bucket, prefix):
         info = _acquire(client, bucket, prefix, timeout, ttl)
-    heartbeat = _Heartbeat(client, info, ttl)
+    heartbeat = _Heartbeat(client, info, ttl, _store_uri(bucket, prefix))
+    info.confirm = heartbeat.confirm
     heartbeat.start()
     try:
         yield info
@@ -253,12 +256,14 @@ def _release(client, info: LeaseInfo) -> None:
 
 
 class _Heartbeat(threading.Thread):
-    """Renews the lease every ``ttl/3`` seconds until halted or the lease is found lost."""
+    """Renews the lease every ``ttl/3`` seconds until halted or the lease is found lost; and, on
+    demand, at once (:meth:`confirm`, the fence before a commit)."""
 
-    def __init__(self, client, info: LeaseInfo, ttl: float):
+    def __init__(self, client, info: LeaseInfo, ttl: float, uri: str):
         super().__init__(name="cara-lease-heartbeat", daemon=True)
-        self.client, self.info, self.ttl = client, info, ttl
+        self.client, self.info, self.ttl, self.uri = client, info, ttl, uri
         self._halted = threading.Event()
+        self._renewing = threading.Lock()   # a beat and a confirm never race on the ETag
 
     def run(self) -> None:
         while not self._halted.wait(self.ttl / 3) and self.beat():
@@ -266,20 +271,37 @@ class _Heartbeat(threading.Thread):
 
     def beat(self) -> bool:
         """Renew once; False once the lease is lost (nothing more to renew)."""
-        info = self.info
-        body, expires = _body(info.owner, info.acquired, self.ttl)
         try:
-            etag = _put(self.client, info.bucket, info.key, body, IfMatch=info.etag)
+            return self._renew()
         except (ClientError, BotoCoreError) as exc:
             # Two more beats before the lease expires: a passing outage costs nothing.
-            _log.debug("lease s3://%s/%s not renewed (%s); retrying", info.bucket, info.key, exc)
+            _log.debug("lease %s not renewed (%s); retrying", self.uri, exc)
             return True
-        if etag is None:
-            info.lost = True
-            _log.warning("lease s3://%s/%s lost: another process took it over", info.bucket, info.key)
-            return False
-        info.etag, info.expires = etag, expires
-        return True
+
+    def confirm(self) -> None:
+        """Renew now, or fail: :class:`LockBusy` when the lease was taken over (this process stalled
+        past its expiry and another one may be stepping the store), :class:`StoreUnreachable` when
+        the store cannot say. Called before a commit, so that only the lease's holder commits."""
+        with _store_errors(self.client, self.info.bucket, self.info.key.rpartition("/")[0]):
+            held = not self.info.lost and self._renew()
+        if not held:
+            raise LockBusy(f"the lease on {self.uri} was taken over by another process while this one ran "
+                           f"(it stalled past the lease's {self.ttl:g} s); nothing committed: the next step "
+                           "redoes the batch")
+
+    def _renew(self) -> bool:
+        with self._renewing:
+            info = self.info
+            if info.lost:
+                return False
+            body, expires = _body(info.owner, info.acquired, self.ttl)
+            etag = _put(self.client, info.bucket, info.key, body, IfMatch=info.etag)
+            if etag is None:
+                info.lost = True
+                _log.debug("lease %s lost: another process took it over", self.uri)  # the fence reports it
+                return False
+            info.etag, info.expires = etag, expires
+            return True
 
     def halt(self) -> None:
         """Stop renewing; waits for a renewal in flight, so that ``info.etag`` is the last one."""

@@ -20,7 +20,7 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import InputError, LockBusy
 
@@ -58,26 +58,34 @@ def store_lock(root: str | os.PathLike, timeout: float) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _nothing_to_confirm() -> None:
+    """A flock is held until the process ends: nothing can take it over."""
+
+
 @contextlib.contextmanager
-def store_guard(root, timeout: float, *, single_scheduler: bool = False) -> Iterator[None]:
+def store_guard(root, timeout: float, *, single_scheduler: bool = False) -> Iterator[Callable[[], None]]:
     """The lock of the store at ``root``: :func:`store_lock` on a local directory; on ``s3://`` the
     lease of :func:`cara_mlflow.lease.object_lease` (conditional writes, probed); on ``gs://`` and
-    ``abfs://``, whose conditional writes we do not drive, only with ``single_scheduler``."""
+    ``abfs://``, whose conditional writes we do not drive, only with ``single_scheduler``.
+
+    Yields the fence to call before a commit: it raises :class:`LockBusy` when a lease was taken
+    over while the command ran (a no-op for a flock, or without a lease).
+    """
     from .store.location import is_remote
 
     if not is_remote(root):
         with store_lock(root, timeout):
-            yield
+            yield _nothing_to_confirm
         return
     if root.scheme == "s3":
         from .lease import object_lease
 
-        with object_lease(root.bucket, root.prefix, timeout, single_scheduler=single_scheduler):
-            yield
+        with object_lease(root.bucket, root.prefix, timeout, single_scheduler=single_scheduler) as lease:
+            yield _nothing_to_confirm if lease is None else lease.confirm
         return
     if not single_scheduler:
         raise InputError(f"store: {root} has no cross-host lock in cara-mlflow ({root.scheme}:// conditional writes "
                          "are not driven yet), so two hosts could step at once; use the bucket's S3-compatible "
                          "endpoint (s3://, AWS_ENDPOINT_URL) or pass --single-scheduler if only one scheduler "
                          "ever runs cara-mlflow on this store")
-    yield
+    yield _nothing_to_confirm

@@ -137,6 +137,18 @@ def test_a_lease_taken_over_is_reported_lost_and_not_deleted(s3, prefix):
     assert read_lease(s3, prefix)[0]["owner"] == "thief:1:f00d"  # the release left the new lease alone
 
 
+def test_confirm_renews_now_and_refuses_once_taken_over(s3, prefix):
+    with object_lease(BUCKET, prefix, timeout=1) as lease:
+        before = lease.etag
+        lease.confirm()                                     # held: renewed at once, a new version
+        assert lease.etag != before and read_lease(s3, prefix)[1] == lease.etag
+        write_lease(s3, prefix, json.dumps({"owner": "thief:1:f00d", "expires": time.time() + 60}).encode())
+        with pytest.raises(LockBusy) as caught:
+            lease.confirm()
+        assert lease.lost and "taken over" in assert_one_line(caught.value) and caught.value.exit_code == 75
+    assert read_lease(s3, prefix)[0]["owner"] == "thief:1:f00d"
+
+
 CONTENDER = """
 import os, sys, time
 from cara_mlflow.lease import object_lease

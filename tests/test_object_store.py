@@ -217,6 +217,31 @@ def test_an_outage_mid_step_exits_75_commits_nothing_and_the_next_step_completes
     assert done.startswith("batch 5") and remote.batch_runs() == {INIT: 1, 5: 1} and remote.last_batch() == 5
 
 
+def test_a_step_whose_lease_was_taken_over_does_not_commit(remote, tmp_path):
+    """The fence: a step that stalled past its lease (here: paused before its commit while another
+    host's step took the lease over) finds it lost at the commit and exits 75, committing nothing."""
+    import json
+
+    remote.tuned(through=5)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    step = remote.popen("step", CARA_TEST_PAUSE_AT=f"after-alias:{gate}")
+    deadline = time.monotonic() + 120
+    while not (gate / "paused").exists():
+        assert step.poll() is None and time.monotonic() < deadline, step.communicate()
+        time.sleep(0.05)
+    thief = json.dumps({"owner": "other-host:1:beef", "expires": time.time() + 600, "ttl": 600})
+    remote.s3.client().put_object(Bucket=remote.bucket, Key="lake/cara/.cara.lease", Body=thief.encode())
+    (gate / "resume").touch()
+    out, err = step.communicate(timeout=TIMEOUT)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert step.returncode == 75 and len(lines) == 1 and "taken over" in lines[0], (out, err)
+    assert remote.last_batch() == INIT
+    remote.s3.client().delete_object(Bucket=remote.bucket, Key="lake/cara/.cara.lease")   # the other host is done
+    assert ok(remote.run("step")).stdout.startswith("batch 5") and remote.last_batch() == 5
+    assert remote.batch_runs() == {INIT: 1, 5: 1}
+
+
 def test_an_unreachable_store_exits_75(remote):
     line = one_line_error(remote.run("step", AWS_ENDPOINT_URL="http://127.0.0.1:9"), code=75)
     assert "unreachable" in line

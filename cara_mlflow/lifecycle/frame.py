@@ -38,9 +38,13 @@ def managed(store: BatchStore, registry: reg.Registry, lock_timeout: float = DEF
     store, its lease), then one
     request to the tracking store (:class:`~cara_mlflow.errors.Unreachable` if it cannot be
     reached): the frame of every lifecycle command that writes."""
-    with store_guard(store.root, lock_timeout, single_scheduler=store.single_scheduler):
-        registry.check_reachable()
-        yield
+    with store_guard(store.root, lock_timeout, single_scheduler=store.single_scheduler) as fence:
+        registry.before_commit = fence    # an object store's lease is confirmed before each commit
+        try:
+            registry.check_reachable()
+            yield
+        finally:
+            registry.before_commit = None
 
 
 def active_policy(registry: reg.Registry) -> PolicyDocument:

@@ -21,7 +21,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import InputError, SetupError
 from ..names import POLICY_ALIAS, PRODUCTION_ALIAS
@@ -145,6 +145,8 @@ class Registry:
         self._conn = Connection(tracking_uri)
         self._client = self._conn.client
         self.runs = Runs(self._conn, f"cara/{name}", artifact_root)
+        #: Called before each commit (the lifecycle sets the store lease's fence): raises to refuse it.
+        self.before_commit: Callable[[], None] | None = None
         self._last_run_hint: str | None = None   # cara.last_run as last read or written
         self._hint_read = False
         self._described: set[str] = set()          # registered models whose description was checked
@@ -232,8 +234,10 @@ class Registry:
 
         With ``run_id`` (the batch run committing), the hint ``cara.last_run`` is written first.
         A ``late`` batch (below ``cara.last_batch``) commits by the hint alone: the commit point
-        is the highest id processed and never moves back.
+        is the highest id processed and never moves back. ``before_commit``, when set, runs first.
         """
+        if self.before_commit is not None:
+            self.before_commit()
         if run_id is not None:
             hint = f"{int(batch_id)}:{run_id}"
             self._client.set_registered_model_tag(self.name, TAG_LAST_RUN, hint)
