@@ -156,6 +156,27 @@ def test_part_file_batches_on_s3_read_as_the_local_batches(remote, monkeypatch):
     assert str(got.data_path) == f"{remote.uri}/batches/3/data"
 
 
+def test_queries_first_and_ids_with_gaps_on_s3(remote, monkeypatch):
+    """``_QUERIES`` before the labels, and listing by id (gaps, padding) as on a local store."""
+    from cara_mlflow.features import FeatureSpace
+
+    for key, value in remote.s3.env.items():
+        monkeypatch.setenv(key, value)
+    remote.upload(2)
+    table = pq.read_table(remote.local / "batches" / "8" / "data.parquet")
+    queries = f"{remote.bucket}/lake/cara/batches/0008/queries"
+    pq.write_table(table.drop(["label"]).slice(0, 50), f"{queries}/part-00000.parquet", filesystem=remote.fs)
+    with remote.fs.open_output_stream(f"{remote.bucket}/lake/cara/batches/0008/_QUERIES"):
+        pass
+    store = BatchStore(remote.uri)
+    infos = store.list()
+    assert [(i.id, i.complete) for i in infos] == [(2, True), (8, False)] and infos[1].queries_ready
+    space = FeatureSpace.fit(store.read(2, target="label").frame,
+                             {c: "numeric" for c in table.column_names if c != "label"}, scaling="raw")
+    assert store.read_queries(8, space=space).queries.shape == (50, len(space.columns))
+    assert store.next_after(2).id == 8 and store.next_after(8) is None
+
+
 def test_tune_init_step_on_s3_waits_for_success_and_retrains_from_a_uri(remote):
     remote.tuned(through=6)
     remote.upload(7, success=False)                       # the producer has not finished batch 7
