@@ -131,7 +131,10 @@ def _open(name: str, store_dir: str, *, read_only: bool = False, existing: bool 
     if read_only and not os.environ.get("MLFLOW_TRACKING_URI") and not (store.root / "mlflow.db").exists():
         raise InputError(f"store: no cara-mlflow store at {store.root} (no mlflow.db there); check --store "
                          "(env CARA_STORE), or set MLFLOW_TRACKING_URI to your tracking server")
-    artifacts = local_artifact_root(uri) if store.remote else default_artifact_root(store.root)
+    if not store.remote:
+        artifacts = default_artifact_root(store.root)
+    else:   # beside a sqlite file; a server (or a database URI) keeps its own artifact location
+        artifacts = local_artifact_root(uri) if uri.startswith("sqlite:///") else None
     return store, Registry(uri, name, artifact_root=artifacts)
 
 
@@ -752,7 +755,7 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     from .tracking.comparison import local_artifact_root, log_comparison
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or local_uri
-    root = None if os.environ.get("MLFLOW_TRACKING_URI") else local_artifact_root(local_uri)
+    root = local_artifact_root(uri) if uri.startswith("sqlite:///") else None   # never ./mlruns in the cwd
     parent = log_comparison(result, uri, experiment=experiment, artifact_root=root)
     if as_json:
         click.echo(jsonout.dumps(result.rows(), indent=2))

@@ -196,7 +196,7 @@ def object_lease(bucket: str, prefix: str, timeout: float, *, ttl: float = DEFAU
 def _acquire(client, bucket: str, prefix: str, timeout: float, ttl: float) -> LeaseInfo:
     """Take the lease, polling until ``timeout`` seconds have passed."""
     key = lease_key(prefix)
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_boot_id()}"
     deadline = time.monotonic() + max(timeout, 0.0)
     while True:
         info, holder = _try_acquire(client, bucket, key, owner, ttl)
@@ -218,6 +218,8 @@ def _try_acquire(client, bucket: str, key: str, owner: str, ttl: float) -> tuple
         if held is None:
             return None, None
         holder, held_etag = held
+        if holder["owner"] == owner:   # our own put, retried after a lost answer, did land
+            return LeaseInfo(bucket, key, owner, held_etag, acquired, expires), None
         if holder["expires"] >= time.time() and _alive(holder):
             return None, holder
         # Expired (its holder died): replace exactly that version, so that only one waiter wins.
@@ -227,12 +229,20 @@ def _try_acquire(client, bucket: str, key: str, owner: str, ttl: float) -> tuple
     return LeaseInfo(bucket, key, owner, etag, acquired, expires), None
 
 
+def _boot_id() -> str:
+    """This machine's boot id (Linux), so that a host name shared by two machines is not one host."""
+    try:
+        return open("/proc/sys/kernel/random/boot_id").read().strip()[:8]
+    except OSError:
+        return "unknown"
+
+
 def _alive(holder: dict) -> bool:
-    """False when the holder ran on this host and its process is gone (a step killed, or one that
-    exited during an outage and could not delete its lease): no need to wait for its expiry."""
-    host, _, rest = str(holder.get("owner", "")).partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    """False when the holder ran on this machine (same host name and boot) and its process is gone
+    (a step killed, or one that exited during an outage and could not delete its lease): no need to
+    wait for its expiry."""
+    host, pid, _, boot = (str(holder.get("owner", "")).split(":") + ["", "", "", ""])[:4]
+    if host != socket.gethostname() or boot != _boot_id() or not pid.isdigit() or int(pid) == os.getpid():
         return True
     try:
         os.kill(int(pid), 0)
@@ -296,6 +306,10 @@ class _Heartbeat(threading.Thread):
                 return False
             body, expires = _body(info.owner, info.acquired, self.ttl)
             etag = _put(self.client, info.bucket, info.key, body, IfMatch=info.etag)
+            if etag is None:   # our own earlier put may have landed without its answer: still ours?
+                held = _read(self.client, info.bucket, info.key)
+                if held is not None and held[0]["owner"] == info.owner:
+                    etag = _put(self.client, info.bucket, info.key, body, IfMatch=held[1])
             if etag is None:
                 info.lost = True
                 _log.debug("lease %s lost: another process took it over", self.uri)  # the fence reports it
@@ -311,10 +325,18 @@ class _Heartbeat(threading.Thread):
 
 # -- S3 calls ---------------------------------------------------------------------------------
 def _probe(client, bucket: str, key: str) -> bool:
+    """Both conditions the lease relies on: ``If-None-Match: *`` (create only if absent) and
+    ``If-Match`` (replace only that version: renewal and takeover)."""
+    body = b"cara-mlflow probe"
     try:
-        if _put(client, bucket, key, b"cara-mlflow probe", IfNoneMatch="*") is None:
+        first = _put(client, bucket, key, body, IfNoneMatch="*")
+        if first is None:
             return False  # "exists" for a key nobody wrote: not the semantics we rely on
-        return _put(client, bucket, key, b"cara-mlflow probe", IfNoneMatch="*") is None
+        if _put(client, bucket, key, body, IfNoneMatch="*") is not None:
+            return False
+        if _put(client, bucket, key, body, IfMatch='"cara-no-such-version"') is not None:
+            return False
+        return _put(client, bucket, key, body, IfMatch=first) is not None
     except ClientError as exc:
         if _code(exc) in _UNSUPPORTED or _status(exc) == 501:
             return False

@@ -68,8 +68,9 @@ def store_guard(root, timeout: float, *, single_scheduler: bool = False) -> Iter
     lease of :func:`cara_mlflow.lease.object_lease` (conditional writes, probed); on ``gs://`` and
     ``abfs://``, whose conditional writes we do not drive, only with ``single_scheduler``.
 
-    Yields the fence to call before a commit: it raises :class:`LockBusy` when a lease was taken
-    over while the command ran (a no-op for a flock, or without a lease).
+    Without a lease (``single_scheduler``), a flock on this host still keeps that scheduler's own
+    runs from overlapping. Yields the fence to call before each registry write that counts: it
+    raises :class:`LockBusy` when a lease was taken over while the command ran (a no-op otherwise).
     """
     from .store.location import is_remote
 
@@ -81,11 +82,26 @@ def store_guard(root, timeout: float, *, single_scheduler: bool = False) -> Iter
         from .lease import object_lease
 
         with object_lease(root.bucket, root.prefix, timeout, single_scheduler=single_scheduler) as lease:
-            yield _nothing_to_confirm if lease is None else lease.confirm
+            if lease is not None:
+                yield lease.confirm
+                return
+            with _host_lock(root, timeout):   # the one scheduler's own runs must not overlap either
+                yield _nothing_to_confirm
         return
     if not single_scheduler:
         raise InputError(f"store: {root} has no cross-host lock in cara-mlflow ({root.scheme}:// conditional writes "
                          "are not driven yet), so two hosts could step at once; use the bucket's S3-compatible "
                          "endpoint (s3://, AWS_ENDPOINT_URL) or pass --single-scheduler if only one scheduler "
                          "ever runs cara-mlflow on this store")
-    yield _nothing_to_confirm
+    with _host_lock(root, timeout):
+        yield _nothing_to_confirm
+
+
+def _host_lock(root, timeout: float):
+    """A flock on this host for a remote store used without a lease (one scheduler): two cron runs
+    of that scheduler still never overlap. Named by a hash of the store's URI, in the temp dir."""
+    import hashlib
+    import tempfile
+
+    name = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    return store_lock(Path(tempfile.gettempdir()) / "cara-mlflow-locks" / name, timeout)

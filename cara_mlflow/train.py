@@ -357,15 +357,18 @@ def _training_rows(data: str, target: str, features_text: str):
     """(frame of the features, y) from ``DATA/data.parquet`` (or ``data.csv``)."""
     import pandas as pd
 
-    from .store.location import store_root
+    from .store.location import remote_errors, store_root
     from .store.tables import opened
 
-    directory = store_root(data) if "://" in data else Path(data)   # a URI: the folder on the store's object store
-    found = [directory / f"data.{fmt}" for fmt in ("parquet", "csv") if (directory / f"data.{fmt}").is_file()]
-    if not found:
-        raise _UsageError(f"--data: no data.parquet or data.csv in {data!r}")
-    with opened(found[0]) as source:
-        frame = pd.read_parquet(source) if found[0].suffix == ".parquet" else pd.read_csv(source)
+    try:
+        directory = store_root(data) if "://" in data else Path(data)   # a URI: a folder on the store's object store
+        found = [directory / f"data.{fmt}" for fmt in ("parquet", "csv") if (directory / f"data.{fmt}").is_file()]
+        if not found:
+            raise _UsageError(f"--data: no data.parquet or data.csv in {data!r}")
+        with remote_errors(directory), opened(found[0]) as source:
+            frame = pd.read_parquet(source) if found[0].suffix == ".parquet" else pd.read_csv(source)
+    except CaraError as exc:   # an object store unreachable or refusing: one line, as every error of ours
+        raise _UsageError(f"--data: {exc.line()}") from None
     if target not in frame.columns:
         raise _UsageError(f"--target: {found[0]} has no column {target!r}")
     names = [n.strip() for n in features_text.split(",")] if features_text.strip() else None

@@ -279,3 +279,36 @@ def test_a_missing_bucket_is_an_input_error(s3, prefix):
             pytest.fail("leased in a missing bucket")
     text = assert_one_line(caught.value)
     assert "no-such-bucket" in text and "create it" in text
+
+
+def test_object_store_failures_are_one_line_errors_of_the_right_kind():
+    """pyarrow's S3 messages: the network or a 5xx is exit 75, refused credentials exit 1, else not ours."""
+    from cara_mlflow.store.location import unreachable
+
+    where = "s3://bkt/store/batches"
+    refused = OSError("When getting information for key 'store/batches' in bucket 'bkt': AWS Error ACCESS_DENIED "
+                      "during HeadObject operation: No response body.")
+    slow = OSError("AWS Error SLOW_DOWN during GetObject operation: Please reduce your request rate.")
+    down = OSError("AWS Error NETWORK_CONNECTION during HeadObject operation: curlCode: 7, Couldn't connect to server")
+    denied = unreachable(refused, where)
+    assert isinstance(denied, InputError) and "AWS_ACCESS_KEY_ID" in str(denied) and "\n" not in str(denied)
+    assert isinstance(unreachable(slow, where), StoreUnreachable)
+    assert isinstance(unreachable(down, where), StoreUnreachable)
+    assert unreachable(OSError("Parquet magic bytes not found"), where) is None
+    assert unreachable(ValueError("AWS Error ACCESS_DENIED"), where) is None
+
+
+def test_without_a_lease_one_host_still_never_overlaps(tmp_path):
+    """gs:// and abfs:// (no conditional writes driven): refused unless --single-scheduler, then a host flock."""
+    from cara_mlflow.lock import store_guard
+    from cara_mlflow.store.location import store_root
+
+    root = store_root(f"abfs://lake@acct{uuid.uuid4().hex[:6]}.dfs.core.windows.net/churn")   # nothing contacted
+    with pytest.raises(InputError, match="--single-scheduler"):
+        with store_guard(root, 0):
+            pytest.fail("a remote store without a lease, unvouched")
+    with store_guard(root, 0, single_scheduler=True) as fence:
+        fence()                                                     # nothing to confirm without a lease
+        with pytest.raises(LockBusy):
+            with store_guard(root, 0, single_scheduler=True):
+                pytest.fail("two runs of the one scheduler at once")

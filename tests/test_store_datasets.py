@@ -118,3 +118,33 @@ def test_writing_over_an_incomplete_folder_batch_leaves_one_data_file(tmp_path):
     store = BatchStore(tmp_path)
     store.write(1, frame)
     assert not (path / "data").exists() and store.read(1, target="label").n_rows == 10
+
+
+def test_a_partitioned_dataset_folder_is_refused_not_half_read(tmp_path):
+    def partition(path, frame):
+        (path / "data" / "day=Mon").mkdir()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path / "data" / "day=Mon" / "part-0.parquet")
+    message = _errors(tmp_path, partition)
+    assert "data/day=Mon/ is a folder" in message and "partitioned" in message
+
+
+def test_a_part_linking_out_of_the_store_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere.parquet"
+    _frame(5, seed=8).to_parquet(outside)
+    def link(path, frame):
+        (path / "data" / "part-00007.parquet").symlink_to(outside)
+    message = _errors(tmp_path / "store", link)
+    assert "part-00007.parquet is a link" in message and "copy the file in" in message
+
+
+def test_an_empty_part_and_int32_parts_keep_the_column_types_of_one_file(tmp_path):
+    path = tmp_path / "batches" / "0" / "data"
+    path.mkdir(parents=True)
+    pq.write_table(pa.table({"x": pa.array([1, 2], pa.int32()), "label": [0, 1]}), path / "part-0.parquet")
+    pq.write_table(pa.table({"x": pa.array([3], pa.int64()), "label": [1]}), path / "part-1.parquet")
+    empty = pa.table({"x": pa.array([], pa.int64()), "label": pa.array([], pa.string())})
+    pq.write_table(empty, path / "part-2.parquet")
+    (path.parent / "_SUCCESS").write_bytes(b"")
+    batch = BatchStore(tmp_path).read(0, target="label")
+    assert batch.frame["x"].dtype == np.int64 and batch.frame["x"].tolist() == [1, 2, 3]
+    assert batch.y.dtype == np.int64 and batch.y.tolist() == [0, 1, 1]

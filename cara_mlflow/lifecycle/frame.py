@@ -39,12 +39,12 @@ def managed(store: BatchStore, registry: reg.Registry, lock_timeout: float = DEF
     request to the tracking store (:class:`~cara_mlflow.errors.Unreachable` if it cannot be
     reached): the frame of every lifecycle command that writes."""
     with store_guard(store.root, lock_timeout, single_scheduler=store.single_scheduler) as fence:
-        registry.before_commit = fence    # an object store's lease is confirmed before each commit
+        registry.fence = fence    # an object store's lease is confirmed before each registry write that counts
         try:
             registry.check_reachable()
             yield
         finally:
-            registry.before_commit = None
+            registry.fence = None
 
 
 def active_policy(registry: reg.Registry) -> PolicyDocument:

@@ -6,8 +6,11 @@ The layout (DESIGN.md, "Batch store")::
     STORE/batches/<id>/queries.<fmt>     features only (optional)
     STORE/batches/<id>/_SUCCESS          written last by the producer
 
-with ``<fmt>`` one of :data:`FORMATS`. Listing uses ``os.scandir`` (names and types without a
-stat per entry; only links are resolved), so a step's listing stays cheap at 10⁴ batches.
+with ``<fmt>`` one of :data:`FORMATS`, or ``data/`` (``queries/``) a folder of parquet part files.
+A local listing uses ``os.scandir`` (names and types without a stat per entry; only links are
+resolved), so a step's listing stays cheap at 10⁴ batches. On an object store one recursive
+listing of ``batches/`` gives the folders and their ``_SUCCESS`` markers: one request per 1000
+objects, part files included (a known cost at many batches of many parts).
 """
 
 from __future__ import annotations
@@ -208,11 +211,22 @@ def batch_file(info: BatchInfo, kind: str, *, required: bool):
 def dataset_parts(batch_id: int, folder) -> list:
     """The parquet part files of the dataset folder ``folder``, in name order (checked)."""
     parts, others = part_files(folder)
+    if others and others[0].is_dir():
+        raise BatchStoreError(
+            f"batch {batch_id}: {folder.name}/{others[0].name}/ is a folder; a partitioned dataset is not read: "
+            f"write the batch's parts directly under {folder.name}/ (one batch, one folder of parts)"
+        )
     if others:
         raise BatchStoreError(
             f"batch {batch_id}: {folder.name}/{others[0].name} is not a parquet part file; a dataset folder "
             "holds *.parquet parts (files starting with _ or . are ignored): remove it or write parquet"
         )
+    for part in parts:
+        if not is_remote(part) and not inside(part, folder):
+            raise BatchStoreError(
+                f"batch {batch_id}: {folder.name}/{part.name} is a link to {part.resolve()}, outside the batch "
+                f"directory; expected a file inside it: copy the file in"
+            )
     if not parts:
         raise BatchStoreError(
             f"batch {batch_id}: {folder.name}/ holds no parquet part file (part-*.parquet); "

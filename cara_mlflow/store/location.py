@@ -4,8 +4,9 @@
 ``--store`` takes a path, a ``file://`` URI (both local), or ``s3://``, ``gs://``, ``abfs://``
 URIs. An object store is configured only by its cloud's standard variables: for S3
 ``AWS_ENDPOINT_URL`` (any S3-compatible server), ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-``AWS_REGION``; for GCS ``GOOGLE_APPLICATION_CREDENTIALS``; for Azure ``AZURE_STORAGE_ACCOUNT_NAME``
-and ``AZURE_STORAGE_ACCOUNT_KEY`` (or a managed identity).
+``AWS_REGION``; for GCS ``GOOGLE_APPLICATION_CREDENTIALS``; for Azure the account in the URI
+(``abfs://container@ACCOUNT.dfs.core.windows.net/prefix``) and Azure's default credential chain
+(``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``, ``AZURE_CLIENT_SECRET``, or a managed identity).
 
 An :class:`ObjectPath` answers the part of :class:`pathlib.Path` the store uses (``/``, ``name``,
 ``suffix``, ``parent``, ``is_file``, ``is_dir``, ``iterdir``), so the layout code is one code path;
@@ -35,7 +36,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import InputError, StoreUnreachable
+from ..errors import CaraError, InputError, StoreUnreachable
 
 __all__ = ["ObjectPath", "store_root", "is_remote", "SCHEMES", "CONNECT_TIMEOUT", "REQUEST_TIMEOUT",
            "MAX_ATTEMPTS", "TIMEOUT_ENV", "timeouts", "unreachable", "remote_errors", "part_files"]
@@ -72,9 +73,15 @@ def timeouts() -> tuple[float, float, int]:
         raise InputError(f"{TIMEOUT_ENV} / AWS_MAX_ATTEMPTS: expected seconds > 0 and at least 1 attempt")
     return (seconds or CONNECT_TIMEOUT, seconds or REQUEST_TIMEOUT, attempts)
 
-# pyarrow reports an S3/GCS/Azure failure as an OSError; these words mark the network's ones
+# pyarrow reports an S3/GCS/Azure failure as an OSError; these words mark the network's ones, the
+# server's own (5xx: try again later) and refusals (fix the credentials or the URI)
 _NETWORK_MARKS = ("NETWORK_CONNECTION", "curlCode", "Timeout was reached", "Couldn't connect", "Connection refused",
                   "timed out", "Connection reset", "Failed to connect", "Could not resolve")
+_SERVER_MARKS = ("SLOW_DOWN", "SlowDown", "INTERNAL_FAILURE", "InternalError", "SERVICE_UNAVAILABLE",
+                 "ServiceUnavailable", "HTTP status 50")
+_REFUSED_MARKS = ("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId",
+                  "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "NO_SUCH_BUCKET", "NoSuchBucket",
+                  "PermissionDenied", "AuthorizationFailure")
 
 
 class ObjectPath:
@@ -112,18 +119,22 @@ class ObjectPath:
 
     @property
     def name(self) -> str:
+        """The last part of the key."""
         return self.key.rsplit("/", 1)[-1]
 
     @property
     def suffix(self) -> str:
+        """The name's suffix (``.parquet``; '' for a folder)."""
         return Path(self.name).suffix
 
     @property
     def parent(self) -> ObjectPath:
+        """The folder holding it."""
         return self._at(self.key.rsplit("/", 1)[0])
 
     @property
     def bucket(self) -> str:
+        """The bucket (Azure: the container)."""
         return self.key.split("/", 1)[0]
 
     @property
@@ -132,23 +143,27 @@ class ObjectPath:
         return self.key.split("/", 1)[1] if "/" in self.key else ""
 
     def resolve(self) -> ObjectPath:
-        return self   # no links on an object store
+        """Itself: an object store has no links."""
+        return self
 
     def _type(self):
         with remote_errors(self):
             return self.fs.get_file_info(self.key).type
 
     def is_file(self) -> bool:
+        """Whether an object of this key exists."""
         import pyarrow.fs as pafs
 
         return self._type() == pafs.FileType.File
 
     def is_dir(self) -> bool:
+        """Whether keys exist under it (or a folder marker does)."""
         import pyarrow.fs as pafs
 
         return self._type() == pafs.FileType.Directory
 
     def exists(self) -> bool:
+        """Whether it is a file or a folder."""
         import pyarrow.fs as pafs
 
         return self._type() != pafs.FileType.NotFound
@@ -228,20 +243,26 @@ def _filesystem(scheme: str, uri: str):
                          "(README, 'At scale')") from exc
 
 
-def unreachable(error: BaseException, where) -> StoreUnreachable | None:
-    """The :class:`StoreUnreachable` an object store's network failure ``error`` means, else None."""
-    text = str(error)
-    if not isinstance(error, OSError) or not any(mark in text for mark in _NETWORK_MARKS):
+def unreachable(error: BaseException, where) -> CaraError | None:
+    """The one-line error an object store's failure ``error`` means, else None (a file's own fault):
+    :class:`StoreUnreachable` (exit 75) for the network or the server's 5xx, :class:`InputError`
+    for refused credentials or a missing bucket."""
+    if not isinstance(error, OSError):
         return None
-    text = " ".join(text.split())
+    text = " ".join(str(error).split())
     detail = text[text.find("AWS Error"):] if "AWS Error" in text else text
     detail = detail if len(detail) <= 160 else detail[:157] + "..."
-    return StoreUnreachable(f"object store unreachable at {where} ({detail}); cron may retry later")
+    if any(mark in text for mark in _NETWORK_MARKS + _SERVER_MARKS):
+        return StoreUnreachable(f"object store unreachable at {where} ({detail}); cron may retry later")
+    if any(mark in text for mark in _REFUSED_MARKS):
+        return InputError(f"store: {where} refused the request ({detail}); check the credentials in the environment "
+                          "(for S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the bucket in --store")
+    return None
 
 
 @contextlib.contextmanager
 def remote_errors(where) -> Iterator[None]:
-    """Turn an object store's network failure in the block into :class:`StoreUnreachable`."""
+    """Turn an object store's failure in the block into its one-line error (:func:`unreachable`)."""
     try:
         yield
     except OSError as error:
@@ -252,18 +273,18 @@ def remote_errors(where) -> Iterator[None]:
 
 
 def part_files(folder) -> tuple[list, list]:
-    """(parquet part files, other visible files) of a dataset folder, in name order.
+    """(parquet part files, other visible entries) of a dataset folder, in name order.
 
-    Files whose name starts with ``_`` or ``.`` (``_SUCCESS``, ``_committed_…``, ``.crc``) are a
-    writer's bookkeeping and ignored, as Spark and pyarrow ignore them.
+    Entries whose name starts with ``_`` or ``.`` (``_SUCCESS``, ``_committed_…``, ``.crc``) are a
+    writer's bookkeeping and ignored, as Spark and pyarrow ignore them; sub-folders (a partitioned
+    dataset) are among the others.
     """
-    files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name) \
-        if not is_remote(folder) else [p for p in _remote_files(folder)]
-    visible = [p for p in files if not p.name.startswith(("_", "."))]
-    return [p for p in visible if p.name.endswith(".parquet")], [p for p in visible if not p.name.endswith(".parquet")]
+    if is_remote(folder):
+        import pyarrow.fs as pafs
 
-
-def _remote_files(folder: ObjectPath) -> list[ObjectPath]:
-    import pyarrow.fs as pafs
-
-    return [folder._at(info.path) for info in folder.listing(recursive=False) if info.type == pafs.FileType.File]
+        entries = [(folder._at(i.path), i.type == pafs.FileType.File) for i in folder.listing(recursive=False)]
+    else:
+        entries = sorted(((p, p.is_file()) for p in folder.iterdir()), key=lambda entry: entry[0].name)
+    visible = [(p, is_file) for p, is_file in entries if not p.name.startswith(("_", "."))]
+    parts = [p for p, is_file in visible if is_file and p.name.endswith(".parquet")]
+    return parts, [p for p, is_file in visible if not (is_file and p.name.endswith(".parquet"))]

@@ -187,12 +187,15 @@ class ParquetTable(Table):
         # a column's chunk dtypes differ only by nulls (int64/float64, bool/object): a
         # non-numeric chunk dtype is the whole column's
         if len(self._files) > 1 and all(is_real_dtype(t) for t in seen) and len(set(seen)) > 1:
-            return np.dtype(np.float64)   # integer parts and parts with a null: floats, as one read gives
+            # int32 and int64 parts: int64; integer parts and float ones (a part with a null): floats
+            return np.result_type(*seen) if all(isinstance(t, np.dtype) for t in seen) else np.dtype(np.float64)
         return next((t for t in seen if not is_number_dtype(t)), seen[0])
 
     def column(self, name: str) -> pd.Series:
         pieces = []
-        for part in self.parts:
+        for part, file in zip(self.parts, self._files):
+            if file.metadata.num_rows == 0 and len(self.parts) > 1:
+                continue   # an empty part's column may be typed otherwise (object): it adds no value
             with reading_errors(self.batch_id, part), opened(part) as source:
                 pieces.append(pd.read_parquet(source, columns=[name])[name])
         return pieces[0] if len(pieces) == 1 else pd.concat(pieces, ignore_index=True)

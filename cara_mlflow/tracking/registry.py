@@ -145,8 +145,9 @@ class Registry:
         self._conn = Connection(tracking_uri)
         self._client = self._conn.client
         self.runs = Runs(self._conn, f"cara/{name}", artifact_root)
-        #: Called before each commit (the lifecycle sets the store lease's fence): raises to refuse it.
-        self.before_commit: Callable[[], None] | None = None
+        #: Called before each write that registers a version, moves production or commits (the
+        #: lifecycle sets the store lease's fence): raises to refuse the write.
+        self.fence: Callable[[], None] | None = None
         self._last_run_hint: str | None = None   # cara.last_run as last read or written
         self._hint_read = False
         self._described: set[str] = set()          # registered models whose description was checked
@@ -234,16 +235,19 @@ class Registry:
 
         With ``run_id`` (the batch run committing), the hint ``cara.last_run`` is written first.
         A ``late`` batch (below ``cara.last_batch``) commits by the hint alone: the commit point
-        is the highest id processed and never moves back. ``before_commit``, when set, runs first.
+        is the highest id processed and never moves back. ``fence``, when set, runs first.
         """
-        if self.before_commit is not None:
-            self.before_commit()
+        self._fenced()
         if run_id is not None:
             hint = f"{int(batch_id)}:{run_id}"
             self._client.set_registered_model_tag(self.name, TAG_LAST_RUN, hint)
             self._last_run_hint, self._hint_read = hint, True
         if not late:
             self._client.set_registered_model_tag(self.name, TAG_LAST_BATCH, str(int(batch_id)))
+
+    def _fenced(self) -> None:
+        if self.fence is not None:
+            self.fence()
 
     def names_last_run(self, run_id: str) -> bool:
         """Whether ``cara.last_run``, as last read or written here, names ``run_id``."""
@@ -317,6 +321,7 @@ class Registry:
 
     def register(self, model_uri: str, *, run_id: str | None, tags: Mapping[str, Any]) -> VersionInfo:
         """A new version of the model from a logged model's URI."""
+        self._fenced()
         self._ensure_registered_model(self.name, self.model_description())
         with self._conn.scope():
             mv = self._client.create_model_version(self.name, model_uri, run_id=run_id,
@@ -329,6 +334,7 @@ class Registry:
 
     def set_production(self, version: int) -> None:
         """Point the production alias at ``version`` (and describe a model that has no description)."""
+        self._fenced()
         self._client.set_registered_model_alias(self.name, self.production_alias, str(int(version)))
         self._describe_once(self.name, self.model_description())
 
