@@ -112,6 +112,10 @@ class Remote:
         selector = pafs.FileSelector(f"{self.bucket}/{prefix}", allow_not_found=True, recursive=True)
         return [i.path for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File]
 
+    def has(self, key: str) -> bool:
+        """Whether the object ``key`` (under the bucket) exists."""
+        return self.fs.get_file_info(f"{self.bucket}/{key}").type == pafs.FileType.File
+
     def tuned(self, through: int) -> Remote:
         """Batches 0..``through`` uploaded, tuned on 0:4, initialised on 4."""
         for t in range(through + 1):
@@ -211,7 +215,7 @@ def test_concurrent_steps_process_each_batch_once(remote):
                        if line.startswith("batch "))
     assert processed == list(range(5, 10))
     assert remote.batch_runs() == {t: 1 for t in range(INIT, 10)} and remote.last_batch() == 9
-    assert remote.keys("lake/cara/.cara.lease") == []      # released
+    assert not remote.has("lake/cara/.cara.lease")          # released
 
 
 def test_an_outage_mid_step_exits_75_commits_nothing_and_the_next_step_completes(remote, tmp_path):
@@ -261,6 +265,19 @@ def test_a_step_whose_lease_was_taken_over_does_not_commit(remote, tmp_path):
     remote.s3.client().delete_object(Bucket=remote.bucket, Key="lake/cara/.cara.lease")   # the other host is done
     assert ok(remote.run("step")).stdout.startswith("batch 5") and remote.last_batch() == 5
     assert remote.batch_runs() == {INIT: 1, 5: 1}
+
+
+@pytest.mark.parametrize("phase", ["after-batch-run", "after-alias"])
+def test_a_step_killed_on_a_remote_store_is_redone_once_at_once(remote, phase):
+    """kill -9 leaves the lease behind: the next step on this host takes it over (its holder is gone)
+    rather than waiting out its 600 s, and the batch is committed once."""
+    remote.tuned(through=5)
+    killed = remote.run("step", "--force-retrain", **{crash_harness.KILL_ENV: phase})
+    assert killed.returncode == -9 and remote.last_batch() == INIT
+    assert remote.has("lake/cara/.cara.lease")              # left behind by the killed step
+    done = ok(remote.run("step", "--lock-timeout", "5")).stdout
+    assert done.startswith("batch 5") and remote.last_batch() == 5 and remote.batch_runs() == {INIT: 1, 5: 1}
+    assert not remote.has("lake/cara/.cara.lease") and remote.keys("lake/cara/retrain") == []
 
 
 def test_an_unreachable_store_exits_75(remote):
