@@ -18,6 +18,7 @@ import click
 from . import jsonout
 from .cli_options import (
     SINGLE_SCHEDULER,
+    backend_options,
     checked,
     column_options,
     guard_options,
@@ -289,6 +290,7 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
               help="rf and hgb: depth limit of the trees; 0 = unlimited.")
 @project_uri_option("Your MLflow project with a `train` entry point (default: cara-mlflow's own MLproject; "
                     "offline models are then trained in-process).")
+@backend_options(stored=True)
 @tuning_method_option()
 @psi_method_option(stored=True)
 @click.option("--psi-scale", default=None, type=click.Choice(PSI_SCALES),
@@ -307,14 +309,16 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
                    "the latest labelled batch. Default: wait for labels (or keep the active policy's choice).")
 @lock_timeout_option()
 def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, policy, target, features, exclude,
-         task, loss, model, seed, holdout, n_estimators, max_depth, project_uri, tuning_method, psi_method, psi_scale,
-         max_model_age, retrain_budget, notify, notify_timeout, verify_margin, decide_before_labels, lock_timeout):
+         task, loss, model, seed, holdout, n_estimators, max_depth, project_uri, backend, backend_config, tuning_method,
+         psi_method, psi_scale, max_model_age, retrain_budget, notify, notify_timeout, verify_margin,
+         decide_before_labels, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
     logs the tuning run (matrix, heat map with the tuned and ORACLE strategies, costs). With
     --policy rent nothing is tuned and no model trained: the window fixes features, task and γ.
     """
+    from .backends import Backend
     from .guards import Guards
     from .lifecycle import tune as run_tune
     from .lifecycle.tune import UNTUNED, resolve_window
@@ -340,6 +344,8 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     margin = "off" if verify_margin is not None and margin is None else margin
     if decide_before_labels:
         decides_before_labels(policy)
+    retrain_backend = (None if backend is None and backend_config is None
+                       else Backend.parse(backend, backend_config))
     # the window is checked against the store before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
     batch_store, registry = _open(name, store)
@@ -354,7 +360,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
                        trainer=trainer, method=tuning_method, project_uri=project_uri, psi_method=psi_method,
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
                        guards=guards, psi_scale=psi_scale, money=money, notify=notify, verify_margin=margin,
-                       decide_before_labels=decide_before_labels,
+                       decide_before_labels=decide_before_labels, backend=retrain_backend,
                        progress=(lambda done, total: bar.update(1)) if show_bar else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
@@ -400,15 +406,18 @@ def init(name, store, batch_id, adopt_version, project_uri, lock_timeout):
 @verify_margin_option(stored=False)
 @lock_timeout_option()
 @project_uri_option()
+@backend_options(stored=False)
 @psi_method_option(None)
 @json_option("One JSON object per batch.")
 def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, max_model_age, retrain_budget,
-         notify, notify_timeout, verify_margin, lock_timeout, project_uri, psi_method, as_json):
+         notify, notify_timeout, verify_margin, lock_timeout, project_uri, backend, backend_config, retrain_timeout,
+         psi_method, as_json):
     """Process the next batch: Ψ̄, decision, retrain/gate/promote when it pays, commit.
 
     Exit codes: 0 processed or nothing to do (it says which), 1 bad input or environment
-    (one line: what and how to fix), 75 another step holds the lock (or the store's lease) or the
-    tracking server or object store cannot be reached (cron may retry).
+    (one line: what and how to fix; a retrain that failed leaves production unchanged), 75 another
+    step holds the lock (or the store's lease), the tracking server or object store cannot be
+    reached, or a detached retrain is still running after --retrain-timeout (cron may retry).
     """
 
     from .lifecycle import StepOptions
@@ -417,7 +426,8 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, ma
     options = StepOptions(dry_run=dry_run, force_retrain=force_retrain, gate=not no_gate, cooldown=cooldown,
                           project_uri=project_uri, psi_method=psi_method, max_model_age=max_model_age,
                           retrain_budget=retrain_budget, notify=notify, notify_timeout=notify_timeout,
-                          verify_margin=verify_margin)
+                          verify_margin=verify_margin, backend=backend, backend_config=backend_config,
+                          retrain_timeout=retrain_timeout)
     # a failure before the step reads its policy (a store that is not there, say) goes to --notify too
     with reporting_failure(Notifier(name, notify, notify_timeout)):
         _run_steps(name, store, options, process_all=process_all, as_json=as_json, lock_timeout=lock_timeout)

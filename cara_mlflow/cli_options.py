@@ -11,6 +11,7 @@ import functools
 import click
 
 from . import validate
+from .backends import DEFAULT_RETRAIN_TIMEOUT
 from .errors import InputError
 from .names import (
     DEFAULT_LOCK_TIMEOUT,
@@ -26,7 +27,7 @@ from .names import (
 __all__ = ["SINGLE_SCHEDULER", "managed",
            "kappa_option", "policies_option", "model_option", "tuning_method_option", "psi_method_option",
            "lock_timeout_option", "project_uri_option", "json_option", "checked", "column_options", "loss_option",
-           "kappa_schedule_option"]
+           "kappa_schedule_option", "backend_options"]
 
 
 def checked(check, **kwargs):
@@ -179,6 +180,37 @@ def lock_timeout_option():
     return click.option("--lock-timeout", default=DEFAULT_LOCK_TIMEOUT, show_default=True,
                         type=click.FloatRange(min=0),
                         help="Seconds to wait for another cara-mlflow process's lock on the store before exiting 75.")
+
+
+def backend_options(*, stored: bool):
+    """``--backend`` and ``--backend-config`` (stored by ``tune``, overridable at ``step``); at
+    ``step`` also ``--retrain-timeout``."""
+    where = ("Stored in the policy (a re-tune keeps the active policy's); `step` may override it." if stored
+             else "Default: the policy's.")
+
+    def decorate(command):
+        options = [
+            click.option("--backend", default=None, metavar="NAME",
+                         help="Where a retrain's MLflow Project runs: local (default: here, waited for), databricks, "
+                              "kubernetes, or any installed MLflow Projects backend plugin. Every backend but local "
+                              "is detached: the retrain is submitted once per batch, waited for up to "
+                              "--retrain-timeout, and found again by its tags after a crash. " + where),
+            click.option("--backend-config", default=None, metavar="JSON|FILE.json",
+                         help="The backend's configuration, as `mlflow run --backend-config` takes it (a Databricks "
+                              "cluster spec; for kubernetes kube-job-template-path and repository-uri; see "
+                              'examples/backends/). For local, {"detach": true} runs the retrain as its own process '
+                              "on this host, under the detached rules. " + where),
+        ]
+        if not stored:
+            options.append(click.option(
+                "--retrain-timeout", default=DEFAULT_RETRAIN_TIMEOUT, show_default=True, type=click.FloatRange(min=0),
+                help="Seconds to wait for a detached retrain; still running then, the step exits 75 without "
+                     "committing the batch and leaves it running: the next step waits for it again."))
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def project_uri_option(help_text: str = "MLflow project with a `train` entry point (default: the tuned one)."):

@@ -10,6 +10,7 @@ it reach the terminal with its traceback (exit 1) so that it can be reported.
 :class:`LockBusy`          75    another cara-mlflow process holds the store lock
 :class:`Unreachable`       75    the tracking server cannot be reached (EX_TEMPFAIL)
 :class:`StoreUnreachable`  75    the object store holding the batches cannot be reached
+:class:`RetrainPending`    75    a detached retrain (``--backend``) is still running
 ========================  ====  =========================================================
 
 >>> isinstance(InputError("kappa: expected > 0"), ValueError)    # Python callers may catch ValueError
@@ -21,7 +22,7 @@ True
 from __future__ import annotations
 
 __all__ = ["EXIT_ERROR", "EXIT_TEMPFAIL", "CaraError", "InputError", "SetupError", "RetryLater", "LockBusy",
-           "Unreachable", "StoreUnreachable"]
+           "Unreachable", "StoreUnreachable", "RetrainPending"]
 
 EXIT_ERROR = 1
 #: EX_TEMPFAIL (sysexits.h): cron and systemd may simply run the command again later.
@@ -63,3 +64,8 @@ class Unreachable(RetryLater):
 
 class StoreUnreachable(RetryLater):
     """The object store holding the batch store (``s3://``, ``gs://``, ``abfs://``) cannot be reached."""
+
+
+class RetrainPending(RetryLater):
+    """A retrain on a detached backend is still running after ``--retrain-timeout``: left running,
+    the next step waits for it again."""

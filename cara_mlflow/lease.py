@@ -49,6 +49,7 @@ from botocore.exceptions import (
 )
 
 from .errors import InputError, LockBusy, StoreUnreachable
+from .processes import boot_id, gone_here
 
 __all__ = ["LEASE_KEY", "DEFAULT_TTL", "CONNECT_TIMEOUT", "READ_TIMEOUT", "MAX_ATTEMPTS", "POLL_INTERVAL",
            "LeaseInfo", "lease_key", "s3_client", "supports_conditional_writes", "object_lease"]
@@ -196,7 +197,7 @@ def object_lease(bucket: str, prefix: str, timeout: float, *, ttl: float = DEFAU
 def _acquire(client, bucket: str, prefix: str, timeout: float, ttl: float) -> LeaseInfo:
     """Take the lease, polling until ``timeout`` seconds have passed."""
     key = lease_key(prefix)
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{_boot_id()}"
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:{boot_id()}"
     deadline = time.monotonic() + max(timeout, 0.0)
     while True:
         info, holder = _try_acquire(client, bucket, key, owner, ttl)
@@ -229,28 +230,12 @@ def _try_acquire(client, bucket: str, key: str, owner: str, ttl: float) -> tuple
     return LeaseInfo(bucket, key, owner, etag, acquired, expires), None
 
 
-def _boot_id() -> str:
-    """This machine's boot id (Linux), so that a host name shared by two machines is not one host."""
-    try:
-        return open("/proc/sys/kernel/random/boot_id").read().strip()[:8]
-    except OSError:
-        return "unknown"
-
-
 def _alive(holder: dict) -> bool:
     """False when the holder ran on this machine (same host name and boot) and its process is gone
     (a step killed, or one that exited during an outage and could not delete its lease): no need to
     wait for its expiry."""
     host, pid, _, boot = (str(holder.get("owner", "")).split(":") + ["", "", "", ""])[:4]
-    if host != socket.gethostname() or boot != _boot_id() or not pid.isdigit() or int(pid) == os.getpid():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except OSError:          # e.g. another user's process: alive
-        return True
-    return True
+    return not gone_here(host, pid, boot)
 
 
 def _release(client, info: LeaseInfo) -> None:

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
+from .backends import Backend
 from .errors import InputError
 from .features import FeatureSpace
 from .guards import Guards
@@ -36,7 +37,7 @@ READ_FORMATS = (1, 2)
 FIELDS = {"format": True, "name": True, "policy": True, "params": True, "kappa": True, "psi": True,
           "target": True, "features": True, "trainer": True, "project_uri": False, "offline": False,
           "tuning": False, "task": False, "feature_kinds": False, "guards": False,
-          "money": False, "notify": False, "verify": False, "decide_before_labels": False}
+          "money": False, "notify": False, "verify": False, "decide_before_labels": False, "backend": False}
 
 _FIX = "re-run `cara-mlflow tune` to register a valid policy"
 
@@ -173,6 +174,10 @@ def _check_optional(doc: dict, source: str, bad) -> None:
         Guards.from_dict(doc.get("guards"), source)
     except InputError:
         raise bad("guards", "{max_model_age, retrain_budget: {attempts, window}} as tune writes them") from None
+    try:
+        Backend.from_dict(doc.get("backend"))
+    except (InputError, TypeError, ValueError):
+        raise bad("backend", "{name, config} as tune writes them") from None
 
 
 def _is_margin(value) -> bool:
@@ -266,6 +271,7 @@ class PolicyDocument:
     notify: Mapping[str, Any] | None = None     # {command, timeout}: run on every event (cara_mlflow.notify)
     verify_margin: float | None = VERIFY_MARGIN  # the check after a promotion (None: off; cara_mlflow.verify)
     decide_before_labels: bool = False          # act on a batch's queries (_QUERIES), reconcile with its labels
+    backend: Backend = Backend()                # where a retrain runs (cara_mlflow.backends)
     version: int | None = field(default=None, compare=False)
 
     @property
@@ -302,7 +308,8 @@ class PolicyDocument:
                    tuning=doc.get("tuning"), guards=Guards.from_dict(doc.get("guards"), source),
                    **_money(doc.get("money"), source), notify=doc.get("notify"),
                    verify_margin=(doc["verify"]["margin"] if doc.get("verify") else VERIFY_MARGIN),
-                   decide_before_labels=bool(doc.get("decide_before_labels", False)), version=version)
+                   decide_before_labels=bool(doc.get("decide_before_labels", False)),
+                   backend=Backend.from_dict(doc.get("backend")), version=version)
 
     def to_dict(self) -> dict:
         """The JSON document (``policy.json``), as ``tune`` writes it."""
@@ -316,7 +323,8 @@ class PolicyDocument:
                 **({"money": self.money.to_dict(self.training_seconds)} if self.money else {}),
                 **({"notify": dict(self.notify)} if self.notify else {}),
                 **({"verify": {"margin": self.verify_margin}} if self.verify_margin != VERIFY_MARGIN else {}),
-                **({"decide_before_labels": True} if self.decide_before_labels else {})}
+                **({"decide_before_labels": True} if self.decide_before_labels else {}),
+                **({} if self.backend.is_default else {"backend": self.backend.to_dict()})}
 
     def kappa_at(self, retrain_seconds=()) -> float:
         """κ_t of a batch: the tuned κ, or the money's: the last trainings' wall times priced, those

@@ -13,6 +13,7 @@ from ..staleness import psi_from_losses
 from ..tracking import registry as reg
 from ..tracking.runs import TAG_PARENT, RunRecord
 from ..tracking.training import record_training
+from .detached import detached_retrain
 from .frame import Phase, default_project_uri, no_phase
 from .training import complete_record, train_on_batch
 
@@ -46,7 +47,8 @@ def _finished_retrain(registry: reg.Registry, batch, doc: PolicyDocument,
 def train_and_register(registry: reg.Registry, batch, doc: PolicyDocument, project_uri: str | None, *,
                        trigger: str, gate_tag: str | None = None, on_phase: Phase = no_phase,
                        parent_run_id: str | None = None, decided_at: int | None = None) -> reg.VersionInfo:
-    """A registered version trained on ``batch``: reuse what a killed step left, else train.
+    """A registered version trained on ``batch``: reuse what a killed step left, else train (on
+    the policy's backend: :mod:`cara_mlflow.lifecycle.detached` for a detached one).
 
     ``parent_run_id``: the batch run asking for it; the retrain run is its child in the UI
     (None, e.g. an offline training: a top-level run). ``decided_at``: the batch that asked for
@@ -57,11 +59,14 @@ def train_and_register(registry: reg.Registry, batch, doc: PolicyDocument, proje
         if parent_run_id and training_run:
             _nest(registry, registry.runs.get(training_run), parent_run_id)
         return existing[0]
-    run_id = _finished_retrain(registry, batch, doc, parent_run_id)
-    if run_id is None:
-        uri = project_uri or doc.project_uri or default_project_uri()
-        run_id = train_on_batch(registry, batch, doc, uri, before_start=lambda: on_phase("during-retrain"),
-                                parent_run_id=parent_run_id)
+    uri = project_uri or doc.project_uri
+    if doc.backend.detached:
+        run_id = detached_retrain(registry, batch, doc, uri or default_project_uri(), parent_run_id=parent_run_id,
+                                  on_phase=on_phase)
+    else:
+        run_id = _finished_retrain(registry, batch, doc, parent_run_id) or train_on_batch(
+            registry, batch, doc, uri or default_project_uri(), before_start=lambda: on_phase("during-retrain"),
+            parent_run_id=parent_run_id)
     on_phase("after-retrain")
     tags = {reg.TAG_TRAINED_ON: batch.id, reg.TAG_TRIGGER: trigger, reg.TAG_TRAINING_RUN: run_id,
             **({reg.TAG_DECIDED_AT: decided_at} if decided_at is not None else {})}

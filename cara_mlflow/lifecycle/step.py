@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 
 from .. import validate
+from ..backends import DEFAULT_RETRAIN_TIMEOUT, Backend, check_retrain_timeout, parse_backend_config
 from ..batch import Batch, QueryBatch
 from ..batch_ids import is_date_id
 from ..errors import SetupError
@@ -32,7 +33,7 @@ from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
 from ..store import BatchStore, BatchStoreError, BatchStoreWarning
 from ..tracking import registry as reg
-from ..tracking.projects import resolve_project_uri
+from ..tracking.projects import check_backend, resolve_project_uri
 from ..verify import parse_margin
 from .batch_run import batch_run, commit
 from .events import Notifier, outcome_events, reporting_failure, revert_event
@@ -60,6 +61,8 @@ class StepOptions:
     ``"off"`` switches one off, ``None`` keeps the policy's). ``notify`` and ``notify_timeout``
     override the policy's notification command (:mod:`cara_mlflow.lifecycle.events`),
     ``verify_margin`` its margin for the check after a promotion (``"off"``: no check).
+    ``backend`` and ``backend_config`` override where the policy's retrains run
+    (:mod:`cara_mlflow.backends`); ``retrain_timeout`` is how long a step waits for a detached one.
     """
 
     dry_run: bool = False
@@ -73,6 +76,9 @@ class StepOptions:
     notify: str | None = None               # a command per event (None: the policy's; "off": none)
     notify_timeout: float | None = None     # seconds (None: the policy's, else 10)
     verify_margin: str | None = None        # the check after a promotion: a fraction, or "off" (None: the policy's)
+    backend: str | None = None              # where a retrain runs (None: the policy's)
+    backend_config: str | None = None       # JSON or a .json file (None: the policy's, for its backend)
+    retrain_timeout: float = DEFAULT_RETRAIN_TIMEOUT   # seconds a step waits for a detached retrain
 
     def __post_init__(self):
         validate.count(self.cooldown, "cooldown")
@@ -86,6 +92,17 @@ class StepOptions:
             check_psi_method(self.psi_method)
         if self.project_uri:       # checked before anything is read or written, as tune checks it
             object.__setattr__(self, "project_uri", resolve_project_uri(self.project_uri))
+        check_retrain_timeout(self.retrain_timeout)
+        if self.backend is not None or self.backend_config is not None:
+            check_backend(self.retrain_backend(Backend()))
+
+    def retrain_backend(self, stored: Backend) -> Backend:
+        """Where this step's retrains run: the policy's ``stored`` backend, with the options' overrides
+        (a new backend name without a configuration starts from none)."""
+        name = self.backend or stored.name
+        config = (parse_backend_config(self.backend_config) if self.backend_config is not None
+                  else stored.config if name == stored.name else {})
+        return Backend(name, config, self.retrain_timeout)
 
     def guards(self, stored: Guards) -> Guards:
         """The guard rails of this step: the policy's ``stored`` ones, with the options' overrides."""
@@ -119,6 +136,7 @@ def steps(store: BatchStore, registry: reg.Registry, options: StepOptions = Step
 def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_phase: Phase,
           notifier: Notifier) -> StepResult:
     doc = active_policy(registry)
+    doc = replace(doc, backend=options.retrain_backend(doc.backend))
     notifier.configure(doc)
     last, state = _committed(store, registry, doc, options)
     state, reconciled = _reconcile(store, registry, doc, state, last, options, on_phase)

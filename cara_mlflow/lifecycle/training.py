@@ -30,7 +30,8 @@ from ..tracking.projects import declared_parameters, run_training_project
 from ..tracking.training import record_training
 from ..train import project_parameters, split_holdout
 
-__all__ = ["train_on_batch", "complete_record", "holdout_of", "training_seconds", "clock", "TRAINING_SECONDS"]
+__all__ = ["train_on_batch", "complete_record", "holdout_of", "training_seconds", "clock", "TRAINING_SECONDS",
+           "retrain_folder", "write_training_rows", "remove_training_rows"]
 
 #: The folder of a remote store that holds a retrain's training rows while its project runs.
 RETRAIN_DIR = "retrain"
@@ -49,6 +50,34 @@ def _training_frame(batch, rows: np.ndarray):
     frame = batch.frame.iloc[rows].reset_index(drop=True)
     frame[batch.target] = batch.y[rows]
     return frame
+
+
+def retrain_folder(batch):
+    """``STORE/retrain/<id>``: where a detached retrain's training rows wait for its project (a
+    path, or a URI on an object store), beside the store's ``batches`` folder."""
+    return batch.data_path.parent.parent.parent / RETRAIN_DIR / str(batch.id)   # STORE/batches/<id>/data
+
+
+def write_training_rows(batch, rows: np.ndarray, folder) -> str:
+    """The rows ``rows`` of ``batch`` as ``folder/data.parquet`` (rewritten whole); ``folder`` as
+    the project's ``data`` parameter."""
+    payload = _training_frame(batch, rows).to_parquet(index=False)
+    if is_remote(folder):
+        (folder / "data.parquet").write_bytes(payload)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / ".data.parquet.partial"
+        partial.write_bytes(payload)
+        partial.replace(folder / "data.parquet")
+    return str(folder)
+
+
+def remove_training_rows(folder) -> None:
+    """Remove a detached retrain's rows once its run has ended."""
+    if is_remote(folder):
+        folder.remove_tree()
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import validate
+from ..backends import Backend
 from ..costs import predict_later, staleness_terms
 from ..errors import InputError, SetupError
 from ..features import infer_task
@@ -26,7 +27,7 @@ from ..policy_doc import PolicyDocument, PsiSettings
 from ..staleness import DEFAULT_PSI_SCALE, check_psi_method, check_psi_scale, resolve_gamma, similarity_spread
 from ..store import BatchStore, read_window, window_ids
 from ..tracking import registry as reg
-from ..tracking.projects import resolve_project_uri
+from ..tracking.projects import check_backend, resolve_project_uri
 from ..train import TrainerSettings, fit_batch
 from ..tuning import PolicyTuner
 from ..verify import VERIFY_MARGIN
@@ -47,7 +48,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
          guards: Guards | None = None, psi_scale: str | None = None, money: Money | None = None,
          notify: dict | str | None = None, verify_margin: float | str | None = None,
-         decide_before_labels: bool | None = None) -> PolicyDocument:
+         decide_before_labels: bool | None = None, backend: Backend | None = None) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -65,7 +66,9 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     promotion, :mod:`cara_mlflow.verify`) are stored for every later step; ``"off"`` stores none.
     ``decide_before_labels``: ``step`` acts on a batch's queries before its labels (``_QUERIES``),
     on an estimated Ψ̄ it reconciles when the labels land (:mod:`cara_mlflow.estimate`).
-    ``guards``, ``notify``, ``verify_margin`` and ``decide_before_labels`` left None keep the active
+    ``backend`` (:mod:`cara_mlflow.backends`) is where every later retrain runs (offline models
+    train here, in this process or through the project's local run).
+    ``guards``, ``notify``, ``verify_margin``, ``decide_before_labels`` and ``backend`` left None keep the active
     policy's (a re-tune from cron does not drop them; a note says so), or the defaults on a first tune.
     """
     check_psi_method(psi_method)
@@ -84,9 +87,11 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     if loss is not None:
         check_loss_name(loss)
     project_uri = resolve_project_uri(project_uri) if project_uri else None
+    if backend is not None:
+        check_backend(backend)
     with managed(store, registry, lock_timeout):
         offline = resolve_window(store, offline, minimum=1 if untuned else 2)
-        kept, kept_notes = _kept_settings(registry, guards, notify, verify_margin, decide_before_labels)
+        kept, kept_notes = _kept_settings(registry, guards, notify, verify_margin, decide_before_labels, backend)
         if kept["decide_before_labels"] and not POLICIES[policy].from_costs():
             raise InputError(f"decide-before-labels: the active policy decides before labels, which {policy} "
                              "cannot (it watches the errors of labelled rows); add --wait-for-labels to re-tune "
@@ -116,7 +121,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
 
 
 def _kept_settings(registry: reg.Registry, guards: Guards | None, notify, verify_margin,
-                   decide_before_labels: bool | None = None) -> tuple[dict, list[str]]:
+                   decide_before_labels: bool | None = None, backend: Backend | None = None) -> tuple[dict, list[str]]:
     """The guard rails, notify command, verify margin and decide-before-labels of a (re-)tuned policy:
     those given (``"off"``: none), else the active policy's, else the defaults; and a note naming
     what was kept."""
@@ -133,13 +138,16 @@ def _kept_settings(registry: reg.Registry, guards: Guards | None, notify, verify
         kept.append("its verify margin")
     if decide_before_labels is None and previous is not None and previous.decide_before_labels:
         kept.append("its decisions before labels")
+    if backend is None and previous is not None and not previous.backend.is_default:
+        kept.append(f"its retrain backend ({previous.backend.describe()})")
     settings = {"guards": guards if guards is not None else previous.guards if previous else Guards(),
                 "notify": None if notify == "off" else notify if notify is not None else
                 previous.notify if previous else None,
                 "verify_margin": None if verify_margin == "off" else verify_margin if verify_margin is not None else
                 previous.verify_margin if previous else VERIFY_MARGIN,
                 "decide_before_labels": bool(decide_before_labels if decide_before_labels is not None else
-                                             previous.decide_before_labels if previous else False)}
+                                             previous.decide_before_labels if previous else False),
+                "backend": backend if backend is not None else previous.backend if previous else Backend()}
     notes = [f"kept from the active policy v{previous.version}: {', '.join(kept)} (give the options to change them, "
              "off to drop them)"] if kept else []
     return settings, notes

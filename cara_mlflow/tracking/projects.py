@@ -7,19 +7,36 @@ created, so the run id is known before the child starts and a rerun after a cras
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
+from ..backends import LOCAL, Backend
 from ..errors import InputError, SetupError
 from ..names import STEP_PID_ENV
+from ..processes import process_name
 from .registry import Registry
-from .runs import TAG_BATCH, TAG_PARENT
+from .runs import TAG_BATCH, TAG_PARENT, TAG_RUN_TYPE
 
-__all__ = ["run_training_project", "child_environment", "STEP_PID_ENV", "resolve_project_uri", "declared_parameters"]
+__all__ = ["run_training_project", "child_environment", "STEP_PID_ENV", "resolve_project_uri", "declared_parameters",
+           "check_backend", "submit_training_project", "TAG_BACKEND", "TAG_PROCESS", "TAG_LOG", "BUILT_IN_BACKENDS"]
+
+#: Tags of a detached retrain run: its backend; for a local one, the process running it
+#: (``host:pid:boot``) and the file its output goes to.
+TAG_BACKEND = "cara.backend"
+TAG_PROCESS = "cara.retrain_process"
+TAG_LOG = "cara.retrain_log"
+#: The backends MLflow Projects knows without a plugin.
+BUILT_IN_BACKENDS = (LOCAL, "databricks", "kubernetes")
+#: The packages MLflow imports to run a project on a built-in remote backend.
+_NEEDS = {"kubernetes": ("kubernetes", "docker"), "databricks": ("databricks.sdk",)}
+#: What MLflow needs in a Kubernetes backend's configuration.
+_KUBERNETES_KEYS = ("kube-job-template-path", "repository-uri")
 
 _REMOTE = ("http://", "https://", "git@", "git://", "ssh://", "file://", "s3://", "gs://", "wasbs://")
 
@@ -141,3 +158,124 @@ def run_training_project(registry: Registry, project_uri: str, parameters: Mappi
         raise SetupError(f"the {run_type} project logged no model on batch {batch_id} (run {run_id}): "
                          "it must log one with mlflow.<flavor>.log_model inside mlflow.start_run()")
     return run_id
+
+
+def _plugin_backends() -> list[str]:
+    from mlflow.projects.backend.loader import ENTRYPOINT_GROUP_NAME
+    from mlflow.utils.plugins import get_entry_points
+
+    return sorted({e.name for e in get_entry_points(ENTRYPOINT_GROUP_NAME)})
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:           # its parent package is missing
+        return False
+
+
+def check_backend(backend: Backend) -> Backend:
+    """``backend`` if MLflow can run a project on it (built in, or an installed plugin's), with
+    the configuration the built-in remote backends need; else :class:`InputError`, one line.
+
+    >>> check_backend(Backend("local")).name
+    'local'
+    >>> check_backend(Backend("kubernetes", {"repository-uri": "r"}))    # checked before its packages
+    Traceback (most recent call last):
+    ...
+    cara_mlflow.errors.InputError: --backend-config: the kubernetes backend needs "kube-job-template-path" (see \
+examples/backends/kubernetes/)
+    """
+    plugins = [] if backend.name in BUILT_IN_BACKENDS else _plugin_backends()
+    if backend.name not in BUILT_IN_BACKENDS and backend.name not in plugins:
+        known = ", ".join([*BUILT_IN_BACKENDS, *plugins])
+        raise InputError(f"--backend: no MLflow Projects backend {backend.name!r} here (known: {known}); "
+                         "install its plugin (entry point group mlflow.project_backend) or pick a known one")
+    if backend.name == "kubernetes":
+        missing = [k for k in _KUBERNETES_KEYS if k not in backend.config]
+        if missing:
+            raise InputError(f'--backend-config: the kubernetes backend needs "{missing[0]}" '
+                             "(see examples/backends/kubernetes/)")
+        template = Path(str(backend.config["kube-job-template-path"])).expanduser()
+        if not template.is_file():
+            raise InputError(f"--backend-config: no Kubernetes job template {str(template)!r} "
+                             '("kube-job-template-path"); see examples/backends/kubernetes/')
+    needs = _NEEDS.get(backend.name, ())
+    if not all(_importable(m) for m in needs):
+        raise SetupError(f"--backend {backend.name}: MLflow needs the Python packages {' and '.join(needs)} "
+                         f"for it; pip install 'cara-mlflow[{backend.name}]'")
+    return backend
+
+
+@contextlib.contextmanager
+def _output_to(path: str | None) -> Iterator[None]:
+    """Our stdout and stderr sent to ``path`` while a detached child starts (it inherits them),
+    so that its output goes to a file and not to a cron mail; restored afterwards."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, target):
+            os.close(fd)
+
+
+def submit_training_project(registry: Registry, project_uri: str, parameters: Mapping[str, str], *,
+                            batch_id: int, backend: Backend, parent_run_id: str | None = None,
+                            run_type: str = "retrain", after_submit: Callable[[], None] = lambda: None) -> str:
+    """Submit the project's ``train`` entry point on ``backend`` without waiting; return the id
+    of the run MLflow created for it, tagged like a local retrain run (``cara.run_type``,
+    ``cara.batch``, nested under ``parent_run_id``) plus ``cara.backend``.
+
+    MLflow creates the run itself (a remote backend takes no run id) and logs the parameters on
+    it, so a step that dies between the submission and our tags finds the run by its ``data``
+    parameter (:meth:`~cara_mlflow.tracking.runs.Runs.with_param`): never submitted twice. A
+    local detached run's output goes to a file (tag ``cara.retrain_log``) and its process is
+    named by ``cara.retrain_process``. A submission MLflow refuses is :class:`SetupError`; a run
+    it created by then is marked FAILED. ``after_submit`` is called between the submission and
+    our tags (a crash test's hook).
+    """
+    import mlflow.projects
+    from mlflow.exceptions import MlflowException
+
+    local = backend.name == LOCAL
+    log = tempfile.mkstemp(prefix=f"cara-{run_type}-{batch_id}-", suffix=".log")[1] if local else None
+    submitted_at = int(time.time() * 1000)
+    try:
+        with registry.scope(), child_environment(), _output_to(log):
+            submitted = mlflow.projects.run(uri=project_uri, entry_point="train", parameters=dict(parameters),
+                                            backend=backend.name, backend_config=backend.mlflow_config(),
+                                            env_manager=LOCAL if local else None, synchronous=False,
+                                            experiment_id=registry.runs.experiment_id(),
+                                            run_name=f"{run_type}-{batch_id}")
+    except (MlflowException, OSError, ImportError) as exc:    # refused, unreachable, or a plugin that fails to load
+        _fail_partial(registry, parameters, submitted_at)
+        raise SetupError(f"the {run_type} of batch {batch_id} could not be submitted to the {backend.name} backend: "
+                         f"{' '.join(str(exc).split())[:300]}; fix the backend configuration and rerun") from None
+    after_submit()
+    tags = {TAG_RUN_TYPE: run_type, TAG_BATCH: batch_id, TAG_BACKEND: backend.name,
+            **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
+    process = getattr(submitted, "command_proc", None)
+    if local and process is not None:
+        tags.update({TAG_PROCESS: process_name(process.pid), TAG_LOG: log})
+    registry.runs.set_tags(submitted.run_id, tags)
+    return submitted.run_id
+
+
+def _fail_partial(registry: Registry, parameters: Mapping[str, str], since_ms: int) -> None:
+    """Runs a refused submission left RUNNING (MLflow created the run before it failed): FAILED,
+    so that no step waits for them."""
+    for run in registry.runs.with_param("data", str(parameters.get("data", ""))):
+        if run.status == "RUNNING" and run.start_time >= since_ms - 1000:
+            registry.runs.end(run.run_id, "FAILED")

@@ -38,6 +38,7 @@ class RunRecord:
     tags: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
     params: Mapping[str, str] = field(default_factory=dict)
+    end_time: int = 0                # ms since the epoch; 0 while running
 
     @property
     def run_type(self) -> str | None:
@@ -53,7 +54,8 @@ def _record(run) -> RunRecord:
     info, data = run.info, run.data
     return RunRecord(run_id=info.run_id, name=info.run_name or "", status=info.status,
                      experiment_id=info.experiment_id, start_time=int(info.start_time or 0),
-                     tags=dict(data.tags), metrics=dict(data.metrics), params=dict(data.params))
+                     tags=dict(data.tags), metrics=dict(data.metrics), params=dict(data.params),
+                     end_time=int(info.end_time or 0))
 
 
 class Runs:
@@ -122,6 +124,20 @@ class Runs:
         runs = [r for r in runs if (statuses is None or r.status in statuses)
                 and (run_name is None or (r.run_type == run_type and (batch is None or r.batch == int(batch))))]
         return runs[:max_results]
+
+    def with_param(self, key: str, value: str, max_results: int = 100) -> list[RunRecord]:
+        """Active runs whose parameter ``key`` is ``value``, newest first (a run MLflow created
+        for a submitted project, found before our tags are on it)."""
+        exp = self.experiment_id(create=False)
+        if exp is None:
+            return []
+        from mlflow.entities import ViewType
+
+        quoted = value.replace("'", "\\'")
+        found = self._client.search_runs([exp], filter_string=f"params.`{key}` = '{quoted}'",
+                                         run_view_type=ViewType.ACTIVE_ONLY, max_results=max_results,
+                                         order_by=["attributes.start_time DESC"])
+        return [_record(r) for r in found]
 
     def all(self, max_results: int = 5000) -> list[RunRecord]:
         """Every run of the experiment, deleted ones included, newest first."""
