@@ -24,9 +24,13 @@ ESTIMATOR_FILE = "estimator.json"
 
 
 def log_observation(registry: reg.Registry, run_id: str, terms: PsiTerms, batch, kappa: float) -> None:
-    """What was measured on the batch, logged on its run before anything is decided."""
+    """What was measured on the batch, logged on its run before anything is decided (for a first
+    term estimated from a row sample, also its interval's half-width and the rows predicted)."""
+    sampled = {} if terms.n_predicted is None else {"psi_now_half_width": terms.now_half_width,
+                                                    "n_predicted": terms.n_predicted}
     registry.runs.log_metrics(run_id, {"psi_bar": terms.psi_bar, "psi_now": terms.now, "psi_then": terms.then,
-                                       "kappa": kappa, "n_data": batch.n_rows, "n_queries": len(batch.queries)})
+                                       "kappa": kappa, "n_data": batch.n_rows, "n_queries": len(batch.queries),
+                                       **sampled})
 
 
 def log_estimate(registry: reg.Registry, run_id: str, estimate, queries, kappa: float) -> None:

@@ -335,7 +335,7 @@ def _measure(registry: reg.Registry, doc: PolicyDocument, state: ManagerState, p
     """
     in_use = InUse(production.version, False) if work.late else model_in_use(state, production, work.info.id)
     version = registry.version(in_use.version) if in_use.resumed else serving
-    obs, terms = observe(registry, version, batch, doc, method)
+    obs, terms = observe(registry, version, batch, doc, method, kappa=doc.kappa_at(state.retrain_seconds(doc.version)))
     return in_use, version, obs, terms
 
 

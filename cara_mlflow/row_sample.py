@@ -1,0 +1,154 @@
+"""Ψ's first term from a sample of the batch's rows: predictions on the sample only.
+
+The first term of Ψ̄ (paper scale, Eq. 1–2) is an average over the batch's n rows::
+
+    Ψ(Q, D, M) = (1/n) Σ_x ℓ(M, x) · K_Q(x),     K_Q(x) = Σ_q K(q, x)
+
+and ℓ needs the model's prediction on x, which is what a large batch pays for. Here the rows
+are drawn uniformly without replacement (a seeded permutation) in **random groups** of
+``group_rows`` rows; each group is predicted, and its rows with a non-zero loss are summed
+against an independent uniform sample of ``group_queries`` queries (every query when there are
+no more), exactly. Each group's estimate
+
+    Ψ̂_g = (n_Q / r) · Σ_{x ∈ g} ℓ(x) Σ_{q ∈ Q_g} K(q, x) / |g|
+
+is unbiased for Ψ, and the groups are exchangeable, so Ψ̂ = mean_g Ψ̂_g with the Student-t
+interval of the group estimates (level ``confidence``) carries both sources of error, the rows
+drawn and the queries drawn, without a formula for either. Groups are added (at least
+:data:`MIN_GROUPS`) until the interval's half-width is at most ``rel_error`` × max(κ, |Ψ̂|): a
+bound relative to the term alone is out of reach when errors are rare, and 1% of κ is what a
+decision can notice. When the groups needed would predict more than :data:`MAX_FRACTION` of the
+rows, every row is predicted instead (the rows already predicted are kept) and the caller
+computes the term as it always has.
+
+A test checks the estimate against the exact term on moderate batches (seeds, dense and sparse
+features, rare and common errors); ``benchmarks/calibrate_rows.py`` measures the interval's
+coverage.
+
+>>> rng = np.random.default_rng(0)
+>>> X, Q = rng.normal(size=(200_000, 3)), rng.normal(size=(500, 3))
+>>> wrong = (rng.random(200_000) < 0.2).astype(float)          # the model's 0-1 losses
+>>> exact = float(wrong @ _weighted_kernel_sums(X, Q, None, 0.5, 2**26)) / 200_000
+>>> est = sampled_first_term(Q, X, lambda rows: wrong[rows], 0.5, kappa=5 * exact, seed=1)   # κ = 5 Ψ
+>>> bool(abs(est.value - exact) <= est.half_width <= 0.01 * 5 * exact), est.n_predicted < 100_000, est.sampled
+(True, True, True)
+>>> sampled_first_term(Q, X, lambda rows: wrong[rows], 0.5, kappa=0.0, seed=1).sampled  # 1% of Ψ: too many rows
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .staleness import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_REL_ERROR,
+    MAX_BLOCK_BYTES,
+    _student_t_quantile,
+    _weighted_kernel_sums,
+)
+
+__all__ = ["RowSample", "sampled_first_term", "ROW_SAMPLE_MIN_ROWS", "GROUP_ROWS", "GROUP_QUERIES", "MIN_GROUPS",
+           "MAX_FRACTION"]
+
+#: ``auto`` (and ``sample``) estimate a step's first term from a row sample above this many rows;
+#: at or below it every row is predicted, exactly as before.
+ROW_SAMPLE_MIN_ROWS = 500_000
+#: Rows of one random group, and the queries it is summed against (every query when fewer).
+GROUP_ROWS = 8192
+GROUP_QUERIES = 1024
+#: Groups before the first interval (15 degrees of freedom, as the pair blocks of ``staleness``).
+MIN_GROUPS = 16
+#: Past this fraction of the rows, every row is predicted instead.
+MAX_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class RowSample:
+    """Result of :func:`sampled_first_term`.
+
+    ``sampled``: the value is an estimate (``half_width`` its interval); otherwise every row's
+    loss is in ``losses`` (``rows`` = all rows, in order) and the caller computes the term
+    exactly. ``rows``/``losses``: the rows predicted and their losses.
+    """
+
+    value: float
+    half_width: float
+    sampled: bool
+    rows: np.ndarray
+    losses: np.ndarray
+    n_groups: int
+
+    @property
+    def n_predicted(self) -> int:
+        return int(self.rows.size)
+
+
+def _group_estimate(Q, X, rows: np.ndarray, losses: np.ndarray, gamma: float, rng, group_queries: int,
+                    max_block_bytes: int) -> float:
+    """Ψ̂_g of one group: its wrong rows against a fresh uniform sample of queries."""
+    n_q = Q.shape[0]
+    wrong = np.flatnonzero(losses)
+    if wrong.size == 0:
+        return 0.0
+    picked = np.sort(rng.choice(n_q, group_queries, replace=False)) if group_queries < n_q else slice(None)
+    sums = _weighted_kernel_sums(X[rows[wrong]], Q[picked], None, gamma, max_block_bytes)
+    return float((n_q / min(group_queries, n_q)) * (losses[wrong] @ sums) / rows.size)
+
+
+def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray], gamma: float, *, kappa: float,
+                       rel_error: float = DEFAULT_REL_ERROR, confidence: float = DEFAULT_CONFIDENCE, seed=0,
+                       group_rows: int | None = None, group_queries: int | None = None,
+                       max_block_bytes: int = MAX_BLOCK_BYTES) -> RowSample:
+    """Ψ(Q, D, M) = (1/n) Σ_x ℓ(x) Σ_q K(q, x) from the losses of a row sample (module docstring).
+
+    ``X``: the batch's n rows in the kernel space (dense or sparse); ``losses_of(rows)``: the
+    model's per-sample losses on those rows (sorted indices), where the predictions happen.
+    ``kappa``: the retrain cost in Ψ's units (the bound is relative to max(κ, Ψ)). Seeded by
+    ``seed`` (anything ``numpy.random.default_rng`` takes): a rerun draws the same rows.
+    ``group_rows`` and ``group_queries`` default to :data:`GROUP_ROWS` and :data:`GROUP_QUERIES`.
+    """
+    group_rows = GROUP_ROWS if group_rows is None else int(group_rows)
+    group_queries = GROUP_QUERIES if group_queries is None else int(group_queries)
+    n = X.shape[0]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    size = min(group_rows, n)
+    t_level = 0.5 + confidence / 2
+    rows_seen, losses_seen, estimates = [], [], []
+    if MIN_GROUPS * size > MAX_FRACTION * n:       # too few rows for a sample to pay
+        return _every_row(order, rows_seen, losses_seen, losses_of, n)
+    want = MIN_GROUPS
+    while True:
+        while len(estimates) < want:
+            start = len(estimates) * size
+            rows = np.sort(order[start:start + size])
+            loss = np.asarray(losses_of(rows), dtype=np.float64)
+            rows_seen.append(rows)
+            losses_seen.append(loss)
+            estimates.append(_group_estimate(queries, X, rows, loss, gamma, rng, group_queries, max_block_bytes))
+        groups = np.array(estimates)
+        value = float(groups.mean())
+        half = float(_student_t_quantile(t_level, groups.size - 1) * groups.std(ddof=1) / np.sqrt(groups.size))
+        target = rel_error * max(float(kappa), abs(value))
+        if half <= target:
+            return RowSample(value, half, True, np.concatenate(rows_seen), np.concatenate(losses_seen), groups.size)
+        need = groups.size * (half / target) ** 2 if target > 0 else np.inf
+        if not np.isfinite(need) or 1.1 * need * size > MAX_FRACTION * n:
+            return _every_row(order, rows_seen, losses_seen, losses_of, n)
+        want = max(groups.size + MIN_GROUPS // 4, int(np.ceil(1.1 * need)))
+
+
+def _every_row(order: np.ndarray, rows_seen: list, losses_seen: list, losses_of, n: int) -> RowSample:
+    """Every row's loss, the rows already predicted kept (for the exact term)."""
+    done = sum(r.size for r in rows_seen)
+    rest = np.sort(order[done:])
+    losses = np.empty(n)
+    for rows, loss in zip(rows_seen, losses_seen):
+        losses[rows] = loss
+    if rest.size:
+        losses[rest] = np.asarray(losses_of(rest), dtype=np.float64)
+    return RowSample(float("nan"), float("nan"), False, np.arange(n), losses, len(rows_seen))
