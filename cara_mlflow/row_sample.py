@@ -29,10 +29,10 @@ coverage.
 >>> X, Q = rng.normal(size=(200_000, 3)), rng.normal(size=(500, 3))
 >>> wrong = (rng.random(200_000) < 0.2).astype(float)          # the model's 0-1 losses
 >>> exact = float(wrong @ _weighted_kernel_sums(X, Q, None, 0.5, 2**26)) / 200_000
->>> est = sampled_first_term(Q, X, lambda rows: wrong[rows], 0.5, kappa=5 * exact, seed=1)   # κ = 5 Ψ
+>>> est = sampled_first_term(Q, X, lambda rows: wrong[rows], 0.5, kappa=5 * exact, seed=1, group_rows=2048)
 >>> bool(abs(est.value - exact) <= est.half_width <= 0.01 * 5 * exact), est.n_predicted < 100_000, est.sampled
 (True, True, True)
->>> sampled_first_term(Q, X, lambda rows: wrong[rows], 0.5, kappa=0.0, seed=1).sampled  # 1% of Ψ: too many rows
+>>> sampled_first_term(Q, X, lambda rows: wrong[rows], 0.5, kappa=0.0, seed=1, group_rows=2048).sampled  # 1% of Ψ
 False
 """
 
@@ -75,8 +75,8 @@ class RowSample:
     exactly. ``rows``/``losses``: the rows predicted and their losses.
     """
 
-    value: float
-    half_width: float
+    value: float | np.ndarray             # one per loss column when losses_of gives several
+    half_width: float | np.ndarray
     sampled: bool
     rows: np.ndarray
     losses: np.ndarray
@@ -88,15 +88,15 @@ class RowSample:
 
 
 def _group_estimate(Q, X, rows: np.ndarray, losses: np.ndarray, gamma: float, rng, group_queries: int,
-                    max_block_bytes: int) -> float:
-    """Ψ̂_g of one group: its wrong rows against a fresh uniform sample of queries."""
+                    max_block_bytes: int) -> np.ndarray:
+    """Ψ̂_g of one group, one per loss column: its wrong rows against a fresh sample of queries."""
     n_q = Q.shape[0]
-    wrong = np.flatnonzero(losses)
+    wrong = np.flatnonzero(losses.any(axis=1))
     if wrong.size == 0:
-        return 0.0
+        return np.zeros(losses.shape[1])
     picked = np.sort(rng.choice(n_q, group_queries, replace=False)) if group_queries < n_q else slice(None)
     sums = _weighted_kernel_sums(X[rows[wrong]], Q[picked], None, gamma, max_block_bytes)
-    return float((n_q / min(group_queries, n_q)) * (losses[wrong] @ sums) / rows.size)
+    return (n_q / min(group_queries, n_q)) * (losses[wrong].T @ sums) / rows.size
 
 
 def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray], gamma: float, *, kappa: float,
@@ -106,10 +106,13 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
     """Ψ(Q, D, M) = (1/n) Σ_x ℓ(x) Σ_q K(q, x) from the losses of a row sample (module docstring).
 
     ``X``: the batch's n rows in the kernel space (dense or sparse); ``losses_of(rows)``: the
-    model's per-sample losses on those rows (sorted indices), where the predictions happen.
-    ``kappa``: the retrain cost in Ψ's units (the bound is relative to max(κ, Ψ)). Seeded by
-    ``seed`` (anything ``numpy.random.default_rng`` takes): a rerun draws the same rows.
-    ``group_rows`` and ``group_queries`` default to :data:`GROUP_ROWS` and :data:`GROUP_QUERIES`.
+    model's per-sample losses on those rows (sorted indices), where the predictions happen; an
+    ``(m, k)`` array gives k terms on the same rows and queries (several models, paired: their
+    errors are correlated, so their difference is estimated more closely than each term), every
+    one held to the bound. ``kappa``: the retrain cost in Ψ's units (the bound is relative to
+    max(κ, Ψ)). Seeded by ``seed`` (anything ``numpy.random.default_rng`` takes): a rerun draws
+    the same rows. ``group_rows`` and ``group_queries`` default to :data:`GROUP_ROWS` and
+    :data:`GROUP_QUERIES`.
     """
     group_rows = GROUP_ROWS if group_rows is None else int(group_rows)
     group_queries = GROUP_QUERIES if group_queries is None else int(group_queries)
@@ -129,26 +132,36 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
             loss = np.asarray(losses_of(rows), dtype=np.float64)
             rows_seen.append(rows)
             losses_seen.append(loss)
-            estimates.append(_group_estimate(queries, X, rows, loss, gamma, rng, group_queries, max_block_bytes))
+            estimates.append(_group_estimate(queries, X, rows, loss.reshape(rows.size, -1), gamma, rng,
+                                             group_queries, max_block_bytes))
         groups = np.array(estimates)
-        value = float(groups.mean())
-        half = float(_student_t_quantile(t_level, groups.size - 1) * groups.std(ddof=1) / np.sqrt(groups.size))
-        target = rel_error * max(float(kappa), abs(value))
-        if half <= target:
-            return RowSample(value, half, True, np.concatenate(rows_seen), np.concatenate(losses_seen), groups.size)
-        need = groups.size * (half / target) ** 2 if target > 0 else np.inf
+        value = groups.mean(axis=0)
+        half = _student_t_quantile(t_level, len(groups) - 1) * groups.std(axis=0, ddof=1) / np.sqrt(len(groups))
+        target = rel_error * np.maximum(float(kappa), np.abs(value))
+        if (half <= target).all():
+            return _sampled(value, half, rows_seen, losses_seen, len(groups))
+        with np.errstate(divide="ignore"):
+            need = float(np.max(len(groups) * (half / target) ** 2))
         if not np.isfinite(need) or 1.1 * need * size > MAX_FRACTION * n:
             return _every_row(order, rows_seen, losses_seen, losses_of, n)
-        want = max(groups.size + MIN_GROUPS // 4, int(np.ceil(1.1 * need)))
+        want = max(len(groups) + MIN_GROUPS // 4, int(np.ceil(1.1 * need)))
+
+
+def _sampled(value: np.ndarray, half: np.ndarray, rows_seen: list, losses_seen: list, n_groups: int) -> RowSample:
+    one = losses_seen[0].ndim == 1
+    return RowSample(float(value[0]) if one else value, float(half[0]) if one else half, True,
+                     np.concatenate(rows_seen), np.concatenate(losses_seen), n_groups)
 
 
 def _every_row(order: np.ndarray, rows_seen: list, losses_seen: list, losses_of, n: int) -> RowSample:
     """Every row's loss, the rows already predicted kept (for the exact term)."""
     done = sum(r.size for r in rows_seen)
     rest = np.sort(order[done:])
-    losses = np.empty(n)
+    fresh = np.asarray(losses_of(rest), dtype=np.float64) if rest.size else None
+    shape = (fresh if fresh is not None else losses_seen[0]).shape[1:]
+    losses = np.empty((n, *shape))
     for rows, loss in zip(rows_seen, losses_seen):
         losses[rows] = loss
-    if rest.size:
-        losses[rest] = np.asarray(losses_of(rest), dtype=np.float64)
+    if fresh is not None:
+        losses[rest] = fresh
     return RowSample(float("nan"), float("nan"), False, np.arange(n), losses, len(rows_seen))

@@ -44,7 +44,7 @@ def _exact(Q, X, losses, gamma) -> float:
 def test_a_group_estimate_with_every_query_is_the_brute_force_sum_over_its_rows():
     Q, X, losses = _stream(0, 400, 0.2, n_queries=30)
     rows = np.sort(np.random.default_rng(1).choice(400, 64, replace=False))
-    got = _group_estimate(Q, X, rows, losses[rows], 0.3, np.random.default_rng(2), 10**6, 2**26)
+    got = _group_estimate(Q, X, rows, losses[rows].reshape(-1, 1), 0.3, np.random.default_rng(2), 10**6, 2**26)[0]
     want = _brute_first_term(Q, X[rows], losses[rows], 0.3)
     assert got == pytest.approx(want, rel=1e-12)
     assert _exact(Q, X, losses, 0.3) == pytest.approx(_brute_first_term(Q, X, losses, 0.3), rel=1e-12)
@@ -150,3 +150,71 @@ def test_a_step_on_a_large_batch_predicts_a_sample_and_logs_the_interval(large_s
     assert 0 < m["psi_now_half_width"] <= 0.01 * m["kappa"]
     assert abs(m["psi_now"] - ref["psi_now"]) <= 1.5 * m["psi_now_half_width"]
     assert m["psi_then"] == ref["psi_then"] and run.tags["cara.decision"] == reference.tags["cara.decision"] == "keep"
+
+
+def test_two_loss_columns_share_rows_and_queries_and_each_meets_the_bound():
+    """Two models' losses on the same rows (the gate's challenger and production): each term
+    within its interval of the exact one, and their difference far closer than either."""
+    Q, X, losses = _stream(8, 120_000, 0.15)
+    rng = np.random.default_rng(9)
+    other = np.where(rng.random(losses.size) < 0.1, 1.0 - losses, losses)       # 10% of the rows differ
+    both = np.column_stack([losses, other])
+    exact = np.array([_exact(Q, X, column, 0.2) for column in both.T])
+    est = sampled_first_term(Q, X, lambda r: both[r], 0.2, kappa=5 * exact.max(), seed=3, group_rows=512,
+                             group_queries=64)
+    assert est.sampled and est.value.shape == est.half_width.shape == (2,)
+    assert (np.abs(est.value - exact) <= est.half_width).all()
+    assert (est.half_width <= 0.01 * 5 * exact.max()).all()
+    assert abs((est.value[0] - est.value[1]) - (exact[0] - exact[1])) < 0.5 * est.half_width.min()
+
+
+def test_the_gate_judges_a_large_held_out_set_on_a_sample(large_store, tmp_path, cara, monkeypatch):
+    """A forced retrain, then the gate called on its held-out rows (4 000 of 20 000) both ways:
+    on a sample (the size threshold and groups scaled down) each model's term is within its
+    interval of the exact one, and the verdict is the exact gate's when they are apart."""
+    from cara_mlflow.lifecycle import models, observe
+    from cara_mlflow.lifecycle.frame import active_policy
+    from cara_mlflow.store import BatchStore
+
+    from .helpers import copy_store, ok, registry
+
+    store = copy_store(large_store, tmp_path / "store")
+    ok(cara(store, "step", "--force-retrain", "--psi-method", "exact"))
+    reg = registry(store)
+    doc = active_policy(reg)
+    batch = BatchStore(store).read(6, target=doc.target, space=doc.space)
+    challenger, production = reg.versions(trained_on=6)[0], reg.version(1)
+    exact_verdict = models.gate(reg, challenger, production, batch, doc, enabled=True, method="exact")
+    seen = []
+    monkeypatch.setattr(observe, "ROW_SAMPLE_MIN_ROWS", 1000)
+    monkeypatch.setattr(row_sample, "GROUP_ROWS", 64)
+    monkeypatch.setattr(row_sample, "GROUP_QUERIES", 128)
+    monkeypatch.setattr(models, "sampled_first_term", lambda *a, **k: seen.append(sampled_first_term(*a, **k))
+                        or seen[-1])
+    verdict = models.gate(reg, challenger, production, batch, doc, enabled=True, method="auto", kappa=doc.kappa)
+    [sample] = seen
+    assert sample.sampled and sample.n_predicted < 4000 == _held(reg, challenger).size
+    assert np.unique(sample.rows).size == sample.rows.size          # each held-out row predicted once
+    exact = np.array([_exact(batch.queries, batch.X[_held(reg, challenger)], column, doc.psi.gamma)
+                      for column in _held_losses(reg, challenger, production, batch, doc).T])
+    assert (np.abs(sample.value - exact) <= sample.half_width).all()
+    if abs(exact[0] - exact[1]) > sample.half_width.sum():
+        assert verdict == exact_verdict
+
+
+def _held(reg, version):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        info, _ = reg.training_info(version, tmp)
+    return np.asarray(info["holdout_index"], dtype=np.int64)
+
+
+def _held_losses(reg, challenger, production, batch, doc):
+    """Both models' 0-1 losses on the challenger's held-out rows, every row predicted."""
+    import tempfile
+
+    held = _held(reg, challenger)
+    with tempfile.TemporaryDirectory() as tmp:
+        models_ = [reg.load_model(v, tmp) for v in (challenger, production)]
+        return np.column_stack([(m.predict(batch.frame.iloc[held]) != batch.y[held]).astype(float) for m in models_])

@@ -54,7 +54,7 @@ def apply_retrain(plan: Plan, *, store: BatchStore, registry: reg.Registry, doc:
     challenger = train_and_register(registry, batch, doc, project_uri, trigger=plan.trigger, on_phase=on_phase,
                                     parent_run_id=parent_run_id, decided_at=decided_at)
     outcome = challenger.tags.get(reg.TAG_GATE) or gate(registry, challenger, in_use, batch, doc,
-                                                        enabled=gate_enabled, method=psi_method)
+                                                        enabled=gate_enabled, method=psi_method, kappa=plan.kappa)
     registry.tag_version(challenger.version, reg.TAG_GATE, outcome)
     on_phase("after-gate")
     if outcome in PROMOTED:

@@ -9,12 +9,14 @@ import numpy as np
 
 from ..losses import per_sample_losses, resolve_loss
 from ..policy_doc import PolicyDocument
+from ..row_sample import sampled_first_term
 from ..staleness import psi_from_losses
 from ..tracking import registry as reg
 from ..tracking.runs import TAG_PARENT, RunRecord
 from ..tracking.training import record_training
 from .detached import detached_retrain
 from .frame import Phase, default_project_uri, no_phase
+from .observe import samples_rows
 from .training import complete_record, train_on_batch
 
 __all__ = ["train_and_register", "adopt", "gate"]
@@ -94,12 +96,14 @@ def adopt(registry: reg.Registry, batch, doc: PolicyDocument, version_number: in
 
 
 def gate(registry: reg.Registry, challenger: reg.VersionInfo, in_use: reg.VersionInfo, batch, doc: PolicyDocument,
-         *, enabled: bool, method: str = "exact") -> str:
+         *, enabled: bool, method: str = "exact", kappa: float | None = None) -> str:
     """``passed`` if the challenger's query-weighted loss on its held-out rows is not higher than
     the model in use's, else ``rejected``; ``off`` when the gate is disabled.
 
     Both sides use the same seed (common random blocks), so an estimate's error mostly cancels
-    in the comparison."""
+    in the comparison. With ``kappa``, many held-out rows are judged on a row sample
+    (:func:`~cara_mlflow.lifecycle.observe.samples_rows`): both models predict the same rows,
+    summed against the same queries."""
     if not enabled:
         return "off"
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +115,19 @@ def gate(registry: reg.Registry, challenger: reg.VersionInfo, in_use: reg.Versio
         old_model = registry.load_model(in_use, tmp)
     loss_fn = resolve_loss(doc.psi.loss)
     X, y, rows = batch.X[held], batch.y[held], batch.frame.iloc[held]
-    new, old = (psi_from_losses(batch.queries, X, per_sample_losses(loss_fn, y, model.predict(rows), "held-out rows"),
-                                doc.psi.gamma, method=method, seed=(batch.id, 2), scale=doc.psi.scale)
-                for model in (new_model, old_model))
+
+    def losses_of(picked):
+        frame = rows.iloc[picked]
+        return np.column_stack([per_sample_losses(loss_fn, y[picked], model.predict(frame), "held-out rows")
+                                for model in (new_model, old_model)])
+
+    if samples_rows(doc, method, held.size, kappa):
+        sample = sampled_first_term(batch.queries, X, losses_of, doc.psi.gamma, kappa=kappa, seed=(batch.id, 2))
+        if sample.sampled:
+            return "passed" if sample.value[0] <= sample.value[1] else "rejected"
+        both = sample.losses
+    else:
+        both = losses_of(np.arange(held.size))
+    new, old = (psi_from_losses(batch.queries, X, both[:, i], doc.psi.gamma, method=method, seed=(batch.id, 2),
+                                scale=doc.psi.scale) for i in (0, 1))
     return "passed" if new <= old else "rejected"
