@@ -171,7 +171,8 @@ def test_a_detached_retrain_is_submitted_once_waited_for_and_promoted(fresh):
 
 def test_a_retrain_past_the_timeout_is_left_running_and_the_next_step_waits_for_it(fresh, tmp_path):
     project, go = _gated(tmp_path)
-    args = ("step", "--force-retrain", *DETACHED, "--project-uri", project)
+    events = tmp_path / "events.jsonl"
+    args = ("step", "--force-retrain", *DETACHED, "--project-uri", project, "--notify", f"cat >> {events}")
     for _ in range(2):        # twice: the second step finds the run and waits again, it submits nothing
         line = one_line_error(run_cli(fresh, *args, "--retrain-timeout", "2"), code=75)
         assert f"the retrain of batch {BATCH}" in line and "still running after 2 s" in line
@@ -182,6 +183,9 @@ def test_a_retrain_past_the_timeout_is_left_running_and_the_next_step_waits_for_
     ok(run_cli(fresh, *args, "--retrain-timeout", "120"))
     assert [r.status for r in _retrains(fresh)] == ["FINISHED"] and len(_project_runs(fresh)) == 1
     assert registry(fresh).last_batch() == BATCH
+    # announced once, when submitted; a retrain still running is no failure
+    sent = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert sent[0] == "retrain" and sent.count("retrain") == 1 and "failed" not in sent
 
 
 def test_kill_9_between_the_submission_and_its_tags_finds_the_run_by_its_data(fresh, tmp_path):
@@ -212,7 +216,11 @@ def test_a_failed_retrain_leaves_production_unchanged_and_the_next_step_submits_
     reg = registry(fresh)
     production, versions = reg.production().version, len(reg.versions())
     failing = _project(tmp_path / "failing", "echo 'out of memory' >&2; exit 3")
-    line = one_line_error(run_cli(fresh, "step", "--force-retrain", *DETACHED, "--project-uri", failing))
+    events = tmp_path / "events.jsonl"
+    line = one_line_error(run_cli(fresh, "step", "--force-retrain", *DETACHED, "--project-uri", failing,
+                                  "--notify", f"cat >> {events}"))
+    announced, failed = [json.loads(text) for text in events.read_text().splitlines()]
+    assert announced["event"] == "retrain" and failed["event"] == "failed" and "ended FAILED" in failed["text"]
     assert f"the retrain of batch {BATCH} on backend local (detached) ended FAILED" in line
     assert "production is unchanged" in line and ".log" in line
     log = Path(line.split(" and ")[-1].split(";")[0])

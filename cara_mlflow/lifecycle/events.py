@@ -14,7 +14,7 @@ import contextlib
 import warnings
 from typing import Iterator
 
-from ..errors import CaraError, LockBusy
+from ..errors import CaraError, LockBusy, RetrainPending
 from ..notify import DEFAULT_NOTIFY_TIMEOUT, Delivery, check_command, deliver, event
 from ..planner import PROMOTED, Plan, RetrainOutcome
 from ..policy_doc import PolicyDocument
@@ -105,10 +105,11 @@ def outcome_events(plan: Plan, outcome: RetrainOutcome | None, revert: dict | No
 
 @contextlib.contextmanager
 def reporting_failure(notifier: Notifier) -> Iterator[None]:
-    """Send ``failed`` for a step that raises (then let the error go on, unchanged)."""
+    """Send ``failed`` for a step that raises (then let the error go on, unchanged). Another
+    step holding the lock, or a detached retrain still running, is no failure: nothing is sent."""
     try:
         yield
-    except LockBusy:
+    except (LockBusy, RetrainPending):
         raise
     except Exception as exc:
         if getattr(exc, "cara_notified", False):        # an inner frame sent it already

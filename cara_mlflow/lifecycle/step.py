@@ -33,7 +33,7 @@ from ..policy_doc import PolicyDocument
 from ..staleness import check_psi_method
 from ..store import BatchStore, BatchStoreError, BatchStoreWarning
 from ..tracking import registry as reg
-from ..tracking.projects import check_backend, resolve_project_uri
+from ..tracking.projects import TAG_BACKEND, check_backend, resolve_project_uri
 from ..verify import parse_margin
 from .batch_run import batch_run, commit
 from .events import Notifier, outcome_events, reporting_failure, revert_event
@@ -304,8 +304,12 @@ def _in_order_first(store: BatchStore, registry: reg.Registry, doc: PolicyDocume
 
 
 def _announce(where: _Where, plan: Plan) -> None:
-    """The ``retrain`` event, as a retrain starts (not when a crashed one is resumed)."""
+    """The ``retrain`` event, as a retrain starts (not when a crashed one is resumed, nor when a
+    detached one submitted by an earlier step is still running: it was announced then)."""
     if where.notifier is None or plan.resumed:
+        return
+    if where.doc.backend.detached and any(run.status in ("RUNNING", "FINISHED") and TAG_BACKEND in run.tags
+                                          for run in where.registry.runs.find("retrain", batch=plan.batch)):
         return
     psi = "" if plan.schema else f"Ψ̄={plan.psi_bar:.4g}, "
     where.notifier.send("retrain", plan.batch, f"Batch {plan.batch}: retraining {where.registry.name} "
