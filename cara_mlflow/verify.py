@@ -163,12 +163,28 @@ def _sample(n: int, most: int, rng: np.random.Generator) -> np.ndarray | slice:
     return slice(None) if n <= most else np.sort(rng.choice(n, most, replace=False))
 
 
+def checked_rows(n: int, seed=0, max_rows: int = VERIFY_ROWS) -> np.ndarray:
+    """The rows :func:`paired_losses` reads of a batch of ``n`` rows with ``seed``: every row up to
+    ``max_rows``, else that many drawn uniformly. Only these rows' losses are needed, so a caller
+    predicts them alone.
+
+    >>> checked_rows(5, seed=1)
+    array([0, 1, 2, 3, 4])
+    >>> rows = checked_rows(10**6, seed=(57, 3))
+    >>> rows.size, bool((np.diff(rows) > 0).all())
+    (20000, True)
+    """
+    rows = _sample(n, max_rows, np.random.default_rng(seed))
+    return np.arange(n) if isinstance(rows, slice) else rows
+
+
 def paired_losses(queries, X, losses_new, losses_old, gamma: float, *, scale: str = DEFAULT_PSI_SCALE, seed=0,
                   max_rows: int = VERIFY_ROWS, max_queries: int = VERIFY_QUERIES) -> PairedLosses | None:
     """Both models' per-row losses (one per row of ``X``) with each row's weight near ``queries``;
     rows and queries beyond ``max_rows`` / ``max_queries`` sampled uniformly with ``seed`` (rows
-    kept in their order). The interval of a verdict covers the sampled rows; sampled queries judge
-    both models alike and are not in it. None when the batch cannot tell: fewer than two rows, or
+    kept in their order; :func:`checked_rows`: the losses of other rows are never read). The
+    interval of a verdict covers the sampled rows; sampled queries judge both models alike and
+    are not in it. None when the batch cannot tell: fewer than two rows, or
     rows that carry no query weight at all."""
     for name, losses in (("losses_new", losses_new), ("losses_old", losses_old)):
         if np.shape(losses) != (X.shape[0],):

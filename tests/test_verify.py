@@ -144,3 +144,21 @@ def test_margin_is_checked_and_the_default_is_documented():
         with pytest.raises(InputError, match="verify margin"):
             check_margin(bad)
     assert Verdict(True, 0.5, 0.1, 0.01, VERIFY_MARGIN, 10, 2).difference == pytest.approx(0.4)
+
+
+def test_the_check_reads_only_the_rows_checked_rows_names():
+    """A batch larger than the check reads: losses outside ``checked_rows`` (NaN here) never
+    reach the verdict, so the lifecycle predicts only those rows."""
+    from cara_mlflow.verify import VERIFY_ROWS, checked_rows, compare_models
+
+    rng = np.random.default_rng(4)
+    n = 3 * VERIFY_ROWS
+    X, Q = rng.normal(size=(n, 3)), rng.normal(size=(400, 3))
+    new, old = (rng.random(n) < 0.2).astype(float), (rng.random(n) < 0.1).astype(float)
+    rows = checked_rows(n, seed=(9, 3))
+    assert rows.size == VERIFY_ROWS
+    holes = np.full(n, np.nan)
+    masked = [holes.copy(), holes.copy()]
+    masked[0][rows], masked[1][rows] = new[rows], old[rows]
+    full = compare_models(Q, X, new, old, 0.5, seed=(9, 3))
+    assert compare_models(Q, X, *masked, 0.5, seed=(9, 3)) == full and full.revert

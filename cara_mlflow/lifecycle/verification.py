@@ -14,12 +14,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..losses import per_sample_losses, resolve_loss
 from ..manager_state import ManagerState, PendingCheck
 from ..planner import SchemaChange
 from ..policy_doc import PolicyDocument
 from ..tracking import registry as reg
-from ..verify import VERIFY_FLOOR, VERIFY_MARGIN, Verdict, compare_models
+from ..verify import VERIFY_FLOOR, VERIFY_MARGIN, Verdict, checked_rows, compare_models
 from .frame import REVERT_PHASE, Phase, no_phase
 
 __all__ = ["Check", "check_promotion", "revert", "TAG_REVERTED", "TAG_REVERTED_AT"]
@@ -55,10 +57,15 @@ def _features(registry: reg.Registry, version: reg.VersionInfo) -> tuple[str, ..
     return tuple(info.get("features", ()))
 
 
-def _losses(registry: reg.Registry, version: reg.VersionInfo, batch, doc: PolicyDocument):
+def _losses(registry: reg.Registry, version: reg.VersionInfo, batch, doc: PolicyDocument, rows: np.ndarray):
+    """The version's losses on ``rows`` of the batch (the rows the check reads), 0 elsewhere: only
+    those rows are predicted, so the check's cost does not grow with the batch."""
     with tempfile.TemporaryDirectory() as tmp:
         model = registry.load_model(version, tmp)
-    return per_sample_losses(resolve_loss(doc.psi.loss), batch.y, model.predict(batch.frame), f"batch {batch.id}")
+    losses = np.zeros(batch.n_rows)
+    losses[rows] = per_sample_losses(resolve_loss(doc.psi.loss), batch.y[rows], model.predict(batch.frame.iloc[rows]),
+                                     f"batch {batch.id}")
+    return losses
 
 
 def _skip_reason(registry: reg.Registry, pending: PendingCheck, serving: reg.VersionInfo, batch_id: int,
@@ -90,10 +97,12 @@ def check_promotion(registry: reg.Registry, doc: PolicyDocument, state: ManagerS
         why = "the check after a promotion is off (--verify-margin off)"
     if why is not None:
         return Check("skipped", why, pending.version, pending.replaced)
+    rows = checked_rows(batch.n_rows, (batch.id, 3))
+
     def losses_of(version: int):
         if version == serving.version and serving_losses is not None:
             return serving_losses
-        return _losses(registry, registry.version(version), batch, doc)
+        return _losses(registry, registry.version(version), batch, doc, rows)
     verdict = compare_models(batch.queries, batch.X, losses_of(pending.version), losses_of(pending.replaced),
                              doc.psi.gamma, scale=doc.psi.scale, seed=(batch.id, 3),
                              margin=VERIFY_MARGIN if margin is None else margin,
