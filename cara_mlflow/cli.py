@@ -344,8 +344,10 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     margin = "off" if verify_margin is not None and margin is None else margin
     if decide_before_labels:
         decides_before_labels(policy)
-    retrain_backend = (None if backend is None and backend_config is None
-                       else Backend.parse(backend, backend_config))
+    if backend_config is not None and backend is None:
+        raise InputError("--backend-config: give the backend it configures too (--backend NAME), as stored in "
+                         "the policy with it")
+    retrain_backend = None if backend is None else Backend.parse(backend, backend_config)
     # the window is checked against the store before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
     batch_store, registry = _open(name, store)

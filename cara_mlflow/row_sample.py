@@ -15,11 +15,13 @@ no more), exactly. Each group's estimate
 is unbiased for Ψ, and the groups are exchangeable, so Ψ̂ = mean_g Ψ̂_g with the Student-t
 interval of the group estimates (level ``confidence``) carries both sources of error, the rows
 drawn and the queries drawn, without a formula for either. Groups are added (at least
-:data:`MIN_GROUPS`) until the interval's half-width is at most ``rel_error`` × max(κ, |Ψ̂|): a
-bound relative to the term alone is out of reach when errors are rare, and 1% of κ is what a
-decision can notice. When the groups needed would predict more than :data:`MAX_FRACTION` of the
-rows, every row is predicted instead (the rows already predicted are kept) and the caller
-computes the term as it always has.
+:data:`MIN_GROUPS`) until the interval's half-width is at most ``rel_error`` × max(κ, |Ψ̂|) and
+the sample holds :data:`MIN_ERRORS` rows with a non-zero loss (fewer, and the spread of mostly
+empty groups says nothing: a 0-1 loss is then held to its error rate's upper bound): a bound
+relative to the term alone is out of reach when errors are rare, and 1% of κ is what a decision
+can notice. When the groups needed would predict more than :data:`MAX_FRACTION` of the rows,
+every row is predicted instead (the rows already predicted are kept) and the caller computes
+the term as it always has.
 
 A test checks the estimate against the exact term on moderate batches (seeds, dense and sparse
 features, rare and common errors); ``benchmarks/calibrate_rows.py`` measures the interval's
@@ -64,6 +66,10 @@ GROUP_QUERIES = 1024
 MIN_GROUPS = 16
 #: Past this fraction of the rows, every row is predicted instead.
 MAX_FRACTION = 0.5
+#: Rows with a non-zero loss a sample must hold (each loss column) before the spread of its groups
+#: is trusted: with fewer the group estimates are mostly 0 (with none, a zero-width interval around
+#: 0), and a 0-1 loss's term is bounded by its error rate's upper bound instead (:func:`_few_errors`).
+MIN_ERRORS = 100
 
 
 @dataclass(frozen=True)
@@ -138,13 +144,31 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
         value = groups.mean(axis=0)
         half = _student_t_quantile(t_level, len(groups) - 1) * groups.std(axis=0, ddof=1) / np.sqrt(len(groups))
         target = rel_error * np.maximum(float(kappa), np.abs(value))
-        if (half <= target).all():
-            return _sampled(value, half, rows_seen, losses_seen, len(groups))
-        with np.errstate(divide="ignore"):
-            need = float(np.max(len(groups) * (half / target) ** 2))
+        held, errors = _few_errors(half, losses_seen, queries.shape[0])
+        if (held <= target).all():
+            return _sampled(value, held, rows_seen, losses_seen, len(groups))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # groups for the spread to meet the bound, and for MIN_ERRORS where too few were seen
+            short = (held > target) & (errors < MIN_ERRORS)
+            ratio = np.where(short, MIN_ERRORS / np.maximum(errors, 1), (half / target) ** 2)
+            need = float(np.max(len(groups) * ratio))
         if not np.isfinite(need) or 1.1 * need * size > MAX_FRACTION * n:
             return _every_row(order, rows_seen, losses_seen, losses_of, n)
         want = max(len(groups) + MIN_GROUPS // 4, int(np.ceil(1.1 * need)))
+
+
+def _few_errors(half: np.ndarray, losses_seen: list, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """The half-widths, widened where a loss column has fewer than :data:`MIN_ERRORS` non-zero rows
+    in the sample (the groups' spread says nothing there): a 0-1 loss's term is then at most the
+    error rate's 99% upper bound ((e + 4.6) / m, Poisson) × n_Q (every kernel ≤ 1), and so is the
+    estimate's error; any other loss has no such bound (infinite: more rows, or every row).
+    Returns the half-widths and each column's count of non-zero losses."""
+    stacked = [loss.reshape(loss.shape[0], -1) for loss in losses_seen]
+    m = sum(loss.shape[0] for loss in stacked)
+    errors = sum((loss != 0).sum(axis=0) for loss in stacked)
+    bounded = np.all([((loss >= 0) & (loss <= 1)).all(axis=0) for loss in stacked], axis=0)
+    ceiling = np.where(bounded, (errors + 4.6) / m * n_queries, np.inf)
+    return np.where(errors >= MIN_ERRORS, half, np.maximum(half, ceiling)), errors
 
 
 def _sampled(value: np.ndarray, half: np.ndarray, rows_seen: list, losses_seen: list, n_groups: int) -> RowSample:

@@ -113,6 +113,8 @@ def test_bad_backend_options_change_nothing(fresh, cara):
                                "--backend-config", '{"detach": 2}'))
     assert "--backend-config" in line
     assert one_line_error(cara(fresh, "step", "--retrain-timeout", "-3")).count("retrain-timeout") == 1
+    line = one_line_error(cara(fresh, "tune", "--offline", "0:5", "--kappa", "5", "--backend-config", "{}"))
+    assert "--backend-config: give the backend it configures too (--backend NAME)" in line
     assert snapshot(fresh) == before
 
 
@@ -179,6 +181,10 @@ def test_a_retrain_past_the_timeout_is_left_running_and_the_next_step_waits_for_
         assert registry(fresh).last_batch() == INIT_BATCH
         assert [r.status for r in _retrains(fresh)] == ["RUNNING"]
         assert (fresh / RETRAIN_DIR / str(BATCH) / "data.parquet").is_file()
+    # retraining here, synchronously, while it runs would train the batch twice: refused
+    line = one_line_error(run_cli(fresh, "step", "--force-retrain", "--project-uri", project))
+    assert f"retrain run {_retrains(fresh)[0].run_id} is still running on backend local" in line
+    assert [r.status for r in _retrains(fresh)] == ["RUNNING"]
     go.touch()
     ok(run_cli(fresh, *args, "--retrain-timeout", "120"))
     assert [r.status for r in _retrains(fresh)] == ["FINISHED"] and len(_project_runs(fresh)) == 1
@@ -272,15 +278,18 @@ class DetachedLocal(LocalBackend):
         return super().run(project_uri, entry_point, params, version, config, tracking_uri, experiment_id)
 
 
+class PushDenied(RuntimeError):
+    """Not an MLflow error: as docker's or kubernetes' own exceptions are not."""
+
+
 class Refusing(LocalBackend):
-    """Creates the project's run, then fails as a cluster refusing the job would."""
+    """Creates the project's run, then fails as an image push refused by a registry would."""
     def run(self, project_uri, entry_point, params, version, backend_config, tracking_uri, experiment_id):
-        from mlflow.exceptions import ExecutionException
         from mlflow.projects.utils import fetch_and_validate_project, get_or_create_run
 
         work_dir = fetch_and_validate_project(project_uri, version, entry_point, params)
         get_or_create_run(None, project_uri, experiment_id, work_dir, version, entry_point, params)
-        raise ExecutionException("image push denied: quota exceeded")
+        raise PushDenied("image push denied: quota exceeded")
 '''
 
 
@@ -315,8 +324,9 @@ def test_a_submission_the_backend_refuses_is_one_line_and_its_run_is_not_left_ru
     before = registry(fresh).production().version
     line = one_line_error(run_cli(fresh, "step", "--force-retrain", "--backend", "cara-refusing", PYTHONPATH=path))
     assert f"the retrain of batch {BATCH} could not be submitted to the cara-refusing backend" in line
-    assert "image push denied: quota exceeded" in line
+    assert "(PushDenied: image push denied: quota exceeded)" in line
     assert [r.status for r in _project_runs(fresh)] == ["FAILED"]     # MLflow's run, ended by us
+    assert not (fresh / RETRAIN_DIR / str(BATCH)).exists()            # the staged rows removed
     assert registry(fresh).production().version == before and registry(fresh).last_batch() == INIT_BATCH
 
 

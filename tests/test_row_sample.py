@@ -218,3 +218,22 @@ def _held_losses(reg, challenger, production, batch, doc):
     with tempfile.TemporaryDirectory() as tmp:
         models_ = [reg.load_model(v, tmp) for v in (challenger, production)]
         return np.column_stack([(m.predict(batch.frame.iloc[held]) != batch.y[held]).astype(float) for m in models_])
+
+
+def test_a_sample_with_too_few_errors_is_not_trusted():
+    """5 wrong rows in 600 000: the groups are mostly empty (a zero-width interval around 0 when
+    none is seen), so no sample is accepted and every row is predicted; 0.1% errors with κ = 50 Ψ
+    are sampled only once MIN_ERRORS wrong rows are in."""
+    rng = np.random.default_rng(0)
+    n = 600_000
+    X, Q = rng.normal(size=(n, 3)), rng.normal(size=(300, 3))
+    losses = np.zeros(n)
+    losses[rng.choice(n, 5, replace=False)] = 1.0
+    exact = _exact(Q, X, losses, 0.5)
+    for seed in range(3):
+        assert not sampled_first_term(Q, X, lambda r: losses[r], 0.5, kappa=2 * exact, seed=seed).sampled
+    losses = (rng.random(n) < 0.001).astype(float)
+    exact = _exact(Q, X, losses, 0.5)
+    est = sampled_first_term(Q, X, lambda r: losses[r], 0.5, kappa=50 * exact, seed=1)
+    assert est.sampled and np.count_nonzero(est.losses) >= row_sample.MIN_ERRORS
+    assert abs(est.value - exact) <= est.half_width

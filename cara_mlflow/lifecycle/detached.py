@@ -39,7 +39,7 @@ from .training import (
     write_training_rows,
 )
 
-__all__ = ["detached_retrain", "SUBMIT_PHASE", "clock", "sleep"]
+__all__ = ["detached_retrain", "abandoned", "SUBMIT_PHASE", "clock", "sleep"]
 
 #: Called between a detached retrain's submission and its tags (the crash tests' hook).
 SUBMIT_PHASE = "after-submit"
@@ -65,15 +65,21 @@ def detached_retrain(registry: reg.Registry, batch, doc: PolicyDocument, project
         params = project_parameters(doc.trainer, data=data, target=doc.target, features=doc.features,
                                     task=doc.task, declared=declared_parameters(project_uri))
         on_phase("during-retrain")
-        run_id = submit_training_project(registry, project_uri, params, batch_id=batch.id, backend=backend,
-                                         parent_run_id=parent_run_id, after_submit=lambda: on_phase(SUBMIT_PHASE))
+        try:
+            run_id = submit_training_project(registry, project_uri, params, batch_id=batch.id, backend=backend,
+                                             parent_run_id=parent_run_id,
+                                             after_submit=lambda: on_phase(SUBMIT_PHASE))
+        except SetupError:
+            remove_training_rows(folder)
+            raise
     else:
         run_id = run.run_id
     run = _wait(registry, run_id, backend.timeout)
     if run.status == "RUNNING":
         raise RetrainPending(f"the retrain of batch {batch.id} (run {run_id}, backend {backend.describe()}) is still "
                              f"running after {backend.timeout:g} s; left running: the next step waits for it again "
-                             "(raise --retrain-timeout to wait longer)")
+                             "(raise --retrain-timeout to wait longer; if its job is gone, end the run as FAILED and "
+                             "the next step submits a new one)")
     remove_training_rows(folder)
     if run.status != "FINISHED" or registry.logged_model_of_run(run_id) is None:
         why = f"ended {run.status}" if run.status != "FINISHED" else "logged no model"
@@ -94,16 +100,19 @@ def _log_hint(run: RunRecord) -> str:
 
 def _submitted(registry: reg.Registry, batch_id: int, data: str, parent_run_id: str | None) -> RunRecord | None:
     """The batch's retrain run still to wait for (RUNNING) or to use (FINISHED with a model),
-    newest first; an untagged one (its step died before tagging it) is tagged now. A local
-    detached run whose process is gone is marked FAILED."""
+    newest first; an untagged one (its step died before tagging it) is tagged now. A run nothing
+    will end (a synchronous retrain's, a local detached one whose process is gone) is marked
+    FAILED."""
     tagged = registry.runs.find("retrain", batch=batch_id)
     seen = {r.run_id for r in tagged}
-    untagged = [r for r in registry.runs.with_param("data", data) if r.run_id not in seen]
+    # MLflow's own run for a submission whose step died before tagging it: no cara tag at all (a
+    # tune's training run on a remote store reads the same folder, and is tagged)
+    untagged = [r for r in registry.runs.with_param("data", data) if TAG_RUN_TYPE not in r.tags]
     for run in untagged:
         registry.runs.set_tags(run.run_id, {TAG_RUN_TYPE: "retrain", TAG_BATCH: batch_id,
                                             **({TAG_PARENT: parent_run_id} if parent_run_id else {})})
     for run in sorted([*tagged, *untagged], key=lambda r: r.start_time, reverse=True):
-        if run.status == "RUNNING" and _abandoned(run, detached=run.run_id not in seen or TAG_BACKEND in run.tags):
+        if run.status == "RUNNING" and abandoned(run, detached=run.run_id not in seen or TAG_BACKEND in run.tags):
             run = _failed_unless_ended(registry, run.run_id)
         if run.status == "RUNNING" or (run.status == "FINISHED" and (
                 run.tags.get(reg.TAG_MODEL_URI) or registry.logged_model_of_run(run.run_id))):
@@ -113,7 +122,7 @@ def _submitted(registry: reg.Registry, batch_id: int, data: str, parent_run_id: 
     return None
 
 
-def _abandoned(run: RunRecord, *, detached: bool) -> bool:
+def abandoned(run: RunRecord, *, detached: bool) -> bool:
     """A RUNNING run nothing will end: a synchronous local retrain's (its child died with its
     step), or a local detached one whose process is gone."""
     return not detached or bool(run.tags.get(TAG_PROCESS)) and gone(run.tags[TAG_PROCESS])
@@ -139,7 +148,7 @@ def _wait(registry: reg.Registry, run_id: str, timeout: float) -> RunRecord:
                              "submits a new retrain")
         if run.status in _ENDED:
             return run
-        if _abandoned(run, detached=True):
+        if abandoned(run, detached=True):
             return _failed_unless_ended(registry, run_id)
         left = deadline - clock()
         if left <= 0:

@@ -7,14 +7,16 @@ import tempfile
 
 import numpy as np
 
+from ..errors import SetupError
 from ..losses import per_sample_losses, resolve_loss
 from ..policy_doc import PolicyDocument
 from ..row_sample import sampled_first_term
 from ..staleness import psi_from_losses
 from ..tracking import registry as reg
+from ..tracking.projects import TAG_BACKEND
 from ..tracking.runs import TAG_PARENT, RunRecord
 from ..tracking.training import record_training
-from .detached import detached_retrain
+from .detached import abandoned, detached_retrain
 from .frame import Phase, default_project_uri, no_phase
 from .observe import samples_rows
 from .training import complete_record, train_on_batch
@@ -37,6 +39,10 @@ def _finished_retrain(registry: reg.Registry, batch, doc: PolicyDocument,
     completed if the kill came before that and nested under ``parent_run_id``; a retrain killed
     half-way is marked FAILED, to be redone."""
     for stale in registry.runs.find("retrain", batch=batch.id, statuses=("RUNNING",)):
+        if stale.tags.get(TAG_BACKEND) and not abandoned(stale, detached=True):
+            raise SetupError(f"batch {batch.id}'s retrain run {stale.run_id} is still running on backend "
+                             f"{stale.tags[TAG_BACKEND]}; wait for it with --backend {stale.tags[TAG_BACKEND]} (the "
+                             "step that submitted it), or end it as FAILED before retraining here")
         registry.runs.end(stale.run_id, "FAILED")
     for run in registry.runs.find("retrain", batch=batch.id, statuses=("FINISHED",)):
         if run.tags.get(reg.TAG_MODEL_URI) or registry.logged_model_of_run(run.run_id):

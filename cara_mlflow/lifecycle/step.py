@@ -136,7 +136,7 @@ def steps(store: BatchStore, registry: reg.Registry, options: StepOptions = Step
 def _step(store: BatchStore, registry: reg.Registry, options: StepOptions, on_phase: Phase,
           notifier: Notifier) -> StepResult:
     doc = active_policy(registry)
-    doc = replace(doc, backend=options.retrain_backend(doc.backend))
+    doc = replace(doc, backend=check_backend(options.retrain_backend(doc.backend)))   # before anything is written
     notifier.configure(doc)
     last, state = _committed(store, registry, doc, options)
     state, reconciled = _reconcile(store, registry, doc, state, last, options, on_phase)

@@ -247,10 +247,9 @@ def submit_training_project(registry: Registry, project_uri: str, parameters: Ma
     our tags (a crash test's hook).
     """
     import mlflow.projects
-    from mlflow.exceptions import MlflowException
 
     local = backend.name == LOCAL
-    log = tempfile.mkstemp(prefix=f"cara-{run_type}-{batch_id}-", suffix=".log")[1] if local else None
+    log = _log_file(run_type, batch_id) if local else None
     submitted_at = int(time.time() * 1000)
     try:
         with registry.scope(), child_environment(), _output_to(log):
@@ -259,10 +258,13 @@ def submit_training_project(registry: Registry, project_uri: str, parameters: Ma
                                             env_manager=LOCAL if local else None, synchronous=False,
                                             experiment_id=registry.runs.experiment_id(),
                                             run_name=f"{run_type}-{batch_id}")
-    except (MlflowException, OSError, ImportError) as exc:    # refused, unreachable, or a plugin that fails to load
+    except Exception as exc:     # refused, unreachable, a failed image build or push, a plugin that fails to load
         _fail_partial(registry, parameters, submitted_at)
-        raise SetupError(f"the {run_type} of batch {batch_id} could not be submitted to the {backend.name} backend: "
-                         f"{' '.join(str(exc).split())[:300]}; fix the backend configuration and rerun") from None
+        if log:
+            Path(log).unlink(missing_ok=True)
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise SetupError(f"the {run_type} of batch {batch_id} could not be submitted to the {backend.name} backend "
+                         f"({type(exc).__name__}: {detail}); fix the backend or its configuration and rerun") from None
     after_submit()
     tags = {TAG_RUN_TYPE: run_type, TAG_BATCH: batch_id, TAG_BACKEND: backend.name,
             **({TAG_PARENT: parent_run_id} if parent_run_id else {})}
@@ -273,9 +275,16 @@ def submit_training_project(registry: Registry, project_uri: str, parameters: Ma
     return submitted.run_id
 
 
+def _log_file(run_type: str, batch_id: int) -> str:
+    """A file for a local detached run's output (named on the run by ``cara.retrain_log``)."""
+    fd, path = tempfile.mkstemp(prefix=f"cara-{run_type}-{batch_id}-", suffix=".log")
+    os.close(fd)
+    return path
+
+
 def _fail_partial(registry: Registry, parameters: Mapping[str, str], since_ms: int) -> None:
     """Runs a refused submission left RUNNING (MLflow created the run before it failed): FAILED,
     so that no step waits for them."""
     for run in registry.runs.with_param("data", str(parameters.get("data", ""))):
-        if run.status == "RUNNING" and run.start_time >= since_ms - 1000:
+        if run.status == "RUNNING" and run.start_time >= since_ms - 1000 and TAG_RUN_TYPE not in run.tags:
             registry.runs.end(run.run_id, "FAILED")
