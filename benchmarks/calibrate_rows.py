@@ -3,7 +3,7 @@
 :func:`cara_mlflow.row_sample.sampled_first_term` at its defaults (groups of 8192 rows × 1024
 queries, 99% intervals, half-width ≤ 1% of max(κ, Ψ)), on batches of ``--rows`` rows: for each
 kind of input the exact first term is computed once, then the estimate is drawn with
-``--seeds`` seeds at κ below and above Ψ. Printed per input and κ: the share of estimates
+``--seeds`` seeds at κ = Ψ/4, Ψ, 4Ψ and 50Ψ. Printed per input and κ: the share of estimates
 within the bound (|Ψ̂ − Ψ| ≤ 1% of max(κ, Ψ)), the interval's coverage (|Ψ̂ − Ψ| ≤ its
 half-width), the worst error in units of the bound, the mean share of rows predicted, and how
 many runs predicted every row instead.
@@ -11,6 +11,8 @@ many runs predicted every row instead.
 Inputs (0-1 losses; "errors" is the model's error rate):
 
 * smooth: d = 10 Gaussian rows and queries, errors 11.5% (3× likelier where x0 > 0.5);
+* rare errors: the same rows, errors 0.06% (7× likelier where x0 > 0.5): a sample holds fewer
+  than 100 of them unless it is large, and is then held to the error rate's upper bound;
 * clustered queries: the queries in 5 tight clusters, errors concentrated in one of them (1.5%);
 * sparse one-hot: 3 categorical features, 77 columns, errors 5% in one category;
 * COVERTYPE: the real rows (54 features, standardised, repeated to ``--rows``) with the errors
@@ -40,6 +42,11 @@ def smooth(rng, n):
     X, Q = rng.normal(size=(n, 10)), rng.normal(size=(5000, 10)) * 0.8 + 0.3
     p = np.where(X[:, 0] > 0.5, 0.3, 0.03)
     return X, Q, (rng.random(n) < p).astype(float), 0.1
+
+
+def rare(rng, n):
+    X, Q = rng.normal(size=(n, 10)), rng.normal(size=(5000, 10)) * 0.8 + 0.3
+    return X, Q, (rng.random(n) < np.where(X[:, 0] > 0.5, 0.0015, 0.0002)).astype(float), 0.1
 
 
 def clustered(rng, n):
@@ -81,7 +88,7 @@ def calibrate(name, X, Q, losses, gamma, seeds: int) -> list[dict]:
     print(f"{name}: n={X.shape[0]}, queries={Q.shape[0]}, errors {losses.mean():.3%}, Ψ={psi:.5g} "
           f"(exact: {time.perf_counter() - start:.1f} s)", flush=True)
     rows = []
-    for kappa_over in (0.25, 1.0, 4.0):
+    for kappa_over in (0.25, 1.0, 4.0, 50.0):
         kappa, within, covered, worst, share, whole, seconds = kappa_over * psi, 0, 0, 0.0, [], 0, []
         for seed in range(seeds):
             t = time.perf_counter()
@@ -113,8 +120,8 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     table = []
-    for name, make in (("smooth d=10", smooth), ("clustered queries d=6", clustered), ("one-hot sparse", one_hot),
-                       ("COVERTYPE d=54", covertype)):
+    for name, make in (("smooth d=10", smooth), ("rare errors d=10", rare), ("clustered queries d=6", clustered),
+                       ("one-hot sparse", one_hot), ("COVERTYPE d=54", covertype)):
         table += calibrate(name, *make(rng, args.rows), args.seeds)
     print()
     print(markdown(table))
