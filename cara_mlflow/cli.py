@@ -522,6 +522,12 @@ def status(name, store, ui_base, as_json):
         lines.append(f"budget       {used} of {n} retrain attempt{'s' if n != 1 else ''} used in the last {w} "
                      f"batches{over}")
     lines.append(_checks_line(s["policy"]))
+    backend = s["policy"]["backend"]
+    if backend["name"] != "local" or backend["config"]:
+        detached = " (detached)" if backend["name"] == "local" else ""
+        lines.append(f"retrains on  {backend['name']}{detached}")
+    for r in s.get("retrains_running", []):
+        lines.append(f"retraining   batch {r['batch']} on {r['backend']}: run {r['run_id']} still running")
     if s.get("pending_check"):
         c = s["pending_check"]
         what = (f"skipped ({c['skip']})" if c["skip"] else

@@ -181,6 +181,8 @@ def test_a_retrain_past_the_timeout_is_left_running_and_the_next_step_waits_for_
         assert registry(fresh).last_batch() == INIT_BATCH
         assert [r.status for r in _retrains(fresh)] == ["RUNNING"]
         assert (fresh / RETRAIN_DIR / str(BATCH) / "data.parquet").is_file()
+    shown = ok(run_cli(fresh, "status")).stdout
+    assert f"retraining   batch {BATCH} on local: run {_retrains(fresh)[0].run_id} still running" in shown
     # retraining here, synchronously, while it runs would train the batch twice: refused
     line = one_line_error(run_cli(fresh, "step", "--force-retrain", "--project-uri", project))
     assert f"retrain run {_retrains(fresh)[0].run_id} is still running on backend local" in line

@@ -224,8 +224,9 @@ def test_status_json_says_where_production_stands(ran_store, cara):
                            "task": "classification", "loss": "zero_one", "features": ["x1", "x2"],
                            "feature_kinds": {"x1": "numeric", "x2": "numeric"},
                            "guards": {"max_model_age": None, "retrain_budget": None}, "psi_scale": "paper",
-                           "verify_margin": 0.25, "notify": None, "decide_before_labels": False}
-    assert s["provisional"] == [] and s["estimate_error"] is None
+                           "verify_margin": 0.25, "notify": None, "decide_before_labels": False,
+                           "backend": {"name": "local", "config": {}}}
+    assert s["provisional"] == [] and s["estimate_error"] is None and s["retrains_running"] == []
     # the last batch promoted (this store's history): its check waits for the next batch
     assert production.trained_on == ONLINE[-1]
     assert s["pending_check"] == {"version": production.version, "replaced": s["pending_check"]["replaced"],
