@@ -112,7 +112,8 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
     """Ψ(Q, D, M) = (1/n) Σ_x ℓ(x) Σ_q K(q, x) from the losses of a row sample (module docstring).
 
     ``X``: the batch's n rows in the kernel space (dense or sparse); ``losses_of(rows)``: the
-    model's per-sample losses on those rows (sorted indices), where the predictions happen; an
+    model's per-sample losses on those rows (sorted indices; one call per round of groups), where
+    the predictions happen; an
     ``(m, k)`` array gives k terms on the same rows and queries (several models, paired: their
     errors are correlated, so their difference is estimated more closely than each term), every
     one held to the bound. ``kappa``: the retrain cost in Ψ's units (the bound is relative to
@@ -132,10 +133,12 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
         return _every_row(order, rows_seen, losses_seen, losses_of, n)
     want = MIN_GROUPS
     while True:
-        while len(estimates) < want:
-            start = len(estimates) * size
-            rows = np.sort(order[start:start + size])
-            loss = np.asarray(losses_of(rows), dtype=np.float64)
+        first = len(estimates)
+        block = np.sort(order[first * size:want * size])           # one prediction call per round
+        block_losses = np.asarray(losses_of(block), dtype=np.float64)
+        for g in range(first, want):
+            rows = np.sort(order[g * size:(g + 1) * size])
+            loss = block_losses[np.searchsorted(block, rows)]
             rows_seen.append(rows)
             losses_seen.append(loss)
             estimates.append(_group_estimate(queries, X, rows, loss.reshape(rows.size, -1), gamma, rng,
