@@ -435,6 +435,17 @@ def step(name, store, process_all, dry_run, force_retrain, no_gate, cooldown, ma
         _run_steps(name, store, options, process_all=process_all, as_json=as_json, lock_timeout=lock_timeout)
 
 
+def _backend_lines(s: dict) -> list[str]:
+    """``status``: where retrains run (when not plain local), and the retrains still running."""
+    backend, lines = s["policy"]["backend"], []
+    if backend["name"] != "local" or backend["config"]:
+        detached = " (detached)" if backend["name"] == "local" else ""
+        lines.append(f"retrains on  {backend['name']}{detached}")
+    for r in s.get("retrains_running", []):
+        lines.append(f"retraining   batch {r['batch']} on {r['backend']}: run {r['run_id']} still running")
+    return lines
+
+
 def _run_steps(name, store, options, *, process_all: bool, as_json: bool, lock_timeout: float) -> None:
     """``step``'s work: one batch, or every pending one, each printed as soon as it is done."""
     from dataclasses import asdict
@@ -522,12 +533,7 @@ def status(name, store, ui_base, as_json):
         lines.append(f"budget       {used} of {n} retrain attempt{'s' if n != 1 else ''} used in the last {w} "
                      f"batches{over}")
     lines.append(_checks_line(s["policy"]))
-    backend = s["policy"]["backend"]
-    if backend["name"] != "local" or backend["config"]:
-        detached = " (detached)" if backend["name"] == "local" else ""
-        lines.append(f"retrains on  {backend['name']}{detached}")
-    for r in s.get("retrains_running", []):
-        lines.append(f"retraining   batch {r['batch']} on {r['backend']}: run {r['run_id']} still running")
+    lines += _backend_lines(s)
     if s.get("pending_check"):
         c = s["pending_check"]
         what = (f"skipped ({c['skip']})" if c["skip"] else
