@@ -253,20 +253,24 @@ def _loss_table(data, predictions, loss_fn) -> list[list[np.ndarray | None]]:
 def _first_terms(data, Qs, losses, g, method, approx) -> np.ndarray:
     """Ψ(Q_t, D_t, M_t') for every older t' at once: Σ_x ℓ_t'(x) w_t(x) with the kernel weights
     w_t(x) = Σ_{q ∈ Q_t} K(q, x), computed once per batch."""
-    approximate, rel_error, seed, max_block_bytes = approx
     T = len(data)
     psi_now = np.full((T, T), np.nan)
     for t in range(1, T):
-        (X, _), Q = data[t], Qs[t]
         L = np.column_stack([losses[tp][t] for tp in range(t)])
-        if _computes_exactly(method, Q.shape[0], X.shape[0]):
-            sums = _weighted_kernel_sums(X, Q, None, g, max_block_bytes) @ L
-        else:
-            keep = np.flatnonzero(L.any(axis=1))
-            sums = _pair_sums(Q, X[keep], L[keep], g, approximate, rel_error, DEFAULT_CONFIDENCE,
-                              _child_seed(seed, 0, t), None, max_block_bytes).value
-        psi_now[:t, t] = sums / X.shape[0]
+        psi_now[:t, t] = first_terms_of(data[t][0], Qs[t], L, g, method, approx, t)
     return psi_now
+
+
+def first_terms_of(X, Q, L: np.ndarray, g: float, method: str, approx: tuple, t: int) -> np.ndarray:
+    """Ψ(Q_t, D_t, M) of batch ``t`` for each loss column of ``L`` (one per older model), from every row."""
+    approximate, rel_error, seed, max_block_bytes = approx
+    if _computes_exactly(method, Q.shape[0], X.shape[0]):
+        sums = _weighted_kernel_sums(X, Q, None, g, max_block_bytes) @ L
+    else:
+        keep = np.flatnonzero(L.any(axis=1))
+        sums = _pair_sums(Q, X[keep], L[keep], g, approximate, rel_error, DEFAULT_CONFIDENCE,
+                          _child_seed(seed, 0, t), None, max_block_bytes).value
+    return sums / X.shape[0]
 
 
 def _second_terms(data, Qs, losses, g, method, approx) -> np.ndarray:

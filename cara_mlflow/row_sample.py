@@ -108,7 +108,7 @@ def _group_estimate(Q, X, rows: np.ndarray, losses: np.ndarray, gamma: float, rn
 def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray], gamma: float, *, kappa: float,
                        rel_error: float = DEFAULT_REL_ERROR, confidence: float = DEFAULT_CONFIDENCE, seed=0,
                        group_rows: int | None = None, group_queries: int | None = None,
-                       max_block_bytes: int = MAX_BLOCK_BYTES) -> RowSample:
+                       max_block_bytes: int = MAX_BLOCK_BYTES, relative_to_term: bool = True) -> RowSample:
     """Ψ(Q, D, M) = (1/n) Σ_x ℓ(x) Σ_q K(q, x) from the losses of a row sample (module docstring).
 
     ``X``: the batch's n rows in the kernel space (dense or sparse); ``losses_of(rows)``: the
@@ -117,9 +117,10 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
     ``(m, k)`` array gives k terms on the same rows and queries (several models, paired: their
     errors are correlated, so their difference is estimated more closely than each term), every
     one held to the bound. ``kappa``: the retrain cost in Ψ's units (the bound is relative to
-    max(κ, Ψ)). Seeded by ``seed`` (anything ``numpy.random.default_rng`` takes): a rerun draws
-    the same rows. ``group_rows`` and ``group_queries`` default to :data:`GROUP_ROWS` and
-    :data:`GROUP_QUERIES`.
+    max(κ, Ψ); with ``relative_to_term=False`` it is ``rel_error`` × ``kappa`` alone, for a caller
+    whose scale is not the term's, as the offline matrix's max(κ, mean |Ψ̄|)). Seeded by ``seed``
+    (anything ``numpy.random.default_rng`` takes): a rerun draws the same rows. ``group_rows`` and
+    ``group_queries`` default to :data:`GROUP_ROWS` and :data:`GROUP_QUERIES`.
     """
     group_rows = GROUP_ROWS if group_rows is None else int(group_rows)
     group_queries = GROUP_QUERIES if group_queries is None else int(group_queries)
@@ -131,11 +132,12 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
     rows_seen, losses_seen, estimates = [], [], []
     if MIN_GROUPS * size > MAX_FRACTION * n:       # too few rows for a sample to pay
         return _every_row(order, rows_seen, losses_seen, losses_of, n)
-    want = MIN_GROUPS
+    want, tally = MIN_GROUPS, _Tally()
     while True:
         first = len(estimates)
         block = np.sort(order[first * size:want * size])           # one prediction call per round
         block_losses = np.asarray(losses_of(block), dtype=np.float64)
+        tally.add(block_losses)
         for g in range(first, want):
             rows = np.sort(order[g * size:(g + 1) * size])
             loss = block_losses[np.searchsorted(block, rows)]
@@ -146,8 +148,8 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
         groups = np.array(estimates)
         value = groups.mean(axis=0)
         half = _student_t_quantile(t_level, len(groups) - 1) * groups.std(axis=0, ddof=1) / np.sqrt(len(groups))
-        target = rel_error * np.maximum(float(kappa), np.abs(value))
-        held, errors = _few_errors(half, losses_seen, queries.shape[0])
+        target = rel_error * (np.maximum(float(kappa), np.abs(value)) if relative_to_term else float(kappa))
+        held, errors = _few_errors(half, tally, queries.shape[0])
         if (held <= target).all():
             return _sampled(value, held, rows_seen, losses_seen, len(groups))
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -160,17 +162,28 @@ def sampled_first_term(queries, X, losses_of: Callable[[np.ndarray], np.ndarray]
         want = max(len(groups) + MIN_GROUPS // 4, int(np.ceil(1.1 * need)))
 
 
-def _few_errors(half: np.ndarray, losses_seen: list, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+class _Tally:
+    """Running counts over the rows predicted so far, per loss column: rows, non-zero losses, and
+    whether every loss lies in [0, 1] (a 0-1 loss, whose error rate bounds the term)."""
+
+    def __init__(self):
+        self.rows, self.errors, self.bounded = 0, 0, True
+
+    def add(self, losses: np.ndarray) -> None:
+        losses = losses.reshape(losses.shape[0], -1)
+        self.rows += losses.shape[0]
+        self.errors = self.errors + (losses != 0).sum(axis=0)
+        self.bounded = self.bounded & ((losses >= 0) & (losses <= 1)).all(axis=0)
+
+
+def _few_errors(half: np.ndarray, tally: _Tally, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
     """The half-widths, widened where a loss column has fewer than :data:`MIN_ERRORS` non-zero rows
     in the sample (the groups' spread says nothing there): a 0-1 loss's term is then at most the
     error rate's 99% upper bound ((e + 4.6) / m, Poisson) × n_Q (every kernel ≤ 1), and so is the
     estimate's error; any other loss has no such bound (infinite: more rows, or every row).
     Returns the half-widths and each column's count of non-zero losses."""
-    stacked = [loss.reshape(loss.shape[0], -1) for loss in losses_seen]
-    m = sum(loss.shape[0] for loss in stacked)
-    errors = sum((loss != 0).sum(axis=0) for loss in stacked)
-    bounded = np.all([((loss >= 0) & (loss <= 1)).all(axis=0) for loss in stacked], axis=0)
-    ceiling = np.where(bounded, (errors + 4.6) / m * n_queries, np.inf)
+    errors = np.asarray(tally.errors)
+    ceiling = np.where(tally.bounded, (errors + 4.6) / tally.rows * n_queries, np.inf)
     return np.where(errors >= MIN_ERRORS, half, np.maximum(half, ceiling)), errors
 
 

@@ -23,7 +23,7 @@ from cara_mlflow.errors import InputError, SetupError
 from cara_mlflow.lifecycle import StepOptions
 from cara_mlflow.lifecycle.training import RETRAIN_DIR
 from cara_mlflow.policy_doc import PolicyDocument
-from cara_mlflow.tracking.projects import TAG_BACKEND, TAG_PROCESS, check_backend
+from cara_mlflow.tracking.projects import TAG_BACKEND, TAG_LOG, TAG_PROCESS, check_backend
 
 from .crash_harness import KILL_ENV
 from .helpers import INIT_BATCH, ok, one_line_error, registry, run_cli, runs_of, snapshot
@@ -138,9 +138,11 @@ def _project(folder: Path, before: str) -> str:
 
 
 def _gated(tmp_path: Path) -> tuple[str, Path]:
-    """A project that trains only once the file ``go`` exists: a retrain as slow as the test wants."""
+    """A project that trains only once the file ``go`` exists: a retrain as slow as the test wants.
+    It gives up (exit 3) after two minutes, so a test that fails before ``go`` leaves no process."""
     go = tmp_path / "go"
-    return _project(tmp_path / "gated", f"while [ ! -e {go} ]; do sleep 0.2; done"), go
+    wait = f"for i in $(seq 600); do [ -e {go} ] && break; sleep 0.2; done; [ -e {go} ] || exit 3"
+    return _project(tmp_path / "gated", wait), go
 
 
 def _retrains(store: Path, batch: int = BATCH) -> list:
@@ -163,6 +165,7 @@ def test_a_detached_retrain_is_submitted_once_waited_for_and_promoted(fresh):
     reg = registry(fresh)
     [run] = _retrains(fresh)
     assert run.status == "FINISHED" and run.tags[TAG_BACKEND] == "local" and run.tags[TAG_PROCESS]
+    assert TAG_LOG not in run.tags                  # its log file is removed after a success, and so is its name
     assert run.tags["mlflow.parentRunId"] == runs_of(reg, "batch", BATCH, "FINISHED")[0].run_id
     assert run.params["data"] == str(fresh / RETRAIN_DIR / str(BATCH)) and run.metrics["training_seconds"] > 0
     [version] = reg.versions(trained_on=BATCH)

@@ -152,6 +152,32 @@ def test_a_step_on_a_large_batch_predicts_a_sample_and_logs_the_interval(large_s
     assert m["psi_then"] == ref["psi_then"] and run.tags["cara.decision"] == reference.tags["cara.decision"] == "keep"
 
 
+def test_tune_on_large_batches_builds_the_offline_matrix_from_row_samples(large_store, tmp_path, cara, monkeypatch):
+    """``tune`` with the size threshold and the groups scaled down: a note says how many first
+    terms were sampled and the bound they met, and every entry of the registered cost matrix is
+    within that bound of the exact re-tune's (a copy of the same store, ``--psi-method exact``)."""
+    from cara_mlflow import matrix_sample
+
+    from .helpers import copy_store, ok, registry
+
+    sampled, exact = (copy_store(large_store, tmp_path / name) for name in ("sampled", "exact"))
+    args = ("tune", "--offline", "0:5", "--kappa", "100000", "--model", "lr")
+    ok(cara(exact, *args, "--psi-method", "exact"))
+    monkeypatch.setattr(matrix_sample, "ROW_SAMPLE_MIN_ROWS", 10_000)
+    monkeypatch.setattr(row_sample, "GROUP_ROWS", 256)
+    monkeypatch.setattr(row_sample, "GROUP_QUERIES", 128)
+    out = ok(cara(sampled, *args)).stdout
+    assert "offline matrix: 10 of 10 first terms from row samples" in out
+    matrices = []
+    for root in (sampled, exact):
+        reg = registry(root)
+        run = max(reg.runs.find("tune"), key=lambda r: r.start_time)
+        matrices.append(np.load(reg.runs.download(run.run_id, "tuning/cost_matrix.npy", str(tmp_path / root.name))))
+    upper = np.triu_indices(5, 1)
+    assert np.abs(matrices[0][upper] - matrices[1][upper]).max() <= 0.01 * 100_000
+    assert not np.array_equal(matrices[0][upper], matrices[1][upper])          # the sample is not the exact sum
+
+
 def test_two_loss_columns_share_rows_and_queries_and_each_meets_the_bound():
     """Two models' losses on the same rows (the gate's challenger and production): each term
     within its interval of the exact one, and their difference far closer than either."""

@@ -13,8 +13,9 @@ The rules (README "Retraining on a cluster"):
 * **Failure.** A run that ends FAILED or KILLED, or FINISHED without a model, leaves production
   unchanged: the step exits 1 naming the run, the batch is not committed, and the next step
   submits a new retrain (a deliberate retry, after the failure was reported).
-* **A local detached run whose process died** (same host and boot, process gone, run still
-  RUNNING) is marked FAILED and redone, as a half-finished local retrain always was.
+* **A local detached run whose process died** (same host and boot and its process gone, or the same
+  machine rebooted since; run still RUNNING) is marked FAILED and redone, as a half-finished local
+  retrain always was.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def detached_retrain(registry: reg.Registry, batch, doc: PolicyDocument, project
     complete_record(registry, run_id, batch, doc)
     if run.tags.get(TAG_LOG):           # kept only for a failure: the run holds what a success made
         Path(run.tags[TAG_LOG]).unlink(missing_ok=True)
+        registry.runs.delete_tag(run_id, TAG_LOG)
     return run_id
 
 

@@ -12,12 +12,11 @@ import pandas as pd
 
 from .. import validate
 from ..backends import Backend
-from ..costs import predict_later, staleness_terms
 from ..errors import InputError, SetupError
 from ..features import infer_task
 from ..guards import Guards
 from ..kappa_scale import kappa_advice
-from ..losses import TASKS, check_loss_name, default_loss, resolve_loss
+from ..losses import TASKS, check_loss_name, default_loss
 from ..money import MEASURED_WINDOW, Money
 from ..names import DEFAULT_LOCK_TIMEOUT, DEFAULT_POLICY, DEFAULT_PSI_METHOD, DEFAULT_TUNING_METHOD
 from ..oracle import solve
@@ -33,6 +32,7 @@ from ..tuning import PolicyTuner
 from ..verify import VERIFY_MARGIN
 from . import training
 from .frame import active_policy, default_project_uri, managed
+from .offline_terms import offline_terms
 from .training import train_on_batch, training_seconds
 
 __all__ = ["tune", "QUERY_RULE"]
@@ -103,14 +103,14 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         notes += kept_notes
         if untuned:
             return _register_untuned(registry, replace(draft, kappa=kappa or money.kappa(()), money=money), notes)
-        predictions, seconds = _offline_predictions(registry, batches, draft, progress,
-                                                    timed=money is not None and money.measured)
+        models, seconds = _offline_models(registry, batches, draft, progress,
+                                          timed=money is not None and money.measured)
         if money is not None:
             draft = replace(draft, kappa=money.kappa(seconds), money=money, training_seconds=tuple(seconds))
             notes += _money_notes(draft, seconds)
-        terms = staleness_terms([(b.X, b.y) for b in batches], predictions=predictions,
-                                queries=[b.queries for b in batches], gamma=draft.psi.gamma,
-                                loss=resolve_loss(draft.psi.loss), method=psi_method, seed=offline[0], scale=psi_scale)
+        terms, sample_notes = offline_terms(batches, models, draft, method=psi_method, scale=psi_scale,
+                                            seed=offline[0])
+        notes += sample_notes
         C = terms.cost_matrix(draft.kappa)
         # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
         tuned, best = PolicyTuner(policy, method=method, start=0).fit(C), solve(C)
@@ -290,12 +290,11 @@ def _identifier_notes(batches, space) -> list[str]:
     return notes
 
 
-def _offline_predictions(registry, batches, doc: PolicyDocument, progress, *,
-                         timed: bool = False) -> tuple[list, list[float]]:
-    """Each offline model's predictions on its batch and every later one, and each training's wall
-    time: models trained in-process, or through the retrain project — the user's, or with
-    ``timed`` (a measured retrain cost) ours — as retrains will be, and timed as they will be:
-    from the run's start until its model is logged."""
+def _offline_models(registry, batches, doc: PolicyDocument, progress, *,
+                    timed: bool = False) -> tuple[list, list[float]]:
+    """Each offline batch's model, and each training's wall time: models trained in-process, or
+    through the retrain project — the user's, or with ``timed`` (a measured retrain cost) ours — as
+    retrains will be, and timed as they will be: from the run's start until its model is logged."""
     models, seconds = [], []
     project = doc.project_uri or (default_project_uri() if timed else None)
     for k, batch in enumerate(batches):
@@ -310,7 +309,7 @@ def _offline_predictions(registry, batches, doc: PolicyDocument, progress, *,
             seconds.append(max(training.clock() - started, 1e-6))
         if progress:
             progress(k + 1, len(batches))
-    return predict_later(models, [b.frame for b in batches]), seconds
+    return models, seconds
 
 
 def _money_note(money: Money, seconds: list[float], kappa: float, unit: str) -> str:

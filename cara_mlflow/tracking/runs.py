@@ -213,6 +213,10 @@ class Runs:
 
         self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Remove a tag (one that named something since removed, so the run does not point at nothing)."""
+        self._client.delete_tag(run_id, key)
+
     def set_description(self, run_id: str, text: str) -> None:
         """The run's description in the MLflow UI (the tag ``mlflow.note.content``): ``text`` on
         one line, cut at 300 characters, so the runs table and the run page stay readable."""
