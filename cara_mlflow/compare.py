@@ -211,7 +211,7 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
         source = stream(seed) if callable(stream) else stream
         note(f"seed {seed}: training models and building cost matrices")
         prepared[seed] = prepare(source, n_offline=n_offline, model=model, seed=seed, keep_models=label_delay > 0,
-                                 **(prepare_kwargs or {}))
+                                 offline_kappa=None if schedule else min(kappas), **(prepare_kwargs or {}))
         name = name or prepared[seed].stream
         timings["prepare"] += time.perf_counter() - clock
         clock = time.perf_counter()

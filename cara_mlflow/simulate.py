@@ -35,6 +35,8 @@ from .costs import (
 )
 from .errors import InputError
 from .kappa_schedule import KappaSchedule, kappa_per_batch, parse_kappa_schedule
+from .losses import per_sample_losses, resolve_loss
+from .matrix_sample import sampled_staleness_terms, samples_matrix
 from .names import MODEL_NAMES
 from .oracle import solve
 from .policies import POLICIES, Observation, make_policy
@@ -252,13 +254,17 @@ class Prepared:
 def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object] = "rf", seed: int = 0,
             gamma=DEFAULT_GAMMA, loss="zero_one", n_batches: int = 100, batch_size: int = 1000,
             psi_method: str = "auto", progress: Callable[[str], None] | None = None,
-            task: str = "classification", keep_models: bool = False) -> Prepared:
+            task: str = "classification", keep_models: bool = False, offline_kappa: float | None = None) -> Prepared:
     """Train one model per batch and compute everything a policy evaluation needs, once.
 
     Arguments as :func:`simulate`; ``task="regression"`` trains regressors (give a regression
     ``loss``) and leaves the query accuracy undefined (NaN). ``keep_models=True`` keeps the online
     window's models and batches (``models``, ``batches``), which :mod:`cara_mlflow.label_delay`
-    needs to estimate Ψ̄ before the labels; nothing else changes.
+    needs to estimate Ψ̄ before the labels; nothing else changes. ``offline_kappa`` (the smallest κ
+    the matrices will be used with): the offline window's first terms come from row samples when its
+    batches are large (:func:`cara_mlflow.matrix_sample.samples_matrix`), each entry within 1% of
+    max(``offline_kappa``, mean |Ψ̄|); ``timings["offline_sampled"]`` then holds the fraction of the
+    exact path's row predictions made.
 
     >>> p = prepare("gauss-d", model="lr", n_batches=8, batch_size=100, n_offline=3)
     >>> p.offline_terms.psi_bar.shape, p.online_terms.psi_bar.shape
@@ -289,6 +295,12 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
         note(f"predicting and building the {key} cost matrix")
         clock = time.perf_counter()
         online = key == "online"
+        if not online and offline_kappa is not None and samples_matrix(psi_method, "paper",
+                                                                       [b.X.shape[0] for b in window]):
+            terms[key], timings["offline_sampled"] = _sampled_offline(window, window_models, g, loss, offline_kappa,
+                                                                      psi_method, seed)
+            timings["kernels"] += time.perf_counter() - clock
+            continue
         # Online models also answer the queries: stack them under the data (-S) or
         # reuse the data predictions (-D, queries are rows of X).
         extra = [b.queries if (online and b.query_index is None) else b.X[:0] for b in window]
@@ -314,6 +326,21 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
                     query_hits=query_hits, timings=timings, loss=loss, psi_method=psi_method,
                     models=models[n_offline:] if keep_models else None,
                     batches=batches[n_offline:] if keep_models else None)
+
+
+def _sampled_offline(window, models, g: float, loss, kappa: float, method: str, seed) -> tuple[StalenessTerms, float]:
+    """The offline window's terms from row samples (:mod:`cara_mlflow.matrix_sample`), and the
+    fraction of the exact path's row predictions they took."""
+    loss_fn = resolve_loss(loss)
+
+    def losses(model, b, rows=slice(None)) -> np.ndarray:
+        return per_sample_losses(loss_fn, b.y[rows], np.asarray(model.predict(b.X[rows])))
+
+    result = sampled_staleness_terms([b.X for b in window],
+                                     lambda t, rows: np.column_stack([losses(m, window[t], rows) for m in models[:t]]),
+                                     lambda t: losses(models[t], window[t]), queries=[b.queries for b in window],
+                                     gamma=g, kappa=kappa, method=method, seed=(seed, 2))
+    return result.terms, result.n_predicted / result.n_exact
 
 
 def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None = None,

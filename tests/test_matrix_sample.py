@@ -122,3 +122,22 @@ def test_the_tuned_threshold_on_a_sampled_matrix_matches_the_exact_ones(stream):
     got = PolicyTuner("cara-t").fit(result.terms.cost_matrix(kappa))
     np.testing.assert_array_equal(got.best_strategy_, want.best_strategy_)
     assert abs(got.best_params_["tau"] - want.best_params_["tau"]) <= 0.01 * result.bound_scale
+
+
+def test_compare_prepares_its_offline_matrix_from_row_samples(monkeypatch):
+    """``compare`` (through :func:`cara_mlflow.simulate.prepare`, ``offline_kappa``) with the size
+    threshold scaled down: the offline Ψ̄ within 1% of max(κ, mean |Ψ̄|) of the exact one, fewer
+    rows predicted; the online matrix unchanged."""
+    from cara_mlflow import matrix_sample, row_sample
+    from cara_mlflow.simulate import prepare
+
+    kwargs = dict(model="lr", n_batches=8, batch_size=30_000, n_offline=5, seed=0)
+    exact = prepare("covcon-d", **kwargs)
+    kappa = 100 * np.nanmean(np.abs(exact.offline_terms.psi_bar))     # a linear model on CovCon: Ψ̄ ≪ Ψ
+    monkeypatch.setattr(matrix_sample, "ROW_SAMPLE_MIN_ROWS", 10_000)
+    monkeypatch.setattr(row_sample, "GROUP_ROWS", 256)
+    sampled = prepare("covcon-d", offline_kappa=kappa, **kwargs)
+    assert 0 < sampled.timings["offline_sampled"] < 1
+    diff = np.abs(sampled.offline_terms.psi_bar - exact.offline_terms.psi_bar)
+    assert np.nanmax(diff) <= 0.01 * kappa and np.nanmax(diff) > 0
+    np.testing.assert_array_equal(sampled.online_terms.psi_bar, exact.online_terms.psi_bar)
