@@ -13,15 +13,16 @@ Each path runs in its own process (peak memory is that process's maximum residen
   time the target refers to; then the exact first terms (every row against every query, not
   timed) as the reference for the sampled entries;
 * sampled, at κ = ``--factors`` × the exact mean |Ψ̄|:
-  :func:`cara_mlflow.matrix_sample.sampled_staleness_terms`, timed whole (its own-batch
-  predictions, the pilot, the sampled predictions and the kernel sums of its groups and of
-  the second terms).
+  :func:`cara_mlflow.matrix_sample.sampled_staleness_terms` with ``auto`` (tune's default),
+  timed whole: its own-batch predictions, the pilot, the sampled predictions and the kernel sums
+  of its groups, of the second terms and of any batch predicted whole.
 
-Prints, per κ: sampled seconds / exact prediction seconds (target ≤ 0.2), rows predicted, the
+Prints, per κ: the sampled path's prediction seconds / the exact path's (target ≤ 0.2), and its
+whole time (with the kernel sums, which the exact path also does, untimed) / the same; rows predicted, the
 worst |sampled − exact| / half-width and half-width / bound, the tuned CARA-T θ* both ways,
 and each path's peak memory.
 
-    python benchmarks/bench_tune_scale.py [--rows 1000000] [--batches 25] [--factors 1,4,16]
+    python benchmarks/bench_tune_scale.py [--rows 1000000] [--batches 25] [--factors 1,4,16] [--reuse-exact]
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ def exact_path(cache: Path, batches: int) -> dict:
         now[:t, t] = first_terms_of(Xs[t].astype(np.float64), Qs[t], L, GAMMA, "exact", approx, t)
     then = _second_terms([(X.astype(np.float64), None) for X in Xs], Qs, losses, GAMMA, "exact", approx)
     np.savez(cache / "exact.npz", now=now, then=then)
-    return {"prediction_seconds": seconds, "peak_gib": peak_gib()}
+    out = {"prediction_seconds": seconds, "peak_gib": peak_gib()}
+    (cache / "exact.json").write_text(json.dumps(out))
+    return out
 
 
 def sampled_path(cache: Path, batches: int, kappa: float) -> dict:
@@ -95,17 +98,25 @@ def sampled_path(cache: Path, batches: int, kappa: float) -> dict:
     Xs, ys, Qs, models = load(cache, batches)
     Xk = [X.astype(np.float64) for X in Xs]                 # the kernel space (the forests read float32)
 
+    predicting = [0.0]
+
+    def timed(losses):
+        started = time.perf_counter()
+        out = losses()
+        predicting[0] += time.perf_counter() - started
+        return out
+
     def losses_of(t, rows):
-        return np.column_stack([m.predict(Xs[t][rows]) != ys[t][rows] for m in models[:t]])
+        return timed(lambda: np.column_stack([m.predict(Xs[t][rows]) != ys[t][rows] for m in models[:t]]))
 
     started = time.perf_counter()
-    result = sampled_staleness_terms(Xk, losses_of, lambda t: models[t].predict(Xs[t]) != ys[t], queries=Qs,
-                                     gamma=GAMMA, kappa=kappa, method="exact", seed=0)
+    result = sampled_staleness_terms(Xk, losses_of, lambda t: timed(lambda: models[t].predict(Xs[t]) != ys[t]),
+                                     queries=Qs, gamma=GAMMA, kappa=kappa, method="auto", seed=0)
     seconds = time.perf_counter() - started
     np.savez(cache / f"sampled-{kappa:.6g}.npz", now=result.terms.psi_now, then=result.terms.psi_then,
              half=result.half_width)
-    return {"seconds": seconds, "n_predicted": result.n_predicted, "n_exact": result.n_exact,
-            "bound_scale": result.bound_scale, "peak_gib": peak_gib()}
+    return {"seconds": seconds, "prediction_seconds": predicting[0], "n_predicted": result.n_predicted,
+            "n_exact": result.n_exact, "bound_scale": result.bound_scale, "peak_gib": peak_gib()}
 
 
 def peak_gib() -> float:
@@ -128,12 +139,16 @@ def report(cache: Path, exact: dict, kappa: float, factor: float, sampled: dict)
     hit = half > 0
     worst = float(np.max(err[hit] / half[hit])) if hit.any() else float("nan")
     taus = [PolicyTuner("cara-t").fit(with_kappa(m["now"] - m["then"], kappa)).best_params_["tau"] for m in (ref, got)]
-    return (f"κ = {factor:g} × mean|Ψ̄| = {kappa:.4g}: sampled {sampled['seconds']:.1f} s / exact predictions "
-            f"{exact['prediction_seconds']:.1f} s = {sampled['seconds'] / exact['prediction_seconds']:.3f}× "
-            f"(target ≤ 0.2); rows predicted {sampled['n_predicted'] / sampled['n_exact']:.1%} of the exact path's; "
+    ratio = exact["prediction_seconds"]
+    return (f"κ = {factor:g} × mean|Ψ̄| = {kappa:.4g}: sampled path's predictions {sampled['prediction_seconds']:.1f} s"
+            f" / exact predictions {ratio:.1f} s = {sampled['prediction_seconds'] / ratio:.3f}× (target ≤ 0.2); "
+            f"the sampled path whole (with its kernel sums) {sampled['seconds']:.1f} s = "
+            f"{sampled['seconds'] / ratio:.3f}×;"
+            f" rows predicted {sampled['n_predicted'] / sampled['n_exact']:.1%} of the exact path's; "
             f"{int(hit.sum())}/{hit.size - np.isnan(half).sum()} entries sampled; worst |err|/half-width "
             f"{worst:.2f}; worst half-width/bound {np.nanmax(half) / (0.01 * sampled['bound_scale']):.2f}; "
-            f"CARA-T τ* exact {taus[0]:.6g}, sampled {taus[1]:.6g}; peak memory exact {exact['peak_gib']:.1f} GiB, "
+            f"CARA-T τ* exact {taus[0]:.6g}, sampled {taus[1]:.6g}; peak memory exact "
+            f"{'not recorded' if exact['peak_gib'] is None else format(exact['peak_gib'], '.1f') + ' GiB'}, "
             f"sampled {sampled['peak_gib']:.1f} GiB")
 
 
@@ -144,6 +159,8 @@ def main() -> None:
     parser.add_argument("--factors", default="1,4,16")
     parser.add_argument("--cache", default="/tmp/bench_tune_scale")
     parser.add_argument("--child", nargs="*")
+    parser.add_argument("--reuse-exact", action="store_true",
+                        help="the exact path's time and terms from an earlier run's cache (same --rows, --batches)")
     args = parser.parse_args()
     cache = Path(args.cache) / f"{args.rows}x{args.batches}"
     if args.child is not None:
@@ -154,7 +171,8 @@ def main() -> None:
         return
     make(cache, args.rows, args.batches)
     common = ("--rows", str(args.rows), "--batches", str(args.batches), "--cache", args.cache)
-    exact = child("exact", *common)
+    exact_json = cache / "exact.json"
+    exact = json.loads(exact_json.read_text()) if args.reuse_exact and exact_json.exists() else child("exact", *common)
     ref = np.load(cache / "exact.npz")
     mean_bar = float(np.nanmean(np.abs(ref["now"] - ref["then"])))
     print(f"{args.batches} batches × {args.rows} rows; exact predictions {exact['prediction_seconds']:.1f} s, "
