@@ -1,6 +1,6 @@
 """Does the bound of a row-sampled first term hold? Coverage over many seeds (issue 20, part 1).
 
-:func:`cara_mlflow.row_sample.sampled_first_term` at its defaults (groups of 8192 rows × 1024
+:func:`cara_mlflow.row_sample.sampled_first_term` at its defaults (groups of 2048 rows × 1024
 queries, 99% intervals, half-width ≤ 1% of max(κ, Ψ)), on batches of ``--rows`` rows: for each
 kind of input the exact first term is computed once, then the estimate is drawn with
 ``--seeds`` seeds at κ = Ψ/4, Ψ, 4Ψ and 50Ψ. Printed per input and κ: the share of estimates

@@ -796,10 +796,11 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
         from .compare import delayed_summary
 
         click.echo("\n".join(delayed_summary(result)))
-    sampled = [p.timings["offline_sampled"] for p in result.prepared.values() if "offline_sampled" in p.timings]
+    share = "offline_predicted_share"
+    sampled = [p.timings[share] for p in result.prepared.values() if share in p.timings]
     if sampled:
         click.echo(f"offline matrices from row samples ({max(sampled):.0%} of the exact row predictions at most; "
-                   f"every entry within 1% of max(κ, mean |Ψ̄|) at κ = {min(kappas):g})")
+                   f"each sample within 1% of max(κ, mean |Ψ̄|) at κ = {min(kappas):g})")
     click.echo(f"logged to {mask_uri(uri)} (experiment {experiment or 'cara-compare/' + result.stream}, "
                f"run {parent})")
 

@@ -1,18 +1,23 @@
-"""The offline cost matrix from row samples: ``tune`` and ``compare --store`` on large histories.
+"""The offline cost matrix from row samples: ``tune`` and ``compare`` on large histories.
 
 The exact matrix predicts every offline model on every later batch: T(T+1)/2 full predictions,
 the cost the paper's §9 names first. Here each later batch t predicts a random sample of its rows
 with every older model at once (:func:`cara_mlflow.row_sample.sampled_first_term`, k = t loss
 columns on the same rows and queries), so the first terms Ψ(Q_t, D_t, M_t') cost a sample each;
 the second terms Ψ(Q_t, D_t', M_t') need each model's losses on its own batch only (T full
-predictions, as before) and stay exact.
+predictions, as before) and are summed by ``method`` as before (``auto``: within 1% of the term
+above its switch size, exact below).
 
-The bound is absolute: every entry's 99% half-width ≤ ``rel_error`` × max(κ, mean |Ψ̄|) over the
+The bound is absolute: the sample's 99% half-width ≤ ``rel_error`` × max(κ, mean |Ψ̄|) over the
 matrix's off-diagonal. The mean is not known before the entries are: a pilot (:data:`PILOT_ROWS`
-rows of each batch, every older model) estimates it, the entries are sampled to that bound, and
-any entry whose interval misses the bound the final mean sets (the pilot guessed high) is sampled
-again to the final one. A batch too small for a sample to pay is predicted whole and its terms
-computed as :func:`cara_mlflow.costs.staleness_terms` computes them (half-width 0).
+rows of each batch, every older model) estimates it, the entries are sampled to 90% of that
+bound, and any batch whose interval misses the bound the final mean sets (the pilot guessed high)
+is sampled again. A batch too small for a sample to pay is predicted whole and its terms computed
+as :func:`cara_mlflow.costs.staleness_terms` computes them. Each entry's reported half-width adds
+the sample's and, where ``method`` estimated a kernel sum (a second term, or a batch predicted
+whole, under ``auto``), that estimate's own bound, ``rel_error`` × the term: the sum of two 99%
+half-widths, a conservative interval for the difference. Where the second terms are large
+against κ that part can exceed the bound; ``method="exact"`` sums them exactly.
 
 >>> rng = np.random.default_rng(0)
 >>> Xs = [rng.normal(size=(60_000, 2)) for _ in range(3)]
@@ -39,6 +44,7 @@ from .staleness import (
     MAX_BLOCK_BYTES,
     Gamma,
     _child_seed,
+    _computes_exactly,
     _weighted_kernel_sums,
     resolve_gamma,
     stack_rows,
@@ -68,9 +74,11 @@ class SampledTerms:
     """Result of :func:`sampled_staleness_terms`.
 
     ``terms``: both Ψ terms, as :func:`~cara_mlflow.costs.staleness_terms` gives them;
-    ``half_width[t', t]``: the 99% half-width of entry (t', t) (0 where computed from every row);
+    ``half_width[t', t]``: the 99% half-width of entry (t', t): the sample's plus that of any kernel
+    sum ``method`` estimated (0 where every row and every pair was summed);
     ``bound_scale``: max(κ, mean |Ψ̄|), the scale every half-width is held to ``rel_error`` of;
-    ``n_predicted`` / ``n_exact``: row predictions made, and those the exact matrix makes.
+    ``n_predicted`` / ``n_exact``: row predictions made, and those the exact matrix makes;
+    ``n_sampled``: the entries whose first term came from a sample.
     """
 
     terms: StalenessTerms
@@ -78,6 +86,7 @@ class SampledTerms:
     bound_scale: float
     n_predicted: int
     n_exact: int
+    n_sampled: int = 0
 
 
 def sampled_staleness_terms(Xs: Sequence, losses_of: Callable[[int, np.ndarray], np.ndarray],
@@ -100,30 +109,47 @@ def sampled_staleness_terms(Xs: Sequence, losses_of: Callable[[int, np.ndarray],
     own = [np.asarray(own_losses(t), dtype=np.float64) for t in range(T)]
     table = [[None] * t + [own[t]] for t in range(T)]
     psi_then = _second_terms([(X, None) for X in Xs], queries, table, g, method, approx)
+    then_half = _estimated(method, queries, [np.count_nonzero(o) for o in own]) * rel_error * np.abs(psi_then)
     psi_now, half = np.full((T, T), np.nan), np.full((T, T), np.nan)
     upper = np.triu(np.ones((T, T), dtype=bool), 1)
     pilot, predicted = _pilot(Xs, losses_of, queries, g, seed, max_block_bytes)
     scale = max(float(kappa), float(np.mean(np.abs(pilot - psi_then)[upper])) if T > 1 else 0.0)
-    todo = list(range(1, T))
+    todo, whole = list(range(1, T)), set()          # whole: predicted whole (a new sample cannot tighten it)
     for _ in range(MAX_PASSES):
         for t in todo:
-            sample = sampled_first_term(queries[t], Xs[t], lambda rows, t=t: losses_of(t, rows), g, kappa=scale,
-                                        rel_error=rel_error, seed=_child_seed(seed, 3, t), group_rows=group_rows,
-                                        group_queries=group_queries, max_block_bytes=max_block_bytes,
-                                        relative_to_term=False)
+            # sampled to 90% of the bound, so that a final mean a little below this one does not send it round again
+            sample = sampled_first_term(queries[t], Xs[t], lambda rows, t=t: losses_of(t, rows), g,
+                                        kappa=0.9 * scale, rel_error=rel_error, seed=_child_seed(seed, 3, t),
+                                        group_rows=group_rows, group_queries=group_queries,
+                                        max_block_bytes=max_block_bytes, relative_to_term=False)
             predicted += sample.n_predicted * t
             if sample.sampled:
                 psi_now[:t, t], half[:t, t] = sample.value, sample.half_width
             else:
                 psi_now[:t, t] = first_terms_of(Xs[t], queries[t], sample.losses, g, method, approx, t)
-                half[:t, t] = 0.0
+                whole.add(t)
+                estimated = not _computes_exactly(method, queries[t].shape[0], Xs[t].shape[0])
+                half[:t, t] = rel_error * np.abs(psi_now[:t, t]) if estimated else 0.0
         scale = max(float(kappa), float(np.mean(np.abs(psi_now - psi_then)[upper])) if T > 1 else 0.0)
-        todo = [t for t in range(1, T) if (half[:t, t] > rel_error * scale).any()]
+        todo = [t for t in range(1, T) if t not in whole and (half[:t, t] > rel_error * scale).any()]
         if not todo:
             break
     n_rows = np.array([X.shape[0] for X in Xs])
     exact = int(sum(n_rows[tp:].sum() for tp in range(T)))
-    return SampledTerms(StalenessTerms(psi_now, psi_then, g), half, scale, predicted + int(n_rows.sum()), exact)
+    n_sampled = sum(t for t in range(1, T) if t not in whole)
+    return SampledTerms(StalenessTerms(psi_now, psi_then, g), half + then_half, scale,
+                        predicted + int(n_rows.sum()), exact, n_sampled)
+
+
+def _estimated(method: str, queries, wrong: list[int]) -> np.ndarray:
+    """1.0 where ``_second_terms`` estimates the pair's sum (``auto`` above its switch: within
+    ``rel_error`` of the term, 99%), else 0.0 — as it decides, per (t', t)."""
+    T = len(queries)
+    out = np.zeros((T, T))
+    for tp in range(T - 1):
+        for t in range(tp + 1, T):
+            out[tp, t] = float(wrong[tp] > 0 and not _computes_exactly(method, queries[t].shape[0], wrong[tp]))
+    return out
 
 
 def _pilot(Xs, losses_of, queries, g: float, seed, max_block_bytes: int) -> tuple[np.ndarray, int]:

@@ -263,8 +263,8 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
     needs to estimate Ψ̄ before the labels; nothing else changes. ``offline_kappa`` (the smallest κ
     the matrices will be used with): the offline window's first terms come from row samples when its
     batches are large (:func:`cara_mlflow.matrix_sample.samples_matrix`), each entry within 1% of
-    max(``offline_kappa``, mean |Ψ̄|); ``timings["offline_sampled"]`` then holds the fraction of the
-    exact path's row predictions made.
+    max(``offline_kappa``, mean |Ψ̄|); ``timings["offline_predicted_share"]`` (a fraction, not
+    seconds) then holds the share of the exact path's row predictions made.
 
     >>> p = prepare("gauss-d", model="lr", n_batches=8, batch_size=100, n_offline=3)
     >>> p.offline_terms.psi_bar.shape, p.online_terms.psi_bar.shape
@@ -297,8 +297,8 @@ def prepare(stream, *, n_offline: int = 25, model: str | Callable[[int], object]
         online = key == "online"
         if not online and offline_kappa is not None and samples_matrix(psi_method, "paper",
                                                                        [b.X.shape[0] for b in window]):
-            terms[key], timings["offline_sampled"] = _sampled_offline(window, window_models, g, loss, offline_kappa,
-                                                                      psi_method, seed)
+            terms[key], share = _sampled_offline(window, window_models, g, loss, offline_kappa, psi_method, seed)
+            timings["offline_predicted_share"] = share
             timings["kernels"] += time.perf_counter() - clock
             continue
         # Online models also answer the queries: stack them under the data (-S) or
@@ -339,7 +339,7 @@ def _sampled_offline(window, models, g: float, loss, kappa: float, method: str, 
     result = sampled_staleness_terms([b.X for b in window],
                                      lambda t, rows: np.column_stack([losses(m, window[t], rows) for m in models[:t]]),
                                      lambda t: losses(models[t], window[t]), queries=[b.queries for b in window],
-                                     gamma=g, kappa=kappa, method=method, seed=(seed, 2))
+                                     gamma=g, kappa=kappa, method=method, seed=(seed, False))
     return result.terms, result.n_predicted / result.n_exact
 
 

@@ -5,6 +5,8 @@ fall-back to every row, reproducibility; and a step on a large batch that predic
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy import sparse
@@ -154,8 +156,10 @@ def test_a_step_on_a_large_batch_predicts_a_sample_and_logs_the_interval(large_s
 
 def test_tune_on_large_batches_builds_the_offline_matrix_from_row_samples(large_store, tmp_path, cara, monkeypatch):
     """``tune`` with the size threshold and the groups scaled down: a note says how many first
-    terms were sampled and the bound they met, and every entry of the registered cost matrix is
-    within that bound of the exact re-tune's (a copy of the same store, ``--psi-method exact``)."""
+    terms were sampled, the share of predictions and the widest interval, and every entry of the
+    registered cost matrix is within 1.5 of that of the exact re-tune's (a copy of the same store,
+    ``--psi-method exact``). κ is large (10⁵) so that 20 000-row batches can be sampled at 1%; the
+    estimator's accuracy at tight bounds is tested in ``test_matrix_sample.py``."""
     from cara_mlflow import matrix_sample
 
     from .helpers import copy_store, ok, registry
@@ -167,15 +171,18 @@ def test_tune_on_large_batches_builds_the_offline_matrix_from_row_samples(large_
     monkeypatch.setattr(row_sample, "GROUP_ROWS", 256)
     monkeypatch.setattr(row_sample, "GROUP_QUERIES", 128)
     out = ok(cara(sampled, *args)).stdout
-    assert "offline matrix: 10 of 10 first terms from row samples" in out
+    found = re.search(r"offline matrix: (\d+) of 10 first terms from row samples \((\d+)% .*widest 99% half-width "
+                      r"([0-9.e+-]+)", out)
+    assert found and int(found.group(1)) == 10 and int(found.group(2)) < 100, out
+    widest = float(found.group(3))
     matrices = []
     for root in (sampled, exact):
         reg = registry(root)
         run = max(reg.runs.find("tune"), key=lambda r: r.start_time)
         matrices.append(np.load(reg.runs.download(run.run_id, "tuning/cost_matrix.npy", str(tmp_path / root.name))))
     upper = np.triu_indices(5, 1)
-    assert np.abs(matrices[0][upper] - matrices[1][upper]).max() <= 0.01 * 100_000
-    assert not np.array_equal(matrices[0][upper], matrices[1][upper])          # the sample is not the exact sum
+    error = np.abs(matrices[0][upper] - matrices[1][upper])
+    assert 0 < error.max() <= 1.5 * widest
 
 
 def test_two_loss_columns_share_rows_and_queries_and_each_meets_the_bound():

@@ -91,8 +91,8 @@ def detached_retrain(registry: reg.Registry, batch, doc: PolicyDocument, project
         registry.runs.log_metrics(run_id, {TRAINING_SECONDS: (run.end_time - run.start_time) / 1000})
     complete_record(registry, run_id, batch, doc)
     if run.tags.get(TAG_LOG):           # kept only for a failure: the run holds what a success made
+        registry.runs.delete_tag(run_id, TAG_LOG)        # first: a crash between leaves a file, not a dangling name
         Path(run.tags[TAG_LOG]).unlink(missing_ok=True)
-        registry.runs.delete_tag(run_id, TAG_LOG)
     return run_id
 
 
