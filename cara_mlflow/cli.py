@@ -796,13 +796,17 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
         from .compare import delayed_summary
 
         click.echo("\n".join(delayed_summary(result)))
-    share = "offline_predicted_share"
-    sampled = [p.timings[share] for p in result.prepared.values() if share in p.timings]
-    if sampled:
-        click.echo(f"offline matrices from row samples ({max(sampled):.0%} of the exact row predictions at most; "
-                   f"each sample within 1% of max(κ, mean |Ψ̄|) at κ = {min(kappas):g})")
+    click.echo("".join(_sampled_line(result, kappas)), nl=False)
     click.echo(f"logged to {mask_uri(uri)} (experiment {experiment or 'cara-compare/' + result.stream}, "
                f"run {parent})")
+
+
+def _sampled_line(result, kappas) -> list[str]:
+    """A line when the offline matrices came from row samples (large batches), else none."""
+    share = "offline_predicted_share"
+    sampled = [p.timings[share] for p in result.prepared.values() if share in p.timings]
+    return [f"offline matrices from row samples ({max(sampled):.0%} of the exact row predictions at most; each "
+            f"sample within 1% of max(κ, mean |Ψ̄|) at κ = {min(kappas):g})\n"] if sampled else []
 
 
 def _comparison_task(source, n_offline: int, task: str | None, loss: str | None) -> tuple[str, str]:
