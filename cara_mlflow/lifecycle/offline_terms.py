@@ -26,13 +26,15 @@ def offline_terms(batches: Sequence, models: Sequence, doc: PolicyDocument, *, m
         return staleness_terms([(b.X, b.y) for b in batches], predictions=predictions, queries=queries,
                                gamma=doc.psi.gamma, loss=loss_fn, method=method, seed=seed, scale=scale), []
 
-    def losses(model, batch, rows=None) -> np.ndarray:
+    def losses(models_, batch, rows=None) -> np.ndarray:
+        """One loss column per model, on ``rows`` of ``batch`` (sliced once for every model)."""
         frame, y = (batch.frame, batch.y) if rows is None else (batch.frame.iloc[rows], batch.y[rows])
-        return per_sample_losses(loss_fn, y, np.asarray(model.predict(frame)), f"batch {batch.id}")
+        return np.column_stack([per_sample_losses(loss_fn, y, np.asarray(m.predict(frame)), f"batch {batch.id}")
+                                for m in models_])
 
     result = sampled_staleness_terms(
-        [b.X for b in batches], lambda t, rows: np.column_stack([losses(m, batches[t], rows) for m in models[:t]]),
-        lambda t: losses(models[t], batches[t]), queries=queries, gamma=doc.psi.gamma, kappa=doc.kappa,
+        [b.X for b in batches], lambda t, rows: losses(models[:t], batches[t], rows),
+        lambda t: losses([models[t]], batches[t])[:, 0], queries=queries, gamma=doc.psi.gamma, kappa=doc.kappa,
         method=method, seed=seed)
     return result.terms, [_sample_note(result, len(batches))]
 
