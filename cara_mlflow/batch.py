@@ -20,7 +20,58 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Batch", "QueryBatch"]
+__all__ = ["Batch", "QueryBatch", "RowsOnDemand"]
+
+
+class RowsOnDemand:
+    """Rows of a feature frame in a feature space, transformed only when indexed: ``view[rows]``
+    is ``space.transform(frame.iloc[rows])``, read-only (``rows``: indices or a slice; ``index``
+    restricts the view to those rows of the frame). What a row sample of a large batch reads in
+    place of its whole ``X``: the transform is row by row, so the rows equal those of ``X``.
+
+    >>> import pandas as pd
+    >>> from cara_mlflow.features import FeatureSpace
+    >>> f = pd.DataFrame({"a": [0.0, 2.0, 4.0]})
+    >>> view = RowsOnDemand(f, FeatureSpace.fit(f, {"a": "numeric"}), index=np.array([0, 2]))
+    >>> view.shape, view[np.array([1])].tolist(), view[:].ravel().tolist()
+    ((2, 1), [[1.224744871391589]], [-1.224744871391589, 1.224744871391589])
+    """
+
+    ndim = 2
+
+    def __init__(self, frame, space, index: np.ndarray | None = None) -> None:
+        self.frame, self.space, self.index = frame, space, index
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.frame) if self.index is None else len(self.index), len(self.space.columns))
+
+    def __getitem__(self, rows) -> np.ndarray:
+        if isinstance(rows, tuple):
+            raise TypeError("RowsOnDemand takes row indices or a slice of rows, not a tuple")
+        picked = rows if self.index is None else self.index[rows]
+        out = self.space.transform(self.frame.iloc[picked])
+        out.setflags(write=False)
+        return out
+
+
+class _Coordinates:
+    """``Batch.X`` (a descriptor-typed dataclass field): the array given, or, given ``None`` with a
+    ``frame`` and a ``space``, the frame's coordinates in the space computed on first use (a step
+    that samples rows of a large batch transforms those rows only: :meth:`Batch.coordinates`)."""
+
+    def __get__(self, batch, owner=None):
+        if batch is None:
+            raise AttributeError("X has no default")   # the dataclass: a required field
+        X = batch.__dict__["_X"]
+        if X is None:
+            X = batch.space.transform(batch.frame)
+            X.setflags(write=False)
+            batch.__dict__["_X"] = X
+        return X
+
+    def __set__(self, batch, X) -> None:
+        batch.__dict__["_X"] = X
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -31,6 +82,8 @@ class Batch:
     ----------
     X : ndarray of shape (n, d), float64
         The batch's data points; finite for a batch read from a store, in ``features`` order.
+        A store's batch with a queries file computes them from ``frame`` on first use (given
+        ``X=None``): :meth:`coordinates` reads a few rows without them.
     y : ndarray of shape (n,)
         Their labels: in {0, 1} for a generated stream; the target column as read (integers,
         strings, bools, ...) and without missing value for a store's batch.
@@ -81,7 +134,7 @@ class Batch:
     cara_mlflow.errors.InputError: y must have shape (4,) to match X, got (3,)
     """
 
-    X: np.ndarray
+    X: np.ndarray = _Coordinates()
     y: np.ndarray
     queries: np.ndarray
     query_labels: np.ndarray | None = None
@@ -96,7 +149,10 @@ class Batch:
     space: Any = None
 
     def __post_init__(self) -> None:
-        X, queries = self.X, self.queries
+        X, queries = self.__dict__["_X"], self.queries
+        if X is None and (self.frame is None or self.space is None):
+            raise InputError("X may be None (computed on first use) only with a frame and a space")
+        X = RowsOnDemand(self.frame, self.space) if X is None else X
         if getattr(X, "ndim", None) != 2:
             raise InputError(f"X must be a 2-D array (n, d), got shape {np.shape(X)}")
         n, d = X.shape
@@ -146,10 +202,31 @@ class Batch:
             array.setflags(write=False)
         return replace(self, X=X, queries=queries, space=space)
 
+    def coordinates(self, index: np.ndarray | None = None):
+        """The rows of ``X`` (those in ``index``, default all) for a reader of a few of them:
+        ``X`` (or ``X[index]``) once computed, else a :class:`RowsOnDemand` that transforms only
+        the rows it is asked for. Either way ``.shape`` and ``[rows]`` give the same rows.
+
+        >>> import pandas as pd
+        >>> from cara_mlflow.features import FeatureSpace
+        >>> f = pd.DataFrame({"a": [0.0, 2.0]})
+        >>> b = Batch(X=None, y=np.array([0, 1]), queries=np.zeros((1, 1)), frame=f,
+        ...           space=FeatureSpace.fit(f, {"a": "numeric"}))
+        >>> type(b.coordinates()).__name__, b.coordinates()[np.array([1])].tolist(), b.n_rows
+        ('RowsOnDemand', [[1.0]], 2)
+        >>> b.X.tolist(), type(b.coordinates()).__name__      # computed once asked for
+        ([[-1.0], [1.0]], 'ndarray')
+        """
+        X = self.__dict__["_X"]
+        if X is None:
+            return RowsOnDemand(self.frame, self.space, index)
+        return X if index is None else X[index]
+
     @property
     def n_rows(self) -> int:
         """The number of data points ``n``."""
-        return int(self.X.shape[0])
+        X = self.__dict__["_X"]
+        return len(self.frame) if X is None else int(X.shape[0])
 
     @property
     def n_queries(self) -> int:
@@ -163,7 +240,7 @@ class Batch:
                 f"features={self.features!r}, target={self.target!r}, "
                 f"has_query_file={self.has_query_file})"
             )
-        n, d = self.X.shape
+        n, d = self.coordinates().shape
         index = "None" if self.query_index is None else "rows of X"
         return f"Batch(n={n}, d={d}, m={self.queries.shape[0]}, query_index={index})"
 

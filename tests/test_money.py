@@ -51,10 +51,10 @@ def test_a_step_on_the_expected_loss_scale_logs_both_terms_as_counted_from_every
 def test_a_version_from_before_mass_samples_takes_the_current_batch_for_its_mass():
     points = np.zeros((4, 2))          # the current batch's rows (or its queries, before its labels)
     legacy = pd.DataFrame({"x": [1.0], "loss": [1.0]})
-    assert _then_mass("expected-loss", legacy, points, 8) == {"mass_points": points, "mass_weight": 2.0}
+    assert _then_mass("expected-loss", legacy, lambda: points, 8) == {"mass_points": points, "mass_weight": 2.0}
     sampled = legacy.assign(mass_weight=[3.0])
-    assert _then_mass("expected-loss", sampled, points, 8)["mass_weight"].tolist() == [3.0]
-    assert _then_mass("paper", sampled, points, 8) == {}
+    assert _then_mass("expected-loss", sampled, lambda: points, 8)["mass_weight"].tolist() == [3.0]
+    assert _then_mass("paper", sampled, lambda: points, 8) == {}
 
 
 def test_a_bad_psi_scale_in_the_policy_is_refused_in_one_line():

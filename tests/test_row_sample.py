@@ -108,6 +108,38 @@ def test_the_same_seed_draws_the_same_rows_and_gives_the_same_value():
     assert runs[0].sampled and runs[0].value == runs[1].value and np.array_equal(runs[0].rows, runs[1].rows)
 
 
+def test_rows_are_drawn_without_replacement_uniformly_and_reproducibly():
+    """The draws a round at a time: no row twice, the rest is every other row, the same seed the
+    same rows, and each row equally likely in each place (chi-square over 4 000 seeds)."""
+    draws = row_sample._Draws(1000, np.random.default_rng(1))
+    first, second = draws.next(300), draws.next(400)
+    taken = np.concatenate([first, second])
+    assert np.unique(taken).size == 700 and np.array_equal(np.sort(np.concatenate([taken, draws.rest()])),
+                                                           np.arange(1000))
+    assert draws.next(500).size == 300 and draws.next(1).size == 0        # no more than there are
+    again = row_sample._Draws(1000, np.random.default_rng(1))
+    assert np.array_equal(np.concatenate([again.next(300), again.next(400)]), taken)
+    counts = np.zeros((3, 20))
+    for seed in range(4000):
+        d = row_sample._Draws(20, np.random.default_rng(seed))
+        rows = np.concatenate([d.next(1), d.next(1), d.next(5)])        # places 0, 1 and 6
+        counts[np.arange(3), rows[[0, 1, 6]]] += 1
+    from scipy.stats import chisquare
+    assert (chisquare(counts, axis=1).pvalue > 1e-3).all(), counts
+
+
+def test_a_round_at_most_doubles_the_rows_predicted():
+    """A tight bound on common errors: several rounds, each predicting no more rows than were
+    predicted before it (a spread guessed high early does not overshoot far)."""
+    Q, X, losses = _stream(6, 400_000, 0.2)
+    calls = []
+    kappa = 3 * _exact(Q, X, losses, 0.2)          # 1% of it needs ~15% of the rows
+    est = sampled_first_term(Q, X, lambda r: calls.append(r.size) or losses[r], 0.2, kappa=kappa, seed=2,
+                             group_rows=256, group_queries=64)
+    assert est.sampled and len(calls) >= 4, calls
+    assert all(size <= sum(calls[:i]) for i, size in enumerate(calls) if i), calls
+
+
 def test_a_batch_too_small_for_a_sample_is_predicted_whole_in_one_call():
     Q, X, losses = _stream(4, 5000, 0.1)
     calls = []
@@ -134,7 +166,9 @@ def large_store(tmp_path_factory):
 def test_a_step_on_a_large_batch_predicts_a_sample_and_logs_the_interval(large_store, tmp_path, cara, monkeypatch):
     """The size threshold and the groups scaled down (20 000 rows stand for millions): the
     step predicts a sample, logs ``psi_now_half_width`` and ``n_predicted``, and its Ψ_now is
-    within that interval of the exact step's on a copy of the same store."""
+    within that interval of the exact step's on a copy of the same store. Only the sampled rows
+    are put into the kernel space, not the batch's 20 000."""
+    from cara_mlflow.features import FeatureSpace
     from cara_mlflow.lifecycle import observe
 
     from .helpers import copy_store, ok, registry, runs_of
@@ -144,6 +178,9 @@ def test_a_step_on_a_large_batch_predicts_a_sample_and_logs_the_interval(large_s
     monkeypatch.setattr(observe, "ROW_SAMPLE_MIN_ROWS", 10_000)
     monkeypatch.setattr(row_sample, "GROUP_ROWS", 256)
     monkeypatch.setattr(row_sample, "GROUP_QUERIES", 128)
+    transformed, transform = [], FeatureSpace.transform
+    monkeypatch.setattr(FeatureSpace, "transform", lambda space, frame: transformed.append(len(frame))
+                        or transform(space, frame))
     ok(cara(sampled, "step"))
     [run] = runs_of(registry(sampled), "batch", 6, "FINISHED")
     [reference] = runs_of(registry(exact), "batch", 6, "FINISHED")
@@ -152,6 +189,9 @@ def test_a_step_on_a_large_batch_predicts_a_sample_and_logs_the_interval(large_s
     assert 0 < m["psi_now_half_width"] <= 0.01 * m["kappa"]
     assert abs(m["psi_now"] - ref["psi_now"]) <= 1.5 * m["psi_now_half_width"]
     assert m["psi_then"] == ref["psi_then"] and run.tags["cara.decision"] == reference.tags["cara.decision"] == "keep"
+    # the queries (2 000), the model's stored rows and the sample's wrong rows: never the batch whole
+    assert m["n_queries"] in transformed and 20_000 not in transformed, transformed
+    assert sum(transformed) < m["n_predicted"] + 2 * m["n_queries"], transformed
 
 
 def test_tune_on_large_batches_builds_the_offline_matrix_from_row_samples(large_store, tmp_path, cara, monkeypatch):

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from cara_mlflow import store as store_module
+from cara_mlflow.batch import RowsOnDemand
 from cara_mlflow.features import FeatureSpace, infer_kinds, kind_of
 from cara_mlflow.store import BatchStore, BatchStoreError, tables
 
@@ -181,6 +182,7 @@ def test_batch_of_many_chunks_reads_as_the_whole_file(tmp_path, small_chunks, fm
     for features, space in ((None, None), (numbers, None), (None, tuned)):
         batch = store.read(0, target="label", features=features, space=space)
         reference = whole_file_read(data_path, "label", features, space)
+        assert_rows_on_demand_are_those_of_X(batch, reference.X)
         assert_same_outcome(Read(batch.X, batch.y, batch.frame, batch.space), reference)
         # the queries: every feature, in the data's space
         expected = whole_file_read(query_path, "label", None, reference.space)
@@ -188,6 +190,24 @@ def test_batch_of_many_chunks_reads_as_the_whole_file(tmp_path, small_chunks, fm
         assert batch.X.shape == (N, len(reference.space.columns))
         assert batch.queries.shape == (4321, len(reference.space.columns))
     assert tuned.columns[:3] == ("text=a", "text=bb", "text=ccc")
+
+
+def assert_rows_on_demand_are_those_of_X(batch, X) -> None:
+    """A batch with a queries file computes ``X`` on first use: until then ``coordinates`` gives
+    rows on demand (indices, a slice, a subset's rows), each equal to those of the whole read's X."""
+    rng = np.random.default_rng(5)
+    rows, index = np.sort(rng.choice(N, 300, replace=False)), np.sort(rng.choice(N, 2000, replace=False))
+    view = batch.coordinates()
+    assert isinstance(view, RowsOnDemand) and view.shape == X.shape == (batch.n_rows, X.shape[1])
+    np.testing.assert_array_equal(view[rows], X[rows], strict=True)
+    np.testing.assert_array_equal(view[7:19], X[7:19], strict=True)
+    subset = batch.coordinates(index)
+    assert subset.shape == (2000, X.shape[1]) and not subset[np.arange(3)].flags.writeable
+    np.testing.assert_array_equal(subset[np.arange(0, 2000, 7)], X[index][::7], strict=True)
+    assert isinstance(batch.coordinates(), RowsOnDemand)       # nothing above computed X whole
+    whole = batch.X
+    assert batch.coordinates() is whole and batch.X is whole     # computed once, then kept
+    np.testing.assert_array_equal(batch.coordinates(index), X[index], strict=True)
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])

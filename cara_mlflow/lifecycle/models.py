@@ -120,7 +120,7 @@ def gate(registry: reg.Registry, challenger: reg.VersionInfo, in_use: reg.Versio
         new_model = registry.load_model(challenger, tmp)
         old_model = registry.load_model(in_use, tmp)
     loss_fn = resolve_loss(doc.psi.loss)
-    X, y, rows = batch.X[held], batch.y[held], batch.frame.iloc[held]
+    X, y, rows = batch.coordinates(held), batch.y[held], batch.frame.iloc[held]
 
     def losses_of(picked):
         frame = rows.iloc[picked]
@@ -134,6 +134,7 @@ def gate(registry: reg.Registry, challenger: reg.VersionInfo, in_use: reg.Versio
         both = sample.losses
     else:
         both = losses_of(np.arange(held.size))
+    X = X[:]        # the held-out rows whole (transformed here if they were not yet)
     new, old = (psi_from_losses(batch.queries, X, both[:, i], doc.psi.gamma, method=method, seed=(batch.id, 2),
                                 scale=doc.psi.scale) for i in (0, 1))
     return "passed" if new <= old else "rejected"

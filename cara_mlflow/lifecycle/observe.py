@@ -44,7 +44,7 @@ def psi_terms(model, batch, doc: PolicyDocument, info: dict, rows, method: str, 
     batch id, so a step rerun after a crash computes the same Ψ̄. With ``kappa`` (the batch's κ)
     a large batch's first term may come from a row sample (:func:`samples_rows`).
     """
-    then = then_term(batch.queries, batch.X, batch.id, doc, info, rows, method)
+    then = then_term(batch.queries, lambda: batch.X, batch.id, doc, info, rows, method)
     loss_fn = resolve_loss(doc.psi.loss)
 
     def losses_of(picked):
@@ -52,7 +52,7 @@ def psi_terms(model, batch, doc: PolicyDocument, info: dict, rows, method: str, 
                                  f"batch {batch.id}")
 
     if samples_rows(doc, method, batch.n_rows, kappa):
-        sample = sampled_first_term(batch.queries, batch.X, losses_of, doc.psi.gamma, kappa=kappa,
+        sample = sampled_first_term(batch.queries, batch.coordinates(), losses_of, doc.psi.gamma, kappa=kappa,
                                     seed=(batch.id, 4))
         if sample.sampled:
             return PsiTerms(sample.value, then, None, sample.half_width, sample.n_predicted)
@@ -72,20 +72,21 @@ def samples_rows(doc: PolicyDocument, method: str, n_rows: int, kappa: float | N
             and doc.psi.scale == "paper" and make_policy(doc.policy, **doc.params).from_costs())
 
 
-def then_term(queries, points, batch_id: int, doc: PolicyDocument, info: dict, rows, method: str) -> float:
+def then_term(queries, points_of, batch_id: int, doc: PolicyDocument, info: dict, rows, method: str) -> float:
     """Ψ(Q_t, D_t', M): the queries against the model's training batch, from its stored rows with a
-    non-zero loss. ``points``: the batch's own rows (or its queries, before its labels), whose
+    non-zero loss. ``points_of()``: the batch's own rows (or its queries, before its labels), whose
     kernel mass stands for the training batch's on the expected-loss scale for a version trained
-    before mass samples were stored."""
+    before mass samples were stored (asked for only then: a large batch's rows are not transformed
+    for nothing)."""
     if not len(rows):
         return 0.0
     X_then = doc.space.transform(rows)
     return psi_from_losses(queries, X_then, rows["loss"].to_numpy(dtype=np.float64), doc.psi.gamma,
                            int(info["n_rows"]), method=method, seed=(batch_id, 1), scale=doc.psi.scale,
-                           **_then_mass(doc.psi.scale, rows, points, int(info["n_rows"])))
+                           **_then_mass(doc.psi.scale, rows, points_of, int(info["n_rows"])))
 
 
-def _then_mass(scale: str, rows, points, n_rows: int) -> dict:
+def _then_mass(scale: str, rows, points_of, n_rows: int) -> dict:
     """The kernel mass of the training batch for the expected-loss scale: its stored sample; for a
     version trained before samples were stored, the current batch's rows stand for it (the
     densities of two batches differ where the stream drifted: re-train to measure it exactly)."""
@@ -93,6 +94,7 @@ def _then_mass(scale: str, rows, points, n_rows: int) -> dict:
         return {}
     if "mass_weight" in rows:
         return {"mass_weight": rows["mass_weight"].to_numpy(dtype=np.float64)}
+    points = points_of()
     return {"mass_points": points, "mass_weight": n_rows / points.shape[0]}
 
 

@@ -107,7 +107,7 @@ def estimate(registry: reg.Registry, store: BatchStore, doc: PolicyDocument, ver
     expected = estimator.expected_losses(queries.queries, confidence, predictions)
     now = estimated_psi_now(queries.queries, queries.queries, expected, doc.psi.gamma, scale=doc.psi.scale,
                             method=method, seed=(queries.id, 0))
-    then = then_term(queries.queries, queries.queries, queries.id, doc, info, rows, method)
+    then = then_term(queries.queries, lambda: queries.queries, queries.id, doc, info, rows, method)
     return Estimate(now, then, estimator)
 
 

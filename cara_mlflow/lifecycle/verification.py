@@ -103,8 +103,8 @@ def check_promotion(registry: reg.Registry, doc: PolicyDocument, state: ManagerS
         if version == serving.version and serving_losses is not None:
             return serving_losses
         return _losses(registry, registry.version(version), batch, doc, rows)
-    verdict = compare_models(batch.queries, batch.X, losses_of(pending.version), losses_of(pending.replaced),
-                             doc.psi.gamma, scale=doc.psi.scale, seed=(batch.id, 3),
+    verdict = compare_models(batch.queries, batch.coordinates(), losses_of(pending.version),
+                             losses_of(pending.replaced), doc.psi.gamma, scale=doc.psi.scale, seed=(batch.id, 3),
                              margin=VERIFY_MARGIN if margin is None else margin,
                              floor=VERIFY_FLOOR if doc.psi.loss == "zero_one" else 0.0)
     if verdict is None:

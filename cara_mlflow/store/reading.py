@@ -65,6 +65,8 @@ def read_batch(
     space of this batch. ``queries`` is read from the queries file when there is one (it must
     hold every feature; other columns are ignored; its target column, if any, gives
     ``query_labels``), else it is ``X``, with ``query_labels = y`` and ``query_index`` every row.
+    With a queries file, ``X`` is computed on first use (:meth:`Batch.coordinates` reads rows
+    without it).
     """
     if not info.complete:
         raise BatchStoreError(
@@ -77,9 +79,9 @@ def read_batch(
     if kinds is None:
         kinds, origin = infer_kinds(frame, tuple(frame.columns)), f"its kind in {data_path.name}"
     space = space or FeatureSpace.fit(frame, kinds, scaling="raw")
-    X = _coordinates(space, frame)
     query_path = batch_file(info, "queries", required=False)
     if query_path is None:
+        X = _coordinates(space, frame)
         query_frame, queries, query_labels, query_index = frame, X, y, _every_row(X.shape[0])
     else:
         with open_table(info.id, query_path) as query_table:
@@ -87,7 +89,8 @@ def read_batch(
             query_frame, query_labels = _read_table(
                 query_table, tuple(frame.columns), target if labelled else None, (kinds, origin), chunk_rows
             )
-        queries, query_index = _coordinates(space, query_frame), None
+        # the data's coordinates wait for their first use: a row sample needs its rows only
+        X, queries, query_index = None, _coordinates(space, query_frame), None
     return Batch(
         X=X, y=y, queries=queries, query_labels=query_labels, query_index=query_index, id=info.id,
         features=tuple(frame.columns), target=target, data_path=data_path,
@@ -214,6 +217,9 @@ def _whole_column(table: Table, name: str, scan: _Scan) -> pd.Series:
         whole = table.column(name)
         scan.seen[name] = [table.whole_dtype(name, scan.seen[name])]
         return whole.astype(scan.seen[name][0]) if whole.dtype != scan.seen[name][0] else whole
+    if len(parts) > 1 and isinstance(parts[0].dtype, np.dtype):
+        # numpy columns joined as arrays: pd.concat's per-piece work costs more than the copy
+        return pd.Series(np.concatenate([p.to_numpy() for p in parts]), name=name, copy=False)
     whole = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     return whole.reset_index(drop=True)
 
