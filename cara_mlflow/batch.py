@@ -47,12 +47,18 @@ class RowsOnDemand:
         return (len(self.frame) if self.index is None else len(self.index), len(self.space.columns))
 
     def __getitem__(self, rows) -> np.ndarray:
-        if isinstance(rows, tuple):
-            raise TypeError("RowsOnDemand takes row indices or a slice of rows, not a tuple")
+        if isinstance(rows, tuple) or np.ndim(rows) == 0 and not isinstance(rows, slice):
+            raise TypeError(f"RowsOnDemand takes an array of row indices or a slice, not {rows!r}")
         picked = rows if self.index is None else self.index[rows]
         out = self.space.transform(self.frame.iloc[picked])
         out.setflags(write=False)
         return out
+
+
+def _stored_X(batch):
+    """The coordinates a batch holds (None: not computed yet); under "X" in a batch pickled
+    before :class:`_Coordinates`."""
+    return batch.__dict__.get("_X", batch.__dict__.get("X"))
 
 
 class _Coordinates:
@@ -63,7 +69,7 @@ class _Coordinates:
     def __get__(self, batch, owner=None):
         if batch is None:
             raise AttributeError("X has no default")   # the dataclass: a required field
-        X = batch.__dict__["_X"]
+        X = _stored_X(batch)
         if X is None:
             X = batch.space.transform(batch.frame)
             X.setflags(write=False)
@@ -149,7 +155,7 @@ class Batch:
     space: Any = None
 
     def __post_init__(self) -> None:
-        X, queries = self.__dict__["_X"], self.queries
+        X, queries = _stored_X(self), self.queries
         if X is None and (self.frame is None or self.space is None):
             raise InputError("X may be None (computed on first use) only with a frame and a space")
         X = RowsOnDemand(self.frame, self.space) if X is None else X
@@ -217,7 +223,7 @@ class Batch:
         >>> b.X.tolist(), type(b.coordinates()).__name__      # computed once asked for
         ([[-1.0], [1.0]], 'ndarray')
         """
-        X = self.__dict__["_X"]
+        X = _stored_X(self)
         if X is None:
             return RowsOnDemand(self.frame, self.space, index)
         return X if index is None else X[index]
@@ -225,7 +231,7 @@ class Batch:
     @property
     def n_rows(self) -> int:
         """The number of data points ``n``."""
-        X = self.__dict__["_X"]
+        X = _stored_X(self)
         return len(self.frame) if X is None else int(X.shape[0])
 
     @property

@@ -71,7 +71,7 @@ MIN_GROUPS = 16
 MAX_FRACTION = 0.5
 #: A round at most doubles the groups: a spread guessed high from the first 16 groups does not
 #: send the sample far past the rows the bound needs (bench_scale's stream at κ = 80, 2·10⁶ rows,
-#: 30 seeds: 172 236 rows predicted on average, at most 219 136, instead of 196 061 and 350 208).
+#: 30 seeds: 172 236 rows predicted on average, at most 219 136; 196 061 and 350 208 uncapped).
 MAX_GROWTH = 2.0
 #: Rows with a non-zero loss a sample must hold (each loss column) before the spread of its groups
 #: is trusted: with fewer the group estimates are mostly 0 (with none, a zero-width interval around

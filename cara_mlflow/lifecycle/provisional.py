@@ -79,10 +79,13 @@ def _fit(model, doc: PolicyDocument, version: reg.VersionInfo, parts) -> LossEst
     """The estimator of ``version``'s loss, fitted on the reference ``parts`` (a seeded sample of
     :data:`~cara_mlflow.estimate.REFERENCE_ROWS` rows of them when larger)."""
     frame = pd.concat([b.frame.iloc[rows] for b, rows, _ in parts], ignore_index=True)
-    X = np.vstack([b.X[rows] for b, rows, _ in parts])
     y = np.concatenate([np.asarray(b.y)[rows] for b, rows, _ in parts])
-    keep = reference_rows(len(y), seed=(version.version, parts[0][0].id))
-    frame, X, y = frame.iloc[keep].reset_index(drop=True), X[keep], y[keep]
+    keep = reference_rows(len(y), seed=(version.version, parts[0][0].id))       # sorted
+    starts = np.cumsum([0, *(len(rows) for _, rows, _ in parts)])
+    # only the kept rows into the kernel space (a large batch's X is not computed for them)
+    X = np.vstack([b.coordinates(rows[keep[(keep >= lo) & (keep < hi)] - lo])[:]
+                   for (b, rows, _), lo, hi in zip(parts, starts[:-1], starts[1:])])
+    frame, y = frame.iloc[keep].reset_index(drop=True), y[keep]
     predictions, confidence = _outputs(model, frame, doc.task)
     labels = np.asarray(model.predict(frame)) if predictions is None else predictions
     losses = per_sample_losses(resolve_loss(doc.psi.loss), y, labels, "the estimator's reference rows")

@@ -217,8 +217,9 @@ def _whole_column(table: Table, name: str, scan: _Scan) -> pd.Series:
         whole = table.column(name)
         scan.seen[name] = [table.whole_dtype(name, scan.seen[name])]
         return whole.astype(scan.seen[name][0]) if whole.dtype != scan.seen[name][0] else whole
-    if len(parts) > 1 and isinstance(parts[0].dtype, np.dtype):
-        # numpy columns joined as arrays: pd.concat's per-piece work costs more than the copy
+    if len(parts) > 1 and isinstance(parts[0].dtype, np.dtype) and parts[0].dtype.kind in "biufcmM":
+        # numpy numbers joined as arrays: pd.concat's per-piece work costs more than the copy
+        # (not object columns: pandas would infer a text dtype for them that pd.concat keeps as object)
         return pd.Series(np.concatenate([p.to_numpy() for p in parts]), name=name, copy=False)
     whole = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
     return whole.reset_index(drop=True)
