@@ -116,7 +116,21 @@ class PolicyTuner:
         self.seed = seed
         self.kappa_relative = kappa_relative
 
-    def fit(self, C) -> "PolicyTuner":
+    def fit(self, C, *, pool=()) -> "PolicyTuner":
+        """Tune on the offline matrix ``C``; ``pool``: further windows' cost matrices (pooled history).
+
+        With a pool, a threshold's offline cost is summed over ``C`` and every pooled window, each
+        run from its own first batch, and the threshold stays relative to ``C``'s κ̄: the same
+        exact search over the union of the windows' candidate values. ``best_cost_`` is the
+        summed cost, ``best_strategy_`` the one on ``C``; ``result_.details["own_cost"]`` the
+        cost on ``C`` alone.
+
+        >>> C = np.array([[1.0, 0.5, 2.0], [np.inf, 1.0, 0.1], [np.inf, np.inf, 1.0]])
+        >>> D = np.array([[1.0, 0.2, 0.3], [np.inf, 1.0, 0.1], [np.inf, np.inf, 1.0]])
+        >>> t = PolicyTuner("cara-t").fit(C, pool=[D])
+        >>> t.best_params_, t.best_cost_, t.best_strategy_, t.result_.details["own_cost"]
+        ({'tau': 0.4, 'kappa': 1.0}, 3.6, [0, 1, 1], 2.1)
+        """
         cls = POLICIES[validate.policy_name(self.policy)]
         if self.method not in TUNING_METHODS:
             raise InputError(f"method: unknown tuning method {self.method!r}: "
@@ -124,6 +138,9 @@ class PolicyTuner:
         C = check_cost_matrix(C)
         if C.shape[0] < 2:
             raise InputError("C: the offline window needs at least 2 batches to tune a policy")
+        pool = [check_cost_matrix(W) for W in pool]
+        if pool and (cls.offline_thresholds(C) is None or cls.needs_errors or cls.follows_oracle):
+            raise InputError(f"pool: pooled history tunes a threshold (cara-t, cara-ct), not the {cls.name} policy")
         if cls.follows_oracle:
             result = self._fit_oracle(C)
         elif cls.needs_errors:
@@ -134,7 +151,7 @@ class PolicyTuner:
         elif cls.offline_thresholds(C) is None:
             result = self._fit_grid(cls, C)
         else:
-            result = self._fit_threshold(cls, C, cls.offline_params(C) if self.kappa_relative else {})
+            result = self._fit_threshold(cls, [C, *pool], cls.offline_params(C) if self.kappa_relative else {})
         self.result_ = result
         self.best_params_ = result.params
         self.best_cost_ = result.cost
@@ -142,13 +159,20 @@ class PolicyTuner:
         return self
 
     # -- a threshold: one representative per interval, or dual annealing ----
-    def _fit_threshold(self, cls: type[Policy], C: np.ndarray, fixed: dict) -> TuningResult:
-        """``fixed``: the parameters read off C that the threshold is relative to (κ̄), or none."""
+    def _fit_threshold(self, cls: type[Policy], windows: list[np.ndarray], fixed: dict) -> TuningResult:
+        """``windows``: the offline matrix, then any pooled ones; ``fixed``: the parameters read off
+        the first that the threshold is relative to (κ̄), or none."""
         name = cls.tunable[0]
-        values = cls.offline_thresholds(C, **fixed)
+        C = windows[0]
+        values = np.unique(np.concatenate([cls.offline_thresholds(W, **fixed) for W in windows]))
 
         def evaluate(taus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return cls._offline_costs(C, {name: taus, **fixed}, self.start)
+            # Summed left to right over the windows; the strategies are the first window's.
+            own, strategies = cls._offline_costs(C, {name: taus, **fixed}, self.start)
+            cost = own
+            for W in windows[1:]:
+                cost = cost + cls._offline_costs(W, {name: taus, **fixed}, 0)[0]
+            return cost, strategies, own
 
         spread = float(values[-1] - values[0])
         pad = _PAD_FRACTION * (spread if spread > 0 else float(np.mean(np.diag(C))))
@@ -162,11 +186,11 @@ class PolicyTuner:
 
             found = dual_annealing(lambda x: float(evaluate(x)[0][0]), bounds=[(lo, hi)], seed=self.seed)
             tau = float(found.x[0])
-            cost, strategies = evaluate(np.array([tau]))
+            cost, strategies, _ = evaluate(np.array([tau]))
             return TuningResult(self.policy, {name: tau, **fixed}, float(cost[0]), strategies[0].tolist(),
                                 self.method, details={"bounds": [lo, hi], "evaluations": int(found.nfev)})
         # One representative per interval (v_k, v_{k+1}]: its right end (see the module doc).
-        costs, strategies = evaluate(np.concatenate([values, [np.inf]]))
+        costs, strategies, own = evaluate(np.concatenate([values, [np.inf]]))
         best = costs.min()
         left = np.concatenate([[lo], values])
         right = np.concatenate([values, [hi]])
@@ -177,7 +201,8 @@ class PolicyTuner:
         return TuningResult(self.policy, {name: tau, **fixed}, float(best), strategies[k].tolist(), self.method,
                             interval=(float(left[k]), float(right[k])),
                             details={"n_candidates": int(values.size), "n_optimal_intervals": int(optimal.size),
-                                     "bounds": [float(lo), float(hi)]})
+                                     "bounds": [float(lo), float(hi)], "own_cost": float(own[k]),
+                                     "n_windows": len(windows)})
 
     # -- a finite grid (CARA-P), or nothing to tune (MARKOV, NR) -------------
     def _fit_grid(self, cls: type[Policy], C: np.ndarray) -> TuningResult:
