@@ -307,11 +307,18 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
                    "on a Ψ̄ estimated without labels; when its labels land (data.parquet, _SUCCESS) the batch is "
                    "reconciled on the same run, and a retrain the estimate missed is caught up. A retrain trains on "
                    "the latest labelled batch. Default: wait for labels (or keep the active policy's choice).")
+@click.option("--pool", default="", metavar="NAME,NAME",
+              help="Pool the offline history of your other models of the same process (one per region, shop, "
+                   "product line...): each NAME's active tuned policy lends the offline cost matrix of its tuning "
+                   "run, re-priced at this κ, and the threshold minimises the cost summed over every window. For "
+                   "cara-t and cara-ct; the Ψ̄ must share a unit (same loss and --psi-scale). At high κ, where "
+                   "one window holds one or two retrains, this is what closes the gap to the ORACLE "
+                   "(benchmarks/results/beyond.md). Given at each tune, like --kappa.")
 @lock_timeout_option()
 def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, policy, target, features, exclude,
          task, loss, model, seed, holdout, n_estimators, max_depth, project_uri, backend, backend_config, tuning_method,
          psi_method, psi_scale, max_model_age, retrain_budget, notify, notify_timeout, verify_margin,
-         decide_before_labels, lock_timeout):
+         decide_before_labels, pool, lock_timeout):
     """Tune the policy on the offline batches and register it as NAME.policy@active.
 
     Trains a model per offline batch, builds the offline cost matrix, resolves γ, finds θ*, and
@@ -363,6 +370,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
                        guards=guards, psi_scale=psi_scale, money=money, notify=notify, verify_margin=margin,
                        decide_before_labels=decide_before_labels, backend=retrain_backend,
+                       pool=[n.strip() for n in pool.split(",") if n.strip()],
                        progress=(lambda done, total: bar.update(1)) if show_bar else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))

@@ -33,6 +33,7 @@ from ..verify import VERIFY_MARGIN
 from . import training
 from .frame import active_policy, default_project_uri, managed
 from .offline_terms import offline_terms
+from .pool import check_pool, pool_matrices, read_pool
 from .training import train_on_batch, training_seconds
 
 __all__ = ["tune", "QUERY_RULE"]
@@ -48,7 +49,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
          exclude: Sequence[str] = (), task: str | None = None, loss: str | None = None,
          guards: Guards | None = None, psi_scale: str | None = None, money: Money | None = None,
          notify: dict | str | None = None, verify_margin: float | str | None = None,
-         decide_before_labels: bool | None = None, backend: Backend | None = None) -> PolicyDocument:
+         decide_before_labels: bool | None = None, backend: Backend | None = None,
+         pool: Sequence[str] = ()) -> PolicyDocument:
     """Train a model per offline batch, build the cost matrix, tune θ*, register ``policy.json``.
 
     The features (``features``, else every column but the target, minus ``exclude``), their
@@ -70,6 +72,8 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     train here, in this process or through the project's local run).
     ``guards``, ``notify``, ``verify_margin``, ``decide_before_labels`` and ``backend`` left None keep the active
     policy's (a re-tune from cron does not drop them; a note says so), or the defaults on a first tune.
+    ``pool`` names other models of the same process whose offline windows join the threshold's tuning
+    (:mod:`cara_mlflow.lifecycle.pool`); a tuning input like κ, given at each tune.
     """
     check_psi_method(psi_method)
     if (kappa is None) == (money is None):
@@ -89,6 +93,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     if backend is not None:
         check_backend(backend)
+    pooled = read_pool(registry, check_pool(pool, registry.name, policy))
     with managed(store, registry, lock_timeout):
         offline = resolve_window(store, offline, minimum=1 if untuned else 2)
         kept, kept_notes = _kept_settings(registry, guards, notify, verify_margin, decide_before_labels, backend)
@@ -103,6 +108,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         notes += kept_notes
         if untuned:
             return _register_untuned(registry, replace(draft, kappa=kappa or money.kappa(()), money=money), notes)
+        pool_matrices(pooled, draft)      # their Ψ̄ in this unit? said before any model is trained
         models, seconds = _offline_models(registry, batches, draft, progress,
                                           timed=money is not None and money.measured)
         if money is not None:
@@ -112,11 +118,13 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
                                             seed=offline[0])
         notes += sample_notes
         C = terms.cost_matrix(draft.kappa)
+        pool_windows = pool_matrices(pooled, draft)                 # re-priced at κ, known by now
         # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
-        tuned, best = PolicyTuner(policy, method=method, start=0).fit(C), solve(C)
+        tuned, best = PolicyTuner(policy, method=method, start=0).fit(C, pool=pool_windows), solve(C)
         advice = kappa_advice(terms.psi_bar, draft.kappa, policy, tuned.result_.n_retrains, best.n_retrains)
         notes += [f"guard rails: {draft.guards.describe()}"] if draft.guards.any else []
-        doc = _document(draft, tuned, best, method, notes + list(advice.notes), [b.id for b in batches], advice)
+        doc = _document(draft, tuned, best, method, notes + list(advice.notes) + _pool_notes(pooled, tuned),
+                        [b.id for b in batches], advice, pooled)
         return _register_tuned(registry, doc, C, tuned, best)
 
 
@@ -323,9 +331,12 @@ def _money_note(money: Money, seconds: list[float], kappa: float, unit: str) -> 
 
 
 def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str], ids: list[int],
-              advice) -> PolicyDocument:
-    """The tuned document; its figures name batches by id (the window's ids may have gaps)."""
-    figures = {"method": method, "offline_cost": tuned.best_cost_, "oracle_cost": best.cost,
+              advice, pooled=()) -> PolicyDocument:
+    """The tuned document; its figures name batches by id (the window's ids may have gaps). Pooled,
+    ``offline_cost`` stays this window's, ``pooled_cost`` is the sum the threshold minimised."""
+    own = tuned.result_.details.get("own_cost", tuned.best_cost_) if pooled else tuned.best_cost_
+    pool = {"pool": [w.describe() for w in pooled], "pooled_cost": tuned.best_cost_} if pooled else {}
+    figures = {"method": method, "offline_cost": own, "oracle_cost": best.cost, **pool,
                "oracle_retrain_at": [ids[t] for t in best.retrain_at[1:]],
                "strategy": [ids[s] for s in tuned.best_strategy_], "interval": tuned.result_.interval,
                "offline_retrains": tuned.result_.n_retrains, "oracle_retrains": best.n_retrains,
@@ -335,9 +346,18 @@ def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str],
     return replace(draft, params=dict(tuned.best_params_), tuning=figures)
 
 
+def _pool_notes(pooled, tuned) -> list[str]:
+    if not pooled:
+        return []
+    names = ", ".join(f"{w.name} (v{w.version}, {w.costs.shape[0]} batches)" for w in pooled)
+    return [f"pooled history: the threshold minimises the offline cost summed over this window and {names}, "
+            f"each re-priced at this κ: {tuned.best_cost_:.4g} in all, {tuned.result_.details['own_cost']:.4g} here"]
+
+
 def _register_tuned(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned, best) -> PolicyDocument:
     """The tuning run with its figures, the matrix and its heat map; then ``NAME.policy@active``."""
-    metrics = {"offline_cost": tuned.best_cost_, "oracle_cost": best.cost, "kappa": doc.kappa,
+    metrics = {"offline_cost": doc.tuning["offline_cost"], "pooled_cost": doc.tuning.get("pooled_cost"),
+               "oracle_cost": best.cost, "kappa": doc.kappa,
                "gamma": doc.psi.gamma, "offline_retrains": tuned.result_.n_retrains,
                "oracle_retrains": best.n_retrains, "kappa_oracle_never": doc.tuning["kappa_oracle_never"],
                "kappa_oracle_always": doc.tuning["kappa_oracle_always"]}
@@ -369,6 +389,7 @@ def _params(doc: PolicyDocument) -> dict:
             **{f"theta.{k}": v for k, v in doc.params.items()},
             **({"guards": doc.guards.describe()} if doc.guards.any else {}),
             **({"money": doc.money.describe()} if doc.money else {}),
+            **({"pool": ",".join(w["name"] for w in doc.tuning["pool"])} if (doc.tuning or {}).get("pool") else {}),
             **{f"trainer.{k}": v for k, v in doc.to_dict()["trainer"].items()}}
 
 

@@ -420,6 +420,11 @@ class Registry:
 
     def active_policy_text(self) -> tuple[bytes, int]:
         """The raw ``policy.json`` of ``NAME.policy@active`` and that policy version's number."""
+        text, version, _ = self.active_policy_source()
+        return text, version
+
+    def active_policy_source(self) -> tuple[bytes, int, str | None]:
+        """``active_policy_text`` and the id of the tuning run that registered that version."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -432,7 +437,7 @@ class Registry:
         model_id = mv.source.removeprefix("models:/")
         with tempfile.TemporaryDirectory() as tmp:
             local = self._download_logged_model_file(model_id, POLICY_FILE, tmp)
-            return Path(local).read_bytes(), int(mv.version)
+            return Path(local).read_bytes(), int(mv.version), mv.run_id or None
 
     def policy_versions(self) -> list[VersionInfo]:
         """Versions of ``NAME.policy``, newest first."""

@@ -1,0 +1,92 @@
+"""``tune --pool``: the offline history of a team's other models of the same process, pooled into the
+tuning of a threshold (issue 21).
+
+At high κ a 25-batch offline window holds one or two ORACLE retrains and CARA-T's exact tuning is a
+tie-break inside a wide optimal interval; other models of the same process (one per region, per
+shop, per product line) have windows of their own. Each pooled model's active tuned policy lends the
+offline cost matrix its tuning run logged (``tuning/cost_matrix.npy``), re-priced at this tune's κ
+(its Ψ̄ are kept, its diagonal becomes κ), and the threshold minimises the cost summed over every
+window (:meth:`cara_mlflow.tuning.PolicyTuner.fit`). Ψ̄ must be in the same unit: the same loss and
+Ψ̄ scale. Everything is read before any model is trained, and nothing is written to the pooled
+models.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError, SetupError
+from ..policies import POLICIES
+from ..policy_doc import PolicyDocument
+from ..tracking import registry as reg
+
+__all__ = ["PooledWindow", "check_pool", "read_pool", "pool_matrices"]
+
+MATRIX = "tuning/cost_matrix.npy"
+
+
+@dataclass(frozen=True)
+class PooledWindow:
+    """One pooled model's offline window: ``costs`` as its tuning run logged them."""
+
+    name: str
+    version: int
+    loss: str
+    scale: str
+    costs: np.ndarray
+
+    def describe(self) -> dict:
+        return {"name": self.name, "policy_version": self.version, "batches": int(self.costs.shape[0])}
+
+
+def check_pool(names, own: str, policy: str) -> list[str]:
+    """The pooled model names, checked before anything is read: distinct, not ``own``, and a
+    threshold policy to tune (the pooled search is a threshold's)."""
+    names = [reg.check_model_name(n) for n in names]
+    if not names:
+        return []
+    if POLICIES[policy].offline_thresholds(np.zeros((2, 2))) is None:
+        raise InputError(f"pool: pooled history tunes a threshold (cara-t, cara-ct), not the {policy} policy; "
+                         "drop --pool or tune --policy cara-t")
+    if own in names:
+        raise InputError(f"pool: {own} is the model being tuned, its own window is already in; pool other models")
+    if len(set(names)) != len(names):
+        raise InputError(f"pool: {', '.join(names)} names a model twice")
+    return names
+
+
+def read_pool(registry: reg.Registry, names: list[str]) -> list[PooledWindow]:
+    """Each pooled model's active policy (version, loss, Ψ̄ scale) and its tuning run's cost matrix."""
+    return [_read_one(reg.Registry(registry.tracking_uri, name), name) for name in names]
+
+
+def _read_one(other: reg.Registry, name: str) -> PooledWindow:
+    try:
+        text, version, run_id = other.active_policy_source()
+    except SetupError:
+        raise InputError(f"pool: {name} has no tuned policy {name}.policy@active in {other.where}; "
+                         f"tune {name} first, or drop it from --pool") from None
+    doc = PolicyDocument.from_json(text, f"{name}.policy@active", version=version)
+    if not run_id or MATRIX not in other.runs.artifact_paths(run_id, MATRIX.rsplit("/", 1)[0]):
+        raise InputError(f"pool: {name}.policy v{version} ({doc.policy}) has no offline cost matrix "
+                         f"({MATRIX} of its tuning run); re-tune {name} with a tuned policy such as cara-t")
+    with tempfile.TemporaryDirectory() as tmp:
+        costs = np.load(other.runs.download(run_id, MATRIX, tmp))
+    return PooledWindow(name, version, doc.psi.loss, doc.psi.scale, costs)
+
+
+def pool_matrices(pool: list[PooledWindow], doc: PolicyDocument) -> list[np.ndarray]:
+    """The pooled windows re-priced at ``doc``'s κ, once their Ψ̄ are checked to be in its unit."""
+    out = []
+    for w in pool:
+        if (w.loss, w.scale) != (doc.psi.loss, doc.psi.scale):
+            raise InputError(f"pool: {w.name} measures Ψ̄ with loss {w.loss}, scale {w.scale}; this tune with "
+                             f"loss {doc.psi.loss}, scale {doc.psi.scale}: pool models whose Ψ̄ share a unit "
+                             "(--loss, --psi-scale)")
+        C = np.array(w.costs, dtype=np.float64)
+        np.fill_diagonal(C, doc.kappa)
+        out.append(C)
+    return out

@@ -1,0 +1,96 @@
+"""``tune --pool``: other models' offline windows in a threshold's tuning (issue 21), on a real MLflow store."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cara_mlflow.policy_doc import PolicyDocument
+from cara_mlflow.tracking import Registry, default_tracking_uri
+from cara_mlflow.tuning import PolicyTuner
+
+from .helpers import NAME, registry, snapshot
+
+SIBLING = "demo-east"
+LR = ("--model", "lr", "--n-estimators", "10")
+
+
+def tune(cara, store, *args, name=NAME):
+    return cara(store, "tune", "--name", name, "--kappa", "5", *LR, *args)
+
+
+def tuned_matrix(store, name):
+    """The active policy's document and its tuning run's cost matrix, read back through MLflow."""
+    reg = Registry(default_tracking_uri(store), name)
+    text, version, run_id = reg.active_policy_source()
+    doc = PolicyDocument.from_json(text, name, version=version)
+    local = reg.runs.download(run_id, "tuning/cost_matrix.npy", str(store.parent / f"m-{name}-{version}"))
+    return doc, np.load(local), run_id
+
+
+@pytest.fixture
+def with_sibling(fresh, cara):
+    """``fresh`` plus a second model of the same process, tuned on batches 5:10 at κ = 2."""
+    result = cara(fresh, "tune", "--name", SIBLING, "--offline", "5:10", "--kappa", "2", "--policy", "cara-t", *LR)
+    assert result.returncode == 0, result.stderr
+    return fresh
+
+
+def test_pooled_tune_minimises_the_summed_cost_and_says_so(with_sibling, cara):
+    result = tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-t", "--pool", SIBLING)
+    assert result.returncode == 0, result.stderr
+    assert f"pooled history: the threshold minimises the offline cost summed over this window and {SIBLING} (v1, " \
+           "5 batches)" in result.stdout
+    doc, C, run_id = tuned_matrix(with_sibling, NAME)
+    sibling_doc, S, _ = tuned_matrix(with_sibling, SIBLING)
+    assert sibling_doc.kappa == 2.0 and np.all(np.diag(S) == 2.0)
+    # The sibling's Ψ̄ re-priced at this κ, then the exact pooled search: the same θ*, bit for bit.
+    repriced = S.copy()
+    np.fill_diagonal(repriced, 5.0)
+    expected = PolicyTuner("cara-t").fit(C, pool=[repriced])
+    assert doc.params == expected.best_params_
+    assert doc.params != PolicyTuner("cara-t").fit(C).best_params_          # the sibling's window mattered
+    assert doc.tuning["pool"] == [{"name": SIBLING, "policy_version": 1, "batches": 5}]
+    assert doc.tuning["pooled_cost"] == pytest.approx(expected.best_cost_)
+    assert doc.tuning["offline_cost"] == pytest.approx(expected.result_.details["own_cost"])
+    assert doc.tuning["strategy"] == expected.best_strategy_
+    run = registry(with_sibling).runs.get(run_id)
+    assert run.params["pool"] == SIBLING and run.metrics["pooled_cost"] == pytest.approx(expected.best_cost_)
+    # The document, pool and all, round-trips through its JSON.
+    again = PolicyDocument.from_json(json.dumps(doc.to_dict()).encode(), "again", version=doc.version)
+    assert again.tuning == doc.tuning and again.params == doc.params
+
+
+def test_a_pool_changes_the_threshold_only_through_the_summed_cost(with_sibling, cara):
+    # Without --pool the same window tunes as before: the pool is not kept by a later tune.
+    assert tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-t", "--pool", SIBLING).returncode == 0
+    assert tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-t").returncode == 0
+    doc, C, _ = tuned_matrix(with_sibling, NAME)
+    assert "pool" not in doc.tuning and doc.params == PolicyTuner("cara-t").fit(C).best_params_
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--policy", "cara-p", "--pool", SIBLING], "pool: pooled history tunes a threshold (cara-t, cara-ct), not the "
+                                                "cara-p policy"),
+    (["--pool", NAME], f"pool: {NAME} is the model being tuned"),
+    (["--pool", f"{SIBLING},{SIBLING}"], "names a model twice"),
+    (["--pool", "ghost"], "pool: ghost has no tuned policy ghost.policy@active"),
+    (["--pool", SIBLING, "--psi-scale", "expected-loss"], f"pool: {SIBLING} measures Ψ̄ with loss zero_one, scale "
+                                                          "paper; this tune with loss zero_one, scale expected-loss"),
+])
+def test_a_bad_pool_is_one_line_and_changes_nothing(with_sibling, cara, args, expected):
+    before = snapshot(with_sibling)
+    result = tune(cara, with_sibling, "--offline", "0:5", *args)
+    assert result.returncode == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert expected in line, line
+    assert snapshot(with_sibling) == before
+
+
+def test_a_pooled_model_without_a_matrix_is_refused(fresh, cara):
+    assert cara(fresh, "tune", "--name", SIBLING, "--offline", "5:6", "--kappa", "2", "--policy", "rent").returncode == 0
+    before = snapshot(fresh)
+    result = tune(cara, fresh, "--offline", "0:5", "--pool", SIBLING)
+    assert result.returncode == 1
+    assert f"pool: {SIBLING}.policy v1 (rent) has no offline cost matrix" in result.stderr
+    assert snapshot(fresh) == before
