@@ -55,6 +55,16 @@ def label_delay_option():
                         "delay-constrained ORACLE. 0: labels at once.")
 
 
+def retune_every_option():
+    """``--retune-every N`` of simulate and compare (0: each policy tuned once, the paper's convention)."""
+    return click.option("--retune-every", "retune_every", default=0, show_default=True, type=click.IntRange(min=0),
+                        metavar="N", help="Also run cara-t and cara-ct re-tuned every N online batches on the "
+                        "history seen so far (the offline window plus the online batches before), as "
+                        "cara-t-retuneN: at high κ one offline window holds too few retrains to tune on "
+                        "(benchmarks/results/beyond.md; in production, re-run tune on your history from cron). "
+                        "0: tuned once.")
+
+
 def _error_line(exc: CaraError) -> str:
     prefix = "cara-mlflow: " if isinstance(exc, RetryLater) else "cara-mlflow: error: "
     return prefix + exc.line()
@@ -231,10 +241,11 @@ def _units(policy: dict) -> str:
 @psi_method_option()
 @loss_option()
 @label_delay_option()
+@retune_every_option()
 @json_option("Print a JSON list, one object per policy (with --label-delay: one object naming the delay, "
              "both modes per policy).")
 def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_batches, batch_size, tuning_method,
-             psi_method, loss, label_delay, as_json):
+             psi_method, loss, label_delay, retune_every, as_json):
     """Tune every policy on the offline batches of a stream, run it online, print the table.
 
     \b
@@ -249,6 +260,9 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
     loss = loss or "zero_one"       # the streams are classification streams
     resolve_loss(loss)              # a bad name or module: one line before any training
     progress = (lambda message: click.echo(f"… {message}", err=True)) if sys.stderr.isatty() and not as_json else None
+    if label_delay and retune_every:
+        raise InputError("retune-every: re-tuned runs under a label delay are not simulated; drop one of "
+                         "--retune-every and --label-delay")
     if label_delay:
         from .label_delay import simulate_delayed
 
@@ -260,7 +274,8 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
         return
     report = run(stream, kappa=kappa, policies=policies, n_offline=n_offline, model=model, seed=seed,
                  tuning_method=tuning_method, n_batches=n_batches, batch_size=batch_size,
-                 psi_method=psi_method, loss=loss, progress=progress, kappa_schedule=kappa_schedule)
+                 psi_method=psi_method, loss=loss, progress=progress, kappa_schedule=kappa_schedule,
+                 retune_every=retune_every)
     click.echo(report.to_json() if as_json else report.table())
 
 
@@ -732,9 +747,11 @@ def _paper_sweep(stream: str | None, n_batches: int, batch_size: int) -> list[fl
 @psi_method_option()
 @click.option("--experiment", default=None, help="MLflow experiment (default: cara-compare/<stream or store name>).")
 @label_delay_option()
+@retune_every_option()
 @json_option("Print one JSON object per (policy, κ, seed) (with --label-delay: the delay and both modes' metrics).")
 def compare(stream, data_path, store_dir, target, features, exclude, task, loss, kappas, kappa_schedule, policies,
-            seeds, model, offline, n_batches, batch_size, tuning_method, psi_method, experiment, label_delay, as_json):
+            seeds, model, offline, n_batches, batch_size, tuning_method, psi_method, experiment, label_delay,
+            retune_every, as_json):
     """Compare policies over a κ sweep and seeds, logged as an MLflow experiment.
 
     On a named stream (--stream) or on your own history (--store DIR --offline 0:25). One parent
@@ -780,7 +797,7 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     with click.progressbar(length=seeds * (1 + len(kappas)), label=f"comparing on {label}", file=sys.stderr) as bar:
         result = run_compare(source, kappas=kappas, policies=policies, seeds=range(seeds), model=model,
                              n_offline=n_offline, tuning_method=tuning_method, batch_ids=batch_ids,
-                             kappa_schedule=kappa_schedule, label_delay=label_delay,
+                             kappa_schedule=kappa_schedule, label_delay=label_delay, retune_every=retune_every,
                              prepare_kwargs={"psi_method": psi_method, "task": task, "loss": loss},
                              progress=lambda message: bar.update(1))
     from .tracking import mask_uri
@@ -796,9 +813,10 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     schedule = "" if kappa_schedule is None else f" × {kappa_schedule.describe()}"
     click.echo(f"{result.stream} ({model}), κ ∈ {{{', '.join(f'{k:g}' for k in kappas)}}}{schedule}, "
                f"{seeds} seed(s): means over κ and seeds")
-    click.echo(f"{'policy':<8} {'SCPE %':>9} {'query acc':>9} {'retrains':>9} {'cost':>10}")
+    w = max(8, *(len(p) for p in overall["policy"]))
+    click.echo(f"{'policy':<{w}} {'SCPE %':>9} {'query acc':>9} {'retrains':>9} {'cost':>10}")
     for row in overall.itertuples():
-        click.echo(f"{row.policy:<8} {row.scpe:>9.2f} {row.query_accuracy:>9.3f} {row.n_retrains:>9.2f} "
+        click.echo(f"{row.policy:<{w}} {row.scpe:>9.2f} {row.query_accuracy:>9.3f} {row.n_retrains:>9.2f} "
                    f"{row.strategy_cost:>10.2f}")
     if label_delay:
         from .compare import delayed_summary

@@ -178,7 +178,8 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
             seeds: Sequence[int] = (0,), model: str = "rf", n_offline: int = 25, tuning_method: str = "exact",
             prepare_kwargs: dict | None = None, progress: Callable[[str], None] | None = None,
             batch_ids: Sequence[int] | None = None,
-            kappa_schedule: str | KappaSchedule | None = None, label_delay: int = 0) -> ComparisonResult:
+            kappa_schedule: str | KappaSchedule | None = None, label_delay: int = 0,
+            retune_every: int = 0) -> ComparisonResult:
     """Run every policy at every κ and seed, sharing models and matrices per seed.
 
     ``stream`` is a stream name or a callable ``seed -> stream`` (for real data, whose batches do
@@ -187,6 +188,8 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
     ``kappa_schedule`` (κ_t = κ × its value; :mod:`cara_mlflow.kappa_schedule`). ``label_delay`` L > 0
     also runs every policy with labels L batches late, waiting and provisional
     (:func:`cara_mlflow.label_delay.evaluate_delayed`), into ``delayed`` and the rows.
+    ``retune_every`` N > 0 adds each threshold policy re-tuned every N batches on the history seen so
+    far, as ``<policy>-retune<N>`` (:func:`cara_mlflow.simulate.evaluate`).
 
     >>> result = compare("covcon-d", kappas=[2.0, 20.0], policies=["cara-t", "nr"], model="lr",
     ...                  prepare_kwargs={"n_batches": 12, "batch_size": 150}, n_offline=4)
@@ -219,7 +222,7 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
             note(f"seed {seed}: κ={kappa:g}")
             reports[(seed, kappa)] = evaluate(prepared[seed], kappa=kappa, policies=policies,
                                               tuning_method=tuning_method, kappa_schedule=schedule,
-                                              batch_ids=batch_ids)
+                                              batch_ids=batch_ids, retune_every=retune_every)
         if label_delay:
             delayed.update(_delayed_runs(prepared[seed], reports, seed, kappas, label_delay))
         timings["evaluate"] += time.perf_counter() - clock

@@ -39,7 +39,8 @@ from .losses import per_sample_losses, resolve_loss
 from .matrix_sample import sampled_staleness_terms, samples_matrix
 from .names import MODEL_NAMES
 from .oracle import solve
-from .policies import POLICIES, Observation, make_policy
+from .policies import POLICIES, Observation, make_policy, mean_kappa
+from .retune import run_retuned
 from .staleness import DEFAULT_GAMMA, resolve_gamma, stack_rows
 from .tuning import PolicyTuner
 
@@ -202,7 +203,8 @@ class Report:
 
     def table(self) -> str:
         """The policy table as fixed-width text."""
-        head = f"{'policy':<8} {'cost':>10} {'oracle':>10} {'SCPE %':>9} {'query acc':>9} {'retrains':>8}  params"
+        w = max(8, *(len(r.policy) for r in self.results))
+        head = f"{'policy':<{w}} {'cost':>10} {'oracle':>10} {'SCPE %':>9} {'query acc':>9} {'retrains':>8}  params"
         kappa = f"κ={self.kappa:g}"
         if self.kappa_schedule is not None:
             k = np.concatenate([np.diag(self.offline_matrix), np.diag(self.online_matrix)])
@@ -211,7 +213,7 @@ class Report:
                  f"offline 0–{self.n_offline - 1}, online {self.n_offline}–{self.n_batches - 1}", head]
         for r in self.results:
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items())
-            lines.append(f"{r.policy:<8} {r.strategy_cost:>10.3f} {r.oracle_cost:>10.3f} {r.scpe:>9.2f} "
+            lines.append(f"{r.policy:<{w}} {r.strategy_cost:>10.3f} {r.oracle_cost:>10.3f} {r.scpe:>9.2f} "
                          f"{r.query_accuracy:>9.3f} {r.n_retrains:>8d}  {params}")
         return "\n".join(lines)
 
@@ -346,12 +348,15 @@ def _sampled_offline(window, models, g: float, loss, kappa: float, method: str, 
 def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None = None,
              tuning_method: str = "exact", progress: Callable[[str], None] | None = None,
              kappa_schedule: str | KappaSchedule | None = None, batch_ids: Sequence[int] | None = None,
-             kappa_relative: bool = True) -> Report:
+             kappa_relative: bool = True, retune_every: int = 0) -> Report:
     """Tune and run each policy at one κ on prepared models and matrices; nothing is retrained.
 
     ``kappa_schedule`` (:mod:`cara_mlflow.kappa_schedule`): κ_t = ``kappa`` × its value at each
     batch, named by ``batch_ids`` (default: the positions 0…T−1). ``kappa_relative=False`` tunes
     CARA-T's and CARA-CT's thresholds κ-blind (:class:`~cara_mlflow.tuning.PolicyTuner`).
+    ``retune_every`` N > 0 also runs each threshold policy re-tuned every N batches on the history
+    seen so far (:func:`cara_mlflow.retune.run_retuned`, exact and κ-relative), as
+    ``<policy>-retune<N>``.
 
     >>> p = prepare("covcon-d", model="lr", n_batches=12, batch_size=200, n_offline=4)
     >>> [round(evaluate(p, kappa=k, policies=["nr"])["nr"].strategy_cost, 3) > 0 for k in (1, 50)]
@@ -359,6 +364,8 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
     >>> r = evaluate(p, kappa=10, policies=["cara-t", "oracle"], kappa_schedule="ramp:1:2")
     >>> np.diag(r.online_matrix)[[0, -1]].tolist(), r["cara-t"].params["kappa"]
     ([13.636363636363637, 20.0], 11.363636363636363)
+    >>> [r.policy for r in evaluate(p, kappa=10, policies=["cara-t", "nr"], retune_every=3).results]
+    ['cara-t', 'nr', 'cara-t-retune3']
     """
     policies = validate.policy_names(policies)
     kappa_value = float(check_kappa(kappa, 1)[0])
@@ -385,29 +392,51 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
             # A drift detector has no offline cost: a cost matrix has no per-sample errors.
             params = tuned.best_params_
             offline_cost = tuned.best_cost_ if POLICIES[policy_name].from_costs() else None
-        strategy, decisions = run_policy(make_policy(policy_name, **params), C_on, start=p.n_offline,
-                                         errors=lambda tp, t: p.errors[tp][t - tp])
-        cost = strategy_cost(C_on, strategy)
-        hits = [p.query_hits[strategy[t - 1]][t - strategy[t - 1]] for t in range(1, len(strategy))]
-        # Unknown query labels (a store's queries file without the target): no accuracy.
-        accuracy = np.nan if any(h is None for h in hits) else np.mean([h.mean() for h in hits])
-        retrains = retrains_from_strategy(strategy)
-        results.append(PolicyResult(
-            policy=policy_name, params=params, offline_cost=offline_cost, strategy_cost=cost,
-            oracle_cost=oracle.cost, scpe=scpe(cost, oracle.cost), query_accuracy=float(accuracy),
-            n_retrains=len(retrains), retrain_at=[p.n_offline + t for t in retrains],
-            decisions=[d.action for d in decisions], strategy=[p.n_offline + s for s in strategy]))
+        strategy, _ = run_policy(make_policy(policy_name, **params), C_on, start=p.n_offline,
+                                 errors=lambda tp, t: p.errors[tp][t - tp])
+        results.append(_result(p, policy_name, params, offline_cost, C_on, oracle, strategy))
+    results += _retuned_results(p, policies, C_off, C_on, oracle, validate.count(retune_every, "retune_every"))
     timings = {**p.timings, "policies": time.perf_counter() - clock}
     return Report(stream=p.stream, kappa=kappa_value, seed=p.seed, model=p.model, gamma=p.gamma,
                   n_offline=p.n_offline, n_batches=p.n_batches, results=results, offline_matrix=C_off,
                   online_matrix=C_on, timings=timings, kappa_schedule=None if schedule is None else schedule.describe())
 
 
+def _result(p: Prepared, name: str, params: dict, offline_cost, C_on: np.ndarray, oracle,
+            strategy: list[int]) -> PolicyResult:
+    """One policy's online run scored: its cost, SCPE, query accuracy and retrains."""
+    cost = strategy_cost(C_on, strategy)
+    hits = [p.query_hits[strategy[t - 1]][t - strategy[t - 1]] for t in range(1, len(strategy))]
+    # Unknown query labels (a store's queries file without the target): no accuracy.
+    accuracy = np.nan if any(h is None for h in hits) else np.mean([h.mean() for h in hits])
+    retrains = retrains_from_strategy(strategy)
+    return PolicyResult(
+        policy=name, params=params, offline_cost=offline_cost, strategy_cost=cost,
+        oracle_cost=oracle.cost, scpe=scpe(cost, oracle.cost), query_accuracy=float(accuracy),
+        n_retrains=len(retrains), retrain_at=[p.n_offline + t for t in retrains],
+        decisions=["retrain" if strategy[t] == t else "keep" for t in range(1, len(strategy))],
+        strategy=[p.n_offline + s for s in strategy])
+
+
+def _retuned_results(p: Prepared, policies, C_off: np.ndarray, C_on: np.ndarray, oracle,
+                     every: int) -> list[PolicyResult]:
+    """The threshold policies re-tuned every ``every`` batches on the history seen so far."""
+    out = []
+    for name in policies if every else ():
+        if POLICIES[name].offline_thresholds(C_off) is None or POLICIES[name].needs_errors:
+            continue
+        run = run_retuned(name, C_off, C_on, every=every, start=p.n_offline)
+        params = {POLICIES[name].tunable[0]: run.thresholds[-1][1], "kappa": mean_kappa(C_off),
+                  "retune_every": every, "n_tunings": len(run.thresholds)}
+        out.append(_result(p, f"{name}-retune{every}", params, None, C_on, oracle, run.strategy))
+    return out
+
+
 def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_offline: int = 25,
              model: str | Callable[[int], object] = "rf", seed: int = 0, gamma=DEFAULT_GAMMA,
              loss="zero_one", tuning_method: str = "exact", n_batches: int = 100, batch_size: int = 1000,
              psi_method: str = "auto", progress: Callable[[str], None] | None = None,
-             kappa_schedule: str | KappaSchedule | None = None) -> Report:
+             kappa_schedule: str | KappaSchedule | None = None, retune_every: int = 0) -> Report:
     """Tune each policy on the offline batches, run it on the online ones, and score it.
 
     ``stream`` is a stream name (``covcon-d``, …; generated with ``seed``) or a
@@ -419,6 +448,7 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     sums are computed (:data:`~cara_mlflow.staleness.PSI_METHODS`; ``auto`` is exact on
     batches of the paper's sizes). ``kappa_schedule``: a retraining cost per batch, κ_t =
     ``kappa`` × the schedule's value (:mod:`cara_mlflow.kappa_schedule`); checked before training.
+    ``retune_every``: also each threshold policy re-tuned every N batches (:func:`evaluate`).
     :func:`prepare` + :func:`evaluate`; to sweep κ, prepare once and evaluate per κ.
 
     >>> report = simulate("covcon-d", kappa=20, policies=["cara-t", "nr", "oracle"], model="lr",
@@ -430,10 +460,11 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     """
     validate.policy_names(policies)
     check_kappa(kappa, 1)
+    validate.count(retune_every, "retune_every")
     if kappa_schedule is not None and isinstance(stream, str):   # a CSV's coverage: before any training
         kappa_schedule = parse_kappa_schedule(kappa_schedule)
         kappa_schedule.values(n_batches)
     prepared = prepare(stream, n_offline=n_offline, model=model, seed=seed, gamma=gamma, loss=loss,
                        n_batches=n_batches, batch_size=batch_size, psi_method=psi_method, progress=progress)
     return evaluate(prepared, kappa=kappa, policies=policies, tuning_method=tuning_method, progress=progress,
-                    kappa_schedule=kappa_schedule)
+                    kappa_schedule=kappa_schedule, retune_every=retune_every)

@@ -88,7 +88,8 @@ def test_a_bad_pool_is_one_line_and_changes_nothing(with_sibling, cara, args, ex
 
 
 def test_a_pooled_model_without_a_matrix_is_refused(fresh, cara):
-    assert cara(fresh, "tune", "--name", SIBLING, "--offline", "5:6", "--kappa", "2", "--policy", "rent").returncode == 0
+    rent = cara(fresh, "tune", "--name", SIBLING, "--offline", "5:6", "--kappa", "2", "--policy", "rent")
+    assert rent.returncode == 0, rent.stderr
     before = snapshot(fresh)
     result = tune(cara, fresh, "--offline", "0:5", "--pool", SIBLING)
     assert result.returncode == 1

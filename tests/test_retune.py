@@ -152,3 +152,60 @@ def test_retune_refuses_bad_input():
         run_retuned("cara-p", C, C)
     with pytest.raises(InputError, match="every: expected a number of batches >= 0"):
         run_retuned("cara-t", C, C, every=-1)
+
+
+# --------------------------------------------------------------------------- simulate and compare
+
+
+def test_evaluate_adds_each_threshold_policy_retuned():
+    from cara_mlflow.simulate import evaluate, prepare
+
+    p = prepare("covcon-d", model="lr", n_batches=16, batch_size=150, n_offline=5)
+    report = evaluate(p, kappa=4.0, policies=["cara-t", "cara-ct", "nr"], retune_every=3)
+    assert [r.policy for r in report.results] == ["cara-t", "cara-ct", "nr", "cara-t-retune3", "cara-ct-retune3"]
+    for name in ("cara-t", "cara-ct"):
+        run = run_retuned(name, report.offline_matrix, report.online_matrix, every=3, start=5)
+        r = report[f"{name}-retune3"]
+        assert r.strategy == [5 + s for s in run.strategy]
+        assert r.strategy_cost == pytest.approx(run.cost)
+        assert r.params["retune_every"] == 3 and r.params["n_tunings"] == len(run.thresholds) == 4
+        assert r.n_retrains == sum(a == "retrain" for a in r.decisions) == len(r.retrain_at)
+    # Re-tuning off: the report is the one from before.
+    assert [r.policy for r in evaluate(p, kappa=4.0, policies=["cara-t"]).results] == ["cara-t"]
+
+
+def test_compare_logs_the_retuned_runs_in_mlflow(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+    from mlflow import MlflowClient
+
+    from cara_mlflow.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = CliRunner().invoke(cli, ["compare", "--stream", "circle-d", "--kappa", "2,20", "--policies", "cara-t,nr",
+                                      "--model", "lr", "--n-batches", "14", "--batch-size", "150", "--offline", "5",
+                                      "--retune-every", "4"])
+    assert result.exit_code == 0, result.output
+    assert "cara-t-retune4" in result.output
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("cara-compare/circle-d")
+    runs = client.search_runs([exp.experiment_id])
+    retuned = [r for r in runs if r.data.params.get("policy") == "cara-t-retune4"]
+    assert len(retuned) == 2 and all(r.data.params["theta.retune_every"] == "4" for r in retuned)
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert "mean_scpe.cara-t-retune4" in parent.data.metrics
+
+
+def test_simulate_cli_retunes_and_refuses_it_under_a_label_delay():
+    from click.testing import CliRunner
+
+    from cara_mlflow.cli import cli
+
+    args = ["simulate", "--stream", "gauss-s", "--kappa", "30", "--policies", "cara-t,oracle", "--model", "lr",
+            "--n-batches", "14", "--batch-size", "150", "--offline", "5", "--retune-every", "3"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()[2:]] == ["cara-t", "oracle", "cara-t-retune3"]
+    refused = CliRunner().invoke(cli, [*args, "--label-delay", "2"])
+    assert refused.exit_code == 1 and "retune-every: re-tuned runs under a label delay are not simulated" in \
+        refused.output
