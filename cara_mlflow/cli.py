@@ -284,10 +284,12 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
 
 @cli.command()
 @managed
-@click.option("--offline", default=None, callback=checked(offline_spec), metavar="START:STOP|last:N",
+@click.option("--offline", default=None, callback=checked(offline_spec), metavar="START:STOP|last:N|all",
               help="Offline window of batch ids, half-open: the complete batches with ids in 0:25 (ids may have "
-                   "gaps, e.g. dates 20261001:20261101; at least 2), or last:N, the N latest complete batches (a "
-                   "weekly re-tune). Default: 0:25; with --policy rent, which tunes nothing, the first complete "
+                   "gaps, e.g. dates 20261001:20261101; at least 2), last:N, the N latest complete batches (a "
+                   "weekly re-tune), or all, every complete batch (a re-tune on the growing history: at high κ it "
+                   "gives the tuning the retrains one window lacks; it trains a model per batch). Default: 0:25; "
+                   "with --policy rent, which tunes nothing, the first complete "
                    "batch (one is enough: it fixes the features, the task and the kernel).")
 @kappa_option(KAPPA_HELP + " Or give the money: --retrain-cost and --error-cost.", required=False)
 @money_options

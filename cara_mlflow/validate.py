@@ -149,17 +149,18 @@ def offline_window(value, *, plain_count: bool = False, minimum: int = 2) -> tup
 
 @dataclass(frozen=True)
 class Latest:
-    """``--offline last:N``: the N latest complete batches of the store, whatever their ids."""
+    """``--offline last:N``: the N latest complete batches of the store, whatever their ids;
+    ``--offline all`` (``n`` None): every complete batch, the whole history."""
 
-    n: int
+    n: int | None
 
 
 def offline_spec(value) -> "tuple[int, int] | Latest":
-    """``START:STOP`` (half-open ids, at least one batch) or ``last:N`` (N ≥ 1); how many batches a
-    policy needs is checked against the store (a tuned one: 2; ``rent``: 1).
+    """``START:STOP`` (half-open ids, at least one batch), ``last:N`` (N ≥ 1) or ``all``; how many
+    batches a policy needs is checked against the store (a tuned one: 2; ``rent``: 1).
 
-    >>> offline_spec("7:8"), offline_spec("last:25")
-    ((7, 8), Latest(n=25))
+    >>> offline_spec("7:8"), offline_spec("last:25"), offline_spec("all")
+    ((7, 8), Latest(n=25), Latest(n=None))
     >>> offline_spec("last:0")
     Traceback (most recent call last):
     ...
@@ -168,6 +169,8 @@ def offline_spec(value) -> "tuple[int, int] | Latest":
     if isinstance(value, Latest):
         return value
     text = value.strip() if isinstance(value, str) else None
+    if text is not None and text.lower() == "all":
+        return Latest(None)
     if text is not None and text.lower().startswith("last:"):
         n = text[5:]
         if not n.isdigit() or int(n) < 1:

@@ -95,3 +95,19 @@ def test_a_pooled_model_without_a_matrix_is_refused(fresh, cara):
     assert result.returncode == 1
     assert f"pool: {SIBLING}.policy v1 (rent) has no offline cost matrix" in result.stderr
     assert snapshot(fresh) == before
+
+
+def test_tune_on_all_history(fresh, cara):
+    from cara_mlflow import lifecycle
+
+    from .helpers import N_BATCHES, drop_batches_from
+
+    assert tune(cara, fresh, "--offline", "all", "--policy", "cara-t").returncode == 0
+    doc = lifecycle.active_policy(registry(fresh))
+    assert doc.offline == (0, N_BATCHES) and len(doc.tuning["strategy"]) == N_BATCHES
+    drop_batches_from(fresh, 1)
+    before = snapshot(fresh)
+    result = tune(cara, fresh, "--offline", "all", "--policy", "cara-t")
+    assert result.returncode == 1
+    assert "offline: all is 1 complete batch in" in result.stderr and "expected at least 2" in result.stderr
+    assert snapshot(fresh) == before

@@ -172,11 +172,17 @@ _SETTINGS = PolicyDocument(name="", policy="nr", params={}, kappa=1.0, psi=PsiSe
 
 def resolve_window(store: BatchStore, offline, *, minimum: int = 2) -> tuple[int, int]:
     """The offline window as ``(start, stop)`` ids: given, ``last:N`` (the N latest complete
-    batches: a weekly re-tune on recent history), or None (``minimum`` 1: the first complete
-    batch; else ``0:25``). :class:`InputError` when the store holds too few."""
+    batches: a weekly re-tune on recent history), ``all`` (every complete batch: a re-tune on the
+    growing history), or None (``minimum`` 1: the first complete batch; else ``0:25``).
+    :class:`InputError` when the store holds too few."""
     spec = validate.offline_spec(offline) if offline is not None else None
     if isinstance(spec, validate.Latest) or (spec is None and minimum == 1):
         ids = [info.id for info in store.list() if info.complete]
+        if spec is not None and spec.n is None:
+            if len(ids) < minimum:
+                raise InputError(f"offline: all is {len(ids)} complete batch{'es' if len(ids) != 1 else ''} in "
+                                 f"{store.batches_dir}; expected at least {minimum} (re-run once more have landed)")
+            return ids[0], ids[-1] + 1
         want = spec.n if spec is not None else 1
         if want < minimum:
             raise InputError(f"offline: last:{want} is too few to tune on; expected at least last:{minimum}")
