@@ -61,7 +61,7 @@ def retune_every_option():
                         metavar="N", help="Also run cara-t and cara-ct re-tuned every N online batches on the "
                         "history seen so far (the offline window plus the online batches before), as "
                         "cara-t-retuneN: at high κ one offline window holds too few retrains to tune on "
-                        "(benchmarks/results/beyond.md; in production, re-run tune on your history from cron). "
+                        "(benchmarks/results/beyond.md); in production, `tune --offline all` from cron. "
                         "0: tuned once.")
 
 
@@ -260,9 +260,10 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
     loss = loss or "zero_one"       # the streams are classification streams
     resolve_loss(loss)              # a bad name or module: one line before any training
     progress = (lambda message: click.echo(f"… {message}", err=True)) if sys.stderr.isatty() and not as_json else None
-    if label_delay and retune_every:
-        raise InputError("retune-every: re-tuned runs under a label delay are not simulated; drop one of "
-                         "--retune-every and --label-delay")
+    from .simulate import check_retune
+    from .validate import policy_names
+
+    check_retune(policy_names(policies), retune_every, label_delay)     # before any training
     if label_delay:
         from .label_delay import simulate_delayed
 
@@ -288,7 +289,8 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
               help="Offline window of batch ids, half-open: the complete batches with ids in 0:25 (ids may have "
                    "gaps, e.g. dates 20261001:20261101; at least 2), last:N, the N latest complete batches (a "
                    "weekly re-tune), or all, every complete batch (a re-tune on the growing history: at high κ it "
-                   "gives the tuning the retrains one window lacks; it trains a model per batch). Default: 0:25; "
+                   "gives the tuning the retrains one window lacks; it trains a model per batch and computes Ψ̄ "
+                   "for every pair of batches, a cost that grows with the square of the history). Default: 0:25; "
                    "with --policy rent, which tunes nothing, the first complete "
                    "batch (one is enough: it fixes the features, the task and the kernel).")
 @kappa_option(KAPPA_HELP + " Or give the money: --retrain-cost and --error-cost.", required=False)
@@ -326,11 +328,13 @@ def simulate(stream, kappa, kappa_schedule, seed, policies, model, n_offline, n_
                    "the latest labelled batch. Default: wait for labels (or keep the active policy's choice).")
 @click.option("--pool", default="", metavar="NAME,NAME",
               help="Pool the offline history of your other models of the same process (one per region, shop, "
-                   "product line...): each NAME's active tuned policy lends the offline cost matrix of its tuning "
-                   "run, re-priced at this κ, and the threshold minimises the cost summed over every window. For "
-                   "cara-t and cara-ct; the Ψ̄ must share a unit (same loss and --psi-scale). At high κ, where "
-                   "one window holds one or two retrains, this is what closes the gap to the ORACLE "
-                   "(benchmarks/results/beyond.md). Given at each tune, like --kappa.")
+                   "product line...), registered in the same tracking store (MLFLOW_TRACKING_URI): each NAME's "
+                   "active tuned policy lends the offline cost matrix of its tuning run, re-priced at this κ, and "
+                   "the threshold minimises the cost summed over every window. For cara-t and cara-ct; the Ψ̄ must "
+                   "share a unit (same loss and --psi-scale; a warning if batch sizes or γ seem to differ). At "
+                   "high κ, where one window holds one or two retrains, pooling with re-tuning on all history cut "
+                   "CARA-T's SCPE on 7 of 9 datasets (benchmarks/results/beyond.md). Given at each tune, like "
+                   "--kappa.")
 @lock_timeout_option()
 def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, policy, target, features, exclude,
          task, loss, model, seed, holdout, n_estimators, max_depth, project_uri, backend, backend_config, tuning_method,
@@ -345,6 +349,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     from .backends import Backend
     from .guards import Guards
     from .lifecycle import tune as run_tune
+    from .lifecycle.pool import check_pool
     from .lifecycle.tune import UNTUNED, resolve_window
     from .money import Money
     from .store import window_ids
@@ -372,8 +377,9 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
         raise InputError("--backend-config: give the backend it configures too (--backend NAME), as stored in "
                          "the policy with it")
     retrain_backend = None if backend is None else Backend.parse(backend, backend_config)
-    # the window is checked against the store before anything (the tracking store) is created
+    # the window and the pool's names are checked before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
+    pool = check_pool([n.strip() for n in pool.split(",") if n.strip()], name, policy)
     batch_store, registry = _open(name, store)
     trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators,
                               max_depth=max_depth or None)
@@ -387,7 +393,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
                        lock_timeout=lock_timeout, features=features, exclude=exclude or (), task=task, loss=loss,
                        guards=guards, psi_scale=psi_scale, money=money, notify=notify, verify_margin=margin,
                        decide_before_labels=decide_before_labels, backend=retrain_backend,
-                       pool=[n.strip() for n in pool.split(",") if n.strip()],
+                       pool=pool,
                        progress=(lambda done, total: bar.update(1)) if show_bar else None)
     for note in doc.tuning.get("notes", []):
         click.echo(note, err=note.startswith("warning"))
@@ -815,7 +821,7 @@ def compare(stream, data_path, store_dir, target, features, exclude, task, loss,
     schedule = "" if kappa_schedule is None else f" × {kappa_schedule.describe()}"
     click.echo(f"{result.stream} ({model}), κ ∈ {{{', '.join(f'{k:g}' for k in kappas)}}}{schedule}, "
                f"{seeds} seed(s): means over κ and seeds")
-    w = max(8, *(len(p) for p in overall["policy"]))
+    w = max([8, *(len(p) for p in overall["policy"])])
     click.echo(f"{'policy':<{w}} {'SCPE %':>9} {'query acc':>9} {'retrains':>9} {'cost':>10}")
     for row in overall.itertuples():
         click.echo(f"{row.policy:<{w}} {row.scpe:>9.2f} {row.query_accuracy:>9.3f} {row.n_retrains:>9.2f} "

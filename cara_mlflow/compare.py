@@ -30,7 +30,7 @@ from .costs import cumulative_strategy_cost
 from .errors import InputError
 from .features import infer_task
 from .kappa_schedule import KappaSchedule, parse_kappa_schedule
-from .simulate import Report, evaluate, prepare
+from .simulate import Report, check_retune, evaluate, prepare
 from .store import read_window, window_ids
 
 __all__ = ["parse_kappas", "store_stream", "stream_task", "ComparisonResult", "compare", "summarise",
@@ -206,6 +206,7 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
         schedule.values(list(batch_ids) if batch_ids is not None else (prepare_kwargs or {}).get("n_batches", 100))
     note = progress or (lambda message: None)
     _check_delay(label_delay, stream, n_offline, batch_ids, prepare_kwargs)
+    check_retune(policies, retune_every, label_delay)
     reports, prepared, delayed = {}, {}, {}
     timings = {"prepare": 0.0, "evaluate": 0.0}
     name = stream if isinstance(stream, str) else None

@@ -9,10 +9,12 @@ history of the same kind: every ``every`` batches the threshold is tuned again, 
 Only past batches enter: the decision at batch ``t`` never reads a column ``>= t`` of the online
 matrix except its own Ψ̄ and κ_t, as :func:`~cara_mlflow.simulate.run_policy`.
 
-The policy's rule is unchanged (CARA-T: Retrain iff Ψ̄ ≥ τ·κ_t/κ̄, κ̄ the offline window's), and
-so is its state across a re-tune (CARA-CT keeps the staleness it has summed). In production this
-is ``cara-mlflow tune --offline 0:<latest>`` run again from cron: each re-tune needs a model
-trained on every batch of the history, as the offline window does.
+The policy's rule is unchanged (CARA-T: Retrain iff Ψ̄ ≥ τ·κ_t/κ̄, κ̄ the offline window's). A
+re-tune that changes θ starts the policy afresh, as ``step`` does after a re-tune (CARA-CT's sum
+restarts); one that finds the same θ keeps its state. In production this is
+``cara-mlflow tune --offline all`` run again from cron, on one window of every batch so far (which
+also holds the older models' Ψ̄ on the newer batches): each re-tune trains a model per batch of the
+history and computes Ψ̄ for every pair, so its cost grows with the square of the history.
 """
 
 from __future__ import annotations
@@ -84,8 +86,10 @@ def run_retuned(policy: str, C_off, C_on, *, every: int = 5, pool=(), start: int
         if every and t % every == 0 and t >= 2:
             # Batches 0 … t−1 of the online window: everything seen before this one.
             params = PolicyTuner(policy).fit(C_off, pool=[*pool, C_on[:t, :t]]).best_params_
-            state, p = p.get_state(), make_policy(policy, **params)
-            p.set_state(state)
+            retuned = make_policy(policy, **params)
+            if retuned.get_params() == p.get_params():   # θ unchanged: the state carries on, as in step
+                retuned.set_state(p.get_state())
+            p = retuned
             thresholds.append((t, float(params[name])))
         obs = Observation(t=start + t, trained_on=start + tp, psi_bar=float(C_on[tp, t]), kappa=float(C_on[t, t]))
         if p.decide(obs).retrain:

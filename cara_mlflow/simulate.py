@@ -203,7 +203,7 @@ class Report:
 
     def table(self) -> str:
         """The policy table as fixed-width text."""
-        w = max(8, *(len(r.policy) for r in self.results))
+        w = max([8, *(len(r.policy) for r in self.results)])
         head = f"{'policy':<{w}} {'cost':>10} {'oracle':>10} {'SCPE %':>9} {'query acc':>9} {'retrains':>8}  params"
         kappa = f"κ={self.kappa:g}"
         if self.kappa_schedule is not None:
@@ -395,7 +395,7 @@ def evaluate(prepared: Prepared, *, kappa: float, policies: Sequence[str] | None
         strategy, _ = run_policy(make_policy(policy_name, **params), C_on, start=p.n_offline,
                                  errors=lambda tp, t: p.errors[tp][t - tp])
         results.append(_result(p, policy_name, params, offline_cost, C_on, oracle, strategy))
-    results += _retuned_results(p, policies, C_off, C_on, oracle, validate.count(retune_every, "retune_every"))
+    results += _retuned_results(p, policies, C_off, C_on, oracle, check_retune(policies, retune_every))
     timings = {**p.timings, "policies": time.perf_counter() - clock}
     return Report(stream=p.stream, kappa=kappa_value, seed=p.seed, model=p.model, gamma=p.gamma,
                   n_offline=p.n_offline, n_batches=p.n_batches, results=results, offline_matrix=C_off,
@@ -418,13 +418,35 @@ def _result(p: Prepared, name: str, params: dict, offline_cost, C_on: np.ndarray
         strategy=[p.n_offline + s for s in strategy])
 
 
+def check_retune(policies: Sequence[str], retune_every, label_delay: int = 0) -> int:
+    """``retune_every`` checked against the policies it re-tunes, before any training.
+
+    >>> check_retune(["cara-t", "nr"], 5), check_retune(["nr"], 0)
+    (5, 0)
+    >>> check_retune(["nr", "oracle"], 5)
+    Traceback (most recent call last):
+    ...
+    cara_mlflow.errors.InputError: retune-every: re-tunes cara-t and cara-ct; add one of them to the policies
+    """
+    every = validate.count(retune_every, "retune-every")
+    if every and not any(_retunable(name) for name in policies):
+        raise InputError("retune-every: re-tunes cara-t and cara-ct; add one of them to the policies")
+    if every and label_delay:
+        raise InputError("retune-every: re-tuned runs under a label delay are not simulated (a re-tune would read "
+                         "labels that have not landed); drop one of --retune-every and --label-delay")
+    return every
+
+
+def _retunable(name: str) -> bool:
+    cls = POLICIES[name]
+    return cls.from_costs() and bool(cls.tunable) and cls.offline_thresholds(np.zeros((2, 2))) is not None
+
+
 def _retuned_results(p: Prepared, policies, C_off: np.ndarray, C_on: np.ndarray, oracle,
                      every: int) -> list[PolicyResult]:
     """The threshold policies re-tuned every ``every`` batches on the history seen so far."""
     out = []
-    for name in policies if every else ():
-        if POLICIES[name].offline_thresholds(C_off) is None or POLICIES[name].needs_errors:
-            continue
+    for name in [n for n in policies if _retunable(n)] if every else ():
         run = run_retuned(name, C_off, C_on, every=every, start=p.n_offline)
         params = {POLICIES[name].tunable[0]: run.thresholds[-1][1], "kappa": mean_kappa(C_off),
                   "retune_every": every, "n_tunings": len(run.thresholds)}
@@ -460,7 +482,7 @@ def simulate(stream, *, kappa: float, policies: Sequence[str] | None = None, n_o
     """
     validate.policy_names(policies)
     check_kappa(kappa, 1)
-    validate.count(retune_every, "retune_every")
+    check_retune(validate.policy_names(policies), retune_every)
     if kappa_schedule is not None and isinstance(stream, str):   # a CSV's coverage: before any training
         kappa_schedule = parse_kappa_schedule(kappa_schedule)
         kappa_schedule.values(n_batches)

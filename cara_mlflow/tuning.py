@@ -186,9 +186,10 @@ class PolicyTuner:
 
             found = dual_annealing(lambda x: float(evaluate(x)[0][0]), bounds=[(lo, hi)], seed=self.seed)
             tau = float(found.x[0])
-            cost, strategies, _ = evaluate(np.array([tau]))
+            cost, strategies, own = evaluate(np.array([tau]))
             return TuningResult(self.policy, {name: tau, **fixed}, float(cost[0]), strategies[0].tolist(),
-                                self.method, details={"bounds": [lo, hi], "evaluations": int(found.nfev)})
+                                self.method, details={"bounds": [lo, hi], "evaluations": int(found.nfev),
+                                                      "own_cost": float(own[0]), "n_windows": len(windows)})
         # One representative per interval (v_k, v_{k+1}]: its right end (see the module doc).
         costs, strategies, own = evaluate(np.concatenate([values, [np.inf]]))
         best = costs.min()

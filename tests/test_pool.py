@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from cara_mlflow.policies import CaraCT
 from cara_mlflow.policy_doc import PolicyDocument
 from cara_mlflow.tracking import Registry, default_tracking_uri
 from cara_mlflow.tuning import PolicyTuner
@@ -62,11 +63,29 @@ def test_pooled_tune_minimises_the_summed_cost_and_says_so(with_sibling, cara):
 
 
 def test_a_pool_changes_the_threshold_only_through_the_summed_cost(with_sibling, cara):
-    # Without --pool the same window tunes as before: the pool is not kept by a later tune.
+    # Without --pool the same window tunes as before: the pool is not kept by a later tune, which says so.
     assert tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-t", "--pool", SIBLING).returncode == 0
-    assert tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-t").returncode == 0
+    again = tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-t")
+    assert again.returncode == 0
+    assert f"was tuned with --pool {SIBLING}; this tune pools nothing (give --pool again to keep it)" in again.stdout
     doc, C, _ = tuned_matrix(with_sibling, NAME)
     assert "pool" not in doc.tuning and doc.params == PolicyTuner("cara-t").fit(C).best_params_
+
+
+def test_a_pooled_dual_annealing_tune_keeps_its_own_cost_apart(with_sibling, cara):
+    result = tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-ct", "--pool", SIBLING,
+                  "--tuning-method", "dual_annealing")
+    assert result.returncode == 0, result.stderr
+    doc, C, _ = tuned_matrix(with_sibling, NAME)
+    _, S, _ = tuned_matrix(with_sibling, SIBLING)
+    np.fill_diagonal(S, 5.0)
+
+    def cost(W):             # CARA-CT at the annealed threshold on one window, from its first batch
+        return float(CaraCT.offline_costs(W, tau_cum=doc.params["tau_cum"], kappa=doc.params["kappa"])[0][0])
+
+    assert doc.tuning["method"] == "dual_annealing"
+    assert doc.tuning["offline_cost"] == pytest.approx(cost(C))
+    assert doc.tuning["pooled_cost"] == pytest.approx(cost(C) + cost(S))
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -111,3 +130,22 @@ def test_tune_on_all_history(fresh, cara):
     assert result.returncode == 1
     assert "offline: all is 1 complete batch in" in result.stderr and "expected at least 2" in result.stderr
     assert snapshot(fresh) == before
+
+
+def test_pool_warns_when_psi_seems_another_quantity():
+    from types import SimpleNamespace
+
+    from cara_mlflow.lifecycle.pool import PooledWindow, pool_warnings
+
+    C = np.array([[5.0, 1.0, 2.0], [np.inf, 5.0, 1.5], [np.inf, np.inf, 5.0]])
+    doc = SimpleNamespace(psi=SimpleNamespace(scale="paper", gamma=0.5))
+    alike = PooledWindow("a", 1, "zero_one", "paper", C * 1.5, gamma=0.52)
+    bigger = PooledWindow("b", 2, "zero_one", "paper", C * 10, gamma=0.5)
+    other_kernel = PooledWindow("c", 3, "zero_one", "paper", C, gamma=2.0)
+    assert pool_warnings([alike], doc, C) == []
+    (size,) = pool_warnings([bigger], doc, C)
+    assert size.startswith("warning: pool: b's median offline Ψ̄ (15) is 10× this window's (1.5)")
+    (kernel,) = pool_warnings([other_kernel], doc, C)
+    assert "c's kernel γ is 2, this window's 0.5" in kernel
+    assert pool_warnings([other_kernel], SimpleNamespace(psi=SimpleNamespace(scale="expected-loss", gamma=0.5)),
+                         C) == []

@@ -119,7 +119,8 @@ def test_retuned_run_matches_a_slow_reference(policy):
     taus = dict(run.thresholds)
     tau, tp, paid, strategy = taus[0], 0, 0.0, [0]
     for t in range(1, C_on.shape[0]):
-        tau = taus.get(t, tau)
+        if t in taus and taus[t] != tau:           # a re-tune that changes τ starts afresh, as step does
+            tau, paid = taus[t], 0.0
         psi = C_on[tp, t]
         score = paid + psi if cumulative else psi
         if score >= (tau * C_on[t, t] / kbar if tau > 0 else tau):
@@ -209,3 +210,15 @@ def test_simulate_cli_retunes_and_refuses_it_under_a_label_delay():
     refused = CliRunner().invoke(cli, [*args, "--label-delay", "2"])
     assert refused.exit_code == 1 and "retune-every: re-tuned runs under a label delay are not simulated" in \
         refused.output
+
+
+def test_compare_refuses_retuning_under_a_label_delay_before_training():
+    from cara_mlflow.compare import compare
+
+    with pytest.raises(InputError, match="retune-every: re-tuned runs under a label delay are not simulated"):
+        compare("covcon-d", kappas=[5.0], policies=["cara-t"], model="lr", n_offline=4, label_delay=2,
+                retune_every=3, prepare_kwargs={"n_batches": 12, "batch_size": 150}, seeds=[0],
+                progress=lambda message: pytest.fail(f"trained before refusing: {message}"))
+    with pytest.raises(InputError, match="retune-every: re-tunes cara-t and cara-ct"):
+        compare("covcon-d", kappas=[5.0], policies=["nr"], model="lr", n_offline=4, retune_every=3,
+                prepare_kwargs={"n_batches": 12, "batch_size": 150}, seeds=[0])

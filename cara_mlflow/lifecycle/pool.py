@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..costs import check_cost_matrix
 from ..errors import InputError, SetupError
 from ..policies import POLICIES
 from ..policy_doc import PolicyDocument
 from ..tracking import registry as reg
 
-__all__ = ["PooledWindow", "check_pool", "read_pool", "pool_matrices"]
+__all__ = ["PooledWindow", "check_pool", "read_pool", "pool_matrices", "pool_warnings"]
 
 MATRIX = "tuning/cost_matrix.npy"
 
@@ -37,6 +38,7 @@ class PooledWindow:
     loss: str
     scale: str
     costs: np.ndarray
+    gamma: float = float("nan")
 
     def describe(self) -> dict:
         return {"name": self.name, "policy_version": self.version, "batches": int(self.costs.shape[0])}
@@ -44,8 +46,19 @@ class PooledWindow:
 
 def check_pool(names, own: str, policy: str) -> list[str]:
     """The pooled model names, checked before anything is read: distinct, not ``own``, and a
-    threshold policy to tune (the pooled search is a threshold's)."""
-    names = [reg.check_model_name(n) for n in names]
+    threshold policy to tune (the pooled search is a threshold's).
+
+    >>> check_pool(["east", "west"], "north", "cara-t")
+    ['east', 'west']
+    >>> check_pool(["east"], "north", "cara-p")
+    Traceback (most recent call last):
+    ...
+    cara_mlflow.errors.InputError: pool: pooled history tunes a threshold (cara-t, cara-ct), not the cara-p policy; ...
+    """
+    try:
+        names = [reg.check_model_name(n) for n in names]
+    except InputError as exc:
+        raise InputError(f"pool: {exc}") from None
     if not names:
         return []
     if POLICIES[policy].offline_thresholds(np.zeros((2, 2))) is None:
@@ -67,15 +80,42 @@ def _read_one(other: reg.Registry, name: str) -> PooledWindow:
     try:
         text, version, run_id = other.active_policy_source()
     except SetupError:
-        raise InputError(f"pool: {name} has no tuned policy {name}.policy@active in {other.where}; "
-                         f"tune {name} first, or drop it from --pool") from None
+        raise InputError(f"pool: {name} has no tuned policy {name}.policy@active in {other.where}; pooled models "
+                         "share one tracking store (set MLFLOW_TRACKING_URI for every store): tune "
+                         f"{name} there first, or drop it from --pool") from None
     doc = PolicyDocument.from_json(text, f"{name}.policy@active", version=version)
     if not run_id or MATRIX not in other.runs.artifact_paths(run_id, MATRIX.rsplit("/", 1)[0]):
         raise InputError(f"pool: {name}.policy v{version} ({doc.policy}) has no offline cost matrix "
                          f"({MATRIX} of its tuning run); re-tune {name} with a tuned policy such as cara-t")
     with tempfile.TemporaryDirectory() as tmp:
-        costs = np.load(other.runs.download(run_id, MATRIX, tmp))
-    return PooledWindow(name, version, doc.psi.loss, doc.psi.scale, costs)
+        try:
+            costs = check_cost_matrix(np.load(other.runs.download(run_id, MATRIX, tmp), allow_pickle=False))
+        except (InputError, ValueError, OSError) as exc:
+            raise InputError(f"pool: {name}.policy v{version}'s {MATRIX} is not a cost matrix ({exc}); "
+                             f"re-tune {name}") from None
+    return PooledWindow(name, version, doc.psi.loss, doc.psi.scale, costs, doc.psi.gamma)
+
+
+def pool_warnings(pool: list[PooledWindow], doc: PolicyDocument, C: np.ndarray) -> list[str]:
+    """What may make a pooled window's Ψ̄ a different quantity than this one's, though in one unit:
+    Ψ sums over a batch's queries (other batch sizes scale it), and the paper's scale also counts
+    the kernel's mass near the queries (another γ changes it)."""
+    notes = []
+    own = _median_psi(C)
+    for w in pool:
+        theirs = _median_psi(w.costs)
+        if own > 0 and theirs > 0 and max(own / theirs, theirs / own) > 4:
+            notes.append(f"warning: pool: {w.name}'s median offline Ψ̄ ({theirs:.4g}) is {theirs / own:.2g}× this "
+                         f"window's ({own:.4g}); Ψ̄ sums over a batch's queries: do its batches hold as many?")
+        if doc.psi.scale == "paper" and w.gamma == w.gamma and not np.isclose(w.gamma, doc.psi.gamma, rtol=0.1):
+            notes.append(f"warning: pool: {w.name}'s kernel γ is {w.gamma:.4g}, this window's {doc.psi.gamma:.4g}: "
+                         "on --psi-scale paper Ψ̄ counts the kernel's mass near the queries, so the two differ")
+    return notes
+
+
+def _median_psi(C: np.ndarray) -> float:
+    upper = C[np.triu_indices(C.shape[0], 1)]
+    return float(np.median(np.abs(upper))) if upper.size else 0.0
 
 
 def pool_matrices(pool: list[PooledWindow], doc: PolicyDocument) -> list[np.ndarray]:

@@ -33,7 +33,7 @@ from ..verify import VERIFY_MARGIN
 from . import training
 from .frame import active_policy, default_project_uri, managed
 from .offline_terms import offline_terms
-from .pool import check_pool, pool_matrices, read_pool
+from .pool import check_pool, pool_matrices, pool_warnings, read_pool
 from .training import train_on_batch, training_seconds
 
 __all__ = ["tune", "QUERY_RULE"]
@@ -93,10 +93,12 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
     project_uri = resolve_project_uri(project_uri) if project_uri else None
     if backend is not None:
         check_backend(backend)
-    pooled = read_pool(registry, check_pool(pool, registry.name, policy))
+    pool = check_pool(pool, registry.name, policy)
     with managed(store, registry, lock_timeout):
+        pooled = read_pool(registry, pool)
         offline = resolve_window(store, offline, minimum=1 if untuned else 2)
-        kept, kept_notes = _kept_settings(registry, guards, notify, verify_margin, decide_before_labels, backend)
+        kept, kept_notes = _kept_settings(registry, guards, notify, verify_margin, decide_before_labels, backend,
+                                          pooled=bool(pooled))
         if kept["decide_before_labels"] and not POLICIES[policy].from_costs():
             raise InputError(f"decide-before-labels: the active policy decides before labels, which {policy} "
                              "cannot (it watches the errors of labelled rows); add --wait-for-labels to re-tune "
@@ -119,6 +121,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         notes += sample_notes
         C = terms.cost_matrix(draft.kappa)
         pool_windows = pool_matrices(pooled, draft)                 # re-priced at κ, known by now
+        notes += pool_warnings(pooled, draft, C)
         # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
         tuned, best = PolicyTuner(policy, method=method, start=0).fit(C, pool=pool_windows), solve(C)
         advice = kappa_advice(terms.psi_bar, draft.kappa, policy, tuned.result_.n_retrains, best.n_retrains)
@@ -129,14 +132,16 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
 
 
 def _kept_settings(registry: reg.Registry, guards: Guards | None, notify, verify_margin,
-                   decide_before_labels: bool | None = None, backend: Backend | None = None) -> tuple[dict, list[str]]:
+                   decide_before_labels: bool | None = None, backend: Backend | None = None,
+                   pooled: bool = False) -> tuple[dict, list[str]]:
     """The guard rails, notify command, verify margin and decide-before-labels of a (re-)tuned policy:
     those given (``"off"``: none), else the active policy's, else the defaults; and a note naming
-    what was kept."""
+    what was kept (and one if the active policy was tuned with a pool that this tune lacks)."""
     try:
         previous = active_policy(registry)
     except (SetupError, InputError):       # a first tune, or an active policy that cannot be read
         previous = None
+    dropped = [] if pooled or previous is None else [w["name"] for w in (previous.tuning or {}).get("pool", [])]
     kept = []
     if guards is None and previous is not None and previous.guards.any:
         kept.append("its guard rails")
@@ -158,6 +163,8 @@ def _kept_settings(registry: reg.Registry, guards: Guards | None, notify, verify
                 "backend": backend if backend is not None else previous.backend if previous else Backend()}
     notes = [f"kept from the active policy v{previous.version}: {', '.join(kept)} (give the options to change them, "
              "off to drop them)"] if kept else []
+    notes += [f"the active policy v{previous.version} was tuned with --pool {','.join(dropped)}; this tune pools "
+              "nothing (give --pool again to keep it)"] if dropped else []
     return settings, notes
 
 
@@ -340,7 +347,7 @@ def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str],
               advice, pooled=()) -> PolicyDocument:
     """The tuned document; its figures name batches by id (the window's ids may have gaps). Pooled,
     ``offline_cost`` stays this window's, ``pooled_cost`` is the sum the threshold minimised."""
-    own = tuned.result_.details.get("own_cost", tuned.best_cost_) if pooled else tuned.best_cost_
+    own = tuned.result_.details["own_cost"] if pooled else tuned.best_cost_
     pool = {"pool": [w.describe() for w in pooled], "pooled_cost": tuned.best_cost_} if pooled else {}
     figures = {"method": method, "offline_cost": own, "oracle_cost": best.cost, **pool,
                "oracle_retrain_at": [ids[t] for t in best.retrain_at[1:]],
