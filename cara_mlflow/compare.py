@@ -145,6 +145,7 @@ class ComparisonResult:
     kappa_schedule: str | None = None      # the schedule κ multiplies, as reports name it (None: constant κ)
     label_delay: int = 0                   # labels L batches late (cara_mlflow.label_delay); 0: at once
     delayed: dict = field(default_factory=dict, repr=False)   # (seed, kappa) -> DelayReport, with label_delay
+    retune_every: int = 0                  # threshold policies also re-tuned every N batches (<policy>-retuneN)
 
     def batch_id(self, position: int) -> int:
         """The batch id of stream position ``position`` (they differ for a store's stream)."""
@@ -231,7 +232,7 @@ def compare(stream, *, kappas: Sequence[float], policies: Sequence[str] | None =
                             reports=reports, prepared=prepared, timings=timings,
                             batch_ids=None if batch_ids is None else list(batch_ids),
                             kappa_schedule=None if schedule is None else schedule.describe(),
-                            label_delay=label_delay, delayed=delayed)
+                            label_delay=label_delay, delayed=delayed, retune_every=retune_every)
 
 
 def _check_delay(label_delay: int, stream, n_offline: int, batch_ids, prepare_kwargs) -> None:

@@ -194,7 +194,7 @@ def test_compare_logs_the_retuned_runs_in_mlflow(tmp_path, monkeypatch):
     retuned = [r for r in runs if r.data.params.get("policy") == "cara-t-retune4"]
     assert len(retuned) == 2 and all(r.data.params["theta.retune_every"] == "4" for r in retuned)
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    assert "mean_scpe.cara-t-retune4" in parent.data.metrics
+    assert "mean_scpe.cara-t-retune4" in parent.data.metrics and parent.data.params["retune_every"] == "4"
 
 
 def test_simulate_cli_retunes_and_refuses_it_under_a_label_delay():

@@ -46,7 +46,8 @@ def log_comparison(result: ComparisonResult, tracking_uri: str, *, experiment: s
                                  "kappas": ",".join(f"{k:g}" for k in result.kappas),
                                  "seeds": ",".join(map(str, result.seeds)), "policies": ",".join(result.policies),
                                  **({"kappa_schedule": result.kappa_schedule} if result.kappa_schedule else {}),
-                                 **({"label_delay": str(result.label_delay)} if result.label_delay else {})})
+                                 **({"label_delay": str(result.label_delay)} if result.label_delay else {}),
+                                 **({"retune_every": str(result.retune_every)} if result.retune_every else {})})
         for (seed, kappa), report in sorted(result.reports.items()):
             note(f"logging seed {seed}, κ={kappa:g}")
             for r in report.results:
