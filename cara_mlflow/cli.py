@@ -169,6 +169,18 @@ def _batch_store(store_dir: str, *, existing: bool = True):
     return store
 
 
+def _pool_names(text: str, store: str, name: str, policy: str) -> list[str]:
+    """``tune --pool``'s names, checked before the tracking store is opened (nothing is created)."""
+    from .lifecycle.pool import check_pool
+
+    pool = check_pool([n.strip() for n in text.split(",") if n.strip()], name, policy)
+    local_db = _batch_store(store).root / "mlflow.db"
+    if pool and not os.environ.get("MLFLOW_TRACKING_URI") and not local_db.exists():
+        raise InputError(f"pool: {local_db} does not exist yet, so no other model is registered beside this one; "
+                         "pooled models share one tracking store: set MLFLOW_TRACKING_URI for every store")
+    return pool
+
+
 def _stored_notify(command: str | None, timeout: float | None) -> dict | str | None:
     """The policy's ``notify`` from tune's options: ``{command, timeout}``, ``"off"``, or None (not
     given: the active policy's is kept). A timeout alone is refused: it would do nothing."""
@@ -349,7 +361,6 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     from .backends import Backend
     from .guards import Guards
     from .lifecycle import tune as run_tune
-    from .lifecycle.pool import check_pool
     from .lifecycle.tune import UNTUNED, resolve_window
     from .money import Money
     from .store import window_ids
@@ -379,7 +390,7 @@ def tune(name, store, offline, kappa, retrain_cost, error_cost, price_per_hour, 
     retrain_backend = None if backend is None else Backend.parse(backend, backend_config)
     # the window and the pool's names are checked before anything (the tracking store) is created
     offline = resolve_window(_batch_store(store), offline, minimum=1 if policy in UNTUNED else 2)
-    pool = check_pool([n.strip() for n in pool.split(",") if n.strip()], name, policy)
+    pool = _pool_names(pool, store, name, policy)
     batch_store, registry = _open(name, store)
     trainer = TrainerSettings(model=model, seed=seed, holdout=holdout, n_estimators=n_estimators,
                               max_depth=max_depth or None)

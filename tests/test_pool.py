@@ -41,7 +41,7 @@ def test_pooled_tune_minimises_the_summed_cost_and_says_so(with_sibling, cara):
     result = tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-t", "--pool", SIBLING)
     assert result.returncode == 0, result.stderr
     assert f"pooled history: the threshold minimises the offline cost summed over this window and {SIBLING} (v1, " \
-           "5 batches)" in result.stdout
+           "5 batches)" in result.stdout and "(this window alone: " in result.stdout
     doc, C, run_id = tuned_matrix(with_sibling, NAME)
     sibling_doc, S, _ = tuned_matrix(with_sibling, SIBLING)
     assert sibling_doc.kappa == 2.0 and np.all(np.diag(S) == 2.0)
@@ -139,13 +139,48 @@ def test_pool_warns_when_psi_seems_another_quantity():
 
     C = np.array([[5.0, 1.0, 2.0], [np.inf, 5.0, 1.5], [np.inf, np.inf, 5.0]])
     doc = SimpleNamespace(psi=SimpleNamespace(scale="paper", gamma=0.5))
-    alike = PooledWindow("a", 1, "zero_one", "paper", C * 1.5, gamma=0.52)
-    bigger = PooledWindow("b", 2, "zero_one", "paper", C * 10, gamma=0.5)
-    other_kernel = PooledWindow("c", 3, "zero_one", "paper", C, gamma=2.0)
-    assert pool_warnings([alike], doc, C) == []
-    (size,) = pool_warnings([bigger], doc, C)
-    assert size.startswith("warning: pool: b's median offline Ψ̄ (15) is 10× this window's (1.5)")
-    (kernel,) = pool_warnings([other_kernel], doc, C)
+    alike = PooledWindow("a", 1, "zero_one", "paper", C * 1.5, gamma=0.52, queries_per_batch=110)
+    bigger = PooledWindow("b", 2, "zero_one", "paper", C, gamma=0.5, queries_per_batch=1000)
+    older = PooledWindow("o", 2, "zero_one", "paper", C, gamma=0.5)          # tuned before the count was kept
+    other_kernel = PooledWindow("c", 3, "zero_one", "paper", C, gamma=2.0, queries_per_batch=100)
+    assert pool_warnings([alike, older], doc, 100) == []
+    (size,) = pool_warnings([bigger], doc, 100)
+    assert size.startswith("warning: pool: b's batches hold 1000 queries (median), this window's 100")
+    (kernel,) = pool_warnings([other_kernel], doc, 100)
     assert "c's kernel γ is 2, this window's 0.5" in kernel
     assert pool_warnings([other_kernel], SimpleNamespace(psi=SimpleNamespace(scale="expected-loss", gamma=0.5)),
-                         C) == []
+                         100) == []
+
+
+def test_a_pooled_model_whose_artifacts_cannot_be_read_is_one_line(with_sibling, cara):
+    import shutil
+
+    from .helpers import client
+
+    experiment = client(with_sibling).get_experiment_by_name(f"cara/{SIBLING}")
+    folder = experiment.artifact_location.removeprefix("file://")
+    shutil.move(folder, folder + ".away")                      # another host's store: not readable here
+    try:
+        before = snapshot(with_sibling)
+        result = tune(cara, with_sibling, "--offline", "0:5", "--policy", "cara-t", "--pool", SIBLING)
+        assert result.returncode == 1 and result.stdout == ""
+        (line,) = result.stderr.strip().splitlines()
+        assert f"pool: {SIBLING}.policy's artifacts cannot be read from here" in line
+        assert "one tracking server that proxies artifacts" in line
+        assert snapshot(with_sibling) == before
+    finally:
+        shutil.move(folder + ".away", folder)
+
+
+def test_pool_without_a_shared_tracking_store_creates_nothing(tmp_path, cara):
+    from click.testing import CliRunner
+
+    from cara_mlflow.cli import cli
+
+    store = tmp_path / "east"
+    assert CliRunner().invoke(cli, ["make-stream", "covcon-d", "--out", str(store), "--n-batches", "4",
+                                    "--batch-size", "100"]).exit_code == 0
+    result = tune(cara, store, "--offline", "0:3", "--pool", SIBLING)
+    assert result.returncode == 1
+    assert "mlflow.db does not exist yet" in result.stderr and "set MLFLOW_TRACKING_URI" in result.stderr
+    assert not (store / "mlflow.db").exists()

@@ -13,7 +13,7 @@ models.
 
 from __future__ import annotations
 
-import tempfile
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +39,7 @@ class PooledWindow:
     scale: str
     costs: np.ndarray
     gamma: float = float("nan")
+    queries_per_batch: float | None = None      # the median over its window; None if tuned before it was kept
 
     def describe(self) -> dict:
         return {"name": self.name, "policy_version": self.version, "batches": int(self.costs.shape[0])}
@@ -78,44 +79,42 @@ def read_pool(registry: reg.Registry, names: list[str]) -> list[PooledWindow]:
 
 def _read_one(other: reg.Registry, name: str) -> PooledWindow:
     try:
-        text, version, run_id = other.active_policy_source()
+        text, version, raw = other.tuned_window(MATRIX)
+    except reg.ArtifactsUnreadable as exc:
+        raise InputError(f"pool: {exc}; pooled models need artifacts every host can read: one tracking server "
+                         "that proxies artifacts (mlflow server), or an artifact path shared by the stores") from None
     except SetupError:
         raise InputError(f"pool: {name} has no tuned policy {name}.policy@active in {other.where}; pooled models "
                          "share one tracking store (set MLFLOW_TRACKING_URI for every store): tune "
                          f"{name} there first, or drop it from --pool") from None
     doc = PolicyDocument.from_json(text, f"{name}.policy@active", version=version)
-    if not run_id or MATRIX not in other.runs.artifact_paths(run_id, MATRIX.rsplit("/", 1)[0]):
+    if raw is None:
         raise InputError(f"pool: {name}.policy v{version} ({doc.policy}) has no offline cost matrix "
                          f"({MATRIX} of its tuning run); re-tune {name} with a tuned policy such as cara-t")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            costs = check_cost_matrix(np.load(other.runs.download(run_id, MATRIX, tmp), allow_pickle=False))
-        except (InputError, ValueError, OSError) as exc:
-            raise InputError(f"pool: {name}.policy v{version}'s {MATRIX} is not a cost matrix ({exc}); "
-                             f"re-tune {name}") from None
-    return PooledWindow(name, version, doc.psi.loss, doc.psi.scale, costs, doc.psi.gamma)
+    try:
+        costs = check_cost_matrix(np.load(io.BytesIO(raw), allow_pickle=False))
+    except (InputError, ValueError, OSError) as exc:
+        raise InputError(f"pool: {name}.policy v{version}'s {MATRIX} is not a cost matrix ({exc}); "
+                         f"re-tune {name}") from None
+    return PooledWindow(name, version, doc.psi.loss, doc.psi.scale, costs, doc.psi.gamma,
+                        (doc.tuning or {}).get("queries_per_batch"))
 
 
-def pool_warnings(pool: list[PooledWindow], doc: PolicyDocument, C: np.ndarray) -> list[str]:
+def pool_warnings(pool: list[PooledWindow], doc: PolicyDocument, queries_per_batch: float) -> list[str]:
     """What may make a pooled window's Ψ̄ a different quantity than this one's, though in one unit:
-    Ψ sums over a batch's queries (other batch sizes scale it), and the paper's scale also counts
+    Ψ sums over a batch's queries (other query counts scale it), and the paper's scale also counts
     the kernel's mass near the queries (another γ changes it)."""
     notes = []
-    own = _median_psi(C)
     for w in pool:
-        theirs = _median_psi(w.costs)
-        if own > 0 and theirs > 0 and max(own / theirs, theirs / own) > 4:
-            notes.append(f"warning: pool: {w.name}'s median offline Ψ̄ ({theirs:.4g}) is {theirs / own:.2g}× this "
-                         f"window's ({own:.4g}); Ψ̄ sums over a batch's queries: do its batches hold as many?")
+        q = w.queries_per_batch
+        if q and queries_per_batch and max(q / queries_per_batch, queries_per_batch / q) > 1.25:
+            notes.append(f"warning: pool: {w.name}'s batches hold {q:g} queries (median), this window's "
+                         f"{queries_per_batch:g}: Ψ̄ sums over a batch's queries, so its staleness counts "
+                         f"{q / queries_per_batch:.2g}× as much; pool models whose batches are alike")
         if doc.psi.scale == "paper" and w.gamma == w.gamma and not np.isclose(w.gamma, doc.psi.gamma, rtol=0.1):
             notes.append(f"warning: pool: {w.name}'s kernel γ is {w.gamma:.4g}, this window's {doc.psi.gamma:.4g}: "
                          "on --psi-scale paper Ψ̄ counts the kernel's mass near the queries, so the two differ")
     return notes
-
-
-def _median_psi(C: np.ndarray) -> float:
-    upper = C[np.triu_indices(C.shape[0], 1)]
-    return float(np.median(np.abs(upper))) if upper.size else 0.0
 
 
 def pool_matrices(pool: list[PooledWindow], doc: PolicyDocument) -> list[np.ndarray]:

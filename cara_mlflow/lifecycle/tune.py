@@ -121,13 +121,14 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         notes += sample_notes
         C = terms.cost_matrix(draft.kappa)
         pool_windows = pool_matrices(pooled, draft)                 # re-priced at κ, known by now
-        notes += pool_warnings(pooled, draft, C)
+        queries = float(np.median([b.n_queries for b in batches]))
+        notes += pool_warnings(pooled, draft, queries)
         # CARA-P's t counts batches from the window's first (0), as step's position does: ids may have gaps
         tuned, best = PolicyTuner(policy, method=method, start=0).fit(C, pool=pool_windows), solve(C)
         advice = kappa_advice(terms.psi_bar, draft.kappa, policy, tuned.result_.n_retrains, best.n_retrains)
         notes += [f"guard rails: {draft.guards.describe()}"] if draft.guards.any else []
-        doc = _document(draft, tuned, best, method, notes + list(advice.notes) + _pool_notes(pooled, tuned),
-                        [b.id for b in batches], advice, pooled)
+        doc = _document(draft, tuned, best, method, notes + list(advice.notes) + _pool_notes(pooled, tuned, C),
+                        [b.id for b in batches], advice, pooled, queries)
         return _register_tuned(registry, doc, C, tuned, best)
 
 
@@ -344,12 +345,13 @@ def _money_note(money: Money, seconds: list[float], kappa: float, unit: str) -> 
 
 
 def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str], ids: list[int],
-              advice, pooled=()) -> PolicyDocument:
+              advice, pooled=(), queries_per_batch: float | None = None) -> PolicyDocument:
     """The tuned document; its figures name batches by id (the window's ids may have gaps). Pooled,
     ``offline_cost`` stays this window's, ``pooled_cost`` is the sum the threshold minimised."""
     own = tuned.result_.details["own_cost"] if pooled else tuned.best_cost_
     pool = {"pool": [w.describe() for w in pooled], "pooled_cost": tuned.best_cost_} if pooled else {}
     figures = {"method": method, "offline_cost": own, "oracle_cost": best.cost, **pool,
+               "queries_per_batch": queries_per_batch,
                "oracle_retrain_at": [ids[t] for t in best.retrain_at[1:]],
                "strategy": [ids[s] for s in tuned.best_strategy_], "interval": tuned.result_.interval,
                "offline_retrains": tuned.result_.n_retrains, "oracle_retrains": best.n_retrains,
@@ -359,12 +361,16 @@ def _document(draft: PolicyDocument, tuned, best, method: str, notes: list[str],
     return replace(draft, params=dict(tuned.best_params_), tuning=figures)
 
 
-def _pool_notes(pooled, tuned) -> list[str]:
+def _pool_notes(pooled, tuned, C: np.ndarray) -> list[str]:
+    """What the pool did: the summed and own costs, and the threshold this window alone would give."""
     if not pooled:
         return []
     names = ", ".join(f"{w.name} (v{w.version}, {w.costs.shape[0]} batches)" for w in pooled)
+    alone = PolicyTuner(tuned.policy, method=tuned.method, seed=tuned.seed, kappa_relative=tuned.kappa_relative)
+    name = POLICIES[tuned.policy].tunable[0]
     return [f"pooled history: the threshold minimises the offline cost summed over this window and {names}, "
-            f"each re-priced at this κ: {tuned.best_cost_:.4g} in all, {tuned.result_.details['own_cost']:.4g} here"]
+            f"each re-priced at this κ: {tuned.best_cost_:.4g} in all, {tuned.result_.details['own_cost']:.4g} "
+            f"here; {name}={tuned.best_params_[name]:.4g} (this window alone: {alone.fit(C).best_params_[name]:.4g})"]
 
 
 def _register_tuned(registry: reg.Registry, doc: PolicyDocument, C: np.ndarray, tuned, best) -> PolicyDocument:

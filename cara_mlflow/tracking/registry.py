@@ -29,14 +29,18 @@ from .connection import Connection, is_missing
 from .predictor import Predictor, load_predictor
 from .runs import TAG_BATCH, TAG_RUN_TYPE, RunRecord, Runs
 
-__all__ = ["Registry", "VersionInfo", "check_model_name", "POLICY_FILE", "TRAINING_INFO", "MISCLASSIFIED",
-           "LOSSES_FILE",
+__all__ = ["Registry", "ArtifactsUnreadable", "VersionInfo", "check_model_name", "POLICY_FILE", "TRAINING_INFO",
+           "MISCLASSIFIED", "LOSSES_FILE",
            "TAG_LAST_BATCH", "TAG_LAST_RUN", "TAG_ROLLBACK", "TAG_RUN_TYPE", "TAG_BATCH", "TAG_DECISION",
            "TAG_MODEL_VERSION", "TAG_POLICY_VERSION", "TAG_TRAINED_ON", "TAG_TRIGGER", "TAG_GATE",
            "TAG_TRAINING_RUN", "TAG_MODEL_URI", "TAG_TIMELINE_THROUGH", "TAG_LATE"]
 
 POLICY_SUFFIX = ".policy"
 POLICY_FILE = "policy.json"
+
+
+class ArtifactsUnreadable(SetupError):
+    """A model's artifacts are registered but cannot be read from this host (another store's folder)."""
 TRAINING_INFO = "cara/training.json"
 MISCLASSIFIED = "cara/misclassified.parquet"     # 0.1: the rows a classifier got wrong
 LOSSES_FILE = "cara/losses.parquet"
@@ -438,6 +442,23 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             local = self._download_logged_model_file(model_id, POLICY_FILE, tmp)
             return Path(local).read_bytes(), int(mv.version), mv.run_id or None
+
+    def tuned_window(self, artifact: str) -> tuple[bytes, int, bytes | None]:
+        """For pooling this model's offline history into another's tuning: the active policy's
+        ``policy.json``, its version, and the bytes of its tuning run's ``artifact`` (None if that run
+        logged none). :class:`SetupError` when there is no active policy; :class:`ArtifactsUnreadable`
+        when its artifacts cannot be read from this host."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            text, version, run_id = self.active_policy_source()
+            if not run_id or artifact not in self.runs.artifact_paths(run_id, artifact.rsplit("/", 1)[0]):
+                return text, version, None
+            with tempfile.TemporaryDirectory() as tmp:
+                return text, version, Path(self.runs.download(run_id, artifact, tmp)).read_bytes()
+        except (MlflowException, OSError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ArtifactsUnreadable(f"{self.policy_name}'s artifacts cannot be read from here ({reason})") from None
 
     def policy_versions(self) -> list[VersionInfo]:
         """Versions of ``NAME.policy``, newest first."""
