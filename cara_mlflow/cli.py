@@ -224,6 +224,14 @@ def _theta(params: dict) -> str:
                      if k != "kappa") or "untuned"
 
 
+def _tuned_on(policy: dict) -> str:
+    """``status``: the window the policy was tuned on, and the models it pooled."""
+    window = policy.get("offline")
+    text = f"; tuned on {window[0]}:{window[1]}" if window else ""
+    pool = policy.get("pool") or []
+    return text + (" pooled with " + ", ".join(f"{w['name']} v{w['policy_version']}" for w in pool) if pool else "")
+
+
 def _units(policy: dict) -> str:
     """What κ counts, for ``status``."""
     if policy.get("psi_scale") == "expected-loss":
@@ -554,7 +562,7 @@ def status(name, store, ui_base, as_json):
              "next batch   " + (s["next_state"] if s["next_batch"] is None
                                     else f"{s['next_batch']}: {s['next_state']}"),
              f"policy       {s['policy']['name']} ({_theta(s['policy']['params'])}), κ={s['policy']['kappa']:.4g} "
-             f"({_units(s['policy'])})",
+             f"({_units(s['policy'])}){_tuned_on(s['policy'])}",
              f"cost so far  {s.get('cumulative_cost', 0.0):.3f}"]
     if s.get("last_retrain"):
         r = s["last_retrain"]

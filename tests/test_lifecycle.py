@@ -225,7 +225,7 @@ def test_status_json_says_where_production_stands(ran_store, cara):
                            "feature_kinds": {"x1": "numeric", "x2": "numeric"},
                            "guards": {"max_model_age": None, "retrain_budget": None}, "psi_scale": "paper",
                            "verify_margin": 0.25, "notify": None, "decide_before_labels": False,
-                           "backend": {"name": "local", "config": {}}}
+                           "backend": {"name": "local", "config": {}}, "offline": list(OFFLINE), "pool": []}
     assert s["provisional"] == [] and s["estimate_error"] is None and s["retrains_running"] == []
     # the last batch promoted (this store's history): its check waits for the next batch
     assert production.trained_on == ONLINE[-1]

@@ -57,6 +57,8 @@ def test_pooled_tune_minimises_the_summed_cost_and_says_so(with_sibling, cara):
     assert doc.tuning["strategy"] == expected.best_strategy_
     run = registry(with_sibling).runs.get(run_id)
     assert run.params["pool"] == SIBLING and run.metrics["pooled_cost"] == pytest.approx(expected.best_cost_)
+    status = cara(with_sibling, "status")
+    assert status.returncode == 0 and f"; tuned on 0:5 pooled with {SIBLING} v1" in status.stdout
     # The document, pool and all, round-trips through its JSON.
     again = PolicyDocument.from_json(json.dumps(doc.to_dict()).encode(), "again", version=doc.version)
     assert again.tuning == doc.tuning and again.params == doc.params

@@ -162,7 +162,9 @@ def status(store: BatchStore, registry: reg.Registry, *, ui_base: str = "http://
                      "task": doc.task, "loss": doc.psi.loss, "features": list(doc.features),
                      "feature_kinds": doc.feature_kinds, "guards": doc.guards.to_dict(), "psi_scale": doc.psi.scale,
                      "verify_margin": doc.verify_margin, "notify": None if not doc.notify else dict(doc.notify),
-                     "decide_before_labels": doc.decide_before_labels, "backend": doc.backend.to_dict()}
+                     "decide_before_labels": doc.decide_before_labels, "backend": doc.backend.to_dict(),
+                     "offline": list(doc.offline) if doc.offline else None,
+                     "pool": list((doc.tuning or {}).get("pool") or [])}
     out["retrains_running"] = [{"batch": r.batch, "run_id": r.run_id, "backend": r.tags.get("cara.backend", "local")}
                                for r in registry.runs.find("retrain", statuses=("RUNNING",))]
     if state is not None:
