@@ -298,6 +298,16 @@ class Policy(abc.ABC):
     # -- offline evaluation: Algorithm 1 on a whole cost matrix, for many θ at once -------------
 
     @classmethod
+    def tunes_a_threshold(cls) -> bool:
+        """True if the one tuned parameter is a threshold searched exactly (:meth:`offline_thresholds`):
+        the policies a pooled or re-tuned history can tune.
+
+        >>> [name for name, cls in POLICIES.items() if cls.tunes_a_threshold()]
+        ['cara-t', 'cara-ct']
+        """
+        return False
+
+    @classmethod
     def from_costs(cls) -> bool:
         """True if the decisions depend on the cost matrix alone: :meth:`offline_costs` applies.
 
@@ -541,6 +551,10 @@ class _Threshold(Policy):
     _cumulative: ClassVar[bool]
     """The score is the sum of Ψ̄ since the model was trained (CARA-CT), not Ψ̄ itself (CARA-T)."""
     offline_fixed = ("kappa",)
+
+    @classmethod
+    def tunes_a_threshold(cls) -> bool:
+        return True
 
     def get_params(self) -> dict[str, Any]:
         # κ-blind (kappa None): the parameters, documents and reprs from before κ-relative thresholds.

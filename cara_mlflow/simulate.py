@@ -439,7 +439,7 @@ def check_retune(policies: Sequence[str], retune_every, label_delay: int = 0) ->
 
 def _retunable(name: str) -> bool:
     cls = POLICIES[name]
-    return cls.from_costs() and bool(cls.tunable) and cls.offline_thresholds(np.zeros((2, 2))) is not None
+    return cls.tunes_a_threshold()
 
 
 def _retuned_results(p: Prepared, policies, C_off: np.ndarray, C_on: np.ndarray, oracle,

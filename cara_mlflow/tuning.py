@@ -139,7 +139,7 @@ class PolicyTuner:
         if C.shape[0] < 2:
             raise InputError("C: the offline window needs at least 2 batches to tune a policy")
         pool = [check_cost_matrix(W) for W in pool]
-        if pool and (cls.offline_thresholds(C) is None or cls.needs_errors or cls.follows_oracle):
+        if pool and not cls.tunes_a_threshold():
             raise InputError(f"pool: pooled history tunes a threshold (cara-t, cara-ct), not the {cls.name} policy")
         if cls.follows_oracle:
             result = self._fit_oracle(C)

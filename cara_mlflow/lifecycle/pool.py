@@ -24,7 +24,7 @@ from ..policies import POLICIES
 from ..policy_doc import PolicyDocument
 from ..tracking import registry as reg
 
-__all__ = ["PooledWindow", "check_pool", "read_pool", "pool_matrices", "pool_warnings"]
+__all__ = ["PooledWindow", "check_pool", "read_pool", "check_units", "pool_matrices", "pool_warnings"]
 
 MATRIX = "tuning/cost_matrix.npy"
 
@@ -62,7 +62,7 @@ def check_pool(names, own: str, policy: str) -> list[str]:
         raise InputError(f"pool: {exc}") from None
     if not names:
         return []
-    if POLICIES[policy].offline_thresholds(np.zeros((2, 2))) is None:
+    if not POLICIES[policy].tunes_a_threshold():
         raise InputError(f"pool: pooled history tunes a threshold (cara-t, cara-ct), not the {policy} policy; "
                          "drop --pool or tune --policy cara-t")
     if own in names:
@@ -117,14 +117,20 @@ def pool_warnings(pool: list[PooledWindow], doc: PolicyDocument, queries_per_bat
     return notes
 
 
-def pool_matrices(pool: list[PooledWindow], doc: PolicyDocument) -> list[np.ndarray]:
-    """The pooled windows re-priced at ``doc``'s κ, once their Ψ̄ are checked to be in its unit."""
-    out = []
+def check_units(pool: list[PooledWindow], doc: PolicyDocument) -> None:
+    """Every pooled window's Ψ̄ in ``doc``'s unit (loss and scale): said before any model is trained."""
     for w in pool:
         if (w.loss, w.scale) != (doc.psi.loss, doc.psi.scale):
             raise InputError(f"pool: {w.name} measures Ψ̄ with loss {w.loss}, scale {w.scale}; this tune with "
                              f"loss {doc.psi.loss}, scale {doc.psi.scale}: pool models whose Ψ̄ share a unit "
                              "(--loss, --psi-scale)")
+
+
+def pool_matrices(pool: list[PooledWindow], doc: PolicyDocument) -> list[np.ndarray]:
+    """The pooled windows re-priced at ``doc``'s κ (their units checked by :func:`check_units`)."""
+    check_units(pool, doc)
+    out = []
+    for w in pool:
         C = np.array(w.costs, dtype=np.float64)
         np.fill_diagonal(C, doc.kappa)
         out.append(C)

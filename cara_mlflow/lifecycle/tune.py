@@ -33,7 +33,7 @@ from ..verify import VERIFY_MARGIN
 from . import training
 from .frame import active_policy, default_project_uri, managed
 from .offline_terms import offline_terms
-from .pool import check_pool, pool_matrices, pool_warnings, read_pool
+from .pool import check_pool, check_units, pool_matrices, pool_warnings, read_pool
 from .training import train_on_batch, training_seconds
 
 __all__ = ["tune", "QUERY_RULE"]
@@ -110,7 +110,7 @@ def tune(store: BatchStore, registry: reg.Registry, *, offline: tuple[int, int],
         notes += kept_notes
         if untuned:
             return _register_untuned(registry, replace(draft, kappa=kappa or money.kappa(()), money=money), notes)
-        pool_matrices(pooled, draft)      # their Ψ̄ in this unit? said before any model is trained
+        check_units(pooled, draft)        # said before any model is trained
         models, seconds = _offline_models(registry, batches, draft, progress,
                                           timed=money is not None and money.measured)
         if money is not None:
